@@ -1,0 +1,50 @@
+"""Linear models: multinomial and binary logistic regression.
+
+Both are one affine map; the softmax / sigmoid lives in the loss
+(:func:`mnistkit.losses.classification_loss`), which is numerically stabler
+than applying it in ``forward``. The scikit-learn compatible estimator in
+:mod:`mnistkit.estimators` uses these same classes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mnistkit.models import register_model
+
+
+class LogisticRegression(nn.Module):
+    """Multinomial logistic regression: ``logits = x @ W.T + b``, shape ``[N, C]``."""
+
+    def __init__(self, in_features: int = 784, num_classes: int = 10):
+        super().__init__()
+        if in_features < 1 or num_classes < 2:
+            raise ValueError(f"need in_features >= 1 and num_classes >= 2, got {in_features}, {num_classes}")
+        self.linear = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+class BinaryLogisticRegression(nn.Module):
+    """The tutorial's section 1: one logit per sample, ``p = sigmoid(x @ w + b)``; output ``[N]``."""
+
+    def __init__(self, in_features: int = 784):
+        super().__init__()
+        if in_features < 1:
+            raise ValueError(f"need in_features >= 1, got {in_features}")
+        self.linear = nn.Linear(in_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)).squeeze(1)
+
+
+@register_model("logreg", "multiclass", "multinomial logistic regression (one linear layer, softmax in the loss)")
+def logreg(in_features: int = 784, num_classes: int = 10) -> nn.Module:
+    return LogisticRegression(in_features, num_classes)
+
+
+@register_model("binary-logreg", "binary", "binary logistic regression: sigmoid on one logit (tutorial section 1)")
+def binary_logreg(in_features: int = 784) -> nn.Module:
+    return BinaryLogisticRegression(in_features)

@@ -1,0 +1,36 @@
+"""Shared test fixtures. Area-specific fixtures live in their own test modules."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def find_real_mnist_root() -> Path | None:
+    """A data root holding full MNIST (``ROOT/MNIST/raw``), from $MNISTKIT_DATA or ../shared/data."""
+    candidates = [os.environ.get("MNISTKIT_DATA"), str(REPO.parent / "shared" / "data")]
+    for c in candidates:
+        if c and all((Path(c) / "MNIST" / "raw" / f).is_file() for f in MNIST_FILES):
+            return Path(c)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """Root of the real MNIST files; tests needing full MNIST skip (saying why) without it."""
+    root = find_real_mnist_root()
+    if root is None:
+        pytest.skip("full MNIST not found: set MNISTKIT_DATA to a folder holding MNIST/raw/*.gz")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never touch the user's cache dir or ./data from tests; never download by accident."""
+    monkeypatch.setenv("MNISTKIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
