@@ -20,6 +20,11 @@ COMMANDS: dict[str, str] = {
     "train": "mnistkit.cli.train:train",
     "evaluate": "mnistkit.cli.evaluate:evaluate",
     "data": "mnistkit.cli.data:data",
+    "show": "mnistkit.cli.show:show",
+    "report": "mnistkit.cli.report:report",
+    "predict": "mnistkit.cli.predict:predict",
+    "export": "mnistkit.cli.export:export",
+    "serve": "mnistkit.cli.serve:serve",
 }
 
 

@@ -29,18 +29,24 @@ class ModelSpec:
     task: str
     description: str
     defaults: dict = field(default_factory=dict)
+    #: training options this model needs to train well, applied unless the user sets them
+    train_defaults: dict = field(default_factory=dict)
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, task: str, description: str):
-    """Decorator adding a builder function to :data:`MODELS` under ``name``."""
+def register_model(name: str, task: str, description: str, train_defaults: dict | None = None):
+    """Decorator adding a builder function to :data:`MODELS` under ``name``.
+
+    ``train_defaults`` are training options (config fields) the model is trained with
+    unless the user gives them, e.g. a linear model's normalisation and schedule.
+    """
 
     def decorate(builder):
         params = inspect.signature(builder).parameters
         defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-        MODELS[name] = ModelSpec(name, builder, task, description, defaults)
+        MODELS[name] = ModelSpec(name, builder, task, description, defaults, dict(train_defaults or {}))
         return builder
 
     return decorate

@@ -1,0 +1,43 @@
+# The two commands the README promises: `make demo` and `make test`.
+# Both set up .venv first (torch from `pip install torch==2.13.0`, then the
+# project with its extras), so they work on a fresh machine.
+
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.mnistkit-installed
+# Real MNIST for development and CI lives in ../shared/data when present.
+SHARED_DATA := $(abspath ../shared/data)
+export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup system-deps demo test bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[all,test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Chromium (browser tests) and Fashion-MNIST from Debian, when we are root on Debian.
+# Failure is not fatal: the tests that need them skip and say why.
+system-deps:
+	@bash scripts/system-deps.sh
+
+demo: setup
+	@bash scripts/demo.sh $(PY)
+
+test: setup system-deps
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=600
+
+bench: setup
+	$(PY) bench/run.py
+
+bench-quick: setup
+	$(PY) bench/run.py --quick
+
+clean:
+	rm -rf $(VENV) runs test-artifacts .pytest_cache

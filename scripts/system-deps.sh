@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install Debian packages the test suite uses: chromium (browser tests) and
+# dataset-fashion-mnist (Fashion-MNIST without internet). Never fatal.
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || need+=(dataset-fashion-mnist)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "system-deps: not root on Debian; tests needing ${need[*]} will skip" >&2
+  exit 0
+fi
+echo "system-deps: apt-get install ${need[*]}"
+if ! { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }; then
+  echo "system-deps: could not install ${need[*]}; tests needing them will skip" >&2
+fi
+exit 0

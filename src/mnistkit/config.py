@@ -1,0 +1,185 @@
+"""The one validated training configuration, its presets, and device resolution.
+
+Defaults reproduce the tutorial's recipe (seed-mlp, Adam 1e-3, batch 64,
+10 epochs, pixels normalised once to [-1, 1]). The resolved config is written
+into every run directory and every checkpoint so a run can be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from mnistkit.errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
+SCHEDULES = ("none", "onecycle", "cosine")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+NORMS = ("tutorial", "dataset")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Units are in the comments."""
+
+    # data
+    dataset: str = "mnist"          # registry name or a path (IDX folder, Kaggle CSV, image folder)
+    data_dir: str | None = None     # where to look first for the dataset's files
+    download: bool = True           # download missing files from the registry's mirrors
+    norm: str = "tutorial"          # "tutorial": mean 0.5, std 0.5 -> [-1, 1]; "dataset": the dataset's mean/std
+    val_size: float = 0             # validation split carved from train: count (>= 1) or fraction (< 1); 0 = none
+    positive: int | None = None     # binary task: this class against the rest
+    classes: tuple[int, ...] | None = None  # train on these classes only (two classes for a binary task)
+    augment: bool = False           # random +-2 px shifts of training images (GPU/CPU tensor ops)
+    # model
+    model: str = "seed-mlp"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 64            # global batch size (split across ranks when distributed)
+    lr: float = 1e-3                # peak learning rate
+    optimizer: str = "adam"
+    momentum: float = 0.9           # sgd only
+    nesterov: bool = False          # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "none"          # per-step learning-rate schedule
+    label_smoothing: float = 0.0
+    early_stopping: int = 0         # patience in epochs on validation loss; 0 = off (needs val_size)
+    # execution
+    seed: int = 0
+    deterministic: bool = False     # deterministic kernels: identical weights run to run on CPU
+    device: str = "auto"            # auto picks cuda, then mps, then cpu
+    amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False           # torch.compile the model
+    eval_batch_size: int = 1024
+    log_every: int = 100            # steps between tutorial-style log lines; 0 = none
+    # output
+    out: str | None = None          # run directory; default runs/<name>
+    name: str | None = None
+    preset: str | None = None
+    dry_run: bool = False           # a few steps per epoch on a data subset: smoke test
+
+    def __post_init__(self):
+        if self.classes is not None:
+            self.classes = tuple(int(c) for c in self.classes)
+        self.model_options = dict(self.model_options or {})
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raise :class:`ConfigError` naming the bad value and what is allowed."""
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("device", self.device, DEVICES)
+        _choice("norm", self.norm, NORMS)
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("eval_batch_size", self.eval_batch_size)
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 100):
+            raise ConfigError(f"lr must be a number in (0, 100), got {self.lr!r}")
+        if not 0 <= self.weight_decay < 10:
+            raise ConfigError(f"weight_decay must be in [0, 10), got {self.weight_decay!r}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not _valid_val_size(self.val_size):
+            raise ConfigError(f"val_size must be 0, a fraction in (0, 1) or a whole count, got {self.val_size!r}")
+        if self.early_stopping < 0:
+            raise ConfigError(f"early_stopping patience must be >= 0 epochs, got {self.early_stopping}")
+        if self.early_stopping and not self.val_size:
+            raise ConfigError("early_stopping needs a validation split: add --val-size (e.g. 5000 or 0.1)")
+        if self.log_every < 0:
+            raise ConfigError(f"log_every must be >= 0, got {self.log_every}")
+        if self.positive is not None and self.classes is not None:
+            raise ConfigError("give either --positive (one class against the rest) or --classes, not both")
+        if self.classes is not None and (len(self.classes) < 2 or len(set(self.classes)) != len(self.classes)):
+            raise ConfigError(f"--classes needs at least two distinct classes, got {list(self.classes)}")
+        if self.nesterov and self.optimizer != "sgd":
+            raise ConfigError("--nesterov applies to --optimizer sgd only")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["classes"] is not None:
+            d["classes"] = list(d["classes"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Rebuild from a saved dict; unknown keys (from newer versions) raise ConfigError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+#: Named recipes. ``tutorial`` is the default; the others are tuned and measured by ``bench/``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tutorial": {},
+    "fast": dict(model="mlp", model_options={"hidden": [1024], "activation": "relu"}, epochs=3,
+                 batch_size=256, lr=3e-3, schedule="onecycle", norm="dataset", log_every=0),
+    "best-mlp": dict(model="mlp", model_options={"hidden": [1024, 1024], "activation": "relu", "dropout": 0.3},
+                     epochs=30, batch_size=128, lr=2e-3, optimizer="adamw", weight_decay=0.05,
+                     schedule="onecycle", label_smoothing=0.1, norm="dataset", log_every=0),
+    "cnn": dict(model="cnn", epochs=12, batch_size=128, lr=4e-3, optimizer="adamw", weight_decay=5e-4,
+                schedule="onecycle", label_smoothing=0.1, augment=True, norm="dataset", log_every=0),
+}
+
+
+def resolve_config(preset: str | None = None, **overrides) -> TrainConfig:
+    """Defaults < the model's own training defaults < preset < explicit overrides (``None`` ignored)."""
+    from mnistkit.models import get_model_spec
+
+    base: dict[str, Any] = {}
+    model = overrides.get("model") or (PRESETS.get(preset, {}).get("model") if preset else None) or "seed-mlp"
+    base.update(get_model_spec(model).train_defaults)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        base.update(PRESETS[preset])
+        base["preset"] = preset
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(base) - names)
+    if unknown:
+        raise ConfigError(f"unknown training options: {', '.join(unknown)}")
+    return TrainConfig(**base)
+
+
+def resolve_device(name: str):
+    """``auto`` -> cuda, then mps, then cpu; an unavailable explicit device is a ConfigError."""
+    import torch
+
+    _choice("device", name, DEVICES)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps was asked for but MPS is not available; use --device auto or cpu")
+    return torch.device(name)
+
+
+def _choice(what: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
+
+
+def _valid_val_size(v) -> bool:
+    """0, a fraction strictly between 0 and 1, or a whole count >= 1."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return v == 0 or 0 < v < 1 or (v >= 1 and float(v).is_integer())
+
+
+def _positive_int(what: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{what} must be a positive whole number, got {value!r}")

@@ -1,0 +1,105 @@
+"""Evaluation: accuracy, per-class precision/recall/F1, confusion matrix, binary ROC AUC."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from mnistkit.inference import predict_logits
+from mnistkit.losses import classification_loss, predict_proba
+from mnistkit.preprocess import Normalization
+
+
+@dataclass
+class EvalResult:
+    """Scores of a model on one split. Percentages are 0-100; ``confusion`` rows are true classes."""
+
+    split: str
+    n: int
+    accuracy: float
+    loss: float
+    per_class: list[dict]
+    confusion: list[list[int]]
+    class_names: list[str]
+    binary: dict | None = None
+    predictions: torch.Tensor | None = field(default=None, repr=False)    # int64 [N]
+    probabilities: torch.Tensor | None = field(default=None, repr=False)  # float32 [N, C]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("predictions"), d.pop("probabilities")
+        return d
+
+
+def confusion_matrix(true: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``[C, C]`` int64 counts; rows are true classes, columns predicted ones."""
+    idx = true.long() * num_classes + pred.long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def per_class_scores(cm: torch.Tensor, class_names: list[str]) -> list[dict]:
+    """Precision, recall, F1 (percent) and support for each class from a confusion matrix."""
+    cm = cm.double()
+    tp = cm.diag()
+    predicted, support = cm.sum(0), cm.sum(1)
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
+                     torch.zeros_like(tp))
+    return [
+        {"class": name, "precision": round(100 * float(p), 2), "recall": round(100 * float(r), 2),
+         "f1": round(100 * float(f), 2), "support": int(s)}
+        for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+    ]
+
+
+def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve via the rank-sum (Mann-Whitney) statistic, ties averaged."""
+    positive = positive.bool()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = scores.double().argsort()
+    sorted_scores = scores.double()[order]
+    ranks = torch.empty_like(sorted_scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    # average ranks over ties
+    uniq, inverse, counts = torch.unique(sorted_scores, return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts + 1
+    avg = (first + (counts - 1) / 2.0).double()
+    ranks[order] = avg[inverse]
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def binary_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Accuracy, precision, recall (percent) and ROC AUC for a one-logit model."""
+    pred = (logits > 0).long()
+    tp = int(((pred == 1) & (labels == 1)).sum())
+    fp = int(((pred == 1) & (labels == 0)).sum())
+    fn = int(((pred == 0) & (labels == 1)).sum())
+    return {
+        "accuracy": round(100 * float((pred == labels).double().mean()), 2),
+        "precision": round(100 * tp / (tp + fp), 2) if tp + fp else 0.0,
+        "recall": round(100 * tp / (tp + fn), 2) if tp + fn else 0.0,
+        "roc_auc": round(roc_auc(logits, labels), 4),
+    }
+
+
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, norm: Normalization,
+             class_names: list[str], task: str = "multiclass", split: str = "test",
+             batch_size: int = 1024, device=None) -> EvalResult:
+    """Score ``model`` on uint8 ``images [N, 28, 28]`` with int ``labels [N]`` (eval mode, inference mode)."""
+    logits = predict_logits(model, images, norm, batch_size, device)
+    labels = labels.long().cpu()
+    loss = float(classification_loss(logits, labels, task)) if len(labels) else float("nan")
+    probs = predict_proba(logits, task)
+    pred = probs.argmax(1)
+    cm = confusion_matrix(labels, pred, len(class_names))
+    acc = 100.0 * float((pred == labels).double().mean()) if len(labels) else float("nan")
+    return EvalResult(
+        split=split, n=len(labels), accuracy=round(acc, 2), loss=round(loss, 5),
+        per_class=per_class_scores(cm, class_names), confusion=cm.tolist(), class_names=list(class_names),
+        binary=binary_scores(logits, labels) if task == "binary" else None,
+        predictions=pred, probabilities=probs,
+    )
