@@ -34,3 +34,11 @@ def mnist_root() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's cache dir or ./data from tests; never download by accident."""
     monkeypatch.setenv("MNISTKIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    """A flat folder of tiny, learnable MNIST-format IDX files (600 train, 200 test)."""
+    from synthetic import write_idx_dataset
+
+    return write_idx_dataset(tmp_path_factory.mktemp("synthetic") / "idx")

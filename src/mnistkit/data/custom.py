@@ -1,0 +1,193 @@
+"""Your own data, accepted anywhere a dataset name is.
+
+Three kinds, chosen from what is on disk:
+
+- a folder of IDX files: ``train-images*`` / ``train-labels*`` and ``t10k-*`` or
+  ``test-*`` images/labels, ``.gz`` or raw (e.g. ``train-images-idx3-ubyte.gz``);
+- a Kaggle "Digit Recognizer" CSV (``.csv`` or ``.csv.gz``): a header
+  ``label,pixel0,...,pixel783`` then one row per image. It has one split, so a
+  test split of :data:`CARVED_TEST_FRACTION` is carved with the permutation
+  seeded by :data:`CARVED_SPLIT_SEED`. A CSV without a ``label`` column (Kaggle's
+  ``test.csv``) cannot be trained on and is refused;
+- an image folder with one sub-folder per class (class names = sorted sub-folder
+  names), optionally under ``train/`` and ``test/``; without them a test split is
+  carved as for the CSV. Every image goes through
+  :func:`mnistkit.preprocess.image.preprocess_image`, the same path prediction uses.
+
+Normalisation constants are computed from the training split.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mnistkit.data.dataset import Dataset, Split, compute_normalization, make_split, seeded_permutation
+from mnistkit.data.files import read_idx_splits
+from mnistkit.errors import DataFormatError, DatasetNotFoundError, InputImageError
+
+#: Share of a single-split source (CSV, image folder without train/test) held out as test.
+CARVED_TEST_FRACTION = 0.1
+#: Seed of the permutation that picks the carved test rows (same split on every run).
+CARVED_SPLIT_SEED = 0
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm")
+_IDX_PREFIXES = (("train-images", "train-labels"), ("t10k-images", "t10k-labels"),
+                 ("test-images", "test-labels"))
+
+
+def looks_like_path(name: str) -> bool:
+    """A dataset argument is a path when it exists or looks like one (separator, .csv)."""
+    text = str(name)
+    return (Path(text).expanduser().exists() or "/" in text or "\\" in text
+            or text.endswith((".csv", ".csv.gz")))
+
+
+def load_custom(path: str | Path) -> Dataset:
+    """Load a user-supplied IDX folder, Kaggle CSV or image folder (see the module docstring)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DatasetNotFoundError(f"{path}: no such file or folder; expected a dataset name, a folder "
+                                   "of IDX files, a Kaggle-style CSV or an image folder")
+    if path.is_file():
+        if path.name.endswith((".csv", ".csv.gz")):
+            return load_kaggle_csv(path)
+        raise DataFormatError(f"{path}: unsupported file; expected a .csv (label,pixel0..pixel783) "
+                              "or a folder of IDX files or class sub-folders")
+    idx = find_idx_files(path)
+    if idx is not None:
+        return read_idx_splits(path.name, idx)
+    return load_image_folder(path)
+
+
+def carve_test(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean masks (train, test) holding out CARVED_TEST_FRACTION by a seeded permutation."""
+    n = len(labels)
+    n_test = max(1, round(n * CARVED_TEST_FRACTION)) if n > 1 else 0
+    is_test = torch.zeros(n, dtype=torch.bool)
+    is_test[seeded_permutation(n, CARVED_SPLIT_SEED)[:n_test]] = True
+    return ~is_test, is_test
+
+
+# --- folder of IDX files -------------------------------------------------------------------
+
+def _first_match(folder: Path, prefix: str) -> Path | None:
+    matches = sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith(prefix)
+                     and not p.name.startswith("."))
+    gz = [p for p in matches if p.name.endswith(".gz")]
+    return (gz or matches or [None])[0]
+
+
+def find_idx_files(folder: Path) -> list[Path] | None:
+    """[train images, train labels, test images, test labels] in ``folder`` (t10k-* or test-*), or None."""
+    train = [_first_match(folder, p) for p in _IDX_PREFIXES[0]]
+    if not all(train):
+        return None
+    for images_prefix, labels_prefix in _IDX_PREFIXES[1:]:
+        test = [_first_match(folder, images_prefix), _first_match(folder, labels_prefix)]
+        if all(test):
+            return train + test  # type: ignore[return-value]
+    raise DataFormatError(f"{folder}: has train-images/train-labels but no t10k-* or test-* images "
+                          "and labels files")
+
+
+# --- Kaggle CSV ----------------------------------------------------------------------------
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        return raw.decode("utf-8-sig")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path}: cannot read the CSV ({exc})") from None
+
+
+def load_kaggle_csv(path: Path) -> Dataset:
+    """Kaggle Digit Recognizer CSV -> Dataset with a carved test split (module docstring)."""
+    text = _read_text(path)
+    header, _, body = text.partition("\n")
+    columns = [c.strip().strip('"') for c in header.strip().split(",")]
+    if "label" not in columns:
+        raise DataFormatError(f"{path}: no 'label' column (header starts {','.join(columns[:3])}); a CSV "
+                              "without labels (like Kaggle's test.csv) cannot be trained on; expected "
+                              "label,pixel0,...,pixel783")
+    if len(columns) != 785 or columns[0] != "label":
+        raise DataFormatError(f"{path}: {len(columns)} columns; expected 785: label,pixel0,...,pixel783")
+    try:
+        table = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.int64, ndmin=2)
+    except ValueError as exc:
+        raise DataFormatError(f"{path}: malformed CSV row ({exc})") from None
+    if table.shape[0] == 0:
+        raise DataFormatError(f"{path}: no data rows after the header")
+    if table.shape[1] != 785:
+        raise DataFormatError(f"{path}: rows have {table.shape[1]} values; expected 785")
+    pixels, labels = table[:, 1:], torch.from_numpy(table[:, 0].copy())
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise DataFormatError(f"{path}: pixel values range {pixels.min()}..{pixels.max()}; allowed 0..255")
+    if labels.min() < 0:
+        raise DataFormatError(f"{path}: negative label {int(labels.min())}; labels must be 0, 1, 2, ...")
+    images = torch.from_numpy(pixels.astype(np.uint8)).reshape(-1, 28, 28)
+    classes = [str(i) for i in range(max(10, int(labels.max()) + 1))]
+    train_mask, test_mask = carve_test(images, labels)
+    train = make_split(images[train_mask], labels[train_mask], len(classes), str(path))
+    test = make_split(images[test_mask], labels[test_mask], len(classes), str(path))
+    return Dataset(name=path.name, train=train, test=test, class_names=classes,
+                   norm=compute_normalization(train.images), source=str(path))
+
+
+# --- image folder --------------------------------------------------------------------------
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _read_class_folders(folder: Path, classes: list[str]) -> Split:
+    """Every image under ``folder/<class>/`` -> a split, labels = index in ``classes``."""
+    from mnistkit.preprocess.image import load_image, preprocess_image
+
+    images, labels = [], []
+    for class_dir in _class_folders(folder):
+        if class_dir.name not in classes:
+            raise DataFormatError(f"{class_dir}: class {class_dir.name!r} is not among the training "
+                                  f"classes {classes}")
+        for file in _image_files(class_dir):
+            try:
+                array = preprocess_image(load_image(file))
+            except InputImageError as exc:
+                raise DataFormatError(f"{file}: {exc}") from None
+            images.append(torch.from_numpy(np.ascontiguousarray(array, dtype=np.uint8)))
+            labels.append(classes.index(class_dir.name))
+    if not images:
+        raise DataFormatError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class sub-folders")
+    return make_split(torch.stack(images), torch.tensor(labels, dtype=torch.int64), len(classes), str(folder))
+
+
+def load_image_folder(folder: Path) -> Dataset:
+    """Class sub-folders (optionally under train/ and test/) -> Dataset (module docstring)."""
+    has_split = (folder / "train").is_dir() and (folder / "test").is_dir()
+    class_root = folder / "train" if has_split else folder
+    classes = [p.name for p in _class_folders(class_root)]
+    if not classes:
+        raise DataFormatError(f"{folder}: not a dataset; expected IDX files (train-images-idx3-ubyte.gz, ...), "
+                              "or one sub-folder of images per class (optionally under train/ and test/)")
+    try:
+        import mnistkit.preprocess.image  # noqa: F401
+    except ImportError as exc:
+        raise DataFormatError(f"{folder}: image folders need Pillow: pip install 'mnistkit[images]' ({exc})") from None
+    train = _read_class_folders(class_root, classes)
+    if has_split:
+        test = _read_class_folders(folder / "test", classes)
+    else:
+        train_mask, test_mask = carve_test(train.images, train.labels)
+        train, test = train.subset(train_mask), train.subset(test_mask)
+    return Dataset(name=folder.name, train=train, test=test, class_names=classes,
+                   norm=compute_normalization(train.images), source=str(folder))

@@ -1,0 +1,124 @@
+"""In-memory splits: each split is one uint8 image tensor and one int64 label tensor.
+
+Batches are index slices of these tensors (no per-sample Python ``Dataset``);
+normalisation happens later, once, in :func:`mnistkit.preprocess.normalize`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+from mnistkit.errors import ConfigError, DataFormatError
+from mnistkit.preprocess.tensor import PIXEL_MAX, Normalization
+
+#: Every image in mnistkit is 28x28 pixels, as in MNIST.
+IMAGE_SIZE = 28
+
+
+@dataclass
+class Split:
+    """One split: ``images`` uint8 ``[N, 28, 28]`` and ``labels`` int64 ``[N]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: torch.Tensor) -> Split:
+        """The rows at ``index`` (a 1-D index tensor), as a new split."""
+        return Split(self.images[index], self.labels[index])
+
+
+@dataclass
+class Dataset:
+    """A train and a test split plus what a model needs to know about them.
+
+    ``norm`` holds the dataset's own mean/std; ``source`` says where it came from
+    (a folder, file or package), for logs and checkpoints.
+    """
+
+    name: str
+    train: Split
+    test: Split
+    class_names: list[str]
+    norm: Normalization
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def make_split(images: torch.Tensor, labels: torch.Tensor, num_classes: int, source: str) -> Split:
+    """Validate shapes, dtypes and label range at the boundary; return a :class:`Split`.
+
+    ``source`` names the files in the error message, so a user knows which to fix.
+    """
+    if images.dim() != 3 or tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataFormatError(f"{source}: images have shape {tuple(images.shape)}; "
+                              f"expected [N, {IMAGE_SIZE}, {IMAGE_SIZE}]")
+    if images.dtype != torch.uint8:
+        raise DataFormatError(f"{source}: images are {images.dtype}; expected uint8 pixels 0-255")
+    if labels.dim() != 1:
+        raise DataFormatError(f"{source}: labels have shape {tuple(labels.shape)}; expected [N]")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise DataFormatError(f"{source}: labels are {labels.dtype}; expected integers")
+    if labels.shape[0] != images.shape[0]:
+        raise DataFormatError(f"{source}: {labels.shape[0]} labels for {images.shape[0]} images; "
+                              "the counts must match")
+    labels = labels.to(torch.int64)
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DataFormatError(f"{source}: labels range {int(labels.min())}..{int(labels.max())}; "
+                              f"allowed 0..{num_classes - 1} for {num_classes} classes")
+    return Split(images.contiguous(), labels.contiguous())
+
+
+def compute_normalization(images: torch.Tensor) -> Normalization:
+    """Mean/std of uint8 images on the [0, 1] scale (for data without published constants)."""
+    if images.numel() == 0:
+        return Normalization(0.5, 0.5)
+    x = images.to(torch.float64) / PIXEL_MAX
+    std = float(x.std())
+    return Normalization(round(float(x.mean()), 4), round(std, 4) if std > 0 else 1.0)
+
+
+def seeded_permutation(n: int, seed: int) -> torch.Tensor:
+    """A permutation of ``range(n)`` that depends only on ``seed`` (torch's CPU generator)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=generator)
+
+
+def _validation_count(n: int, val_size: int | float) -> int:
+    """Turn ``val_size`` (int count or float fraction) into a count, rejecting bad values."""
+    if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
+        raise ConfigError(f"val_size must be an int count or a float fraction in (0, 1), got {val_size!r}")
+    if not isinstance(val_size, numbers.Integral):
+        if not 0.0 < val_size < 1.0:
+            raise ConfigError(f"val_size fraction {val_size!r} must be in (0, 1); use an int for a count")
+        count = round(n * val_size)
+    else:
+        count = int(val_size)
+    if count < 1 or count >= n:
+        raise ConfigError(f"val_size {val_size!r} gives {count} validation samples; allowed 1 to "
+                          f"{n - 1} for a training split of {n} (or 0 for no validation split)")
+    return count
+
+
+def split_validation(split: Split, val_size: int | float, seed: int = 0) -> tuple[Split, Split | None]:
+    """Carve a validation split out of ``split``; return ``(train, val)``.
+
+    ``val_size`` is a count (int) or a fraction in (0, 1) (float); ``0`` means no
+    validation split and returns ``(split, None)``. The rows are chosen by a
+    permutation seeded with ``seed``, so the same seed always gives the same
+    split. Bad sizes raise :class:`ConfigError`.
+    """
+    if isinstance(val_size, numbers.Real) and not isinstance(val_size, bool) and val_size == 0:
+        return split, None
+    count = _validation_count(len(split), val_size)
+    order = seeded_permutation(len(split), seed)
+    val_index, train_index = order[:count].sort().values, order[count:].sort().values
+    return split.subset(train_index), split.subset(val_index)

@@ -1,0 +1,146 @@
+"""The IDX file format (LeCun's MNIST format), read and written without surprises.
+
+An IDX file is ``00 00 <dtype code> <ndim>`` followed by ``ndim`` big-endian
+uint32 dimensions and then the payload, row-major and big-endian. Files may be
+gzip-compressed; we detect that from the gzip magic bytes, not the file name.
+
+Every fault (missing file, directory, empty, truncated gzip, bad magic, unknown
+dtype code, wrong payload length) becomes a :class:`DataFormatError` that names
+the file and the fault, so no numpy/struct/gzip/zlib traceback reaches a user.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mnistkit.errors import DataFormatError
+
+#: IDX dtype code -> big-endian numpy dtype (from the format's specification).
+IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_CODE_OF: dict[torch.dtype, int] = {
+    torch.uint8: 0x08, torch.int8: 0x09, torch.int16: 0x0B,
+    torch.int32: 0x0C, torch.float32: 0x0D, torch.float64: 0x0E,
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+#: More dimensions than this is certainly garbage, not a dataset.
+MAX_NDIM = 8
+#: Refuse to allocate more than this many payload bytes from a header (4 GiB).
+MAX_PAYLOAD_BYTES = 4 * 1024**3
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """Read a raw or gzip-compressed IDX file into a tensor of its own dtype and shape.
+
+    Raises :class:`DataFormatError` (naming ``path``) for anything that is not a
+    well-formed IDX file.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise DataFormatError(f"{path}: is a directory, expected an IDX file") from None
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: no such IDX file") from None
+    except OSError as exc:
+        raise DataFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return decode_idx(data, source=str(path))
+
+
+def decode_idx(data: bytes, source: str = "<bytes>") -> torch.Tensor:
+    """Decode IDX bytes (gzip-compressed or not); ``source`` names them in error messages."""
+    if len(data) == 0:
+        raise DataFormatError(f"{source}: file is empty, expected an IDX file")
+    if data[:2] == _GZIP_MAGIC:
+        data = _gunzip(data, source)
+    elif source.endswith(".gz"):
+        raise DataFormatError(f"{source}: name ends in .gz but the file is not gzip-compressed")
+    dtype, dims, offset = _parse_header(data, source)
+    count = int(np.prod(dims, dtype=np.int64)) if dims else 0
+    expected = count * dtype.itemsize
+    actual = len(data) - offset
+    if actual != expected:
+        shape = "x".join(map(str, dims))
+        raise DataFormatError(f"{source}: payload is {actual} bytes but the header ({shape} of "
+                              f"{dtype.name}) needs {expected}; the file is truncated or corrupt")
+    return _to_tensor(data, dtype, dims, offset)
+
+
+def _gunzip(data: bytes, source: str) -> bytes:
+    """Decompress once, turning every gzip/zlib failure into a DataFormatError."""
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataFormatError(f"{source}: gzip data is truncated or corrupt ({exc})") from None
+
+
+def _parse_header(data: bytes, source: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Validate the magic number and dimensions; return (dtype, dims, payload offset)."""
+    if len(data) == 0:
+        raise DataFormatError(f"{source}: decompressed data is empty, expected an IDX file")
+    if len(data) < 4:
+        raise DataFormatError(f"{source}: only {len(data)} bytes, too short for an IDX header (4 bytes)")
+    if data[0] != 0 or data[1] != 0:
+        raise DataFormatError(f"{source}: bad magic number 0x{data[:4].hex()}; an IDX file starts "
+                              "with two zero bytes (e.g. 0x00000803 for images)")
+    code, ndim = data[2], data[3]
+    if code not in IDX_DTYPES:
+        allowed = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
+        raise DataFormatError(f"{source}: unknown IDX dtype code 0x{code:02X}; allowed: {allowed}")
+    if not 1 <= ndim <= MAX_NDIM:
+        raise DataFormatError(f"{source}: {ndim} dimensions in the header; allowed 1 to {MAX_NDIM}")
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise DataFormatError(f"{source}: header declares {ndim} dimensions but the file ends "
+                              f"after {len(data)} bytes")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dtype = IDX_DTYPES[code]
+    if np.prod(dims, dtype=np.float64) * dtype.itemsize > MAX_PAYLOAD_BYTES:
+        raise DataFormatError(f"{source}: header dimensions {dims} are implausibly large")
+    return dtype, dims, offset
+
+
+def _to_tensor(data: bytes, dtype: np.dtype, dims: tuple[int, ...], offset: int) -> torch.Tensor:
+    """One vectorised conversion: big-endian payload -> native-endian tensor (one copy)."""
+    array = np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
+    return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
+
+
+def encode_idx(tensor: torch.Tensor) -> bytes:
+    """Tensor -> uncompressed IDX bytes (big-endian), the inverse of :func:`decode_idx`."""
+    tensor = torch.as_tensor(tensor)
+    if tensor.dtype not in _CODE_OF:
+        allowed = ", ".join(str(d) for d in _CODE_OF)
+        raise TypeError(f"IDX cannot store {tensor.dtype}; allowed: {allowed}")
+    if not 1 <= tensor.dim() <= MAX_NDIM:
+        raise ValueError(f"IDX stores 1 to {MAX_NDIM} dimensions, got {tensor.dim()}")
+    code = _CODE_OF[tensor.dtype]
+    header = bytes([0, 0, code, tensor.dim()]) + np.asarray(tensor.shape, dtype=">u4").tobytes()
+    payload = tensor.detach().cpu().contiguous().numpy().astype(IDX_DTYPES[code], copy=False).tobytes()
+    return header + payload
+
+
+def write_idx(path: str | os.PathLike, tensor: torch.Tensor) -> Path:
+    """Write ``tensor`` as an IDX file, gzip-compressed when ``path`` ends in ``.gz``.
+
+    Used by tests and for synthetic datasets; ``mtime=0`` keeps output reproducible.
+    """
+    path = Path(path)
+    data = encode_idx(tensor)
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path

