@@ -1,0 +1,118 @@
+"""The CLI: every command's --help, a dry run, JSON output, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnistkit.cli import COMMANDS, main
+
+MNISTKIT = [sys.executable, "-m", "mnistkit"]
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def assert_one_line_error(code, err, pattern):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    import re
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command, capsys):
+    code, out, _ = run_cli([command, "--help"], capsys)
+    assert code == 0 and "Usage:" in out
+
+
+def test_top_level_help_and_version(capsys):
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0 and "train" in out and "evaluate" in out
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and "mnistkit" in out
+
+
+def test_importing_the_cli_does_not_import_torch():
+    code = "import sys, mnistkit, mnistkit.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_dry_run_json_then_evaluate(synthetic_dataset, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(["train", "--dataset", str(synthetic_dataset), "--dry-run", "--epochs", "1",
+                              "--out", str(out_dir), "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["model"] == "seed-mlp" and summary["epochs"] == 1
+    assert {"dataset", "model", "epochs", "test_accuracy", "train_seconds", "checkpoint"} <= set(summary)
+    assert Path(summary["checkpoint"]).exists()
+    code, out, err = run_cli(["evaluate", str(out_dir), "--json"], capsys)
+    assert code == 0, err
+    ev = json.loads(out)
+    assert ev["n"] == 200 and len(ev["confusion"]) == 10 and len(ev["per_class"]) == 10
+    code, out, err = run_cli(["evaluate", str(out_dir / "model.safetensors")], capsys)
+    assert code == 0 and "Accuracy of the model on the 200 test images" in out and "Confusion matrix" in out
+
+
+def test_quiet_prints_only_the_accuracy_line(synthetic_dataset, tmp_path, capsys):
+    code, out, _ = run_cli(["train", "--dataset", str(synthetic_dataset), "--model", "logreg", "--epochs", "1",
+                            "--out", str(tmp_path / "q"), "--quiet"], capsys)
+    assert code == 0
+    assert out.strip().splitlines() == [out.strip()] and out.startswith("Accuracy of the model on the 200 test images")
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+    (["train", "--model", "resnet", "--dry-run"], "unknown model 'resnet'"),
+    (["train", "--epochs", "0"], "Invalid value for '--epochs'"),
+    (["train", "--classes", "3,x"], "not a comma-separated list"),
+    (["train", "--optimizer", "rmsprop"], "Invalid value for '--optimizer'"),
+    (["train", "--no-such-flag"], "No such option"),
+    (["evaluate", "missing.safetensors"], "checkpoint not found: missing.safetensors"),
+    (["frobnicate"], "No such command"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(args, pattern, capsys, synthetic_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, pattern)
+
+
+def test_flipped_byte_checkpoint_is_one_line_exit_2(synthetic_dataset, tmp_path, capsys):
+    run_cli(["train", "--dataset", str(synthetic_dataset), "--model", "logreg", "--epochs", "1",
+             "--out", str(tmp_path / "r"), "-q"], capsys)
+    ck = tmp_path / "r" / "model.safetensors"
+    data = bytearray(ck.read_bytes())
+    data[-5] ^= 0xFF
+    ck.write_bytes(bytes(data))
+    code, _, err = run_cli(["evaluate", str(ck)], capsys)
+    assert_one_line_error(code, err, "corrupt or was modified")
+
+
+@pytest.mark.parametrize("damage, pattern", [
+    ("truncate", r"t10k-images-idx3-ubyte.gz.*(truncated|corrupt|payload)"),
+    ("garbage", r"t10k-images-idx3-ubyte.gz"),
+])
+def test_broken_idx_dataset_is_one_line_exit_2(synthetic_dataset, tmp_path, capsys, damage, pattern):
+    import shutil
+
+    folder = tmp_path / "broken"
+    shutil.copytree(synthetic_dataset, folder)
+    f = folder / "t10k-images-idx3-ubyte.gz"
+    f.write_bytes(f.read_bytes()[:300] if damage == "truncate" else b"\x00garbage" * 40)
+    code, _, err = run_cli(["train", "--dataset", str(folder), "--dry-run", "--out", str(tmp_path / "x")], capsys)
+    assert_one_line_error(code, err, pattern)
+
+
+def test_real_process_exit_code_and_single_stderr_line(tmp_path):
+    p = subprocess.run(MNISTKIT + ["evaluate", str(tmp_path / "nope.safetensors")], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip() == f"mnistkit: error: checkpoint not found: {tmp_path / 'nope.safetensors'}"
