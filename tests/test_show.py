@@ -59,7 +59,7 @@ def fake_loader(monkeypatch):
         images, labels = synthetic_split()
     calls = []
 
-    def load_split(dataset, split, data_dir):
+    def load_split(dataset, split, data_dir, download=True):
         calls.append((dataset, split, data_dir))
         return images, labels, DIGITS
 

@@ -300,7 +300,7 @@ def _per_class_html(evaluation: dict) -> str:
             for r in evaluation.get("per_class") or []]
     if not rows:
         return '<p class="note">No per-class metrics (eval.json missing or empty).</p>'
-    return _table(("class", "precision", "recall", "F1", "support"), rows, "per-class")
+    return _table(("class", "precision %", "recall %", "F1 %", "support"), rows, "per-class")
 
 
 def _epochs_html(metrics: list[dict]) -> str:

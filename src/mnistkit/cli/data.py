@@ -26,13 +26,16 @@ def list_cmd(data_dir):
     """Show every registered dataset: classes, sizes, description, and where it is on disk."""
     from mnistkit.data import get_dataset_spec, list_datasets
 
-    click.echo(f"{'name':<14} {'classes':>7} {'train/test':>11}  {'description':<62} found")
+    rows = []
     for name in list_datasets():
         spec = get_dataset_spec(name)
         sizes = f"{spec.sizes[0]}/{spec.sizes[1]}" if spec.sizes else "?"
         where = spec.locate(data_dir)
-        click.echo(f"{name:<14} {len(spec.class_names):>7} {sizes:>11}  {spec.description:<62} "
-                   f"{where if where else 'no'}")
+        rows.append((name, str(len(spec.class_names)), sizes, spec.description, str(where) if where else "no"))
+    header = ("name", "classes", "train/test", "description", "found")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for r in [header, *rows]:
+        click.echo(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}")
 
 
 @data.command("fetch")

@@ -51,11 +51,11 @@ def parse_classes(spec: str | None, class_names: list[str]) -> list[int] | None:
     return sorted(set(indices))
 
 
-def load_split(dataset: str, split: str, data_dir: str | None):
+def load_split(dataset: str, split: str, data_dir: str | None, download: bool = True):
     """(uint8 images ``[N, 28, 28]``, int64 labels ``[N]``, class names) of one split."""
     from mnistkit.data import load_dataset
 
-    ds = load_dataset(dataset, data_dir=data_dir)
+    ds = load_dataset(dataset, data_dir=data_dir, download=download)
     part = ds.train if split == "train" else ds.test
     return part.images, part.labels, list(ds.class_names)
 
@@ -92,15 +92,16 @@ def display_available() -> bool:
 @click.option("--open", "open_window", is_flag=True, help="Also show the grid in a window (needs a display).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the dataset files (default: mnistkit's cache).")
+@click.option("--download/--no-download", default=True, show_default=True, help="Download missing dataset files.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing the samples.")
-def show(dataset, split, n, classes, out, open_window, data_dir, seed):
+def show(dataset, split, n, classes, out, open_window, data_dir, download, seed):
     """Save a labelled grid of sample images as a PNG."""
     from mnistkit import plots
 
     check_n(n)
     check_split(split)
     plots._require_matplotlib()  # fail with the install hint before loading any data
-    images, labels, class_names = load_split(dataset, split, data_dir)
+    images, labels, class_names = load_split(dataset, split, data_dir, download)
     wanted = parse_classes(classes, class_names)
     index = pick_samples(labels, wanted, n, seed)
     title = f"{dataset} {split}: {len(index)} random samples (seed {seed})"
