@@ -1,0 +1,169 @@
+"""End to end: ``mnistkit serve`` in a subprocess, digits drawn with the mouse in headless Chromium.
+
+Needs Playwright (Python package) and a Chromium binary (``/usr/bin/chromium`` or
+``$MNISTKIT_CHROMIUM``); skips saying which is missing. Screenshots go to
+``test-artifacts/`` at the repository root.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = os.environ.get("MNISTKIT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def train_mlp_one_epoch(images: torch.Tensor, labels: torch.Tensor, norm) -> torch.nn.Module:
+    """An MLP after one epoch of Adam on MNIST (~96%): enough to read clearly drawn digits.
+
+    One torch thread: on a shared 2-core machine two spinning threads are far slower.
+    """
+    from mnistkit.losses import classification_loss
+    from mnistkit.models import build_model
+    from mnistkit.preprocess import normalize
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = build_model("mlp")
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        order = torch.randperm(len(images))
+        for start in range(0, len(images), 128):
+            idx = order[start:start + 128]
+            loss = classification_loss(model(normalize(images[idx], norm)), labels[idx], "multiclass")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory, mnist_root) -> Path:
+    from mnistkit.checkpoint import save_checkpoint
+    from mnistkit.data.idx import read_idx
+    from mnistkit.preprocess import Normalization
+
+    raw = mnist_root / "MNIST" / "raw"
+    images = read_idx(raw / "train-images-idx3-ubyte.gz")
+    labels = read_idx(raw / "train-labels-idx1-ubyte.gz").long()
+    norm = Normalization(0.1307, 0.3081)
+    model = train_mlp_one_epoch(images, labels, norm)
+    return save_checkpoint(tmp_path_factory.mktemp("browser") / "mlp.safetensors", model,
+                           {"dataset": "mnist", "norm": norm.to_dict(), "class_names": [str(i) for i in range(10)]})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained_checkpoint):
+    """``mnistkit serve`` on a free 127.0.0.1 port; yields its base URL, stops it afterwards."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mnistkit", "serve", str(trained_checkpoint),
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mnistkit serve exited with {proc.returncode}: {proc.stdout.read()}")
+            try:
+                if httpx.get(base + "healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("mnistkit serve did not answer /healthz within 60 s")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (set MNISTKIT_CHROMIUM)")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            # bypass_csp: Playwright evaluates its wait predicates with eval(), which the page's CSP forbids.
+            pg = browser.new_page(viewport={"width": 820, "height": 520}, bypass_csp=True)
+            pg.requests_seen = []
+            pg.on("request", lambda r: pg.requests_seen.append(r.url))
+            pg.goto(server)
+            pg.wait_for_selector("#chart .bar")
+            yield pg
+        finally:
+            browser.close()
+
+
+def stroke(page, points) -> None:
+    """Press the mouse at the first point (canvas pixels), drag through the rest, release."""
+    box = page.locator("#pad").bounding_box()
+    sx, sy = box["width"] / 280, box["height"] / 280
+    x0, y0 = points[0]
+    page.mouse.move(box["x"] + x0 * sx, box["y"] + y0 * sy)
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(box["x"] + x * sx, box["y"] + y * sy, steps=3)
+    page.mouse.up()
+
+
+def one() -> list[tuple[float, float]]:
+    return [(140, 40 + 10 * i) for i in range(21)]  # one vertical stroke, 200 px long
+
+
+def zero() -> list[tuple[float, float]]:
+    return [(140 + 55 * math.sin(t), 140 - 90 * math.cos(t)) for t in (2 * math.pi * i / 48 for i in range(50))]
+
+
+def predicted(page) -> tuple[str, str]:
+    """(label shown, label of the highest bar) after pressing Predict."""
+    page.click("#predict")
+    page.wait_for_function("document.querySelector('#chart .bar.top') !== null "
+                           "&& document.getElementById('label').textContent !== '\\u2013'")
+    page.wait_for_load_state("networkidle")
+    shown = page.text_content("#label")
+    bars = page.eval_on_selector_all("#chart .bar", "bs => bs.map(b => [b.dataset.label, +b.dataset.p])")
+    return shown, max(bars, key=lambda b: b[1])[0]
+
+
+@pytest.mark.parametrize("digit,path", [("1", one), ("0", zero)])
+def test_drawn_digit_is_recognised(page, server, digit, path):
+    page.click("#clear")
+    stroke(page, path())
+    shown, top_bar = predicted(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser-draw-{digit}.png"))
+    assert (shown, top_bar) == (digit, digit)
+    assert page.text_content("#error") == ""
+    assert all(url.startswith(server) for url in page.requests_seen), page.requests_seen

@@ -1,0 +1,242 @@
+"""``mnistkit predict``: image files, folders, stdin, Kaggle CSV; bad files reported, others predicted."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("PIL")
+from PIL import Image  # noqa: E402
+
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from mnistkit.cli import main  # noqa: E402
+from mnistkit.inference import predict_proba  # noqa: E402
+from mnistkit.losses import classification_loss  # noqa: E402
+from mnistkit.models import build_model  # noqa: E402
+from mnistkit.predict import load_images, predict_files, read_kaggle_csv  # noqa: E402
+from mnistkit.preprocess import Normalization, normalize  # noqa: E402
+
+MNIST_NORM = Normalization(0.1307, 0.3081)
+CLASSES = [str(i) for i in range(10)]
+
+
+def quick_trained_logreg(images: torch.Tensor, labels: torch.Tensor, steps: int = 300, seed: int = 0):
+    """A logistic regression fitted in about two seconds (≈90% on MNIST): enough to score predictions.
+
+    One torch thread: on a shared 2-core machine, two spinning threads made this 10x slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        model = build_model("logreg")
+        x = normalize(images, MNIST_NORM)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(steps):
+            idx = torch.randint(0, len(x), (256,))
+            loss = classification_loss(model(x[idx]), labels[idx], "multiclass")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+def write_checkpoint(path: Path, model) -> Path:
+    return save_checkpoint(path, model, {"dataset": "mnist", "norm": MNIST_NORM.to_dict(), "class_names": CLASSES})
+
+
+@pytest.fixture(scope="module")
+def mnist_test(mnist_root):
+    """The first 500 MNIST test images (uint8 [N, 28, 28]) and labels."""
+    from mnistkit.data.idx import read_idx
+
+    raw = mnist_root / "MNIST" / "raw"
+    return read_idx(raw / "t10k-images-idx3-ubyte.gz")[:500], read_idx(raw / "t10k-labels-idx1-ubyte.gz")[:500].long()
+
+
+@pytest.fixture(scope="module")
+def ckpt_path(tmp_path_factory, mnist_root) -> Path:
+    """A checkpoint of a logreg trained briefly on 20k real MNIST training images."""
+    from mnistkit.data.idx import read_idx
+
+    raw = mnist_root / "MNIST" / "raw"
+    images = read_idx(raw / "train-images-idx3-ubyte.gz")[:20000]
+    labels = read_idx(raw / "train-labels-idx1-ubyte.gz")[:20000].long()
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.safetensors", quick_trained_logreg(images, labels))
+
+
+@pytest.fixture(scope="module")
+def digit_dir(tmp_path_factory, mnist_test) -> Path:
+    """Six MNIST test digits as 28x28 PNGs, two of them in a sub-folder."""
+    root = tmp_path_factory.mktemp("digits")
+    (root / "sub").mkdir()
+    images, _ = mnist_test
+    for i in range(6):
+        where = root / "sub" if i >= 4 else root
+        Image.fromarray(images[i].numpy()).save(where / f"d{i}.png")
+    (root / "notes.txt").write_text("not an image; folders only pick up image suffixes")
+    return root
+
+
+def run_cli(args, capsys, monkeypatch, stdin: bytes = b""):
+    """Run the real entry point (``main``): returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def test_lines_for_a_folder_recursive_and_sorted(ckpt_path, digit_dir, mnist_test, capsys, monkeypatch):
+    code, out, err = run_cli(["predict", ckpt_path, digit_dir], capsys, monkeypatch)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    paths = [line.split("  ")[0] for line in lines]
+    assert paths == sorted(str(p) for p in digit_dir.rglob("*.png")) and len(lines) == 6
+    for line in lines:
+        path, label, p = line.split("  ")
+        assert label in CLASSES and 0 < float(p) <= 1
+    # Labels match the model on the raw MNIST tensor.
+    ckpt = load_checkpoint(ckpt_path)
+    images, _ = mnist_test
+    want = predict_proba(ckpt.model, images[:6], ckpt.norm, "multiclass").argmax(1).tolist()
+    got = {Path(line.split("  ")[0]).name: int(line.split("  ")[1]) for line in lines}
+    assert [got[f"d{i}.png"] for i in range(6)] == want
+
+
+def test_mnist_pngs_give_exactly_the_raw_tensor_predictions(ckpt_path, mnist_test, tmp_path):
+    images, labels = mnist_test
+    paths = []
+    for i in range(200):
+        paths.append(str(tmp_path / f"{i:03d}.png"))
+        Image.fromarray(images[i].numpy()).save(paths[-1])
+    names, tensor, failures = load_images(paths)
+    assert failures == [] and torch.equal(tensor, images[:200])  # byte-identical model input
+    ckpt = load_checkpoint(ckpt_path)
+    result = predict_files(ckpt, paths)
+    proba = predict_proba(ckpt.model, images[:200], ckpt.norm, "multiclass")
+    assert [p.label for p in result.predictions] == [str(k) for k in proba.argmax(1).tolist()]
+    assert np.allclose([p.probability for p in result.predictions], proba.max(1).values.numpy(), atol=1e-6)
+    accuracy = (proba.argmax(1) == labels[:200]).float().mean().item()
+    assert accuracy > 0.8
+
+
+def test_json_with_top_k(ckpt_path, digit_dir, capsys, monkeypatch):
+    code, out, _ = run_cli(["predict", ckpt_path, digit_dir / "d0.png", digit_dir / "d1.png",
+                            "--json", "--top-k", "3"], capsys, monkeypatch)
+    assert code == 0
+    doc = json.loads(out)
+    assert [d["path"] for d in doc] == [str(digit_dir / "d0.png"), str(digit_dir / "d1.png")]
+    for d in doc:
+        assert set(d) == {"path", "label", "probability", "top"} and len(d["top"]) == 3
+        assert d["top"][0] == [d["label"], d["probability"]]
+        ps = [p for _, p in d["top"]]
+        assert ps == sorted(ps, reverse=True)
+
+
+def test_top_k_lines_show_k_pairs_and_bad_k_is_refused(ckpt_path, digit_dir, capsys, monkeypatch):
+    code, out, _ = run_cli(["predict", ckpt_path, digit_dir / "d0.png", "--top-k", "2"], capsys, monkeypatch)
+    assert code == 0 and len(out.strip().split("  ")) == 5
+    code, out, err = run_cli(["predict", ckpt_path, digit_dir / "d0.png", "--top-k", "11"], capsys, monkeypatch)
+    assert code == 2 and out == ""
+    assert err == "mnistkit: error: --top-k must be between 1 and the number of classes (10), got 11\n"
+
+
+def test_stdin_dash(ckpt_path, digit_dir, capsys, monkeypatch):
+    data = (digit_dir / "d3.png").read_bytes()
+    code, out, _ = run_cli(["predict", ckpt_path, "-"], capsys, monkeypatch, stdin=data)
+    _, direct, _ = run_cli(["predict", ckpt_path, digit_dir / "d3.png"], capsys, monkeypatch)
+    assert code == 0 and out.split("  ")[0] == "-" and out.split("  ")[1:] == direct.split("  ")[1:]
+
+
+def test_bad_files_among_good_ones(ckpt_path, digit_dir, tmp_path, capsys, monkeypatch):
+    (tmp_path / "text.png").write_text("definitely not a PNG")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    args = ["predict", ckpt_path, digit_dir / "d0.png", tmp_path / "text.png", tmp_path / "empty.jpg",
+            tmp_path / "missing.png", digit_dir / "d1.png"]
+    code, out, err = run_cli(args, capsys, monkeypatch)
+    assert code == 2
+    assert [line.split("  ")[0] for line in out.splitlines()] == [str(digit_dir / "d0.png"), str(digit_dir / "d1.png")]
+    errors = err.splitlines()
+    assert len(errors) == 3
+    for name, line in zip(["text.png", "empty.jpg", "missing.png"], errors):
+        assert line.startswith("mnistkit predict: error: ") and name in line
+
+
+def test_exit_code_2_reaches_the_process(ckpt_path, digit_dir, tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"\x00\x01garbage")
+    done = subprocess.run([sys.executable, "-m", "mnistkit", "predict", str(ckpt_path),
+                           str(digit_dir / "d0.png"), str(tmp_path / "bad.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert len(done.stdout.splitlines()) == 1 and len(done.stderr.splitlines()) == 1
+    assert "bad.png" in done.stderr
+
+
+def _write_kaggle_csv(path: Path, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+    header = (["label"] if labels is not None else []) + [f"pixel{i}" for i in range(784)]
+    rows = [",".join(header)]
+    for i, img in enumerate(images.reshape(len(images), -1).tolist()):
+        rows.append(",".join(map(str, ([int(labels[i])] if labels is not None else []) + img)))
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_kaggle_csv_in_submission_out_with_accuracy(ckpt_path, mnist_test, tmp_path, capsys, monkeypatch):
+    images, labels = mnist_test
+    _write_kaggle_csv(tmp_path / "train.csv", images[:300], labels[:300])
+    code, out, err = run_cli(["predict", ckpt_path, "--csv", tmp_path / "train.csv", "--out", tmp_path / "sub.csv"],
+                             capsys, monkeypatch)
+    assert code == 0 and err == ""
+    sub = (tmp_path / "sub.csv").read_text().splitlines()
+    assert sub[0] == "ImageId,Label" and len(sub) == 301
+    assert [int(r.split(",")[0]) for r in sub[1:]] == list(range(1, 301))
+    ckpt = load_checkpoint(ckpt_path)
+    want = predict_proba(ckpt.model, images[:300], ckpt.norm, "multiclass").argmax(1)
+    assert [int(r.split(",")[1]) for r in sub[1:]] == want.tolist()
+    accuracy = (want == labels[:300]).float().mean().item() * 100
+    assert f"accuracy: {accuracy:.2f}% on 300 labelled rows" in out
+
+
+def test_kaggle_test_csv_without_labels_to_stdout(ckpt_path, mnist_test, tmp_path, capsys, monkeypatch):
+    images, _ = mnist_test
+    _write_kaggle_csv(tmp_path / "test.csv", images[:5], None)
+    got, labels = read_kaggle_csv(tmp_path / "test.csv")
+    assert labels is None and torch.equal(got, images[:5])
+    code, out, err = run_cli(["predict", ckpt_path, "--csv", tmp_path / "test.csv"], capsys, monkeypatch)
+    assert code == 0 and err == "" and out.splitlines()[0] == "ImageId,Label" and len(out.splitlines()) == 6
+
+
+def test_bad_csv_and_bad_usage_are_one_line_exit_2(ckpt_path, tmp_path, capsys, monkeypatch):
+    (tmp_path / "bad.csv").write_text("label,pixel0\n1,2\n")
+    code, _, err = run_cli(["predict", ckpt_path, "--csv", tmp_path / "bad.csv"], capsys, monkeypatch)
+    assert code == 2 and len(err.splitlines()) == 1 and "lacks 'pixel1'" in err
+    code, _, err = run_cli(["predict", ckpt_path], capsys, monkeypatch)
+    assert code == 2 and "give at least one INPUT" in err
+    code, _, err = run_cli(["predict", tmp_path / "nope.safetensors", "x.png"], capsys, monkeypatch)
+    assert code == 2 and "checkpoint not found" in err
+
+
+def test_class_names_are_printed(tmp_path, digit_dir, capsys, monkeypatch):
+    model = build_model("logreg")
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    path = save_checkpoint(tmp_path / "named.safetensors", model,
+                           {"dataset": "x", "norm": MNIST_NORM.to_dict(), "class_names": names})
+    code, out, _ = run_cli(["predict", path, digit_dir / "d0.png"], capsys, monkeypatch)
+    assert code == 0 and out.split("  ")[1] in names
+
+
+def test_a_run_directory_works_as_checkpoint(ckpt_path, digit_dir, tmp_path, capsys, monkeypatch):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.safetensors").write_bytes(ckpt_path.read_bytes())
+    code, out, _ = run_cli(["predict", tmp_path / "run", digit_dir / "d0.png"], capsys, monkeypatch)
+    _, direct, _ = run_cli(["predict", ckpt_path, digit_dir / "d0.png"], capsys, monkeypatch)
+    assert code == 0 and out == direct
