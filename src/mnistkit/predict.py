@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from mnistkit.data.kaggle import KAGGLE_PIXELS, read_kaggle_csv  # noqa: F401  (re-exported)
 from mnistkit.errors import ConfigError, DataFormatError, InputImageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: The name ``-`` stands for one image read from standard input.
 STDIN = "-"
 #: Kaggle Digit Recognizer columns: ``label`` (train.csv only) and ``pixel0`` .. ``pixel783``.
-KAGGLE_PIXELS = tuple(f"pixel{i}" for i in range(784))
 
 
 @dataclass
@@ -149,67 +149,6 @@ def format_line(pred: Prediction) -> str:
 
 
 # --- Kaggle "Digit Recognizer" CSV --------------------------------------------------------------
-
-def read_kaggle_csv(path: str | Path) -> tuple["torch.Tensor", "torch.Tensor | None"]:
-    """``pixel0..pixel783`` (+ optional ``label``) rows -> uint8 ``[N, 28, 28]`` and int64 labels or None.
-
-    Accepts Kaggle's ``test.csv`` (no labels) as well as ``train.csv``, plain or
-    gzipped. The pixels are MNIST-framed already, so they skip the image pipeline.
-    """
-    import torch
-
-    path = Path(path)
-    text = _read_csv_text(path)
-    header_line, _, body = text.partition("\n")
-    header = [h.strip().strip('"') for h in header_line.strip().split(",")]
-    pixel_cols, label_col = _kaggle_columns(header, path)
-    try:
-        table = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float32, ndmin=2)
-    except ValueError as exc:
-        raise DataFormatError(f"{path}: malformed CSV row ({' '.join(str(exc).split())})") from None
-    if table.size == 0:
-        raise DataFormatError(f"{path}: no data rows after the header")
-    if table.shape[1] != len(header):
-        raise DataFormatError(f"{path}: rows have {table.shape[1]} values, the header has {len(header)} columns")
-    pixels = table[:, pixel_cols]
-    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255 or (pixels != np.round(pixels)).any():
-        raise DataFormatError(f"{path}: pixel values must be whole numbers 0-255")
-    images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 28, 28))
-    labels = None
-    if label_col is not None:
-        raw = table[:, label_col]
-        if not np.isfinite(raw).all() or (raw != np.round(raw)).any() or raw.min() < 0:
-            raise DataFormatError(f"{path}: the label column must hold class indices 0, 1, 2, ...")
-        labels = torch.from_numpy(raw.astype(np.int64))
-    return images, labels
-
-
-def _read_csv_text(path: Path) -> str:
-    """The CSV's text (gunzipped when it starts with the gzip magic bytes)."""
-    import gzip
-    import zlib
-
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        return raw.decode("utf-8-sig")
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: no such file") from None
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: cannot read the CSV ({getattr(exc, 'strerror', None) or exc})") from None
-
-
-def _kaggle_columns(header: list[str], path: Path) -> tuple[np.ndarray, int | None]:
-    """Column indices of pixel0..pixel783 (in pixel order) and of ``label`` if present."""
-    where = {name: i for i, name in enumerate(header)}
-    missing = [c for c in KAGGLE_PIXELS if c not in where]
-    if missing:
-        raise DataFormatError(f"{path}: not a Digit Recognizer CSV: header lacks {missing[0]!r}"
-                              f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}; "
-                              "expected columns pixel0..pixel783 and optionally label")
-    return np.array([where[c] for c in KAGGLE_PIXELS]), where.get("label")
-
 
 def predict_csv(checkpoint: "Checkpoint", path: str | Path) -> CsvResult:
     """Predict every row of a Digit Recognizer CSV; score it when it has a ``label`` column."""

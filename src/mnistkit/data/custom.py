@@ -19,9 +19,6 @@ Normalisation constants are computed from the training split.
 
 from __future__ import annotations
 
-import gzip
-import io
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -97,41 +94,14 @@ def find_idx_files(folder: Path) -> list[Path] | None:
 
 # --- Kaggle CSV ----------------------------------------------------------------------------
 
-def _read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        return raw.decode("utf-8-sig")
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: cannot read the CSV ({exc})") from None
-
-
 def load_kaggle_csv(path: Path) -> Dataset:
     """Kaggle Digit Recognizer CSV -> Dataset with a carved test split (module docstring)."""
-    text = _read_text(path)
-    header, _, body = text.partition("\n")
-    columns = [c.strip().strip('"') for c in header.strip().split(",")]
-    if "label" not in columns:
-        raise DataFormatError(f"{path}: no 'label' column (header starts {','.join(columns[:3])}); a CSV "
-                              "without labels (like Kaggle's test.csv) cannot be trained on; expected "
-                              "label,pixel0,...,pixel783")
-    if len(columns) != 785 or columns[0] != "label":
-        raise DataFormatError(f"{path}: {len(columns)} columns; expected 785: label,pixel0,...,pixel783")
-    try:
-        table = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.int64, ndmin=2)
-    except ValueError as exc:
-        raise DataFormatError(f"{path}: malformed CSV row ({exc})") from None
-    if table.shape[0] == 0:
-        raise DataFormatError(f"{path}: no data rows after the header")
-    if table.shape[1] != 785:
-        raise DataFormatError(f"{path}: rows have {table.shape[1]} values; expected 785")
-    pixels, labels = table[:, 1:], torch.from_numpy(table[:, 0].copy())
-    if pixels.min() < 0 or pixels.max() > 255:
-        raise DataFormatError(f"{path}: pixel values range {pixels.min()}..{pixels.max()}; allowed 0..255")
-    if labels.min() < 0:
-        raise DataFormatError(f"{path}: negative label {int(labels.min())}; labels must be 0, 1, 2, ...")
-    images = torch.from_numpy(pixels.astype(np.uint8)).reshape(-1, 28, 28)
+    from mnistkit.data.kaggle import read_kaggle_csv
+
+    images, labels = read_kaggle_csv(path)
+    if labels is None:
+        raise DataFormatError(f"{path}: no 'label' column; a CSV without labels (like Kaggle's test.csv) "
+                              "cannot be trained on; expected label,pixel0,...,pixel783")
     classes = [str(i) for i in range(max(10, int(labels.max()) + 1))]
     train_mask, test_mask = carve_test(images, labels)
     train = make_split(images[train_mask], labels[train_mask], len(classes), str(path))
@@ -180,7 +150,7 @@ def load_image_folder(folder: Path) -> Dataset:
         raise DataFormatError(f"{folder}: not a dataset; expected IDX files (train-images-idx3-ubyte.gz, ...), "
                               "or one sub-folder of images per class (optionally under train/ and test/)")
     try:
-        import mnistkit.preprocess.image  # noqa: F401
+        import mnistkit.preprocess.image  # noqa: F401  (fail early with a clear message)
     except ImportError as exc:
         raise DataFormatError(f"{folder}: image folders need Pillow: pip install 'mnistkit[images]' ({exc})") from None
     train = _read_class_folders(class_root, classes)
