@@ -120,9 +120,11 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     header = _read_header(path, data)
+    _check_length(path, data, header)
     raw_meta = header.get("__metadata__") or {}
+    raw_meta = raw_meta if isinstance(raw_meta, dict) else {}
     meta_json, digest = raw_meta.get("mnistkit"), raw_meta.get("mnistkit_sha256")
-    if not meta_json or not digest:
+    if not isinstance(meta_json, str) or not isinstance(digest, str) or not meta_json or not digest:
         raise CheckpointError(f"{path} is a safetensors file but not an mnistkit checkpoint (no mnistkit metadata)")
     try:
         tensors = load(data)
@@ -132,7 +134,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"checkpoint {path} is corrupt or was modified: its SHA-256 digest does not match")
     try:
         meta = json.loads(meta_json)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"checkpoint {path} has unreadable metadata") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} has unsupported checkpoint format {meta.get('format') if isinstance(meta, dict) else None!r}; expected {FORMAT}")
@@ -145,15 +147,28 @@ def _read_header(path: Path, data: bytes) -> dict:
         raise CheckpointError(f"{path} is not a safetensors checkpoint (file too short: {len(data)} bytes)")
     (n,) = struct.unpack("<Q", data[:8])
     if n == 0 or n > min(_MAX_HEADER, len(data) - 8):
-        hint = " (it looks like a pickle/torch.save file, which mnistkit never loads)" if data[:1] in (b"\x80", b"PK") else ""
+        pickled = data[:1] == b"\x80" or data[:2] == b"PK" or path.suffix in (".pt", ".pth", ".pkl", ".ckpt")
+        hint = (" (it looks like a pickle/torch.save file, which mnistkit never loads: unpickling can run "
+                "arbitrary code; use a model.safetensors written by mnistkit train)") if pickled else ""
         raise CheckpointError(f"{path} is not a safetensors checkpoint{hint}")
     try:
         header = json.loads(data[8:8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # deep nesting: not ours either
         raise CheckpointError(f"{path} is not a valid safetensors checkpoint (corrupt header)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a valid safetensors checkpoint (header is not an object)")
     return header
+
+
+def _check_length(path: Path, data: bytes, header: dict) -> None:
+    """Name truncation plainly: the header says where the last tensor ends; the file must reach it."""
+    ends = [e["data_offsets"][1] for k, e in header.items()
+            if k != "__metadata__" and isinstance(e, dict) and isinstance(e.get("data_offsets"), list)
+            and len(e["data_offsets"]) == 2 and isinstance(e["data_offsets"][1], int)]
+    n = struct.unpack("<Q", data[:8])[0]
+    needed = 8 + n + max(ends, default=0)
+    if len(data) < needed:
+        raise CheckpointError(f"checkpoint {path} is corrupt (truncated): {len(data)} bytes, its header describes {needed}")
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:
@@ -189,19 +204,40 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     from mnistkit.models import build_model
 
     tensors, meta = load_tensors(path)
-    for key in ("model", "norm", "class_names", "task"):
-        if key not in meta:
-            raise CheckpointError(f"checkpoint {path} lacks metadata field {key!r}; it was not written by save_checkpoint")
-    try:
-        model = build_model(meta["model"], **meta.get("model_options", {}))
+    _check_meta(meta, path)
+    options = meta.get("model_options", {})
+    try:  # a weightless skeleton first: bogus options (a 10^9-unit layer) must not allocate anything
+        with torch.device("meta"):
+            skeleton = build_model(meta["model"], **options)
     except MnistkitError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be rebuilt: {exc}") from None
-    _load_state_strict(model, tensors, path)
+    except Exception as exc:  # the options come from an untrusted file; the builder may reject them any way
+        raise CheckpointError(f"checkpoint {path} cannot be rebuilt: model {meta['model']!r} with options "
+                              f"{options}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+    _check_fits(skeleton, tensors, path)
+    model = build_model(meta["model"], **options)
+    model.load_state_dict(tensors, strict=True)
     model.to(device).eval()
     return Checkpoint(model=model, meta=meta, path=Path(path))
 
 
-def _load_state_strict(model: torch.nn.Module, tensors: dict, path) -> None:
+def _check_meta(meta: dict, path) -> None:
+    """The fields a model is rebuilt from exist and have the right JSON types."""
+    for key in ("model", "norm", "class_names", "task"):
+        if key not in meta:
+            raise CheckpointError(f"checkpoint {path} lacks metadata field {key!r}; it was not written by save_checkpoint")
+    norm = meta["norm"]
+    ok = (isinstance(meta["model"], str) and isinstance(meta.get("model_options", {}), dict)
+          and isinstance(meta["class_names"], list) and all(isinstance(c, str) for c in meta["class_names"])
+          and meta["task"] in ("multiclass", "binary") and isinstance(norm, dict)
+          and all(isinstance(norm.get(k), (int, float)) and not isinstance(norm.get(k), bool) for k in ("mean", "std")))
+    if not ok:
+        raise CheckpointError(f"checkpoint {path} has malformed metadata (model, model_options, class_names, "
+                              "task or norm has the wrong type)")
+
+
+def _check_fits(model: torch.nn.Module, tensors: dict, path) -> None:
+    """The tensors are exactly the model's state: same keys, same shapes (model may be a meta skeleton)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -216,7 +252,6 @@ def _load_state_strict(model: torch.nn.Module, tensors: dict, path) -> None:
                 f"checkpoint {path} does not fit model {model.mnistkit_name!r}: {k} has shape "
                 f"{tuple(tensors[k].shape)}, the model expects {tuple(v.shape)}"
             )
-    model.load_state_dict(tensors, strict=True)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

