@@ -50,7 +50,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False     # deterministic kernels: identical weights run to run on CPU
     device: str = "auto"            # auto picks cuda, then mps, then cpu
-    amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True                # bf16 autocast on CUDA and on CPUs with native bf16 matmul; weights stay fp32
     compile: bool = False           # torch.compile the model
     eval_batch_size: int = 1024
     log_every: int = 100            # steps between tutorial-style log lines; 0 = none
@@ -120,12 +120,23 @@ class TrainConfig:
 #: Named recipes. ``tutorial`` is the default; the others are tuned and measured by ``bench/``.
 PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": {},
-    "fast": dict(model="mlp", model_options={"hidden": [1024], "activation": "relu"}, epochs=3,
-                 batch_size=256, lr=3e-3, schedule="onecycle", norm="dataset", log_every=0),
-    "best-mlp": dict(model="mlp", model_options={"hidden": [1024, 1024], "activation": "relu", "dropout": 0.3},
-                     epochs=30, batch_size=128, lr=2e-3, optimizer="adamw", weight_decay=0.05,
+    # Chosen on a 10,000-image validation split (`--val-size 10000`, seed 0/1), never on the test set;
+    # bench/run.py measures them on the test set. Tuning ran on a shared 2-core Zen 4 at 1 torch thread.
+    # fast: one 512-wide ReLU layer, 2 epochs of OneCycle Adam with label smoothing (val 97.89 %, mean
+    # of 2 seeds). Label smoothing was worth +0.5 point at this budget; batch 256 beat 512/1024 per
+    # epoch; 1024 wide was no better per second; SGD-nesterov 0.4 was 0.1 point behind Adam.
+    # bench, 2 threads: test 98.21 +- 0.07 % (5 seeds) in 1.34 s of training.
+    "fast": dict(model="mlp", model_options={"hidden": [512], "activation": "relu"}, epochs=2,
+                 batch_size=256, lr=6e-3, schedule="onecycle", label_smoothing=0.1, norm="dataset",
+                 log_every=0),
+    # best-mlp: a plain MLP, no augmentation; dropout and label smoothing instead (val 98.57 %, seed 0;
+    # dropout 0.35 gave 98.47 %). bench, 2 threads: test 98.77 +- 0.08 % (3 seeds) in 47 s.
+    "best-mlp": dict(model="mlp", model_options={"hidden": [1024, 1024], "activation": "relu", "dropout": 0.2},
+                     epochs=12, batch_size=256, lr=2e-3, optimizer="adamw", weight_decay=0.05,
                      schedule="onecycle", label_smoothing=0.1, norm="dataset", log_every=0),
-    "cnn": dict(model="cnn", epochs=12, batch_size=128, lr=4e-3, optimizer="adamw", weight_decay=5e-4,
+    # cnn: the default 3-stage SmallCNN (32-64-128) with +-2 px shifts: val 99.30 % after 4 epochs,
+    # 99.41 % after 7, 99.48 % after 8 (seed 0). bench, 2 threads: test 99.53 +- 0.05 % in 124 s.
+    "cnn": dict(model="cnn", epochs=8, batch_size=128, lr=4e-3, optimizer="adamw", weight_decay=5e-4,
                 schedule="onecycle", label_smoothing=0.1, augment=True, norm="dataset", log_every=0),
 }
 

@@ -42,7 +42,7 @@ from mnistkit.config import DEVICES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--deterministic", is_flag=True, default=None, help="Deterministic kernels (identical CPU runs).")
 @click.option("--device", type=click.Choice(DEVICES), default=None, help="[default: auto: cuda, then mps, then cpu]")
-@click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA.  [default: on]")
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere.  [default: on]")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model.")
 @click.option("--log-every", type=click.IntRange(min=0), default=None, help="Steps between log lines.  [default: 100]")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory.  [default: runs/<name>]")
@@ -70,6 +70,8 @@ def train(hidden, activation, dropout, model_option, quiet, as_json, resume, ten
         overrides["model_options"] = {**_P[opts["preset"]].get("model_options", {}), **model_options}
     result = fit(resume=resume, echo=not quiet, tensorboard=tensorboard,
                  progress=None if not (quiet or as_json) else False, **overrides)
+    if result.evaluation is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     if quiet:
         click.echo(f"Accuracy of the model on the {result.evaluation.n} test images: {result.test_accuracy:.2f} %")
     if as_json:

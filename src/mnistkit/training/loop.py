@@ -12,7 +12,6 @@ import contextlib
 import csv
 import io
 import json
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from mnistkit.errors import ConfigError
 from mnistkit.losses import classification_loss
 from mnistkit.models import build_model, get_model_spec
 from mnistkit.preprocess import TUTORIAL_NORM, Normalization, normalize
+from mnistkit.training import distributed
 from mnistkit.training.augment import random_shift
 from mnistkit.training.optim import current_lr, make_optimizer, make_scheduler
 from mnistkit.training.reporting import RunLog
@@ -179,25 +179,31 @@ def train_one_epoch(model, optimizer, scheduler, x, y, cfg: TrainConfig, task: s
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout and other global-RNG users
     perm = torch.randperm(n, generator=gen).to(x.device)
     bs = cfg.batch_size
-    steps = math.ceil(n / bs) if step_limit is None else min(step_limit, math.ceil(n / bs))
+    dist_ctx = distributed.current()  # None in a single process
+    steps = distributed.steps_per_epoch(n, bs, dist_ctx)
+    steps = steps if step_limit is None else min(step_limit, steps)
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     log.start_epoch(epoch, cfg.epochs, steps)
     model.train()
     for step in range(1, steps + 1):
         idx = perm[(step - 1) * bs: step * bs]
+        if dist_ctx is not None:
+            idx = dist_ctx.take_shard(idx)  # this rank's part of the global batch
         xb, yb = x.index_select(0, idx), y.index_select(0, idx)
         if cfg.augment:
             xb = random_shift(xb, 2, fill, gen)
         loss, logits = train_step(model, optimizer, xb, yb, task, cfg.label_smoothing, autocast)
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.detach() * len(idx)
+        loss_sum.add_(loss.detach(), alpha=len(idx))  # one in-place op, no host sync
         correct += _correct(logits.detach(), yb, task)
         if cfg.log_every and step % cfg.log_every == 0:
             log.line(f"Epoch [{epoch}/{cfg.epochs}], Step [{step}/{steps}], Loss: {loss.item():.4f}")
         if step % 50 == 0 or step == steps:
             log.advance(50 if step % 50 == 0 else step % 50)
+    if dist_ctx is not None:
+        loss_sum, correct = dist_ctx.sum_across_ranks(loss_sum, correct)
     seen = min(n, steps * bs)
     return {"train_loss": float(loss_sum) / seen, "train_accuracy": 100.0 * int(correct) / seen}
 
@@ -254,13 +260,17 @@ def fit(config: TrainConfig | None = None, *, resume: str | Path | None = None, 
     """
     cfg, run_dir = _resolve_run(config, resume, overrides)
     device = resolve_device(cfg.device)
+    dist_ctx, device = distributed.init_distributed(device)  # (None, device) outside torchrun
+    main = dist_ctx is None or dist_ctx.is_main  # only the main process prints and writes files
+    distributed.check_batch_size(cfg.batch_size, dist_ctx)
     seed_everything(cfg.seed, cfg.deterministic)
     spec = get_model_spec(cfg.model)
     data = prepare_data(cfg, spec.task)
     model = make_model(cfg, len(data.class_names)).to(device)
-    run_dir = prepare_run_dir(run_dir, resuming=resume is not None)
-    if resume is None:
-        atomic_write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+    if main:
+        run_dir = prepare_run_dir(run_dir, resuming=resume is not None)
+        if resume is None:
+            atomic_write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
 
     x = normalize(data.train_x.to(device), data.norm)
     y = data.train_y.to(device)
@@ -268,20 +278,22 @@ def fit(config: TrainConfig | None = None, *, resume: str | Path | None = None, 
     vy = data.val_y.to(device) if data.val_y is not None else None
     fill = -data.norm.mean / data.norm.std  # a blank pixel after normalisation
 
-    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    steps_per_epoch = distributed.steps_per_epoch(len(x), cfg.batch_size, dist_ctx)
     step_limit = 2 if cfg.dry_run else None
     optimizer = make_optimizer(model.parameters(), cfg, device)
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * (min(steps_per_epoch, step_limit or steps_per_epoch)))
-    train_model = torch.compile(model) if cfg.compile else model
     autocast = _autocast(device, cfg.amp)
 
     progress_state = {"epoch": 0, "metrics": [], "train_seconds": 0.0, "best_val_loss": None, "bad_epochs": 0}
     best_state = None
-    if resume is not None:
+    if resume is not None:  # every rank loads the same state
         progress_state, best_state = load_state(run_dir, model, optimizer, scheduler)
+    train_model = distributed.wrap_model(model, dist_ctx)  # DDP under torchrun, else the model itself
+    train_model = torch.compile(train_model) if cfg.compile else train_model
+    distributed.install_test_hooks(optimizer, dist_ctx.rank if dist_ctx else 0)
 
-    log = RunLog(run_dir / "log.txt", echo=echo, progress=progress)
-    tb = _tensorboard(tensorboard)
+    log = RunLog(run_dir / "log.txt" if main else None, echo=echo and main, progress=progress)
+    tb = _tensorboard(tensorboard) if main else None
     try:
         if resume is not None:
             log.line(f"Resuming {run_dir} after epoch {progress_state['epoch']}/{cfg.epochs}")
@@ -298,9 +310,12 @@ def fit(config: TrainConfig | None = None, *, resume: str | Path | None = None, 
                        else {"val_loss": None, "val_accuracy": None})
             progress_state["metrics"].append(row)
             stop, best_state = _early_stopping(cfg, progress_state, row, model, best_state)
+            if dist_ctx is not None:
+                stop = dist_ctx.agree(stop)  # rank 0 decides, so no rank trains on alone
             progress_state["epoch"] = epoch if not stop else cfg.epochs
-            _write_metrics(run_dir, progress_state["metrics"])
-            save_state(run_dir, model, optimizer, scheduler, progress_state, best_state)
+            if main:
+                _write_metrics(run_dir, progress_state["metrics"])
+                save_state(run_dir, model, optimizer, scheduler, progress_state, best_state)
             if tb is not None:
                 tb.log_epoch(row)
             if stop:
@@ -309,11 +324,19 @@ def fit(config: TrainConfig | None = None, *, resume: str | Path | None = None, 
                 break
         if best_state is not None:
             model.load_state_dict(best_state)
-        return _finish(cfg, data, model, device, run_dir, progress_state, log, plots)
+        if not main:  # rank 0 evaluates and writes; the others wait for it, then leave
+            dist_ctx.barrier()
+            return RunResult(run_dir, run_dir / CHECKPOINT_FILE, float("nan"), round(progress_state["train_seconds"], 3),
+                             progress_state["metrics"], None, cfg, {"rank": dist_ctx.rank}, model)
+        result = _finish(cfg, data, model, device, run_dir, progress_state, log, plots)
+        if dist_ctx is not None:
+            dist_ctx.barrier()
+        return result
     finally:
         log.close()
         if tb is not None:
             tb.close()
+        distributed.shutdown()
 
 
 def _resolve_run(config, resume, overrides) -> tuple[TrainConfig, Path]:
@@ -412,10 +435,23 @@ def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
 
 
 def _autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when enabled; a no-op context elsewhere."""
+    """bf16 autocast when enabled: on CUDA, and on CPUs with native bf16 matmul (AVX512-BF16 /
+    AMX), where oneDNN's bf16 GEMM runs about 2x the fp32 one (measured on a Zen 4: 46 -> 95
+    GFLOP/s per core for the seed-mlp's 64x784x512 product). Weights and the optimiser stay fp32;
+    the loss is computed in fp32. A no-op context elsewhere."""
     if amp and device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if amp and device.type == "cpu" and cpu_has_native_bf16():
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bf16 in hardware (emulated bf16 would be slower than fp32)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private helpers: absent on other builds/platforms
+        return False
 
 
 def _sync(device: torch.device) -> None:

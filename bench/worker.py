@@ -1,0 +1,93 @@
+"""One benchmark measurement in its own process, so its peak RSS is its own.
+
+``bench/run.py`` starts ``python bench/worker.py KIND JSON`` and reads the last stdout
+line, a JSON object. Kinds that are not plain CLI runs live here:
+
+- ``sklearn-logreg``: scikit-learn's ``LogisticRegression()`` (lbfgs, C=1, max_iter=100)
+  on pixels / 255, the usual way it is run on MNIST.
+- ``bench-logreg``: ``bench/bench_logreg.py``'s ``run(repeats=..., device=...)`` when present.
+- ``inference``: ``mnistkit.inference.predict_logits`` throughput (images/s) of a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def _rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def sklearn_logreg(spec: dict) -> dict:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    from mnistkit.data import load_dataset
+
+    ds = load_dataset("mnist", download=False)
+    x = ds.train.images.reshape(len(ds.train.images), -1).numpy() / 255.0
+    xt = ds.test.images.reshape(len(ds.test.images), -1).numpy() / 255.0
+    clf = LogisticRegression()
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # lbfgs stops at max_iter=100 on MNIST
+        clf.fit(x, ds.train.labels.numpy())
+    fit_s = time.perf_counter() - t0
+    acc = 100.0 * float((clf.predict(xt) == ds.test.labels.numpy()).mean())
+    return {"accuracy": acc, "train_seconds": round(fit_s, 3), "n_iter": int(clf.n_iter_.max())}
+
+
+def bench_logreg(spec: dict) -> dict:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_logreg as bl  # written by the estimator work; optional
+
+    return {"result": bl.run(repeats=spec.get("repeats", 1), device=spec.get("device", "cpu"))}
+
+
+def inference(spec: dict) -> dict:
+    import torch
+
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.data import load_dataset
+    from mnistkit.inference import predict_logits
+    from mnistkit.preprocess import Normalization
+
+    ckpt = load_checkpoint(spec["checkpoint"])
+    model, norm = ckpt.model, Normalization(**ckpt.meta["norm"])
+    images = load_dataset("mnist", download=False).train.images  # 60,000 uint8 images
+    bs = spec.get("batch_size", 1024)
+    predict_logits(model, images[:4096], norm, batch_size=bs)  # warm-up (allocator, oneDNN primitives)
+    best = float("inf")
+    for _ in range(spec.get("repeats", 3)):
+        t0 = time.perf_counter()
+        predict_logits(model, images, norm, batch_size=bs)
+        best = min(best, time.perf_counter() - t0)
+    result = {"images_per_second": round(len(images) / best), "batch_size": bs, "n": len(images),
+              "threads": torch.get_num_threads()}
+    # For information: the same call under CPU bf16 autocast (what native-bf16 CPUs could give).
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        predict_logits(model, images[:4096], norm, batch_size=bs)
+        t0 = time.perf_counter()
+        predict_logits(model, images, norm, batch_size=bs)
+        result["bf16_autocast_images_per_second"] = round(len(images) / (time.perf_counter() - t0))
+    return result
+
+
+KINDS = {"sklearn-logreg": sklearn_logreg, "bench-logreg": bench_logreg, "inference": inference}
+
+
+def main() -> None:
+    kind, spec = sys.argv[1], json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
+    result = KINDS[kind](spec)
+    result["peak_rss_mb"] = _rss_mb()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
