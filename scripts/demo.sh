@@ -7,5 +7,5 @@ if "$PY" -m mnistkit data fetch mnist >/dev/null 2>&1; then
   exec "$PY" -m mnistkit train --out "runs/demo-$(date +%Y%m%d-%H%M%S)"
 else
   echo "Full MNIST was neither found locally nor downloadable; running the demo on mnist-sample (5,000 real digits) instead."
-  exec "$PY" -m mnistkit train --dataset mnist-sample --out "runs/demo-sample-$(date +%Y%m%d-%H%M%S)"
+  exec "$PY" -m mnistkit train --dataset mnist-sample --log-every 20 --out "runs/demo-sample-$(date +%Y%m%d-%H%M%S)"
 fi
