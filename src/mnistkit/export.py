@@ -97,8 +97,11 @@ def export_checkpoint(checkpoint_path: str | Path, fmt: str, out: str | Path) ->
     meta = {"class_names": ckpt.class_names, "norm": ckpt.meta["norm"], "input": INPUT_CONTRACT,
             "mnistkit": ckpt.meta}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as exc:
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
