@@ -48,3 +48,18 @@ def test_binary_scores():
     s = binary_scores(logits, labels)
     assert s["accuracy"] == 50.0 and s["precision"] == 50.0 and s["recall"] == 50.0
     assert s["roc_auc"] == pytest.approx(0.75)
+
+
+def test_bf16_inference_stays_close_to_fp32_and_fp32_is_the_default():
+    from mnistkit.inference import predict_logits
+    from mnistkit.models import build_model
+    from mnistkit.preprocess import TUTORIAL_NORM
+
+    torch.manual_seed(0)
+    model = build_model("seed-mlp")
+    images = torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8)
+    exact = predict_logits(model, images, TUTORIAL_NORM)
+    assert torch.equal(exact, predict_logits(model, images, TUTORIAL_NORM, bf16=False))
+    fast = predict_logits(model, images, TUTORIAL_NORM, bf16=True)
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    assert (fast - exact).abs().max() < 0.1  # bf16 where the CPU has it, identical fp32 elsewhere

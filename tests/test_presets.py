@@ -70,12 +70,15 @@ def test_cnn_gives_the_same_logits_for_every_input_layout():
 
 
 def test_cpu_autocast_follows_amp_and_the_cpu(monkeypatch):
+    from mnistkit import precision
+
     cpu = torch.device("cpu")
-    assert loop._autocast(cpu, False) is contextlib.nullcontext
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
-    assert loop._autocast(cpu, True) is contextlib.nullcontext   # emulated bf16 would be slower: stay fp32
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
-    with loop._autocast(cpu, True)():
+    assert loop._autocast is precision.autocast  # training and inference share one rule
+    assert precision.autocast(cpu, False) is contextlib.nullcontext
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.autocast(cpu, True) is contextlib.nullcontext   # emulated bf16 would be slower: stay fp32
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    with precision.autocast(cpu, True)():
         assert torch.is_autocast_enabled("cpu")
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 

@@ -18,7 +18,7 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
 
 
 def evaluate_checkpoint(checkpoint, split: str = "test", dataset: str | None = None, data_dir=None,
-                        download: bool = True, batch_size: int = 1024, device: str = "auto"):
+                        download: bool = True, batch_size: int = 1024, device: str = "auto", bf16: bool = False):
     """Load a checkpoint, rebuild the split it was trained for, and score it."""
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.config import TrainConfig, resolve_device
@@ -39,4 +39,4 @@ def evaluate_checkpoint(checkpoint, split: str = "test", dataset: str | None = N
                           f"predicts {len(ck.class_names)}")
     x, y = {"test": (data.test_x, data.test_y), "val": (data.val_x, data.val_y),
             "train": (data.train_x, data.train_y)}[split]
-    return evaluate(ck.model, x, y, ck.norm, ck.class_names, ck.task, split, batch_size, dev)
+    return evaluate(ck.model, x, y, ck.norm, ck.class_names, ck.task, split, batch_size, dev, bf16)

@@ -88,9 +88,10 @@ def binary_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, norm: Normalization,
              class_names: list[str], task: str = "multiclass", split: str = "test",
-             batch_size: int = 1024, device=None) -> EvalResult:
-    """Score ``model`` on uint8 ``images [N, 28, 28]`` with int ``labels [N]`` (eval mode, inference mode)."""
-    logits = predict_logits(model, images, norm, batch_size, device)
+             batch_size: int = 1024, device=None, bf16: bool = False) -> EvalResult:
+    """Score ``model`` on uint8 ``images [N, 28, 28]`` with int ``labels [N]`` (eval mode, inference mode;
+    ``bf16``: see :func:`mnistkit.inference.predict_logits`)."""
+    logits = predict_logits(model, images, norm, batch_size, device, bf16)
     labels = labels.long().cpu()
     loss = float(classification_loss(logits, labels, task)) if len(labels) else float("nan")
     probs = predict_proba(logits, task)

@@ -111,7 +111,7 @@ def load_images(names: Sequence[str], stdin: bytes | None = None) -> tuple[list[
 
 
 def top_predictions(checkpoint: "Checkpoint", images: "torch.Tensor", names: Sequence[str],
-                    top_k: int = 1) -> list[Prediction]:
+                    top_k: int = 1, bf16: bool = False) -> list[Prediction]:
     """Run the model on uint8 ``[N, 28, 28]`` images; the ``top_k`` most likely labels for each."""
     from mnistkit.inference import predict_proba
 
@@ -119,7 +119,7 @@ def top_predictions(checkpoint: "Checkpoint", images: "torch.Tensor", names: Seq
     _check_top_k(top_k, len(names_by_index))
     if len(images) == 0:
         return []
-    proba = predict_proba(checkpoint.model, images, checkpoint.norm, checkpoint.task)
+    proba = predict_proba(checkpoint.model, images, checkpoint.norm, checkpoint.task, bf16=bf16)
     values, indices = proba.topk(top_k, dim=1)
     preds = []
     for name, vals, idxs in zip(names, values.tolist(), indices.tolist()):
@@ -134,12 +134,12 @@ def _check_top_k(top_k: int, num_classes: int) -> None:
 
 
 def predict_files(checkpoint: "Checkpoint", inputs: Sequence[str], top_k: int = 1,
-                  stdin: bytes | None = None) -> PredictResult:
+                  stdin: bytes | None = None, bf16: bool = False) -> PredictResult:
     """Predict every image among ``inputs`` (files, folders, ``-``); unreadable ones become failures."""
     _check_top_k(top_k, len(checkpoint.class_names))
     names, folder_failures = expand_inputs(inputs)
     names, images, failures = load_images(names, stdin)
-    return PredictResult(top_predictions(checkpoint, images, names, top_k), folder_failures + failures)
+    return PredictResult(top_predictions(checkpoint, images, names, top_k, bf16), folder_failures + failures)
 
 
 def format_line(pred: Prediction) -> str:
@@ -150,12 +150,12 @@ def format_line(pred: Prediction) -> str:
 
 # --- Kaggle "Digit Recognizer" CSV --------------------------------------------------------------
 
-def predict_csv(checkpoint: "Checkpoint", path: str | Path) -> CsvResult:
+def predict_csv(checkpoint: "Checkpoint", path: str | Path, bf16: bool = False) -> CsvResult:
     """Predict every row of a Digit Recognizer CSV; score it when it has a ``label`` column."""
     from mnistkit.inference import predict_proba
 
     images, labels = read_kaggle_csv(path)
-    predicted = predict_proba(checkpoint.model, images, checkpoint.norm, checkpoint.task).argmax(dim=1)
+    predicted = predict_proba(checkpoint.model, images, checkpoint.norm, checkpoint.task, bf16=bf16).argmax(dim=1)
     accuracy = None
     if labels is not None:
         if int(labels.max()) >= len(checkpoint.class_names):

@@ -15,13 +15,15 @@ from mnistkit.cli.options import print_json_line
 @click.option("--download/--no-download", default=True, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--bf16", is_flag=True, help="bf16 autocast where the hardware has it: faster, may flip a few "
+              "borderline predictions.  [default: exact fp32]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def evaluate(checkpoint, split, dataset, data_dir, download, batch_size, device, as_json):
+def evaluate(checkpoint, split, dataset, data_dir, download, batch_size, device, bf16, as_json):
     """Score a checkpoint (a .safetensors file or a run directory) on a dataset split."""
     from mnistkit.api import evaluate_checkpoint
 
     result = evaluate_checkpoint(checkpoint, split=split, dataset=dataset, data_dir=data_dir, download=download,
-                                 batch_size=batch_size, device=device)
+                                 batch_size=batch_size, device=device, bf16=bf16)
     if as_json:
         print_json_line(result.to_dict())
         return

@@ -19,8 +19,10 @@ import click
               help="A Kaggle Digit Recognizer CSV (pixel0..pixel783, optional label) instead of images.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="With --csv: write the ImageId,Label submission here (default: standard output).")
+@click.option("--bf16", is_flag=True, help="bf16 autocast where the hardware has it: faster for large batches, "
+              "may flip a few borderline predictions.  [default: exact fp32]")
 @click.pass_context
-def predict(ctx, checkpoint, inputs, top_k, as_json, csv_path, out_path):
+def predict(ctx, checkpoint, inputs, top_k, as_json, csv_path, out_path, bf16):
     """Predict the label of each INPUT: image files, folders (searched recursively), or - for stdin.
 
     CHECKPOINT is a .safetensors file or a run directory.
@@ -39,20 +41,20 @@ def predict(ctx, checkpoint, inputs, top_k, as_json, csv_path, out_path):
         raise click.UsageError("--out goes with --csv (it writes a Kaggle submission)")
     ckpt = load_checkpoint(resolve_checkpoint_path(checkpoint))
     if csv_path:
-        _predict_csv(ckpt, csv_path, out_path)
+        _predict_csv(ckpt, csv_path, out_path, bf16)
         return 0
-    failed = _predict_images(ckpt, inputs, top_k, as_json)
+    failed = _predict_images(ckpt, inputs, top_k, as_json, bf16)
     if failed:
         ctx.exit(2)  # click.exceptions.Exit: reaches the process in and out of standalone mode
     return 0
 
 
-def _predict_images(ckpt, inputs, top_k: int, as_json: bool) -> int:
+def _predict_images(ckpt, inputs, top_k: int, as_json: bool, bf16: bool = False) -> int:
     """Print predictions and one stderr line per failed input; returns how many failed."""
     from mnistkit.predict import STDIN, format_line, predict_files
 
     stdin = sys.stdin.buffer.read() if STDIN in inputs else None
-    result = predict_files(ckpt, inputs, top_k=top_k, stdin=stdin)
+    result = predict_files(ckpt, inputs, top_k=top_k, stdin=stdin, bf16=bf16)
     for _, message in result.failures:
         click.echo(f"mnistkit predict: error: {' '.join(message.split())}", err=True)
     if as_json:
@@ -63,12 +65,12 @@ def _predict_images(ckpt, inputs, top_k: int, as_json: bool) -> int:
     return len(result.failures)
 
 
-def _predict_csv(ckpt, csv_path: str, out_path: str | None) -> None:
+def _predict_csv(ckpt, csv_path: str, out_path: str | None, bf16: bool = False) -> None:
     """Write the submission (to ``out_path`` or stdout) and print the accuracy when labels exist."""
     from mnistkit.checkpoint import atomic_write_bytes
     from mnistkit.predict import predict_csv, submission_csv
 
-    result = predict_csv(ckpt, csv_path)
+    result = predict_csv(ckpt, csv_path, bf16)
     text = submission_csv(result.predicted, ckpt.class_names)
     if out_path:
         atomic_write_bytes(out_path, text.encode())

@@ -8,7 +8,6 @@ line every ``log_every`` steps.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -27,6 +26,7 @@ from mnistkit.losses import classification_loss
 from mnistkit.models import build_model, get_model_spec
 from mnistkit.preprocess import TUTORIAL_NORM, Normalization, normalize
 from mnistkit.training import distributed
+from mnistkit.precision import autocast as _autocast
 from mnistkit.training.augment import random_shift
 from mnistkit.training.optim import current_lr, make_optimizer, make_scheduler
 from mnistkit.training.reporting import RunLog
@@ -432,26 +432,6 @@ def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
     w.writeheader()
     w.writerows(rows)
     atomic_write_bytes(run_dir / "metrics.csv", buf.getvalue().encode())
-
-
-def _autocast(device: torch.device, amp: bool):
-    """bf16 autocast when enabled: on CUDA, and on CPUs with native bf16 matmul (AVX512-BF16 /
-    AMX), where oneDNN's bf16 GEMM runs about 2x the fp32 one (measured on a Zen 4: 46 -> 95
-    GFLOP/s per core for the seed-mlp's 64x784x512 product). Weights and the optimiser stay fp32;
-    the loss is computed in fp32. A no-op context elsewhere."""
-    if amp and device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    if amp and device.type == "cpu" and cpu_has_native_bf16():
-        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU multiplies bf16 in hardware (emulated bf16 would be slower than fp32)."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # private helpers: absent on other builds/platforms
-        return False
 
 
 def _sync(device: torch.device) -> None:
