@@ -179,6 +179,22 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def seconds_from_env(name: str, default: float) -> float:
+    """A positive number of seconds from environment variable ``name`` (unset or empty: ``default``)."""
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name}={raw!r}: expected a positive number of seconds")
+    return value
+
+
 def _choice(what: str, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")

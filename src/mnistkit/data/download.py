@@ -21,7 +21,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mnistkit.errors import ConfigError, DownloadError
+from mnistkit.config import seconds_from_env
+from mnistkit.errors import DownloadError
 
 DEFAULT_TIMEOUT_S = 30.0
 #: Temporary files older than this are leftovers of a killed download and are deleted.
@@ -31,16 +32,7 @@ _CHUNK = 1 << 16
 
 def download_timeout() -> float:
     """Seconds to wait on a silent connection, from ``MNISTKIT_DOWNLOAD_TIMEOUT``."""
-    raw = os.environ.get("MNISTKIT_DOWNLOAD_TIMEOUT")
-    if raw is None or raw.strip() == "":
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"MNISTKIT_DOWNLOAD_TIMEOUT={raw!r}: expected a positive number of seconds")
-    return value
+    return seconds_from_env("MNISTKIT_DOWNLOAD_TIMEOUT", DEFAULT_TIMEOUT_S)
 
 
 def md5_of(path: Path) -> str:

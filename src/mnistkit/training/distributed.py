@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mnistkit.config import seconds_from_env
 from mnistkit.errors import ConfigError
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -100,16 +101,7 @@ def launched_by_torchrun() -> bool:
 
 def dist_timeout() -> datetime.timedelta:
     """The process-group timeout from ``MNISTKIT_DIST_TIMEOUT`` (seconds, default 300)."""
-    raw = os.environ.get("MNISTKIT_DIST_TIMEOUT", "").strip()
-    if not raw:
-        return datetime.timedelta(seconds=DEFAULT_TIMEOUT_S)
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"MNISTKIT_DIST_TIMEOUT={raw!r}: expected a positive number of seconds")
-    return datetime.timedelta(seconds=value)
+    return datetime.timedelta(seconds=seconds_from_env("MNISTKIT_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
 
 
 def init_distributed(device: torch.device) -> tuple[DistContext | None, torch.device]:
