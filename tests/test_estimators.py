@@ -84,6 +84,44 @@ def test_sparse_input_gives_dense_result():
     np.testing.assert_allclose(sparse.predict_proba(sp.csr_matrix(X)), dense.predict_proba(X), atol=1e-8)
 
 
+def _pixel_like(n=2000, d=60, seed=0):
+    """Mostly-zero, strongly correlated, unevenly scaled features (like pixels) and 4 noisy classes."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 8))
+    X = latent @ rng.normal(size=(8, d)) * rng.uniform(0.1, 3.0, size=d) + 0.3 * rng.normal(size=(n, d))
+    X[X < 1.0] = 0.0  # about 65 % zeros
+    y = ((latent[:, :2] + rng.normal(size=(n, 2))) > 0) @ np.array([1, 2])
+    return X.astype(np.float32), y
+
+
+def test_dense_input_through_csr_blocks_matches_dense_matmuls(monkeypatch):
+    import mnistkit.estimators as est
+
+    X, y = _pixel_like()
+    dense = LogisticRegression(tol=1e-5, max_iter=1000).fit(X, y)
+    monkeypatch.setattr(est, "SPARSE_MIN_SIZE", 1)  # take the CSR path (MNIST-sized data takes it by default)
+    monkeypatch.setattr(est, "SPARSE_MAX_DENSITY", 0.9)
+    calls, build = [], est._dense_to_csr_blocks
+    monkeypatch.setattr(est, "_dense_to_csr_blocks", lambda x: calls.append(tuple(x.shape)) or build(x))
+    csr = LogisticRegression(tol=1e-5, max_iter=1000).fit(X, y)
+    assert calls == [X.shape]
+    np.testing.assert_allclose(csr.predict_proba(X), dense.predict_proba(X), atol=2e-3)
+    assert (csr.predict(X) == dense.predict(X)).mean() > 0.995
+
+
+def test_preconditioner_cuts_iterations_not_the_answer(monkeypatch):
+    import mnistkit.estimators as est
+
+    X, y = _pixel_like()
+    X = X.astype(np.float64)
+    pre = LogisticRegression(tol=1e-6, max_iter=2000).fit(X, y)
+    monkeypatch.setattr(est, "PRECOND_MAX_FEATURES", 0)  # identity: plain L-BFGS in (W, c)
+    plain = LogisticRegression(tol=1e-6, max_iter=2000).fit(X, y)
+    assert pre.n_iter_[0] < 0.5 * plain.n_iter_[0], (pre.n_iter_, plain.n_iter_)  # measured: 190 against 553
+    np.testing.assert_allclose(pre.coef_, plain.coef_, atol=2e-3)
+    np.testing.assert_allclose(pre.predict_proba(X), plain.predict_proba(X), atol=5e-4)
+
+
 def test_digits_accuracy_within_point_two_of_sklearn():
     X, y = load_digits(return_X_y=True)
     Xtr, Xte, ytr, yte = train_test_split(X / 16.0, y, test_size=0.3, random_state=0, stratify=y)

@@ -26,6 +26,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise ImportError("mnistkit.estimators needs scikit-learn: pip install 'mnistkit[sklearn]'") from None
 
+import concurrent.futures
 import contextlib
 import numbers
 import warnings
@@ -48,7 +49,14 @@ __all__ = ["LogisticRegression", "MLPClassifier"]
 LBFGS_HISTORY = 30  # L-BFGS memory (pairs); 30 converges in ~half the iterations of 10 on MNIST
 SPARSE_MAX_DENSITY = 0.35  # CPU: a dense X with fewer nonzeros than this goes through CSR matmuls
 SPARSE_MIN_SIZE = 2_000_000  # ...if it has at least this many entries (small X: CSR set-up is not worth it)
+CSR_BLOCKS = 4  # row blocks a dense X is converted to CSR in (two threads)
 SMALL_PROBLEM = 1_000_000  # entries of X below which fits run on one CPU thread (thread hand-offs cost more)
+PRECOND_MAX_FEATURES = 4096  # L-BFGS preconditioner (a d x d Cholesky) only up to this many features
+PRECOND_ROWS = 10_000  # rows sampled for its feature covariance (it only shapes the steps, not the optimum)
+PRECOND_DAMPING = 1.0  # its damping, in units of the mean feature variance: only the top principal
+#   directions are flattened. MNIST / Fashion-MNIST iterations to tol=1e-4: 0 -> 48 / 86, 0.3 -> 43 / 80,
+#   1 -> 36 / 73, 3 -> 42 / 61, 10 -> 44 / 86; no preconditioner: 80 / >100.
+PRECOND_CURVATURE = 0.003  # softmax curvature assumed near the optimum: the step scale, and a damping floor
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -127,56 +135,149 @@ def _csr_tensor(indptr, indices, values, shape, device) -> torch.Tensor:
             torch.as_tensor(values), size=shape, device=device, check_invariants=False)
 
 
-def _dense_to_csr(x: torch.Tensor) -> torch.Tensor:
-    """CSR (int32 indices) of a dense, contiguous 2-D CPU tensor, built with vectorised torch ops."""
+def _dense_to_csr(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR tensors (int32 indices) of a dense 2-D CPU tensor ``x [n, d]`` and of its transpose.
+
+    The nonzeros come from one vectorised ``nonzero`` pass; the transpose's CSR is the CSC of
+    ``x``, which scipy builds from the CSR arrays in a single counting pass (about 10x faster
+    than transposing the dense matrix and scanning it again).
+    """
     n, d = x.shape
     flat = x.reshape(-1)
     where = flat.nonzero().squeeze(1)  # row-major positions of the nonzeros, sorted
-    indptr = torch.zeros(n + 1, dtype=torch.int32)
-    indptr[1:] = torch.count_nonzero(x, dim=1).cumsum(0)
-    return _csr_tensor(indptr, (where % d).to(torch.int32), flat[where], (n, d), x.device)
+    row_starts = torch.arange(n + 1, dtype=torch.int64) * d
+    indptr = torch.searchsorted(where, row_starts).to(torch.int32)
+    indices = (where % d).to(torch.int32)
+    values = torch.take(flat, where)
+    csr = sp.csr_matrix((values.numpy(), indices.numpy(), indptr.numpy()), shape=(n, d))
+    return _csr_tensor(indptr, indices, values, (n, d), x.device), _csr_of_transpose(csr, x.device)
+
+
+def _csr_of_transpose(csr: sp.csr_matrix, device) -> torch.Tensor:
+    """``csr.T`` as a torch CSR tensor: the CSC arrays of ``csr`` are exactly the CSR arrays of its transpose."""
+    csc = csr.tocsc()
+    csc.sort_indices()
+    return _csr_tensor(csc.indptr, csc.indices, csc.data, csc.shape[::-1], device)
+
+
+def _dense_to_csr_blocks(x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`_dense_to_csr` of ``CSR_BLOCKS`` row blocks of ``x``, built in two threads.
+
+    torch's ``nonzero`` and scipy's CSC conversion are largely serial and release the GIL, so
+    blocks built side by side take about 60 % of the time of one big matrix; the matmuls
+    lose nothing (a sum over blocks for ``x.T @ g``).
+    """
+    bounds = np.linspace(0, x.shape[0], CSR_BLOCKS + 1).astype(int)
+    blocks = [x[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(_dense_to_csr, blocks))
 
 
 class _SparseLinear(torch.autograd.Function):
-    """``x @ W.T`` for a CSR ``x [n, d]``; the backward uses a prebuilt CSR of ``x.T`` (no transpose per step)."""
+    """``x @ W.T`` for ``x`` held as CSR row blocks ``[(x_b, x_b.T), ...]`` (prebuilt transposes: none per step)."""
 
     @staticmethod
-    def forward(ctx, weight, x_csr, xt_csr):
-        ctx.xt_csr = xt_csr
-        return x_csr @ weight.t().contiguous()
+    def forward(ctx, weight, blocks):
+        ctx.blocks = blocks
+        wt = weight.t().contiguous()
+        return torch.cat([xb @ wt for xb, _ in blocks])
 
     @staticmethod
     def backward(ctx, grad_out):
-        return (ctx.xt_csr @ grad_out.contiguous()).t(), None, None
+        grad_out = grad_out.contiguous()
+        grad, start = None, 0
+        for xb, xtb in ctx.blocks:
+            part = xtb @ grad_out[start:start + xb.shape[0]]
+            grad = part if grad is None else grad.add_(part)
+            start += xb.shape[0]
+        return grad.t(), None
 
 
 class _Design:
-    """The training matrix on the device, dense or as CSR pairs, with the column means ``mu [d]``."""
+    """The training matrix on the device, dense or as CSR row blocks, with the column means ``mu [d]``."""
 
     def __init__(self, X, dtype: torch.dtype, device: torch.device):
+        self.source = X
+        self.blocks = None
         if sp.issparse(X):
             X = X.tocsr()
             X.sort_indices()
-            xt = X.T.tocsr()
-            self.x = _csr_tensor(X.indptr, X.indices, X.data, X.shape, device)
-            self.xt = _csr_tensor(xt.indptr, xt.indices, xt.data, xt.shape, device)
+            self.blocks = [(_csr_tensor(X.indptr, X.indices, X.data, X.shape, device), _csr_of_transpose(X, device))]
             self.mu = torch.as_tensor(np.asarray(X.mean(axis=0)).ravel(), dtype=dtype, device=device)
             return
         x = _tensor(X, dtype, device)
         self.mu = x.mean(0)
-        self.x, self.xt = x, None
-        if device.type == "cpu" and x.numel() >= SPARSE_MIN_SIZE:
+        self.x = x
+        if device.type == "cpu" and x.numel() >= SPARSE_MIN_SIZE and x.numel() < 2**31:
             sample = x[:: max(1, x.shape[0] // 2000)]
             if (sample != 0).float().mean().item() < SPARSE_MAX_DENSITY:
-                self.x, self.xt = _dense_to_csr(x), _dense_to_csr(x.t().contiguous())
+                self.blocks = _dense_to_csr_blocks(x)
 
     def logits(self, model, weight, bias) -> torch.Tensor:
         """Logits of the registry ``model`` evaluated at ``(weight, bias)``: ``[n, C]`` or ``[n]`` (binary)."""
-        if self.xt is None:
+        if self.blocks is None:
             params = {"linear.weight": weight, "linear.bias": bias}
             return torch.func.functional_call(model, params, (self.x,))
-        out = _SparseLinear.apply(weight, self.x, self.xt) + bias
+        out = _SparseLinear.apply(weight, self.blocks) + bias
         return out.squeeze(1) if model.mnistkit_task == "binary" else out
+
+    def loss_sum(self, model, weight, bias, target, task) -> torch.Tensor:
+        """Summed :func:`classification_loss` of the model at ``(weight, bias)``.
+
+        Multiclass logits go to the loss class-major (``[1, C, n]``): the log-softmax then runs
+        along contiguous memory, about 6x faster on a CPU than over rows of 10 classes.
+        """
+        logits = self.logits(model, weight, bias)
+        if task == "multiclass":
+            logits, target = logits.t().contiguous().unsqueeze(0), target.unsqueeze(0)
+        return classification_loss(logits, target, task, reduction="sum")
+
+    def sample_rows(self, m: int) -> torch.Tensor:
+        """At most ``m`` evenly spaced rows of ``X`` as a dense tensor (for the preconditioner)."""
+        n = self.source.shape[0]
+        idx = np.arange(0, n, max(1, n // m))[:m]
+        return _rows(self.source, idx, self.mu.dtype, self.mu.device)
+
+
+class _Preconditioner:
+    """A fixed change of variables that makes L-BFGS see a rounder problem.
+
+    The Hessian of the mean cross-entropy is close to ``A (x) S`` (softmax curvature times the
+    feature covariance ``S``), plus ``lam * I`` from the penalty. With ``L L^T = S + delta * I``,
+    L-BFGS optimises ``V`` where ``W = V L^-1 / sqrt(a)`` (and the intercept ``c = u / sqrt(a)``):
+    the few dominant, strongly correlated directions of ``S`` (neighbouring pixels) are scaled
+    down to the rest. The damping ``delta`` (about the mean feature variance) keeps the many
+    weak directions as they are: whitening them fully was slower (see ``PRECOND_DAMPING``).
+    The problem itself, its optimum and the stopping test (on the gradient in ``W``) are
+    unchanged; only the coordinates L-BFGS moves in are. Wide data (more than
+    ``PRECOND_MAX_FEATURES``) and a failed Cholesky fall back to the identity.
+    """
+
+    def __init__(self, data: _Design, lam: float):
+        self.scale = PRECOND_CURVATURE ** -0.5
+        self.chol = None
+        d = data.mu.shape[0]
+        if d > PRECOND_MAX_FEATURES:
+            return
+        rows = data.sample_rows(PRECOND_ROWS) - data.mu
+        cov = rows.t() @ rows / rows.shape[0]
+        mean_var = float(cov.diagonal().mean())
+        damping = max(lam / PRECOND_CURVATURE, PRECOND_DAMPING * mean_var, torch.finfo(cov.dtype).eps * mean_var * d)
+        for _ in range(4):  # grow the damping if rounding leaves cov + damping * I indefinite
+            chol, info = torch.linalg.cholesky_ex(cov + damping * torch.eye(d, dtype=cov.dtype, device=cov.device))
+            if int(info) == 0:
+                self.chol = chol
+                return
+            damping *= 100
+
+    def weight(self, v: torch.Tensor) -> torch.Tensor:
+        """``W = V L^-1 / sqrt(a)`` (``V [k, d]``)."""
+        if self.chol is None:
+            return v
+        return torch.linalg.solve_triangular(self.chol.t(), v.t(), upper=True).t() * self.scale
+
+    def intercept(self, u: torch.Tensor) -> torch.Tensor:
+        return u if self.chol is None else u * self.scale
 
 
 def _rows(X, idx, dtype, device) -> torch.Tensor:
@@ -251,9 +352,10 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     ``min C * sum_i CE_i + 0.5 * ||W||^2`` with an unpenalised intercept, so ``C``
     means the same and the coefficients agree at convergence. The default
     solver is full-batch L-BFGS (strong-Wolfe line search) on the device, in the
-    input's precision (float32 stays float32). On a CPU a large, mostly-zero
-    dense ``X`` (such as MNIST pixels) is multiplied as CSR, which is several
-    times faster; sparse input is supported the same way.
+    input's precision (float32 stays float32), preconditioned by the feature
+    covariance (MNIST: 36 iterations to ``tol`` instead of 80). On a CPU a
+    large, mostly-zero dense ``X`` (such as MNIST pixels) is multiplied as CSR,
+    which is several times faster; sparse input is supported the same way.
 
     Parameters
     ----------
@@ -364,30 +466,45 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         lam = 1.0 / (self.C * n)  # sklearn's scaling: mean loss + ||W||^2 / (2 C n)
         # Centred coordinates: logits = (x - mu) @ W.T + c, i.e. b = c - W @ mu. Same problem
         # (W and its penalty unchanged), but far better conditioned for uncentred data such as pixels.
-        w = torch.zeros(k, d, dtype=dtype, device=device, requires_grad=True)
-        c = torch.zeros(k, dtype=dtype, device=device, requires_grad=True)
-        # tol (the gradient test) is the stopping rule; the loss-change test only ends a line search
-        # that no longer moves. At sklearn's 64 * eps it would stop float32 fits far too early.
+        # L-BFGS moves (v, u), which the preconditioner maps to (W, c).
+        precond = _Preconditioner(data, lam)
+        v = torch.zeros(k, d, dtype=dtype, device=device, requires_grad=True)
+        u = torch.zeros(k, dtype=dtype, device=device, requires_grad=True)
+        # The stopping rule is sklearn's: the largest |gradient| in (W, c) at most tol. torch's own
+        # test would look at the gradient in (v, u), so it is set to 0 and the closure reports a
+        # converged point by handing L-BFGS a zero gradient there. The loss-change test only ends
+        # a line search that no longer moves; at sklearn's 64 * eps it would stop float32 fits early.
         eps = torch.finfo(dtype).eps
-        opt = torch.optim.LBFGS([w, c], lr=1, max_iter=self.max_iter, max_eval=2 * self.max_iter + 20,
-                                tolerance_grad=self.tol, tolerance_change=eps * 1e-2,
+        opt = torch.optim.LBFGS([v, u], lr=1, max_iter=self.max_iter, max_eval=2 * self.max_iter + 20,
+                                tolerance_grad=0.0, tolerance_change=eps * 1e-2,
                                 history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe")
         target = y if task == "multiclass" else y.to(dtype)
+        last = {}
 
         def closure():
             opt.zero_grad(set_to_none=True)
-            bias = c - w @ data.mu
-            logits = data.logits(model, w, bias)
-            loss = classification_loss(logits, target, task, reduction="sum") / n + 0.5 * lam * (w * w).sum()
+            w, c = precond.weight(v), precond.intercept(u)
+            w.retain_grad()
+            c.retain_grad()
+            loss = data.loss_sum(model, w, c - w @ data.mu, target, task) / n + 0.5 * lam * (w * w).sum()
             loss.backward()
+            gmax = max(w.grad.abs().max().item(), c.grad.abs().max().item())
+            last.update(v=v.detach().clone(), u=u.detach().clone(), gmax=gmax)
+            if gmax <= self.tol:
+                v.grad.zero_()
+                u.grad.zero_()
             return loss
 
         opt.step(closure)
-        n_iter = opt.state[w]["n_iter"]
+        n_iter = opt.state[v]["n_iter"]
+        if not (torch.equal(last["v"], v) and torch.equal(last["u"], u)):
+            closure()  # the line search settled on an earlier point: measure the gradient there
         with torch.no_grad():
+            w, c = precond.weight(v), precond.intercept(u)
             bias = c - w @ data.mu
-            gmax = max(w.grad.abs().max().item(), c.grad.abs().max().item())
-        return w, bias, n_iter, n_iter < self.max_iter or gmax <= self.tol
+        # Stopping short of max_iter without meeting tol means no step can lower the loss any more
+        # in this precision (the loss-change test): as converged as the arithmetic allows.
+        return w, bias, n_iter, last["gmax"] <= self.tol or n_iter < self.max_iter
 
     def _fit_minibatch(self, model, X, codes, task, dtype, device):
         n = X.shape[0]
