@@ -257,7 +257,7 @@ def main(argv=None) -> int:
              "logreg_repeats": 1, "presets": ["fast"]}
             if args.quick else
             {"epochs": 10, "tutorial_seeds": 3, "seed_pipeline_seeds": 2, "fast_seeds": 5, "preset_seeds": 3,
-             "logreg_repeats": 1, "presets": ["fast", "best-mlp", "cnn"]})
+             "logreg_repeats": 3, "presets": ["fast", "best-mlp", "cnn"]})
     if args.seeds:
         plan.update({k: args.seeds for k in ("tutorial_seeds", "seed_pipeline_seeds", "fast_seeds", "preset_seeds",
                                               "logreg_repeats")})

@@ -263,3 +263,19 @@ def test_mnist_accuracy_at_sklearn_level(mnist_root):
     clf = LogisticRegression().fit(X, ds.train.labels.numpy())
     accuracy = clf.score(Xt, ds.test.labels.numpy()) * 100
     assert accuracy >= 92.3, f"{accuracy:.2f}% (scikit-learn: 92.56%)"
+
+
+@pytest.mark.parametrize("n", [3, 100])
+def test_csr_blocks_forward_and_backward_match_dense(n):
+    """Row blocks (some empty, some all-zero) give the dense product and its weight gradient."""
+    import mnistkit.estimators as est
+
+    x = torch.zeros(n, 20)
+    x[n // 2:, 3] = 1.0
+    x[-1, 7] = 2.5
+    w = torch.randn(5, 20, requires_grad=True)
+    out = est._SparseLinear.apply(w, est._dense_to_csr_blocks(x))
+    g = torch.randn(n, 5)
+    out.backward(g)
+    torch.testing.assert_close(out, x @ w.detach().t())
+    torch.testing.assert_close(w.grad, g.t() @ x)
