@@ -30,3 +30,35 @@ def write_idx_dataset(folder: Path, n_train: int = 600, n_test: int = 200, seed:
     write_idx(folder / "t10k-images-idx3-ubyte.gz", sx)
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", sy.to(torch.uint8))
     return folder
+
+
+def quick_train(model_name: str, images: torch.Tensor, labels: torch.Tensor, norm, *, steps: int,
+                batch_size: int, lr: float, seed: int = 0) -> torch.nn.Module:
+    """A registry model after ``steps`` Adam steps on shuffled batches (epochs of a permutation).
+
+    For tests that need a model that merely works (predict, the browser demo) in seconds,
+    without a run directory. One torch thread: on a shared 2-core machine two spinning
+    OpenMP threads made this about 10x slower.
+    """
+    from mnistkit.losses import classification_loss
+    from mnistkit.models import build_model
+    from mnistkit.preprocess import normalize
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        model = build_model(model_name)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        order = torch.empty(0, dtype=torch.long)
+        for _ in range(steps):
+            if len(order) < batch_size:
+                order = torch.cat([order, torch.randperm(len(images))])
+            idx, order = order[:batch_size], order[batch_size:]
+            loss = classification_loss(model(normalize(images[idx], norm)), labels[idx], "multiclass")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+
+from synthetic import quick_train
 
 pytestmark = pytest.mark.browser
 
@@ -24,33 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = os.environ.get("MNISTKIT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def train_mlp_one_epoch(images: torch.Tensor, labels: torch.Tensor, norm) -> torch.nn.Module:
-    """An MLP after one epoch of Adam on MNIST (~96%): enough to read clearly drawn digits.
-
-    One torch thread: on a shared 2-core machine two spinning threads are far slower.
-    """
-    from mnistkit.losses import classification_loss
-    from mnistkit.models import build_model
-    from mnistkit.preprocess import normalize
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model = build_model("mlp")
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        order = torch.randperm(len(images))
-        for start in range(0, len(images), 128):
-            idx = order[start:start + 128]
-            loss = classification_loss(model(normalize(images[idx], norm)), labels[idx], "multiclass")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +37,7 @@ def trained_checkpoint(tmp_path_factory, mnist_root) -> Path:
     images = read_idx(raw / "train-images-idx3-ubyte.gz")
     labels = read_idx(raw / "train-labels-idx1-ubyte.gz").long()
     norm = Normalization(0.1307, 0.3081)
-    model = train_mlp_one_epoch(images, labels, norm)
+    model = quick_train("mlp", images, labels, norm, steps=len(images) // 128, batch_size=128, lr=1e-3)  # 1 epoch, ~96 %
     return save_checkpoint(tmp_path_factory.mktemp("browser") / "mlp.safetensors", model,
                            {"dataset": "mnist", "norm": norm.to_dict(), "class_names": [str(i) for i in range(10)]})
 

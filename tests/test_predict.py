@@ -18,36 +18,13 @@ from PIL import Image  # noqa: E402
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from mnistkit.cli import main  # noqa: E402
 from mnistkit.inference import predict_proba  # noqa: E402
-from mnistkit.losses import classification_loss  # noqa: E402
 from mnistkit.models import build_model  # noqa: E402
 from mnistkit.predict import load_images, predict_files, read_kaggle_csv  # noqa: E402
-from mnistkit.preprocess import Normalization, normalize  # noqa: E402
+from mnistkit.preprocess import Normalization  # noqa: E402
+from synthetic import quick_train  # noqa: E402
 
 MNIST_NORM = Normalization(0.1307, 0.3081)
 CLASSES = [str(i) for i in range(10)]
-
-
-def quick_trained_logreg(images: torch.Tensor, labels: torch.Tensor, steps: int = 300, seed: int = 0):
-    """A logistic regression fitted in about two seconds (≈90% on MNIST): enough to score predictions.
-
-    One torch thread: on a shared 2-core machine, two spinning threads made this 10x slower.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(seed)
-        model = build_model("logreg")
-        x = normalize(images, MNIST_NORM)
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for _ in range(steps):
-            idx = torch.randint(0, len(x), (256,))
-            loss = classification_loss(model(x[idx]), labels[idx], "multiclass")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
 
 
 def write_checkpoint(path: Path, model) -> Path:
@@ -71,7 +48,7 @@ def ckpt_path(tmp_path_factory, mnist_root) -> Path:
     raw = mnist_root / "MNIST" / "raw"
     images = read_idx(raw / "train-images-idx3-ubyte.gz")[:20000]
     labels = read_idx(raw / "train-labels-idx1-ubyte.gz")[:20000].long()
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.safetensors", quick_trained_logreg(images, labels))
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.safetensors", quick_train("logreg", images, labels, MNIST_NORM, steps=300, batch_size=256, lr=3e-3))
 
 
 @pytest.fixture(scope="module")
