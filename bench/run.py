@@ -161,10 +161,11 @@ def bench_logreg(plan, out_root, env, log) -> tuple[dict, dict]:
             x = rows[name]
             return {"accuracy": x["accuracy"], "train_seconds": x["seconds"], "n_iter": x.get("n_iter"),
                     "converged": x.get("converged"), "peak_rss_mb": r.get("peak_rss_mb")}
-        sk = summarise("scikit-learn `LogisticRegression()` (lbfgs, C=1, max_iter=100)", [as_run("sklearn")],
-                       "reference", key="sklearn-logreg", repeats=plan["logreg_repeats"])
-        mk = summarise("`mnistkit.estimators.LogisticRegression` (bench_logreg.py)", [as_run("mnistkit")], goal,
-                       key="logreg", repeats=plan["logreg_repeats"])
+        median = f"median of {plan['logreg_repeats']} fits"
+        sk = summarise(f"scikit-learn `LogisticRegression()` (lbfgs, C=1, max_iter=100; {median})",
+                       [as_run("sklearn")], "reference", key="sklearn-logreg", repeats=plan["logreg_repeats"])
+        mk = summarise(f"`mnistkit.estimators.LogisticRegression` (bench_logreg.py, {median})",
+                       [as_run("mnistkit")], goal, key="logreg", repeats=plan["logreg_repeats"])
     else:
         sk_runs, mk_runs = [], []
         for s in range(plan["logreg_repeats"]):
