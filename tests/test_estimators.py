@@ -279,3 +279,13 @@ def test_csr_blocks_forward_and_backward_match_dense(n):
     out.backward(g)
     torch.testing.assert_close(out, x @ w.detach().t())
     torch.testing.assert_close(w.grad, g.t() @ x)
+
+
+@pytest.mark.parametrize("d", [3000, 5000])  # preconditioned (sample capped by entries), and too wide for it
+def test_wide_sparse_input_agrees_with_sklearn(d):
+    rng = np.random.default_rng(0)
+    X = sp.random(400, d, density=0.01, format="csr", random_state=0, dtype=np.float64)
+    y = np.asarray(X[:, :50].sum(axis=1)).ravel() + 0.05 * rng.normal(size=400) > 0.12
+    ours = LogisticRegression(C=10.0, tol=1e-8, max_iter=3000).fit(X, y)
+    sk = SkLogisticRegression(C=10.0, tol=1e-10, max_iter=5000).fit(X, y)
+    np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), atol=1e-4)

@@ -55,6 +55,7 @@ CSR_BLOCKS = 8  # row blocks a dense X is converted to CSR in, two threads (MNIS
 SMALL_PROBLEM = 1_000_000  # entries of X below which fits run on one CPU thread (thread hand-offs cost more)
 PRECOND_MAX_FEATURES = 4096  # L-BFGS preconditioner (a d x d Cholesky) only up to this many features
 PRECOND_ROWS = 10_000  # rows sampled for its feature covariance (it only shapes the steps, not the optimum)
+PRECOND_MAX_ENTRIES = 8_000_000  # ...at most this many sampled values (wide sparse X is densified for it)
 PRECOND_DAMPING = 1.0  # its damping, in units of the mean feature variance: only the top principal
 #   directions are flattened. MNIST / Fashion-MNIST iterations to tol=1e-4: 0 -> 48 / 86, 0.3 -> 43 / 80,
 #   1 -> 36 / 73, 3 -> 42 / 61, 10 -> 44 / 86; no preconditioner: 80 / >100.
@@ -276,7 +277,7 @@ class _Preconditioner:
         d = data.mu.shape[0]
         if d > PRECOND_MAX_FEATURES:
             return
-        rows = data.sample_rows(PRECOND_ROWS) - data.mu
+        rows = data.sample_rows(max(1, min(PRECOND_ROWS, PRECOND_MAX_ENTRIES // d))) - data.mu
         cov = _gram(rows) / rows.shape[0]
         mean_var = float(cov.diagonal().mean())
         damping = max(lam / PRECOND_CURVATURE, PRECOND_DAMPING * mean_var, torch.finfo(cov.dtype).eps * mean_var * d)
