@@ -197,7 +197,7 @@ class _SparseLinear(torch.autograd.Function):
 
 
 class _Design:
-    """The training matrix on the device, dense or as CSR row blocks, with the column means ``mu [d]``."""
+    """The training matrix on the device, dense or as CSR row blocks, with a centring vector ``mu [d]``."""
 
     def __init__(self, X, dtype: torch.dtype, device: torch.device):
         self.source = X
@@ -213,7 +213,7 @@ class _Design:
         # as well as all of them and skip a pass over X.
         self.mu = x[:: max(1, x.shape[0] // CENTRE_ROWS)].mean(0)
         self.x = x
-        if device.type == "cpu" and x.numel() >= SPARSE_MIN_SIZE and x.numel() < 2**31:
+        if device.type == "cpu" and SPARSE_MIN_SIZE <= x.numel() < 2**31:  # int32 CSR indices
             sample = x[:: max(1, x.shape[0] // 2000)]
             if (sample != 0).float().mean().item() < SPARSE_MAX_DENSITY:
                 self.blocks = _dense_to_csr_blocks(x)
