@@ -63,3 +63,72 @@ def test_bf16_inference_stays_close_to_fp32_and_fp32_is_the_default():
     fast = predict_logits(model, images, TUTORIAL_NORM, bf16=True)
     assert fast.dtype == torch.float32 and fast.shape == exact.shape
     assert (fast - exact).abs().max() < 0.1  # bf16 where the CPU has it, identical fp32 elsewhere
+
+
+def _sparse_digits(n: int, seed: int = 0) -> torch.Tensor:
+    """uint8 images that are black outside a centred box, like MNIST's digits."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    images[:, 5:23, 6:22] = torch.randint(0, 256, (n, 18, 16), generator=g, dtype=torch.uint8)
+    images[images < 128] = 0  # most of the box black too
+    return images
+
+
+@pytest.mark.parametrize("name,options", [("seed-mlp", {}), ("mlp", {"hidden": (64, 32), "dropout": 0.2}),
+                                          ("logreg", {}), ("binary-logreg", {})])
+@pytest.mark.parametrize("norm", [(0.5, 0.5), (0.1307, 0.3081)])
+def test_sparse_pixel_path_gives_the_models_own_logits(name, options, norm):
+    """predict_logits folds the normalisation into the first Linear and leaves out the pixels that
+    are black in the whole batch: the logits must be the model's own on normalised input."""
+    from mnistkit.inference import _SparsePixelForward, predict_logits
+    from mnistkit.models import build_model
+    from mnistkit.preprocess import Normalization, normalize
+
+    torch.manual_seed(1)
+    model = build_model(name, **options)
+    norm = Normalization(*norm)
+    images = _sparse_digits(700)
+    images[3] = 255  # one all-white image: no pixel of that batch may be skipped
+    with torch.inference_mode():
+        model.eval()
+        reference = model(normalize(images, norm))
+    for batch_size in (1, 64, 1024):
+        got = predict_logits(model, images, norm, batch_size=batch_size)
+        assert got.shape == reference.shape
+        torch.testing.assert_close(got, reference, rtol=1e-5, atol=2e-5)
+    # the path really skips: a batch without the white image keeps only (some of) the box's
+    # pixels; with it, nothing is skipped
+    forward = _SparsePixelForward(model, norm)
+    kept = forward.kept_pixels(images[4:100].reshape(96, -1))
+    assert kept is not None and 200 < len(kept) <= 18 * 16
+    assert forward.kept_pixels(images[:100].reshape(100, -1)) is None
+
+
+def test_sparse_pixel_path_handles_all_black_batches_and_single_images():
+    from mnistkit.inference import predict_logits
+    from mnistkit.models import build_model
+    from mnistkit.preprocess import TUTORIAL_NORM, normalize
+
+    torch.manual_seed(0)
+    model = build_model("seed-mlp").eval()
+    black = torch.zeros(5, 28, 28, dtype=torch.uint8)
+    with torch.inference_mode():
+        torch.testing.assert_close(predict_logits(model, black, TUTORIAL_NORM), model(normalize(black, TUTORIAL_NORM)),
+                                   rtol=1e-5, atol=2e-5)
+        one = _sparse_digits(1)[0]  # [28, 28]
+        torch.testing.assert_close(predict_logits(model, one, TUTORIAL_NORM), model(normalize(one, TUTORIAL_NORM)),
+                                   rtol=1e-5, atol=2e-5)
+    assert predict_logits(model, torch.zeros(0, 28, 28, dtype=torch.uint8), TUTORIAL_NORM).numel() == 0
+
+
+def test_models_without_an_input_linear_take_the_plain_path():
+    from mnistkit.inference import _raw_pixel_forward
+    from mnistkit.models import build_model
+    from mnistkit.preprocess import TUTORIAL_NORM
+
+    images = _sparse_digits(4)
+    assert _raw_pixel_forward(build_model("cnn"), TUTORIAL_NORM, images, torch.device("cpu")) is None
+    assert _raw_pixel_forward(build_model("seed-mlp"), TUTORIAL_NORM, images, torch.device("cpu")) is not None
+    # a model for other image sizes keeps the plain path (and its usual shape error)
+    assert _raw_pixel_forward(build_model("logreg", in_features=100), TUTORIAL_NORM, images,
+                              torch.device("cpu")) is None

@@ -6,7 +6,11 @@ import torch
 
 from mnistkit.losses import predict_proba as _proba
 from mnistkit.precision import autocast
-from mnistkit.preprocess import Normalization, normalize
+from mnistkit.preprocess import Normalization, fold_into_linear, normalize
+
+#: Leave the batch's black pixels out of the first layer only when at least this fraction of the
+#: inputs goes: below it, gathering the kept weight rows costs about what the smaller product saves.
+MIN_SKIPPED_FRACTION = 0.05
 
 
 @torch.inference_mode()
@@ -27,15 +31,68 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, norm: Normaliza
     was_training = model.training
     model.eval()
     cast = autocast(device, bf16)
+    forward = _raw_pixel_forward(model, norm, images, device)
+    if forward is None:
+        def forward(batch):
+            return model(normalize(batch, norm))
     try:
         with cast():
-            outs = [model(normalize(images[i:i + batch_size].to(device, non_blocking=True), norm)).float().cpu()
+            outs = [forward(images[i:i + batch_size].to(device, non_blocking=True)).float().cpu()
                     for i in range(0, len(images), batch_size)]
     finally:
         model.train(was_training)
     if not outs:
         return torch.empty(0)
     return torch.cat(outs)
+
+
+class _SparsePixelForward:
+    """A model's forward on raw uint8 pixels, for models whose first layer is a Linear on the
+    flattened normalised image (the MLPs and linear models; they say so with ``split_input_layer``).
+
+    Why: the normalisation is folded into that layer (:func:`mnistkit.preprocess.fold_into_linear`),
+    so a black pixel is an exact 0 in its product, and the pixels that are black in the whole batch
+    are left out of the product together with their weight rows. On MNIST at batch 1,024 about
+    600 of the 784 pixels remain: 22 % less work in the layer that is 86 % of the seed-mlp's
+    arithmetic, and no normalisation pass. The logits are the same up to fp32 rounding.
+    """
+
+    def __init__(self, model: torch.nn.Module, norm: Normalization):
+        linear, self.head = model.split_input_layer()
+        weight, self.bias = fold_into_linear(linear.weight, linear.bias, norm)
+        self.weight_t = weight.t().contiguous()  # [pixels, out]: kept pixels' rows are gathered per batch
+        self.keep_limit = int((1.0 - MIN_SKIPPED_FRACTION) * self.weight_t.shape[0])
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.reshape(len(images), -1)
+        weight_t = self.weight_t
+        kept = self.kept_pixels(x)
+        x = x.float()
+        if kept is not None:
+            # float first: index_select over uint8 columns is ~7x slower (1.6 against 0.24 ms)
+            x, weight_t = x.index_select(1, kept), weight_t.index_select(0, kept)
+        return self.head(torch.addmm(self.bias, x, weight_t))
+
+    def kept_pixels(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Indices of the pixels not black in all of ``x`` ``[B, pixels]``; None when too few
+        are black for skipping them to pay."""
+        if not len(x):
+            return None
+        kept = x.amax(0).nonzero().squeeze(1)
+        return kept if len(kept) <= self.keep_limit else None
+
+
+def _raw_pixel_forward(model, norm, images, device) -> _SparsePixelForward | None:
+    """The sparse-pixel forward where it applies (CPU, fp32 first layer taking the whole flattened
+    image), else None. On CUDA it would cost a host sync per batch for little gain."""
+    split = getattr(model, "split_input_layer", None)
+    if split is None or device.type != "cpu" or images.dtype != torch.uint8:
+        return None
+    linear = split()[0]
+    if (not isinstance(linear, torch.nn.Linear) or linear.weight.dtype != torch.float32
+            or images.shape[1:].numel() != linear.in_features):
+        return None
+    return _SparsePixelForward(model, norm)
 
 
 def predict_proba(model: torch.nn.Module, images: torch.Tensor, norm: Normalization, task: str = "multiclass",

@@ -26,6 +26,10 @@ class LogisticRegression(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.flatten(1))
 
+    def split_input_layer(self):
+        """``(the linear layer, identity)``: see :func:`mnistkit.inference.predict_logits`."""
+        return self.linear, nn.Identity()
+
 
 class BinaryLogisticRegression(nn.Module):
     """The tutorial's section 1: one logit per sample, ``p = sigmoid(x @ w + b)``; output ``[N]``."""
@@ -38,6 +42,14 @@ class BinaryLogisticRegression(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.flatten(1)).squeeze(1)
+
+    def split_input_layer(self):
+        """``(the linear layer, squeeze)``: see :func:`mnistkit.inference.predict_logits`."""
+        return self.linear, _squeeze_last
+
+
+def _squeeze_last(h: torch.Tensor) -> torch.Tensor:
+    return h.squeeze(1)
 
 
 # A linear model on [-1, 1] pixels is badly conditioned (every input carries a large constant

@@ -35,6 +35,10 @@ class MLP(nn.Module):
     def forward(self, x):
         return self.net(x.flatten(1))
 
+    def split_input_layer(self):
+        """``(first Linear, the rest)``: see :func:`mnistkit.inference.predict_logits`."""
+        return self.net[0], self.net[1:]
+
 
 class SeedMLP(nn.Module):
     """The tutorial's ``LogisticRegression`` exactly: 784-512-128-10 with sigmoid hidden layers.
@@ -50,9 +54,14 @@ class SeedMLP(nn.Module):
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x):
-        x = self.sigmoid(self.linear1(x.flatten(1)))
-        x = self.sigmoid(self.linear2(x))
-        return self.linear3(x)
+        return self._head(self.linear1(x.flatten(1)))
+
+    def _head(self, h):
+        return self.linear3(self.sigmoid(self.linear2(self.sigmoid(h))))
+
+    def split_input_layer(self):
+        """``(linear1, the rest)``: see :func:`mnistkit.inference.predict_logits`."""
+        return self.linear1, self._head
 
 
 @register_model("seed-mlp", "multiclass", "the tutorial's network: 784-512-128-10, sigmoid hidden layers")

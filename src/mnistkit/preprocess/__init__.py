@@ -6,6 +6,6 @@
   made the way MNIST was made (needs Pillow, the ``images`` extra).
 """
 
-from mnistkit.preprocess.tensor import TUTORIAL_NORM, Normalization, normalize
+from mnistkit.preprocess.tensor import TUTORIAL_NORM, Normalization, fold_into_linear, normalize
 
-__all__ = ["Normalization", "TUTORIAL_NORM", "normalize"]
+__all__ = ["Normalization", "TUTORIAL_NORM", "fold_into_linear", "normalize"]

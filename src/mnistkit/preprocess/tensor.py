@@ -36,5 +36,25 @@ def normalize(images: torch.Tensor, norm: Normalization, dtype: torch.dtype = to
     if images.dim() == 2:
         images = images.unsqueeze(0)
     x = images.to(dtype).unsqueeze(1)
-    scale = 1.0 / (PIXEL_MAX * norm.std)
-    return x.mul_(scale).sub_(norm.mean / norm.std)
+    scale, shift = pixel_affine(norm)
+    return x.mul_(scale).sub_(shift)
+
+
+def pixel_affine(norm: Normalization) -> tuple[float, float]:
+    """``(scale, shift)`` such that a normalised pixel is ``raw * scale - shift`` for raw in [0, 255]."""
+    return 1.0 / (PIXEL_MAX * norm.std), norm.mean / norm.std
+
+
+def fold_into_linear(weight: torch.Tensor, bias: torch.Tensor | None,
+                     norm: Normalization) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of a linear layer that takes *raw* pixels (0..255, flattened) and gives
+    what ``weight``/``bias`` give on ``normalize``-d ones: ``W' = W * scale``, ``b' = b - shift * W 1``.
+
+    Why: on raw pixels a black pixel is an exact 0, so inference can skip the pixels that are
+    black in a whole batch (about a fifth of MNIST's 784 in a batch of 1,024), and the
+    normalisation pass over the batch disappears. Same function up to fp32 rounding.
+    """
+    scale, shift = pixel_affine(norm)
+    w = weight.detach().float()
+    b = bias.detach().float() if bias is not None else torch.zeros(w.shape[0], device=w.device)
+    return w * scale, b - shift * w.sum(1)
