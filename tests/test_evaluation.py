@@ -77,9 +77,10 @@ def _sparse_digits(n: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("name,options", [("seed-mlp", {}), ("mlp", {"hidden": (64, 32), "dropout": 0.2}),
                                           ("logreg", {}), ("binary-logreg", {})])
 @pytest.mark.parametrize("norm", [(0.5, 0.5), (0.1307, 0.3081)])
-def test_sparse_pixel_path_gives_the_models_own_logits(name, options, norm):
+def test_sparse_pixel_path_gives_the_models_own_logits(name, options, norm, monkeypatch):
     """predict_logits folds the normalisation into the first Linear and leaves out the pixels that
     are black in the whole batch: the logits must be the model's own on normalised input."""
+    monkeypatch.setattr("mnistkit.inference.SPARSE_MIN_IMAGES", 1)
     from mnistkit.inference import _SparsePixelForward, predict_logits
     from mnistkit.models import build_model
     from mnistkit.preprocess import Normalization, normalize
@@ -104,7 +105,8 @@ def test_sparse_pixel_path_gives_the_models_own_logits(name, options, norm):
     assert forward.kept_pixels(images[:100].reshape(100, -1)) is None
 
 
-def test_sparse_pixel_path_handles_all_black_batches_and_single_images():
+def test_sparse_pixel_path_handles_all_black_batches_and_single_images(monkeypatch):
+    monkeypatch.setattr("mnistkit.inference.SPARSE_MIN_IMAGES", 1)
     from mnistkit.inference import predict_logits
     from mnistkit.models import build_model
     from mnistkit.preprocess import TUTORIAL_NORM, normalize
@@ -121,11 +123,16 @@ def test_sparse_pixel_path_handles_all_black_batches_and_single_images():
     assert predict_logits(model, torch.zeros(0, 28, 28, dtype=torch.uint8), TUTORIAL_NORM).numel() == 0
 
 
-def test_models_without_an_input_linear_take_the_plain_path():
-    from mnistkit.inference import _raw_pixel_forward
+def test_models_without_an_input_linear_and_small_calls_take_the_plain_path(monkeypatch):
+    from mnistkit.inference import SPARSE_MIN_IMAGES, _raw_pixel_forward
     from mnistkit.models import build_model
     from mnistkit.preprocess import TUTORIAL_NORM
 
+    cpu = torch.device("cpu")
+    assert _raw_pixel_forward(build_model("seed-mlp"), TUTORIAL_NORM, _sparse_digits(SPARSE_MIN_IMAGES), cpu)
+    # one image (a served request) is not worth folding the weights for
+    assert _raw_pixel_forward(build_model("seed-mlp"), TUTORIAL_NORM, _sparse_digits(1), cpu) is None
+    monkeypatch.setattr("mnistkit.inference.SPARSE_MIN_IMAGES", 1)
     images = _sparse_digits(4)
     assert _raw_pixel_forward(build_model("cnn"), TUTORIAL_NORM, images, torch.device("cpu")) is None
     assert _raw_pixel_forward(build_model("seed-mlp"), TUTORIAL_NORM, images, torch.device("cpu")) is not None

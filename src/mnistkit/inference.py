@@ -11,6 +11,9 @@ from mnistkit.preprocess import Normalization, fold_into_linear, normalize
 #: Leave the batch's black pixels out of the first layer only when at least this fraction of the
 #: inputs goes: below it, gathering the kept weight rows costs about what the smaller product saves.
 MIN_SKIPPED_FRACTION = 0.05
+#: ...and only for calls with at least this many images: folding the normalisation into the
+#: weights costs about a millisecond per call, more than a single image's whole forward.
+SPARSE_MIN_IMAGES = 4096
 
 
 @torch.inference_mode()
@@ -84,9 +87,11 @@ class _SparsePixelForward:
 
 def _raw_pixel_forward(model, norm, images, device) -> _SparsePixelForward | None:
     """The sparse-pixel forward where it applies (CPU, fp32 first layer taking the whole flattened
-    image), else None. On CUDA it would cost a host sync per batch for little gain."""
+    image, enough images to repay the fold), else None. On CUDA it would cost a host sync per
+    batch for little gain."""
     split = getattr(model, "split_input_layer", None)
-    if split is None or device.type != "cpu" or images.dtype != torch.uint8:
+    if (split is None or device.type != "cpu" or images.dtype != torch.uint8
+            or len(images) < SPARSE_MIN_IMAGES):
         return None
     linear = split()[0]
     if (not isinstance(linear, torch.nn.Linear) or linear.weight.dtype != torch.float32
