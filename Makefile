@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo test bench bench-quick clean
+.PHONY: setup system-deps demo test bench bench-quick bench-seeds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: setup
 
 bench-quick: setup
 	$(PY) bench/run.py --quick
+
+bench-seeds: setup
+	$(PY) bench/recipe_seeds.py
 
 clean:
 	rm -rf $(VENV) runs test-artifacts .pytest_cache
