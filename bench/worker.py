@@ -64,7 +64,7 @@ def inference(spec: dict) -> dict:
     bs = spec.get("batch_size", 1024)
     predict_logits(model, images[:4096], norm, batch_size=bs)  # warm-up (allocator, oneDNN primitives)
     best = float("inf")
-    for _ in range(spec.get("repeats", 3)):
+    for _ in range(spec.get("repeats", 7)):  # best of 7: the machine's neighbours come and go
         t0 = time.perf_counter()
         predict_logits(model, images, norm, batch_size=bs)
         best = min(best, time.perf_counter() - t0)

@@ -70,11 +70,11 @@ class _SparsePixelForward:
         x = images.reshape(len(images), -1)
         weight_t = self.weight_t
         kept = self.kept_pixels(x)
-        x = x.float()
         if kept is not None:
-            # float first: index_select over uint8 columns is ~7x slower (1.6 against 0.24 ms)
-            x, weight_t = x.index_select(1, kept), weight_t.index_select(0, kept)
-        return self.head(torch.addmm(self.bias, x, weight_t))
+            # gather, not index_select(1): over columns that one took 0.3-1.7 ms against a
+            # steady 0.21 ms (batch 1,024, 610 of 784 pixels kept)
+            x, weight_t = torch.gather(x, 1, kept.expand(len(x), -1)), weight_t.index_select(0, kept)
+        return self.head(torch.addmm(self.bias, x.float(), weight_t))
 
     def kept_pixels(self, x: torch.Tensor) -> torch.Tensor | None:
         """Indices of the pixels not black in all of ``x`` ``[B, pixels]``; None when too few
