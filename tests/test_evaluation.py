@@ -99,7 +99,7 @@ def test_sparse_pixel_path_gives_the_models_own_logits(name, options, norm, monk
         torch.testing.assert_close(got, reference, rtol=1e-5, atol=2e-5)
     # the path really skips: a batch without the white image keeps only (some of) the box's
     # pixels; with it, nothing is skipped
-    forward = _SparsePixelForward(model, norm)
+    forward = _SparsePixelForward(*model.split_input_layer(), norm)
     kept = forward.kept_pixels(images[4:100].reshape(96, -1))
     assert kept is not None and 200 < len(kept) <= 18 * 16
     assert forward.kept_pixels(images[:100].reshape(100, -1)) is None
