@@ -7,8 +7,13 @@ from pathlib import Path
 from mnistkit.errors import CheckpointError, ConfigError
 
 
-def resolve_checkpoint_path(path: str | Path) -> Path:
-    """Accept a checkpoint file or a run directory (then its ``model.safetensors``)."""
+def resolve_checkpoint_path(path: str | Path | None) -> Path:
+    """Accept a checkpoint file or a run directory (then its ``model.safetensors``); ``None`` is the
+    bundled pretrained digit model."""
+    if path is None:
+        from mnistkit.bundled import bundled_model_path
+
+        return bundled_model_path()
     p = Path(path)
     if p.is_dir():
         p = p / "model.safetensors"

@@ -51,6 +51,12 @@ class Checkpoint:
     def task(self) -> str:
         return self.meta["task"]
 
+    @property
+    def temperature(self) -> float:
+        """Logits are divided by this before the softmax (fitted on the validation split at the end
+        of training so that probabilities are calibrated); 1.0 for checkpoints without one."""
+        return float(self.meta.get("temperature", 1.0))
+
 
 def versions() -> dict:
     """Library versions recorded in every checkpoint, for reproducibility."""

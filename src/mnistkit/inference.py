@@ -106,9 +106,21 @@ def _raw_pixel_forward(model, norm, images, device) -> _SparsePixelForward | Non
 
 def predict_proba(model: torch.nn.Module, images: torch.Tensor, norm: Normalization, task: str = "multiclass",
                   batch_size: int = 1024, device: str | torch.device | None = None,
-                  bf16: bool = False) -> torch.Tensor:
-    """Class probabilities ``[N, C]`` (binary models give ``[N, 2]``: not-positive, positive)."""
-    return _proba(predict_logits(model, images, norm, batch_size, device, bf16), task)
+                  bf16: bool = False, temperature: float = 1.0) -> torch.Tensor:
+    """Class probabilities ``[N, C]`` (binary models give ``[N, 2]``: not-positive, positive).
+
+    ``temperature`` divides the logits first (a checkpoint's calibration; 1.0 leaves them as they are).
+    """
+    logits = predict_logits(model, images, norm, batch_size, device, bf16)
+    return _proba(logits / temperature if temperature != 1.0 else logits, task)
+
+
+def checkpoint_proba(checkpoint, images: torch.Tensor, batch_size: int = 1024,
+                     device: str | torch.device | None = None, bf16: bool = False) -> torch.Tensor:
+    """:func:`predict_proba` with everything a :class:`~mnistkit.checkpoint.Checkpoint` knows: its model,
+    normalisation, task and calibration temperature. Predict and serve call this."""
+    return predict_proba(checkpoint.model, images, checkpoint.norm, checkpoint.task, batch_size, device, bf16,
+                         checkpoint.temperature)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

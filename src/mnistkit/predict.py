@@ -113,13 +113,13 @@ def load_images(names: Sequence[str], stdin: bytes | None = None) -> tuple[list[
 def top_predictions(checkpoint: "Checkpoint", images: "torch.Tensor", names: Sequence[str],
                     top_k: int = 1, bf16: bool = False) -> list[Prediction]:
     """Run the model on uint8 ``[N, 28, 28]`` images; the ``top_k`` most likely labels for each."""
-    from mnistkit.inference import predict_proba
+    from mnistkit.inference import checkpoint_proba
 
     names_by_index = checkpoint.class_names
     _check_top_k(top_k, len(names_by_index))
     if len(images) == 0:
         return []
-    proba = predict_proba(checkpoint.model, images, checkpoint.norm, checkpoint.task, bf16=bf16)
+    proba = checkpoint_proba(checkpoint, images, bf16=bf16)
     values, indices = proba.topk(top_k, dim=1)
     preds = []
     for name, vals, idxs in zip(names, values.tolist(), indices.tolist()):
@@ -152,10 +152,10 @@ def format_line(pred: Prediction) -> str:
 
 def predict_csv(checkpoint: "Checkpoint", path: str | Path, bf16: bool = False) -> CsvResult:
     """Predict every row of a Digit Recognizer CSV; score it when it has a ``label`` column."""
-    from mnistkit.inference import predict_proba
+    from mnistkit.inference import checkpoint_proba
 
     images, labels = read_kaggle_csv(path)
-    predicted = predict_proba(checkpoint.model, images, checkpoint.norm, checkpoint.task, bf16=bf16).argmax(dim=1)
+    predicted = checkpoint_proba(checkpoint, images, bf16=bf16).argmax(dim=1)
     accuracy = None
     if labels is not None:
         if int(labels.max()) >= len(checkpoint.class_names):

@@ -231,9 +231,9 @@ def predict_digit(ckpt, digit: np.ndarray) -> dict:
     """One preprocessed uint8 ``(28, 28)`` digit -> ``{label, probability, probabilities}``."""
     import torch
 
-    from mnistkit.inference import predict_proba
+    from mnistkit.inference import checkpoint_proba
 
-    proba = predict_proba(ckpt.model, torch.from_numpy(digit).unsqueeze(0), ckpt.norm, ckpt.task)[0].tolist()
+    proba = checkpoint_proba(ckpt, torch.from_numpy(digit).unsqueeze(0))[0].tolist()
     names = ckpt.class_names
     best = max(range(len(proba)), key=proba.__getitem__)
     return {"label": names[best], "probability": round(proba[best], 6),
