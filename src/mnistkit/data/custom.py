@@ -19,14 +19,17 @@ Normalisation constants are computed from the training split.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mnistkit.data.dataset import Dataset, Split, compute_normalization, make_split, seeded_permutation
+from mnistkit.data.dataset import (MAX_CLASSES, Dataset, Split, compute_normalization, make_split,
+                                   numbered_class_names, seeded_permutation)
 from mnistkit.data.files import read_idx_splits
 from mnistkit.errors import DataFormatError, DatasetNotFoundError, InputImageError
+from mnistkit.fileio import regular_file_size
 
 #: Share of a single-split source (CSV, image folder without train/test) held out as test.
 CARVED_TEST_FRACTION = 0.1
@@ -50,7 +53,8 @@ def load_custom(path: str | Path) -> Dataset:
     if not path.exists():
         raise DatasetNotFoundError(f"{path}: no such file or folder; expected a dataset name, a folder "
                                    "of IDX files, a Kaggle-style CSV or an image folder")
-    if path.is_file():
+    if not path.is_dir():
+        regular_file_size(path, DataFormatError, "dataset file")  # refuses FIFOs and devices by name
         if path.name.endswith((".csv", ".csv.gz")):
             return load_kaggle_csv(path)
         raise DataFormatError(f"{path}: unsupported file; expected a .csv (label,pixel0..pixel783) "
@@ -102,7 +106,10 @@ def load_kaggle_csv(path: Path) -> Dataset:
     if labels is None:
         raise DataFormatError(f"{path}: no 'label' column; a CSV without labels (like Kaggle's test.csv) "
                               "cannot be trained on; expected label,pixel0,...,pixel783")
-    classes = [str(i) for i in range(max(10, int(labels.max()) + 1))]
+    if len(labels) < 2:
+        raise DataFormatError(f"{path}: {len(labels)} data row; at least 2 are needed (one to train on, "
+                              "one held out as the test split)")
+    classes = numbered_class_names([labels], str(path))
     train_mask, test_mask = carve_test(images, labels)
     train = make_split(images[train_mask], labels[train_mask], len(classes), str(path))
     test = make_split(images[test_mask], labels[test_mask], len(classes), str(path))
@@ -112,12 +119,36 @@ def load_kaggle_csv(path: Path) -> Dataset:
 
 # --- image folder --------------------------------------------------------------------------
 
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """A folder's entries; a folder we cannot list is an error, never silently empty."""
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except OSError as exc:
+        raise DataFormatError(f"{folder}: cannot list this folder ({exc.strerror or exc}); "
+                              "fix its permissions or remove it") from None
+
+
 def _class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = sorted(Path(e.path) for e in _entries(folder) if e.is_dir() and not e.name.startswith("."))
+    if len(found) > MAX_CLASSES:
+        raise DataFormatError(f"{folder}: {len(found)} class sub-folders; at most {MAX_CLASSES} classes are allowed")
+    return found
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Every image file under ``folder`` (recursively, hidden entries skipped); unreadable sub-folders
+    are errors. FIFOs and devices are not image files (``is_file`` is False for them)."""
+    files, pending = [], [folder]
+    while pending:
+        for entry in _entries(pending.pop()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                pending.append(Path(entry.path))
+            elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                files.append(Path(entry.path))
+    return sorted(files)
 
 
 def _read_class_folders(folder: Path, classes: list[str]) -> Split:

@@ -16,6 +16,9 @@ from mnistkit.preprocess.tensor import PIXEL_MAX, Normalization
 
 #: Every image in mnistkit is 28x28 pixels, as in MNIST.
 IMAGE_SIZE = 28
+#: Most classes a dataset may have (EMNIST ByClass, the largest we know, has 62). A label of
+#: 2,000,000,000 would otherwise make two billion class names.
+MAX_CLASSES = 1000
 
 
 @dataclass
@@ -75,6 +78,20 @@ def make_split(images: torch.Tensor, labels: torch.Tensor, num_classes: int, sou
         raise DataFormatError(f"{source}: labels range {int(labels.min())}..{int(labels.max())}; "
                               f"allowed 0..{num_classes - 1} for {num_classes} classes")
     return Split(images.contiguous(), labels.contiguous())
+
+
+def numbered_class_names(labels: list[torch.Tensor], source: str, at_least: int = 10) -> list[str]:
+    """Class names "0".."max label" (at least ``at_least``) for data that names no classes;
+    a label outside 0..MAX_CLASSES-1 is refused, named, before any name is made."""
+    top, low = 0, 0
+    for t in labels:
+        if t.numel() and t.dim() == 1 and not t.dtype.is_floating_point:
+            top, low = max(top, int(t.max())), min(low, int(t.min()))
+    if low < 0 or top >= MAX_CLASSES:
+        bad = low if low < 0 else top
+        raise DataFormatError(f"{source}: label {bad} is out of range; labels are class indices "
+                              f"0..{MAX_CLASSES - 1} (at most {MAX_CLASSES} classes)")
+    return [str(i) for i in range(max(at_least, top + 1))]
 
 
 def compute_normalization(images: torch.Tensor) -> Normalization:

@@ -207,12 +207,11 @@ def read_idx_splits(name: str, paths, class_names: list[str] | None = None, norm
     Without ``class_names`` (a user's own IDX folder) the classes are "0".."max label"
     (at least ten); without ``norm`` the mean/std is computed from the training images.
     """
-    from mnistkit.data.dataset import compute_normalization
+    from mnistkit.data.dataset import compute_normalization, numbered_class_names
 
     train_images, train_labels, test_images, test_labels = (read_idx(p) for p in paths)
     if class_names is None:
-        top = max([int(t.max()) for t in (train_labels, test_labels) if t.numel() and t.dim() == 1] or [0])
-        class_names = [str(i) for i in range(max(10, top + 1))]
+        class_names = numbered_class_names([train_labels, test_labels], f"{paths[1]} + {paths[3]}")
     train = make_split(train_images, train_labels, len(class_names), f"{paths[0]} + {paths[1]}")
     test = make_split(test_images, test_labels, len(class_names), f"{paths[2]} + {paths[3]}")
     return Dataset(name=name, train=train, test=test, class_names=list(class_names),

@@ -12,6 +12,7 @@ the file and the fault, so no numpy/struct/gzip/zlib traceback reaches a user.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zlib
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from mnistkit.errors import DataFormatError
+from mnistkit.fileio import CHUNK, EXPANSION_ALLOWANCE, MAX_EXPANSION, open_stream
 
 #: IDX dtype code -> big-endian numpy dtype (from the format's specification).
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -37,56 +39,84 @@ _CODE_OF: dict[torch.dtype, int] = {
 _GZIP_MAGIC = b"\x1f\x8b"
 #: More dimensions than this is certainly garbage, not a dataset.
 MAX_NDIM = 8
-#: Refuse to allocate more than this many payload bytes from a header (4 GiB).
-MAX_PAYLOAD_BYTES = 4 * 1024**3
+#: Refuse a payload larger than this (EMNIST ByClass train images, the largest we know, are 547 MB).
+MAX_PAYLOAD_BYTES = 1024**3
 
 
-def read_idx(path: str | os.PathLike) -> torch.Tensor:
+def read_idx(path: str | os.PathLike, max_bytes: int = MAX_PAYLOAD_BYTES) -> torch.Tensor:
     """Read a raw or gzip-compressed IDX file into a tensor of its own dtype and shape.
 
-    Raises :class:`DataFormatError` (naming ``path``) for anything that is not a
-    well-formed IDX file.
+    The file is read as a stream: the header first, then exactly the payload it
+    declares (at most ``max_bytes``), then one more byte to prove the file ends
+    there. So a small ``.gz`` that would expand to gigabytes costs only what its
+    header honestly declares. Raises :class:`DataFormatError` (naming ``path``)
+    for anything that is not a well-formed IDX file, a FIFO or a device included.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise DataFormatError(f"{path}: is a directory, expected an IDX file") from None
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: no such IDX file") from None
-    except OSError as exc:
-        raise DataFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    return decode_idx(data, source=str(path))
+    source = str(path)
+    with open_stream(path, max_bytes + 4 + 4 * MAX_NDIM, DataFormatError, "IDX file") as stream:
+        if not stream.gzipped and path.name.endswith(".gz") and stream.compressed_size:
+            raise DataFormatError(f"{source}: name ends in .gz but the file is not gzip-compressed")
+        head = stream.read(4)
+        if not head:
+            raise DataFormatError(f"{source}: {'decompressed data' if stream.gzipped else 'file'} is empty, "
+                                  "expected an IDX file")
+        ndim = head[3] if len(head) == 4 else 0
+        head += stream.read(4 * ndim) if 1 <= ndim <= MAX_NDIM else b""
+        dtype, dims, offset = _parse_header(head, source, max_bytes)
+        expected = _payload_bytes(dtype, dims)
+        payload, got = stream.read_buffer(expected)
+        if got != expected or not stream.at_end():
+            raise _payload_error(source, dtype, dims, got if got != expected else f"over {expected}", expected)
+    return _to_tensor(payload, dtype, dims, 0, copy=False)
 
 
-def decode_idx(data: bytes, source: str = "<bytes>") -> torch.Tensor:
+def decode_idx(data: bytes, source: str = "<bytes>", max_bytes: int = MAX_PAYLOAD_BYTES) -> torch.Tensor:
     """Decode IDX bytes (gzip-compressed or not); ``source`` names them in error messages."""
     if len(data) == 0:
         raise DataFormatError(f"{source}: file is empty, expected an IDX file")
     if data[:2] == _GZIP_MAGIC:
-        data = _gunzip(data, source)
+        data = _gunzip(data, source, max_bytes + 4 + 4 * MAX_NDIM)
     elif source.endswith(".gz"):
         raise DataFormatError(f"{source}: name ends in .gz but the file is not gzip-compressed")
-    dtype, dims, offset = _parse_header(data, source)
-    count = int(np.prod(dims, dtype=np.int64)) if dims else 0
-    expected = count * dtype.itemsize
+    dtype, dims, offset = _parse_header(data, source, max_bytes)
+    expected = _payload_bytes(dtype, dims)
     actual = len(data) - offset
     if actual != expected:
-        shape = "x".join(map(str, dims))
-        raise DataFormatError(f"{source}: payload is {actual} bytes but the header ({shape} of "
-                              f"{dtype.name}) needs {expected}; the file is truncated or corrupt")
+        raise _payload_error(source, dtype, dims, actual, expected)
     return _to_tensor(data, dtype, dims, offset)
 
 
-def _gunzip(data: bytes, source: str) -> bytes:
-    """Decompress once, turning every gzip/zlib failure into a DataFormatError."""
+def _payload_bytes(dtype: np.dtype, dims: tuple[int, ...]) -> int:
+    return (int(np.prod(dims, dtype=np.int64)) if dims else 0) * dtype.itemsize
+
+
+def _payload_error(source: str, dtype: np.dtype, dims: tuple[int, ...], actual, expected: int) -> DataFormatError:
+    shape = "x".join(map(str, dims))
+    return DataFormatError(f"{source}: payload is {actual} bytes but the header ({shape} of "
+                           f"{dtype.name}) needs {expected}; the file is truncated or corrupt")
+
+
+def _gunzip(data: bytes, source: str, limit: int) -> bytes:
+    """Decompress in bounded pieces, turning every gzip/zlib failure into a DataFormatError."""
+    out = bytearray()
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            while piece := f.read(CHUNK):
+                out += piece
+                if len(out) > limit:
+                    raise DataFormatError(f"{source}: gzip data expands to more than {limit:,} bytes; "
+                                          "not a plausible IDX file")
+                if len(out) > EXPANSION_ALLOWANCE and len(out) > MAX_EXPANSION * len(data):
+                    raise DataFormatError(f"{source}: gzip data expands more than {MAX_EXPANSION}x; "
+                                          "refusing a decompression bomb")
     except (OSError, EOFError, zlib.error) as exc:
         raise DataFormatError(f"{source}: gzip data is truncated or corrupt ({exc})") from None
+    return bytes(out)
 
 
-def _parse_header(data: bytes, source: str) -> tuple[np.dtype, tuple[int, ...], int]:
+def _parse_header(data: bytes, source: str, max_bytes: int = MAX_PAYLOAD_BYTES
+                  ) -> tuple[np.dtype, tuple[int, ...], int]:
     """Validate the magic number and dimensions; return (dtype, dims, payload offset)."""
     if len(data) == 0:
         raise DataFormatError(f"{source}: decompressed data is empty, expected an IDX file")
@@ -107,15 +137,17 @@ def _parse_header(data: bytes, source: str) -> tuple[np.dtype, tuple[int, ...], 
                               f"after {len(data)} bytes")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
-    if np.prod(dims, dtype=np.float64) * dtype.itemsize > MAX_PAYLOAD_BYTES:
-        raise DataFormatError(f"{source}: header dimensions {dims} are implausibly large")
+    if np.prod(dims, dtype=np.float64) * dtype.itemsize > max_bytes:
+        raise DataFormatError(f"{source}: header dimensions {dims} need more than {max_bytes:,} bytes; "
+                              "implausibly large for an IDX dataset")
     return dtype, dims, offset
 
 
-def _to_tensor(data: bytes, dtype: np.dtype, dims: tuple[int, ...], offset: int) -> torch.Tensor:
-    """One vectorised conversion: big-endian payload -> native-endian tensor (one copy)."""
+def _to_tensor(data, dtype: np.dtype, dims: tuple[int, ...], offset: int, copy: bool = True) -> torch.Tensor:
+    """One vectorised conversion: big-endian payload -> native-endian tensor (at most one copy;
+    none for byte-sized dtypes when ``data`` is a writable buffer we own, ``copy=False``)."""
     array = np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
-    return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
+    return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=copy))
 
 
 def encode_idx(tensor: torch.Tensor) -> bytes:

@@ -15,8 +15,11 @@ import numpy as np
 import torch
 
 from mnistkit.errors import DataFormatError
+from mnistkit.fileio import open_stream
 
 KAGGLE_PIXELS = tuple(f"pixel{i}" for i in range(784))
+#: Largest CSV text read (after gunzip): Kaggle's train.csv is 73 MB; this allows ~150,000 rows.
+MAX_CSV_BYTES = 256 * 1024**2
 
 
 def read_kaggle_csv(path: str | Path) -> tuple["torch.Tensor", "torch.Tensor | None"]:
@@ -30,12 +33,12 @@ def read_kaggle_csv(path: str | Path) -> tuple["torch.Tensor", "torch.Tensor | N
     header_line, _, body = text.partition("\n")
     header = [h.strip().strip('"') for h in header_line.strip().split(",")]
     pixel_cols, label_col = _kaggle_columns(header, path)
+    if not body.strip():  # checked here: numpy would print a warning for an empty body
+        raise DataFormatError(f"{path}: no data rows after the header")
     try:
         table = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float32, ndmin=2)
     except ValueError as exc:
         raise DataFormatError(f"{path}: malformed CSV row ({' '.join(str(exc).split())})") from None
-    if table.size == 0:
-        raise DataFormatError(f"{path}: no data rows after the header")
     if table.shape[1] != len(header):
         raise DataFormatError(f"{path}: rows have {table.shape[1]} values, the header has {len(header)} columns")
     pixels = table[:, pixel_cols]
@@ -45,27 +48,33 @@ def read_kaggle_csv(path: str | Path) -> tuple["torch.Tensor", "torch.Tensor | N
     images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 28, 28))
     labels = None
     if label_col is not None:
-        raw = table[:, label_col]
-        if not np.isfinite(raw).all() or (raw != np.round(raw)).any() or raw.min() < 0:
-            raise DataFormatError(f"{path}: the label column must hold class indices 0, 1, 2, ...")
-        labels = torch.from_numpy(raw.astype(np.int64))
+        labels = torch.from_numpy(_label_column(table[:, label_col], path))
     return images, labels
 
 
-def _read_csv_text(path: Path) -> str:
-    """The CSV's text (gunzipped when it starts with the gzip magic bytes)."""
-    import gzip
-    import zlib
+def _label_column(raw: np.ndarray, path: Path) -> np.ndarray:
+    """Class indices 0..MAX_CLASSES-1 as int64; the first bad one is named with its row."""
+    from mnistkit.data.dataset import MAX_CLASSES
 
+    bad = ~np.isfinite(raw) | (raw != np.round(raw)) | (raw < 0) | (raw >= MAX_CLASSES)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataFormatError(f"{path}: label {raw[row]:g} in data row {row + 1} is not a class index; "
+                              f"allowed whole numbers 0..{MAX_CLASSES - 1}")
+    return raw.astype(np.int64)
+
+
+def _read_csv_text(path: Path) -> str:
+    """The CSV's text (gunzipped as a bounded stream when it starts with the gzip magic bytes)."""
+    with open_stream(path, MAX_CSV_BYTES, DataFormatError, "CSV file") as stream:
+        raw = stream.read(MAX_CSV_BYTES)
+        if not stream.at_end():
+            raise DataFormatError(f"{path}: holds more than {MAX_CSV_BYTES:,} bytes of CSV; split it or "
+                                  "use IDX files")
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
         return raw.decode("utf-8-sig")
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: no such file") from None
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: cannot read the CSV ({getattr(exc, 'strerror', None) or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: cannot read the CSV (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
 
 
 def _kaggle_columns(header: list[str], path: Path) -> tuple[np.ndarray, int | None]:

@@ -1,0 +1,282 @@
+"""Bounded reads and atomic writes: the one place that touches untrusted files and writes results.
+
+Reading. Every file mnistkit reads from a user (IDX, CSV, checkpoints, a run's
+``config.json``) goes through :func:`read_bytes` or :func:`open_stream`, which
+
+- refuse anything that is not a regular file (a FIFO would block forever, a
+  device such as ``/dev/zero`` never ends) *before* opening it;
+- stop at a caller-given size cap instead of reading the whole file first;
+- decompress gzip as a stream, so a 2 MB ``.gz`` that would expand to 2 GiB is
+  stopped at the cap (or at :data:`MAX_EXPANSION` times its compressed size)
+  having held only a few MB;
+
+and turn every fault into the caller's own :class:`~mnistkit.errors.MnistkitError`
+subclass naming the file, so no ``OSError``/``zlib`` traceback reaches a user.
+
+Writing. :func:`atomic_write_bytes` writes to a temporary file of the form
+``.<name>.<8 random chars>.tmp`` beside the target and renames it into place,
+so a crash or a full disk never leaves a half-written file under the final
+name; the file gets the mode ``open()`` would give it (``0666 & ~umask``),
+not ``mkstemp``'s private 0600. :func:`clean_stale_temporaries` removes such
+leftovers (from a ``kill -9``) when a folder is reopened.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import stat
+import tempfile
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+from mnistkit.errors import MnistkitError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+#: A gzip stream may expand at most this many times its compressed size (beyond
+#: :data:`EXPANSION_ALLOWANCE`): real image data compresses 2-6x, a zero-filled bomb 1000x.
+MAX_EXPANSION = 100
+#: Decompressed bytes always allowed regardless of the ratio (small synthetic files of zeros are fine).
+EXPANSION_ALLOWANCE = 64 * 1024**2
+#: Read granularity for streams (bytes).
+CHUNK = 1 << 20
+TEMP_SUFFIX = ".tmp"
+#: Our temporaries: ``.<name>.<random>.tmp`` (tempfile's random part is 8 of [a-z0-9_]).
+_TEMP_PATTERN = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def _fail(error: type[MnistkitError], path: Path, message: str) -> MnistkitError:
+    return error(f"{path}: {message}")
+
+
+def regular_file_size(path: str | os.PathLike, error: type[MnistkitError], what: str = "file") -> int:
+    """Size in bytes of ``path``, refusing missing files, folders, FIFOs and devices (without opening them)."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise _fail(error, path, f"no such {what}") from None
+    except OSError as exc:
+        raise _fail(error, path, f"cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise _fail(error, path, f"is a directory, expected a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        raise _fail(error, path, f"is {kind}, not a regular file; give a {what}")
+    return st.st_size
+
+
+def _open_regular(path: Path, error: type[MnistkitError], what: str) -> tuple[BinaryIO, int]:
+    """Open after the type check; ``O_NONBLOCK`` so a file swapped for a FIFO in between cannot hang us."""
+    regular_file_size(path, error, what)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _fail(error, path, f"cannot be read ({exc.strerror or exc})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _fail(error, path, f"is not a regular file; give a {what}")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb"), st.st_size
+
+
+def read_bytes(path: str | os.PathLike, limit: int, error: type[MnistkitError], what: str = "file") -> bytes:
+    """The whole of a regular file of at most ``limit`` bytes (not decompressed)."""
+    path = Path(path)
+    f, size = _open_regular(path, error, what)
+    with f:
+        if size > limit:
+            raise _fail(error, path, f"is {size:,} bytes; a {what} may be at most {limit:,}")
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise _fail(error, path, f"cannot be read ({exc.strerror or exc})") from None
+    if len(data) > limit:  # grew while we read it
+        raise _fail(error, path, f"is over {limit:,} bytes; a {what} may be at most {limit:,}")
+    return data
+
+
+class BoundedStream:
+    """A file, transparently gunzipped, that refuses to yield more than ``limit`` bytes in total.
+
+    Use :func:`open_stream`. :meth:`read` returns at most ``n`` bytes (fewer only
+    at the end); :meth:`read_exact` raises when the data ends early.
+    """
+
+    def __init__(self, path: Path, limit: int, error: type[MnistkitError], what: str):
+        self.path, self.limit, self.error, self.what = path, limit, error, what
+        self._raw, self.compressed_size = _open_regular(path, error, what)
+        try:
+            self.gzipped = self._raw.read(2) == _GZIP_MAGIC
+            self._raw.seek(0)
+        except OSError as exc:
+            self._raw.close()
+            raise _fail(error, path, f"cannot be read ({exc.strerror or exc})") from None
+        self._f: BinaryIO = gzip.GzipFile(fileobj=self._raw, mode="rb") if self.gzipped else self._raw  # type: ignore[assignment]
+        self.produced = 0
+
+    def __enter__(self) -> BoundedStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._f is not self._raw:
+            self._f.close()
+        self._raw.close()
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes, read in :data:`CHUNK` pieces so memory follows the data actually present."""
+        parts, got = [], 0
+        while got < n:
+            piece = self._read_some(min(CHUNK, n - got))
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+        return b"".join(parts)
+
+    def read_buffer(self, n: int) -> tuple[memoryview, int]:
+        """Read up to ``n`` bytes into a fresh buffer; return (buffer, bytes filled).
+
+        The buffer comes from ``numpy.empty``, whose untouched pages cost no
+        memory, so a header that lies about its size costs only the bytes that
+        really arrive, and an honest one costs one copy of the payload, not two.
+        """
+        import numpy as np
+
+        buffer = memoryview(np.empty(n, dtype=np.uint8))
+        got = 0
+        while got < n:
+            piece = self._readinto(buffer[got:got + min(CHUNK, n - got)])
+            if not piece:
+                break
+            got += piece
+        return buffer, got
+
+    def _readinto(self, view: memoryview) -> int:
+        try:
+            count = self._f.readinto(view)  # type: ignore[attr-defined]
+        except (OSError, EOFError, zlib.error) as exc:
+            if not self.gzipped:
+                raise _fail(self.error, self.path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+            raise _fail(self.error, self.path, f"gzip data is truncated or corrupt ({exc})") from None
+        self.produced += count or 0
+        self._check_bounds()
+        return count or 0
+
+    def read_exact(self, n: int, what: str) -> bytes:
+        data = self.read(n)
+        if len(data) != n:
+            raise _fail(self.error, self.path, f"ends after {self.produced:,} bytes, inside {what} "
+                        f"({n:,} bytes needed); the file is truncated")
+        return data
+
+    def at_end(self) -> bool:
+        return not self._read_some(1)
+
+    def _read_some(self, n: int) -> bytes:
+        try:
+            piece = self._f.read(n)
+        except (OSError, EOFError, zlib.error) as exc:
+            if not self.gzipped:
+                raise _fail(self.error, self.path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+            raise _fail(self.error, self.path, f"gzip data is truncated or corrupt ({exc})") from None
+        self.produced += len(piece)
+        self._check_bounds()
+        return piece
+
+    def _check_bounds(self) -> None:
+        if self.produced > self.limit:
+            raise _fail(self.error, self.path, f"holds more than {self.limit:,} bytes"
+                        f"{' after decompression' if self.gzipped else ''}; a {self.what} may be at most "
+                        f"{self.limit:,}")
+        if (self.gzipped and self.produced > EXPANSION_ALLOWANCE
+                and self.produced > MAX_EXPANSION * max(1, self.compressed_size)):
+            raise _fail(self.error, self.path, f"gzip data expands more than {MAX_EXPANSION}x "
+                        f"({self.compressed_size:,} bytes to over {self.produced:,}); refusing a "
+                        "decompression bomb")
+
+
+def open_stream(path: str | os.PathLike, limit: int, error: type[MnistkitError], what: str = "file") -> BoundedStream:
+    """A :class:`BoundedStream` over a regular file, gunzipped when it starts with gzip's magic bytes."""
+    return BoundedStream(Path(path), limit, error, what)
+
+
+# ----------------------------------------------------------------------------- writing
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but brief)
+    os.umask(mask)
+    return mask
+
+
+def make_temp(path: str | os.PathLike, suffix: str = TEMP_SUFFIX) -> tuple[int, Path]:
+    """A new temporary file ``.<name>.<random><suffix>`` beside ``path``, with open()'s usual mode."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except OSError:
+        pass  # a filesystem without modes (e.g. some FUSE/Windows shares): keep mkstemp's
+    return fd, Path(name)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file + fsync + rename; the old file survives any failure.
+
+    An ``OSError`` always names ``path`` (a full disk's ``ENOSPC`` from ``write``
+    carries no file name of its own).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = make_temp(path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
+    return path
+
+
+def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete ``.<name>.<random>.tmp`` files left in ``folder`` by a killed atomic write; return them.
+
+    Only call this for a folder that no other live process is writing to (a run
+    directory being resumed): the temporaries are deleted whatever their age.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if _TEMP_PATTERN.match(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
