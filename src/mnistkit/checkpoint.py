@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import math
 import struct
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,9 +24,16 @@ from pathlib import Path
 import torch
 
 from mnistkit.errors import CheckpointError, MnistkitError
+from mnistkit.fileio import atomic_write_bytes, read_bytes
+
+__all__ = ["Checkpoint", "FORMAT", "META_FIELDS", "atomic_write_bytes", "load_checkpoint", "load_tensors",
+           "save_checkpoint", "save_tensors"]
 
 FORMAT = "mnistkit-checkpoint/1"
 _MAX_HEADER = 100 * 1024 * 1024  # bytes; a larger header is not a checkpoint of ours
+#: Largest checkpoint or training-state file read (bytes). The largest preset's state file
+#: (best-mlp, weights + best weights + Adam moments) is about 30 MB.
+MAX_CHECKPOINT_BYTES = 1024**3
 
 
 @dataclass
@@ -67,26 +74,6 @@ def versions() -> dict:
     return {"mnistkit": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename; the old file survives any failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
 def _digest(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256(meta_json.encode())
     for name in sorted(tensors):
@@ -121,10 +108,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory; give the .safetensors file inside it")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    data = read_bytes(path, MAX_CHECKPOINT_BYTES, CheckpointError, "checkpoint")
     header = _read_header(path, data)
     _check_length(path, data, header)
     raw_meta = header.get("__metadata__") or {}
@@ -221,25 +205,109 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         raise CheckpointError(f"checkpoint {path} cannot be rebuilt: model {meta['model']!r} with options "
                               f"{options}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     _check_fits(skeleton, tensors, path)
+    _check_consistency(meta, skeleton, path)
+    check_finite(tensors, path)
     model = build_model(meta["model"], **options)
     model.load_state_dict(tensors, strict=True)
     model.to(device).eval()
     return Checkpoint(model=model, meta=meta, path=Path(path))
 
 
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _str_dict(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
+
+
+@dataclass(frozen=True)
+class MetaField:
+    """One checkpoint metadata field: whether it must be present, its check, and what it must be."""
+
+    name: str
+    required: bool
+    check: Callable[[object], bool]
+    expected: str
+
+
+#: Every metadata field a checkpoint may carry, checked by meaning at load time. Fields not
+#: listed are kept but never interpreted. Adding a field is one line here.
+META_FIELDS: tuple[MetaField, ...] = (
+    MetaField("model", True, lambda v: isinstance(v, str) and bool(v), "a model name"),
+    MetaField("model_options", False, lambda v: isinstance(v, dict), "an object of model options"),
+    MetaField("task", True, lambda v: v in ("multiclass", "binary"), '"multiclass" or "binary"'),
+    MetaField("class_names", True, lambda v: isinstance(v, list) and 2 <= len(v) <= _max_classes()
+              and all(isinstance(c, str) for c in v), "a list of 2 to 1000 strings"),
+    MetaField("norm", True, lambda v: isinstance(v, dict) and _finite_number(v.get("mean"))
+              and _finite_number(v.get("std")) and v["std"] > 0,
+              "{mean, std}: finite numbers, std > 0"),
+    MetaField("versions", False, _str_dict, "an object of strings"),
+    MetaField("config", False, lambda v: isinstance(v, dict), "an object"),
+    MetaField("metrics", False, lambda v: isinstance(v, dict), "an object"),
+    MetaField("dataset", False, lambda v: isinstance(v, str), "a string"),
+    MetaField("created", False, lambda v: isinstance(v, str), "a string"),
+    MetaField("temperature", False, lambda v: _finite_number(v) and v > 0, "a positive finite number"),
+    MetaField("card", False, lambda v: isinstance(v, dict), "an object"),
+)
+
+
+def _max_classes() -> int:
+    from mnistkit.data.dataset import MAX_CLASSES
+
+    return MAX_CLASSES
+
+
 def _check_meta(meta: dict, path) -> None:
-    """The fields a model is rebuilt from exist and have the right JSON types."""
-    for key in ("model", "norm", "class_names", "task"):
-        if key not in meta:
-            raise CheckpointError(f"checkpoint {path} lacks metadata field {key!r}; it was not written by save_checkpoint")
-    norm = meta["norm"]
-    ok = (isinstance(meta["model"], str) and isinstance(meta.get("model_options", {}), dict)
-          and isinstance(meta["class_names"], list) and all(isinstance(c, str) for c in meta["class_names"])
-          and meta["task"] in ("multiclass", "binary") and isinstance(norm, dict)
-          and all(isinstance(norm.get(k), (int, float)) and not isinstance(norm.get(k), bool) for k in ("mean", "std")))
-    if not ok:
-        raise CheckpointError(f"checkpoint {path} has malformed metadata (model, model_options, class_names, "
-                              "task or norm has the wrong type)")
+    """Every field of :data:`META_FIELDS` present when required and meaningful when present."""
+    for field in META_FIELDS:
+        if field.name not in meta:
+            if field.required:
+                raise CheckpointError(f"checkpoint {path} lacks metadata field {field.name!r}; "
+                                      "it was not written by save_checkpoint")
+            continue
+        value = meta[field.name]
+        try:
+            ok = field.check(value)
+        except Exception:  # an untrusted value the check did not foresee (e.g. a huge int in a float check)
+            ok = False
+        if not ok:
+            shown = json.dumps(value)[:60] if not isinstance(value, str) else repr(value[:60])
+            raise CheckpointError(f"checkpoint {path} has a bad metadata field {field.name!r}: {shown}; "
+                                  f"expected {field.expected}")
+
+
+def _check_consistency(meta: dict, skeleton: torch.nn.Module, path) -> None:
+    """The metadata agrees with the model it describes: task, and one class name per output."""
+    task = getattr(skeleton, "mnistkit_task", "multiclass")
+    if meta["task"] != task:
+        raise CheckpointError(f"checkpoint {path} says task {meta['task']!r} but model {meta['model']!r} is {task}")
+    outputs = _output_count(skeleton)
+    expected = 2 if task == "binary" else outputs
+    if task == "binary" and outputs != 1:
+        raise CheckpointError(f"checkpoint {path} is binary but its model has {outputs} outputs; binary models have 1")
+    if outputs is not None and len(meta["class_names"]) != expected:
+        raise CheckpointError(f"checkpoint {path} names {len(meta['class_names'])} classes but its model has "
+                              f"{outputs} output{'s' if outputs != 1 else ''}"
+                              f"{' (2 classes)' if task == 'binary' else ''}; the metadata does not fit the weights")
+
+
+def _output_count(skeleton: torch.nn.Module) -> int | None:
+    """Outputs per image (1 for a binary model's single logit), by a shape-only forward on the meta device."""
+    try:
+        with torch.no_grad():
+            out = skeleton(torch.empty(1, 1, 28, 28, device="meta"))
+    except Exception:  # a model the shape probe cannot drive; the weights' shapes were checked anyway
+        return None
+    return 1 if out.dim() == 1 else int(out.shape[-1])
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path, prefix: str = "") -> None:
+    """Refuse NaN or infinite weights: they would give NaN probabilities for every input."""
+    for name, t in tensors.items():
+        if name.startswith(prefix) and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"checkpoint {path} has non-finite values (NaN or infinity) in {name}; "
+                                  "the model diverged or the file was tampered with")
 
 
 def _check_fits(model: torch.nn.Module, tensors: dict, path) -> None:

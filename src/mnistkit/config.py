@@ -111,6 +111,9 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        for f in dataclasses.fields(cls):  # a saved file is untrusted: check JSON kinds before validate()
+            if f.name in d and not _matches_annotation(str(f.type), d[f.name]):
+                raise ConfigError(f"config key {f.name!r} is {str(d[f.name])[:40]!r}; expected {f.type}")
         return cls(**d)
 
     def replace(self, **changes) -> "TrainConfig":
@@ -178,6 +181,19 @@ def resolve_device(name: str):
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("--device mps was asked for but MPS is not available; use --device auto or cpu")
     return torch.device(name)
+
+
+def _matches_annotation(annotation: str, value: Any) -> bool:
+    """Does a JSON value fit a field annotation such as ``"int | None"`` or ``"tuple[int, ...] | None"``?"""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    kinds = {
+        "None": value is None, "str": isinstance(value, str), "bool": isinstance(value, bool), "int": is_int,
+        "float": is_int or isinstance(value, float),
+        "dict": isinstance(value, dict) and all(isinstance(k, str) for k in value),
+        "tuple": isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                           for v in value),
+    }
+    return any(kinds.get(part.strip().split("[")[0], True) for part in annotation.split("|"))
 
 
 def seconds_from_env(name: str, default: float) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 
 import click
@@ -55,38 +56,81 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+#: Every error line starts with this, whatever the command: one prefix for people and scripts to look for.
+ERROR_PREFIX = "mnistkit: error: "
+#: Exit codes after a signal: 128 + the signal number, as a shell reports a process killed by it.
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_SIGNAL_WORD = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
+class Signalled(BaseException):
+    """SIGINT or SIGTERM arrived: unwinds like KeyboardInterrupt (``finally`` blocks and atomic
+    writes clean up after themselves), but is not an ``Exception``, so nothing swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum, frame):
+    raise Signalled(signum)
+
+
+def _install_signal_handlers() -> dict:
+    """SIGINT and SIGTERM -> :class:`Signalled`; returns the previous handlers (empty off the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _raise_signalled) for sig in SIGNAL_EXIT}
+
+
+def _os_error_message(exc: OSError) -> str:
+    """``FILE: reason`` (the file when the error carries one, as atomic writes' do)."""
+    reason = _one_line(exc.strerror or exc)
+    return f"{exc.filename}: {reason}" if getattr(exc, "filename", None) else reason
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn every error into one line + exit code.
 
-    Exit codes: 0 success, 2 bad input (usage, files, data, checkpoints),
-    130 interrupted, 1 an internal error (a bug; ``MNISTKIT_DEBUG=1`` shows the traceback).
+    Every error is one line ``mnistkit: error: MESSAGE`` on stderr (usage errors
+    end with the ``--help`` to read). Exit codes: 0 success, 2 bad input (usage,
+    files, data, checkpoints, a full disk), 130 interrupted (SIGINT, Ctrl-C), 143
+    terminated (SIGTERM), each with one line (``mnistkit: interrupted`` /
+    ``mnistkit: terminated``), 1 an internal error (a bug; ``MNISTKIT_DEBUG=1``
+    shows the traceback). After a signal no temporary file is left behind:
+    atomic writes remove theirs as the signal unwinds them.
     """
     from mnistkit.errors import MnistkitError
 
     prog = "mnistkit"
+    previous = _install_signal_handlers()
     try:
         rv = cli.main(args=argv, prog_name=prog, standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as exc:
         code = exc.exit_code
+    except Signalled as exc:
+        click.echo(f"{prog}: {_SIGNAL_WORD[exc.signum]}", err=True)
+        code = SIGNAL_EXIT[exc.signum]
     except click.exceptions.Abort:
         click.echo(f"{prog}: aborted", err=True)
         code = 130
     except click.UsageError as exc:
-        where = f" {exc.ctx.info_name}" if exc.ctx is not None and exc.ctx.parent is not None else ""
-        click.echo(f"{prog}{where}: error: {_one_line(exc.format_message())}", err=True)
+        where = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+        click.echo(f"{ERROR_PREFIX}{_one_line(exc.format_message()).rstrip('.')}{where}", err=True)
         code = 2
     except click.ClickException as exc:
-        click.echo(f"{prog}: error: {_one_line(exc.format_message())}", err=True)
+        click.echo(f"{ERROR_PREFIX}{_one_line(exc.format_message())}", err=True)
         code = 2
     except MnistkitError as exc:
-        click.echo(f"{prog}: error: {_one_line(exc)}", err=True)
+        click.echo(f"{ERROR_PREFIX}{_one_line(exc)}", err=True)
         code = 2
     except OSError as exc:  # disk full, read-only directory, permission denied
-        name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        click.echo(f"{prog}: error:{name}: {_one_line(exc.strerror or exc)}", err=True)
+        click.echo(f"{ERROR_PREFIX}{_os_error_message(exc)}", err=True)
         code = 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # off the main thread, or raised by code that catches signals itself
         click.echo(f"{prog}: interrupted", err=True)
         code = 130
     except Exception as exc:  # a bug: say so on one line unless debugging
@@ -95,4 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"{prog}: internal error: {type(exc).__name__}: {_one_line(exc)} "
                    "(set MNISTKIT_DEBUG=1 for the traceback)", err=True)
         code = 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     sys.exit(code)

@@ -22,6 +22,7 @@ import torch
 from mnistkit.checkpoint import atomic_write_bytes, save_checkpoint
 from mnistkit.config import TrainConfig, resolve_config, resolve_device
 from mnistkit.errors import ConfigError
+from mnistkit.fileio import clean_stale_temporaries
 from mnistkit.losses import classification_loss
 from mnistkit.models import build_model, get_model_spec
 from mnistkit.preprocess import TUTORIAL_NORM, Normalization, normalize
@@ -150,7 +151,10 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 
 def prepare_run_dir(run_dir: Path, resuming: bool) -> Path:
-    """Create the run directory; refuse to overwrite a finished run unless resuming."""
+    """Create the run directory; refuse to overwrite a finished run unless resuming.
+
+    Temporaries of our atomic writes (``.NAME.*.tmp``) left by a killed run are deleted here.
+    """
     if not resuming and (run_dir / CHECKPOINT_FILE).exists():
         raise ConfigError(f"run directory {run_dir} already holds a finished run; choose another --out "
                           f"or continue it with --resume {run_dir}")
@@ -160,6 +164,7 @@ def prepare_run_dir(run_dir: Path, resuming: bool) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
+    clean_stale_temporaries(run_dir)  # left by a kill -9 during an atomic write; nothing else writes here now
     return run_dir
 
 
@@ -345,20 +350,44 @@ def _resolve_run(config, resume, overrides) -> tuple[TrainConfig, Path]:
         cfg_path = run_dir / "config.json"
         if not (run_dir / STATE_FILE).exists() or not cfg_path.exists():
             raise ConfigError(f"--resume {run_dir}: no interrupted run there (needs config.json and {STATE_FILE})")
-        try:
-            saved = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"--resume {run_dir}: cannot read config.json ({exc})") from None
+        saved = _read_saved_config(run_dir)
         allowed = {"device", "data_dir"}
         bad = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
         if config is not None or bad:
             raise ConfigError(f"--resume continues a run with its saved config; drop {', '.join('--' + b.replace('_', '-') for b in bad) or 'the config'}")
         saved.update({k: v for k, v in overrides.items() if v is not None})
-        return TrainConfig.from_dict(saved), run_dir
+        try:
+            return TrainConfig.from_dict(saved), run_dir
+        except ConfigError as exc:
+            raise ConfigError(f"--resume {run_dir}: config.json is not a usable config: {exc}") from None
+        except (TypeError, ValueError) as exc:  # values of the wrong JSON type for the dataclass
+            raise ConfigError(f"--resume {run_dir}: config.json is not a usable config "
+                              f"({' '.join(str(exc).split())[:120]})") from None
     cfg = config if config is not None else resolve_config(**overrides)
     if config is not None and overrides:
         cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     return cfg, default_run_dir(cfg)
+
+
+#: A run's config.json is a few KB; anything near this is not one of ours.
+MAX_CONFIG_BYTES = 1024**2
+
+
+def _read_saved_config(run_dir: Path) -> dict:
+    """The run's config.json as a dict, or one ConfigError saying what is wrong with it."""
+    from mnistkit.fileio import read_bytes
+
+    cfg_path = run_dir / "config.json"
+    raw = read_bytes(cfg_path, MAX_CONFIG_BYTES, ConfigError, "run config")
+    try:
+        saved = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        why = "too deeply nested" if isinstance(exc, RecursionError) else " ".join(str(exc).split())[:80]
+        raise ConfigError(f"--resume {run_dir}: config.json is not valid JSON ({why})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"--resume {run_dir}: config.json holds a JSON {type(saved).__name__}, "
+                          "expected an object of training options")
+    return saved
 
 
 def _early_stopping(cfg, st, row, model, best_state):

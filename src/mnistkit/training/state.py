@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from mnistkit.checkpoint import _unwrap, load_tensors, save_tensors
+from mnistkit.checkpoint import _unwrap, check_finite, load_tensors, save_tensors
 from mnistkit.errors import CheckpointError
 
 STATE_FILE = "last.safetensors"
@@ -39,12 +39,81 @@ def save_state(run_dir: Path, model, optimizer, scheduler, progress: dict, best_
     return save_tensors(run_dir / STATE_FILE, tensors, meta)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: The progress fields a resumed run reads, each with its check and what it must be.
+_PROGRESS_FIELDS = {
+    "epoch": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "metrics": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of objects"),
+    "train_seconds": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "best_val_loss": (lambda v: v is None or _is_number(v), "null or a number"),
+    "bad_epochs": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+}
+
+
+def check_state_meta(meta: dict, path: Path, n_groups: int) -> None:
+    """The state's metadata has the shape :func:`save_state` writes, so resuming cannot crash inside torch."""
+    def bad(what: str):
+        return CheckpointError(f"{path} is not a usable training state: {what}; "
+                               "start a new run instead of --resume")
+
+    progress, opt = meta.get("progress"), meta.get("optimizer")
+    if not isinstance(progress, dict):
+        raise bad("'progress' is missing or not an object")
+    for key, (check, expected) in _PROGRESS_FIELDS.items():
+        if key not in progress or not check(progress[key]):
+            raise bad(f"progress.{key} must be {expected}, got {str(progress.get(key))[:40]!r}")
+    if not isinstance(opt, dict) or not isinstance(opt.get("param_groups"), list) \
+            or not isinstance(opt.get("state"), dict):
+        raise bad("'optimizer' must be an object with 'param_groups' (a list) and 'state' (an object)")
+    groups = opt["param_groups"]
+    if len(groups) != n_groups or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                          and all(_is_int(p) for p in g["params"]) for g in groups):
+        raise bad(f"optimizer.param_groups must be {n_groups} object(s) each listing its 'params' indices")
+    if not all(isinstance(k, str) and k.isdigit() and isinstance(v, dict) for k, v in opt["state"].items()):
+        raise bad("optimizer.state must map parameter indices to objects")
+    if meta.get("scheduler") is not None and not isinstance(meta["scheduler"], dict):
+        raise bad("'scheduler' must be null or an object")
+
+
+def _same_kind(current, saved) -> bool:
+    """A saved hyperparameter has the JSON kind of the live one (``betas`` a pair of numbers, ``lr`` a number)."""
+    if isinstance(current, bool) or current is None or isinstance(current, str):
+        return type(saved) is type(current)
+    if _is_number(current) or torch.is_tensor(current):
+        return _is_number(saved)
+    if isinstance(current, (tuple, list)):
+        return isinstance(saved, list) and len(saved) == len(current) and all(map(_same_kind, current, saved))
+    return True
+
+
+def _check_group_values(saved_groups: list, live_groups: list, path: Path) -> None:
+    for i, (saved, live) in enumerate(zip(saved_groups, live_groups)):
+        for key, current in live.items():
+            if key != "params" and key in saved and not _same_kind(current, saved[key]):
+                raise CheckpointError(f"{path} is not a usable training state: optimizer.param_groups[{i}].{key} "
+                                      f"is {str(saved[key])[:40]!r}, expected a value like {current!r}")
+
+
 def load_state(run_dir: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
-    """Restore model, optimiser and scheduler in place; return ``(progress, best_state)``."""
+    """Restore model, optimiser and scheduler in place; return ``(progress, best_state)``.
+
+    Every fault of the file (tampered, truncated, fields of the wrong type) is one
+    :class:`CheckpointError`; nothing is restored partially into a usable-looking state.
+    """
     path = Path(run_dir) / STATE_FILE
     tensors, meta = load_tensors(path)
     if meta.get("kind") != "training-state":
         raise CheckpointError(f"{path} is not a training-state file")
+    check_state_meta(meta, path, len(optimizer.param_groups))
+    _check_group_values(meta["optimizer"]["param_groups"], optimizer.param_groups, path)
+    check_finite(tensors, path, prefix="model.")
     model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         _unwrap(model).load_state_dict(model_sd, strict=True)
@@ -55,10 +124,16 @@ def load_state(run_dir: Path, model, optimizer, scheduler) -> tuple[dict, dict |
         opt_state[int(pid)] = dict(scalars)
     for k, v in tensors.items():
         if k.startswith("optim."):
-            _, pid, key = k.split(".", 2)
-            opt_state.setdefault(int(pid), {})[key] = v
-    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]})
-    if scheduler is not None and meta.get("scheduler") is not None:
-        scheduler.load_state_dict(meta["scheduler"])
+            parts = k.split(".", 2)
+            if len(parts) != 3 or not parts[1].isdigit():
+                raise CheckpointError(f"{path} has an unexpected tensor {k!r}; it is not a training state of ours")
+            opt_state.setdefault(int(parts[1]), {})[parts[2]] = v
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]})
+        if scheduler is not None and meta.get("scheduler") is not None:
+            scheduler.load_state_dict(meta["scheduler"])
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: the optimizer or schedule state does not fit this run "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
     return meta["progress"], best
