@@ -14,8 +14,10 @@ TorchScript files carry the same as ``_extra_files["mnistkit.json"]``.
 
 Every export is checked before it is kept: the exported model runs on batches
 of 1 and 7 (so the dynamic batch dimension is exercised) and must match the
-PyTorch model within :data:`TOLERANCE`. It is written to a temporary file and
-renamed, so a failed export never leaves a file under the final name.
+PyTorch model within :data:`TOLERANCE`. The model is serialised in memory and
+written once with :func:`mnistkit.fileio.atomic_write_bytes` (temporary file,
+rename, the umask's mode), so a failed export, a full disk included, never leaves
+a file under the final name nor a temporary beside it.
 
 ONNX needs the ``export`` extra (onnx, onnxruntime, onnxscript); TorchScript
 needs only torch (``torch.jit`` is deprecated upstream but still works).
@@ -24,9 +26,9 @@ needs only torch (``torch.jit`` is deprecated upstream but still works).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
-import os
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ import torch
 from torch import nn
 
 from mnistkit.errors import ConfigError, MnistkitError
+from mnistkit.fileio import atomic_write_bytes
 
 FORMATS = ("onnx", "torchscript")
 #: Largest allowed |exported - torch| over logits and probabilities.
@@ -97,26 +100,19 @@ def export_checkpoint(checkpoint_path: str | Path, fmt: str, out: str | Path) ->
     meta = {"class_names": ckpt.class_names, "norm": ckpt.meta["norm"], "input": INPUT_CONTRACT,
             "mnistkit": ckpt.meta}
     out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    if fmt == "onnx":
+        blob = export_onnx(wrapper, meta)
+        diff = check_onnx(wrapper, blob)
+    else:
+        blob = export_torchscript(wrapper, meta)
+        diff = check_torchscript(wrapper, blob)
+    if not diff <= TOLERANCE:
+        raise ExportError(f"exported {fmt} model differs from the PyTorch model by {diff:.2e} "
+                          f"(allowed {TOLERANCE:.0e}); nothing was written to {out}")
+    try:  # the one write: temp file + rename, so a full disk leaves nothing behind
+        atomic_write_bytes(out, blob)
     except OSError as exc:
-        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        if fmt == "onnx":
-            export_onnx(wrapper, tmp, meta)
-            diff = check_onnx(wrapper, tmp)
-        else:
-            export_torchscript(wrapper, tmp, meta)
-            diff = check_torchscript(wrapper, tmp)
-        if not diff <= TOLERANCE:
-            raise ExportError(f"exported {fmt} model differs from the PyTorch model by {diff:.2e} "
-                              f"(allowed {TOLERANCE:.0e}); nothing was written to {out}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}; nothing was written") from None
     return ExportResult(out, fmt, diff)
 
 
@@ -153,31 +149,40 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def export_onnx(wrapper: PixelModel, path: Path, meta: dict) -> None:
-    """torch.export-based ONNX export with a dynamic batch dimension, then metadata_props added."""
+def export_onnx(wrapper: PixelModel, meta: dict) -> bytes:
+    """torch.export-based ONNX export with a dynamic batch dimension and metadata_props; the model's bytes.
+
+    The exporter writes to a file in a private temporary folder (removed afterwards);
+    the result is returned as bytes so the caller makes the one write into place.
+    """
     import onnx
 
     example = _example(3)
-    with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
-        try:
-            torch.onnx.export(
-                wrapper, (example,), str(path), dynamo=True, verbose=False, external_data=False,
-                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                dynamic_shapes=({0: torch.export.Dim("batch")},))
-        except Exception as exc:  # the exporter raises many internal types; report one line
-            raise ExportError(f"ONNX export failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
-    model = onnx.load(str(path))
+    with tempfile.TemporaryDirectory(prefix="mnistkit-onnx-") as folder:
+        path = Path(folder) / "model.onnx"
+        with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
+            try:
+                torch.onnx.export(
+                    wrapper, (example,), str(path), dynamo=True, verbose=False, external_data=False,
+                    input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                    dynamic_shapes=({0: torch.export.Dim("batch")},))
+            except OSError as exc:
+                raise ExportError(f"ONNX export failed: cannot write a temporary file in {folder}: "
+                                  f"{exc.strerror or exc}") from None
+            except Exception as exc:  # the exporter raises many internal types; report one line
+                raise ExportError(f"ONNX export failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+        model = onnx.load(str(path))
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    onnx.save(model, str(path))
+    return model.SerializeToString()
 
 
-def check_onnx(wrapper: PixelModel, path: Path) -> float:
+def check_onnx(wrapper: PixelModel, blob: bytes) -> float:
     """Max |onnxruntime - torch| over both outputs for each batch in :data:`CHECK_BATCHES`."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
     worst = 0.0
     for batch in CHECK_BATCHES:
         x = _example(batch, seed=1)
@@ -186,17 +191,20 @@ def check_onnx(wrapper: PixelModel, path: Path) -> float:
     return worst
 
 
-def export_torchscript(wrapper: PixelModel, path: Path, meta: dict) -> None:
-    """Trace (the models have no data-dependent control flow) and save with metadata."""
+def export_torchscript(wrapper: PixelModel, meta: dict) -> bytes:
+    """Trace (the models have no data-dependent control flow) and serialise with metadata, in memory:
+    ``torch.jit.save`` to a file aborts the whole process (C++ exception) when the disk is full."""
+    buffer = io.BytesIO()
     with _quiet_exporter(), torch.no_grad():
         traced = torch.jit.trace(wrapper, (_example(3),))
-        torch.jit.save(traced, str(path), _extra_files={"mnistkit.json": json.dumps(meta, sort_keys=True)})
+        torch.jit.save(traced, buffer, _extra_files={"mnistkit.json": json.dumps(meta, sort_keys=True)})
+    return buffer.getvalue()
 
 
-def check_torchscript(wrapper: PixelModel, path: Path) -> float:
+def check_torchscript(wrapper: PixelModel, blob: bytes) -> float:
     """Max |loaded TorchScript - torch| over both outputs for each batch in :data:`CHECK_BATCHES`."""
     with _quiet_exporter(), torch.no_grad():
-        loaded = torch.jit.load(str(path), map_location="cpu")
+        loaded = torch.jit.load(io.BytesIO(blob), map_location="cpu")
         worst = 0.0
         for batch in CHECK_BATCHES:
             x = _example(batch, seed=1)

@@ -157,6 +157,20 @@ def not_found_error(spec: DatasetSpec, data_dir=None, reason: str = "") -> Datas
     return DatasetNotFoundError("; ".join(parts))
 
 
+def max_download_bytes(spec: DatasetSpec, file_name: str) -> int:
+    """Most bytes one of ``spec``'s IDX files may have: its uncompressed size from the known image
+    counts (16 + 784 bytes per image, 8 + 1 per label; gzip never grows such data by more than a
+    fraction of a percent) plus 1 % and 64 KiB; without known counts, the general download cap."""
+    from mnistkit.data.download import DEFAULT_MAX_BYTES
+
+    if not spec.sizes or file_name not in spec.files:
+        return DEFAULT_MAX_BYTES
+    index = spec.files.index(file_name)
+    count = spec.sizes[index // 2]
+    raw = 16 + count * 784 if index % 2 == 0 else 8 + count
+    return raw + raw // 100 + 64 * 1024
+
+
 def fetch_idx_files(spec: DatasetSpec, data_dir=None, progress: bool = True) -> Path:
     """Return the folder holding ``spec``'s files, downloading the missing ones first.
 
@@ -181,7 +195,8 @@ def fetch_idx_files(spec: DatasetSpec, data_dir=None, progress: bool = True) -> 
             continue
         try:
             download_from_mirrors(file_name, mirrors, folder / file_name,
-                                  lambda d, f=file_name: spec.md5_ok(f, d), progress)
+                                  lambda d, f=file_name: spec.md5_ok(f, d), progress,
+                                  max_bytes=max_download_bytes(spec, file_name))
         except DownloadError as exc:
             raise not_found_error(spec, data_dir, f"download of {file_name} failed on every mirror: {exc}") from None
     return folder
