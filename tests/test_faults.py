@@ -270,7 +270,7 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     out["negative width"] = (with_meta(tmp / "negative.safetensors", model_options={"hidden": [-5]}),
                              "cannot be rebuilt")
     out["malformed metadata"] = (with_meta(tmp / "malformed.safetensors", class_names="0123456789"),
-                                 "malformed metadata")
+                                 "bad metadata field 'class_names'")
     out["missing metadata field"] = (_without(tmp / "nofield.safetensors", "class_names"), "lacks metadata field")
     from safetensors.torch import save_file
 
