@@ -8,7 +8,7 @@ devices given as files, an unreadable class folder, and full disks (a small tmpf
 mounted when the machine allows it; skipped, saying so, where not).
 
 Most cases call the library in-process (fast) and must raise the project's own
-error. A representative subset runs the real CLI in a child process and asserts the
+error (:class:`MnistkitError` subclasses). A representative subset runs the real CLI in a child process and asserts the
 whole contract: exit code 2, exactly one line on stderr, no traceback, the files
 that were there before byte-identical, and the child's peak RSS under 1 GB
 (``os.wait4`` reports it). Hypothesis drives the IDX and CSV parsers and the
@@ -18,9 +18,7 @@ checkpoint metadata with arbitrary input: only :class:`MnistkitError` may escape
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
-import io
 import json
 import math
 import os
@@ -31,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -48,10 +45,10 @@ from mnistkit.data.download import download_from_mirrors
 from mnistkit.data.idx import encode_idx, read_idx
 from mnistkit.data.kaggle import KAGGLE_PIXELS, read_kaggle_csv
 from mnistkit.data.spec import DIGITS
-from mnistkit.errors import CheckpointError, ConfigError, DataFormatError, DownloadError, MnistkitError
+from mnistkit.errors import CheckpointError, ConfigError, DataFormatError, DownloadError
 from mnistkit.fileio import atomic_write_bytes, clean_stale_temporaries, current_umask, read_bytes
 from mnistkit.models import build_model
-from test_distributed import REPO, child_env, make_pattern_dataset
+from test_distributed import child_env, make_pattern_dataset
 
 #: Peak RSS a child may reach on any hostile input (bytes).
 RSS_LIMIT = 1024**3

