@@ -4,6 +4,12 @@ An IDX file is ``00 00 <dtype code> <ndim>`` followed by ``ndim`` big-endian
 uint32 dimensions and then the payload, row-major and big-endian. Files may be
 gzip-compressed; we detect that from the gzip magic bytes, not the file name.
 
+Files are read as a stream (:func:`mnistkit.fileio.open_stream`): the header,
+then exactly the payload it declares (at most :data:`MAX_PAYLOAD_BYTES`), then
+one byte to prove the file ends there. A small ``.gz`` that would expand to
+gigabytes is stopped as soon as it passes its declared size (or expands more than
+:data:`mnistkit.fileio.MAX_EXPANSION` times), having cost a few MB.
+
 Every fault (missing file, directory, empty, truncated gzip, bad magic, unknown
 dtype code, wrong payload length) becomes a :class:`DataFormatError` that names
 the file and the fault, so no numpy/struct/gzip/zlib traceback reaches a user.
@@ -93,8 +99,9 @@ def _payload_bytes(dtype: np.dtype, dims: tuple[int, ...]) -> int:
 
 def _payload_error(source: str, dtype: np.dtype, dims: tuple[int, ...], actual, expected: int) -> DataFormatError:
     shape = "x".join(map(str, dims))
+    fault = "longer than its header declares" if isinstance(actual, str) else "truncated or corrupt"
     return DataFormatError(f"{source}: payload is {actual} bytes but the header ({shape} of "
-                           f"{dtype.name}) needs {expected}; the file is truncated or corrupt")
+                           f"{dtype.name}) needs {expected}; the file is {fault}")
 
 
 def _gunzip(data: bytes, source: str, limit: int) -> bytes:
