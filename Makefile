@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo test bench bench-quick bench-seeds clean
+.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: setup
 
 test: setup system-deps
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=600
+
+# The hostile-input corpus alone (also part of `make test`); full-disk cases need root for a tmpfs.
+test-hostile: setup
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=600 tests/test_hostile.py
 
 bench: setup
 	$(PY) bench/run.py
