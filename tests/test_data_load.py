@@ -259,7 +259,7 @@ def test_csv_without_label_is_refused(tmp_path):
 def test_csv_with_bad_pixels(tmp_path):
     path = kaggle_csv(tmp_path / "train.csv", 3)
     path.write_text(path.read_text().replace("\n0,0,", "\n0,999,", 1))
-    with pytest.raises(DataFormatError, match="pixel values range 0..999; allowed 0..255"):
+    with pytest.raises(DataFormatError, match=r"pixel\d+ in data row \d+ is 999; allowed whole numbers 0..255"):
         load_dataset(str(path))
 
 

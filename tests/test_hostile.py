@@ -240,7 +240,7 @@ CSV_CASES = {
     "label 1e30": (lambda: csv_text([csv_row(1), csv_row("1e30")]), "label 1e+30 in data row 2 is not a class index"),
     "label 2e9": (lambda: csv_text([csv_row(2_000_000_000), csv_row(1)]), "label 2e+09 in data row 1"),
     "negative label": (lambda: csv_text([csv_row(1), csv_row(-1)]), "label -1 in data row 2"),
-    "NaN pixel": (lambda: csv_text([csv_row(1, "nan"), csv_row(2)]), "pixel values range"),
+    "NaN pixel": (lambda: csv_text([csv_row(1), csv_row(2, "nan")]), "pixel0 in data row 2 is nan"),
     "ragged row": (lambda: csv_text([csv_row(1), [1, 2, 3]]), "malformed CSV row"),
     "no pixel columns": (lambda: "label,a,b\n1,2,3\n", "header lacks 'pixel0'"),
     "not UTF-8": (lambda: "label\n\udcff", "not UTF-8"),

@@ -43,8 +43,10 @@ def read_kaggle_csv(path: str | Path) -> tuple["torch.Tensor", "torch.Tensor | N
         raise DataFormatError(f"{path}: rows have {table.shape[1]} values, the header has {len(header)} columns")
     pixels = table[:, pixel_cols]
     if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255 or (pixels != np.round(pixels)).any():
-        lo, hi = np.nanmin(pixels), np.nanmax(pixels)
-        raise DataFormatError(f"{path}: pixel values range {lo:g}..{hi:g}; allowed 0..255 (whole numbers, no NaN)")
+        bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 255) | (pixels != np.round(pixels))
+        row, col = np.argwhere(bad)[0]
+        raise DataFormatError(f"{path}: pixel{col} in data row {row + 1} is {pixels[row, col]:g}; "
+                              "allowed whole numbers 0..255")
     images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 28, 28))
     labels = None
     if label_col is not None:
