@@ -11,7 +11,7 @@ Most cases call the library in-process (fast) and must raise the project's own
 error (:class:`MnistkitError` subclasses). A representative subset runs the real CLI in a child process and asserts the
 whole contract: exit code 2, exactly one line on stderr, no traceback, the files
 that were there before byte-identical, and the child's peak RSS under 1 GB
-(``os.wait4`` reports it). Hypothesis drives the IDX and CSV parsers and the
+(``os.wait4`` reports it, from a small parent process). Hypothesis drives the IDX and CSV parsers and the
 checkpoint metadata with arbitrary input: only :class:`MnistkitError` may escape.
 """
 
@@ -68,29 +68,27 @@ class Child:
         self.code, self.out, self.err, self.max_rss = code, out, err, max_rss
 
 
+#: A small parent for the CLI: Linux counts a parent's resident pages at fork into the child's peak
+#: RSS, so a child forked straight from pytest (often 1 GB by now) would report pytest's size. This
+#: few-MB interpreter forks the CLI instead, reaps it with wait4 and writes its true peak to argv[1].
+_REAPER = """
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-m", "mnistkit", *sys.argv[2:]])
+_, status, usage = os.wait4(child.pid, 0)
+child.returncode = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss * 1024))  # Linux reports KiB
+sys.exit(child.returncode if child.returncode >= 0 else 128 - child.returncode)
+"""
+
+
 def run_child(args, cwd: Path, timeout: float = 120, **env) -> Child:
-    """Run ``python -m mnistkit ARGS``; reap it with ``os.wait4`` to read its own peak RSS."""
-    proc = subprocess.Popen([sys.executable, "-m", "mnistkit", *map(str, args)], cwd=cwd, env=child_env(**env),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    chunks: dict[str, bytes] = {}
-
-    def drain(name, pipe):
-        chunks[name] = pipe.read()
-
-    readers = [threading.Thread(target=drain, args=(n, p)) for n, p in (("out", proc.stdout), ("err", proc.stderr))]
-    for r in readers:
-        r.start()
-    killer = threading.Timer(timeout, proc.kill)
-    killer.start()
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        killer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
-    for r in readers:
-        r.join()
-    return Child(proc.returncode, chunks["out"].decode(errors="replace"), chunks["err"].decode(errors="replace"),
-                 usage.ru_maxrss * 1024)  # Linux reports KiB
+    """Run ``python -m mnistkit ARGS`` under :data:`_REAPER`; return its outcome and its own peak RSS."""
+    with tempfile.NamedTemporaryFile(prefix="mnistkit-rss-") as rss:
+        proc = subprocess.run([sys.executable, "-c", _REAPER, rss.name, *map(str, args)], cwd=cwd,
+                              env=child_env(**env), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        peak = int(Path(rss.name).read_text() or 0)
+    return Child(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"), peak)
 
 
 def snapshot(*folders: Path) -> dict[Path, bytes]:
