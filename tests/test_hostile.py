@@ -515,9 +515,9 @@ def test_resume_through_the_cli_is_one_line(finished_run, tmp_path):
 @pytest.mark.timeout(180)
 def test_sigterm_is_one_line_exit_143_and_resume_cleans_stale_temporaries(idx_data, tmp_path):
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "mnistkit", "train", "--dataset", str(idx_data), *TINY, "--epochs", "8",
+    args = [sys.executable, "-m", "mnistkit", "train", "--dataset", str(idx_data), *TINY, "--epochs", "3",
             "--out", str(run)]
-    victim = subprocess.Popen(args, cwd=tmp_path, env=child_env(MNISTKIT_TEST_STEP_DELAY="0.05"),
+    victim = subprocess.Popen(args, cwd=tmp_path, env=child_env(MNISTKIT_TEST_STEP_DELAY="0.2"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
     while not (run / "last.safetensors").exists() and victim.poll() is None and time.monotonic() < deadline:
@@ -529,9 +529,9 @@ def test_sigterm_is_one_line_exit_143_and_resume_cleans_stale_temporaries(idx_da
     stale = run / ".last.safetensors.k1ll3d_9.tmp"  # what a kill -9 mid-write leaves
     stale.write_bytes(b"\0" * 1000)
     (run / "notes.tmp").write_text("the user's own file")  # not our naming: kept
-    resumed = subprocess.run([sys.executable, "-m", "mnistkit", "train", "--resume", str(run)], cwd=tmp_path,
-                             env=child_env(), capture_output=True, text=True, timeout=120)
-    assert resumed.returncode == 0, resumed.stderr
+    from mnistkit.training.loop import fit
+
+    fit(resume=run, echo=False, plots=False)  # in-process: the CLI path was exercised above
     assert not stale.exists() and (run / "notes.tmp").exists() and (run / "model.safetensors").exists()
 
 
