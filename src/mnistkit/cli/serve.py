@@ -4,26 +4,42 @@ from __future__ import annotations
 
 import click
 
+from mnistkit.serving import limits as L
+
 SERVE_HINT = "pip install 'mnistkit[serve]'"
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path())
+@click.argument("checkpoint", type=click.Path(), required=False)
+@click.option("--model", "model_path", type=click.Path(), metavar="CHECKPOINT|RUN_DIR",
+              help="Checkpoint file or run directory to serve (the same as the CHECKPOINT argument). "
+                   "[default: the bundled digit model]")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on (0.0.0.0 exposes the server to your network).")
+              help="Interface to listen on (0.0.0.0 exposes the server to your network; see the README "
+                   "on running behind a reverse proxy).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535),
               help="TCP port.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Torch threads per inference; 1 is fastest for one small image at a time.")
-def serve(checkpoint, host, port, threads):
-    """Serve CHECKPOINT (a .safetensors file or a run directory): a drawing page at /,
-    POST /predict, /healthz, /model, /docs."""
-    from mnistkit.errors import MnistkitError
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=L.DEFAULT_MIN_CONFIDENCE, show_default=True,
+              help="Report predictions whose calibrated top probability is below this as unsure.")
+@click.option("--max-pixels", type=click.IntRange(1), default=L.SERVE_MAX_PIXELS, show_default=True,
+              help="Largest uploaded image in pixels (width x height), checked from the header before decoding.")
+@click.option("--request-timeout", type=click.FloatRange(0.1, 3600), default=L.HEADER_TIMEOUT_S, show_default=True,
+              metavar="SECONDS",
+              help="A client must send a request's headers, and then its body, within this many seconds each; "
+                   "else the connection is closed (a late body gets 408).")
+def serve(checkpoint, model_path, host, port, threads, min_confidence, max_pixels, request_timeout):
+    """Serve CHECKPOINT (a .safetensors file or a run directory; default: the bundled digit model):
+    a drawing and photo page at /, POST /predict, /healthz, /model, /docs."""
+    from mnistkit.errors import ConfigError, MnistkitError
 
+    if checkpoint and model_path:
+        raise ConfigError(f"give the checkpoint once: either CHECKPOINT ({checkpoint}) or --model ({model_path})")
+    checkpoint = checkpoint or model_path
     try:
-        import uvicorn
-
         from mnistkit.serving.app import create_app
+        from mnistkit.serving.server import bind, serve_forever
     except ImportError as exc:
         raise MnistkitError(f"mnistkit serve needs {exc.name or 'fastapi/uvicorn'}: {SERVE_HINT}") from None
     import torch
@@ -31,7 +47,15 @@ def serve(checkpoint, host, port, threads):
     # Requests are already served in parallel by a thread pool; intra-op threads on
     # top of that only oversubscribe the cores for 28x28 inputs.
     torch.set_num_threads(threads)
-    app = create_app(checkpoint)  # load (and validate) the checkpoint before binding the port
-    click.echo(f"serving {checkpoint} at http://{host}:{port}/  (Ctrl+C stops)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    limits = L.Limits(max_pixels=max_pixels, body_timeout_s=request_timeout, header_timeout_s=request_timeout)
+    # Load (and validate) the checkpoint, then bind the port, and only then say we are serving.
+    app = create_app(checkpoint, limits=limits, min_confidence=min_confidence)
+    sock = bind(host, port)
+    shown = checkpoint if checkpoint else "the bundled digit model"
+    click.echo(f"serving {shown} at http://{_url_host(host)}:{port}/  (Ctrl+C stops)", err=True)
+    serve_forever(app, sock, limits)
     return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -2,28 +2,40 @@
 
 Endpoints::
 
-    GET  /          a drawing canvas, Clear/Predict, a live bar chart (one self-contained page)
+    GET  /          a drawing canvas and a photo picker, the 28x28 input the model got, live bars
     POST /predict   an image (multipart field ``file``, or a raw ``image/*`` body) or JSON
-                    ``{"pixels": 28x28 numbers 0-255}`` -> ``{label, probability, probabilities}``
+                    ``{"pixels": 28x28 numbers 0-255}`` -> ``{label, probability, probabilities,
+                    unsure[, reason][, preview]}``; ``?preview=1`` adds ``preview``, the 28x28 uint8
+                    image the model was given (rows of ints 0-255, bright ink on black, as MNIST)
     GET  /healthz   liveness
-    GET  /model     the checkpoint's metadata
+    GET  /model     the checkpoint's metadata, with absolute paths reduced to their last part
     GET  /docs      OpenAPI docs (FastAPI's page; the only one that loads assets from a CDN)
 
 Every bad request gets a 4xx JSON ``{"error": "..."}`` and leaves the server
-healthy. Bodies are capped at :data:`MAX_BODY_BYTES` while they stream in (a
-too-large Content-Length is refused before a byte is read). Decoding and
-inference run in a worker thread, so the event loop keeps serving others.
+healthy. What a hostile client can cost is bounded at each step:
+
+- the body: at most :data:`MAX_BODY_BYTES` (JSON: :data:`MAX_JSON_BYTES`), counted while it
+  streams in, and it must arrive within :data:`BODY_TIMEOUT_S` (408 otherwise);
+- JSON: nesting depth and the length of each number are checked before or while parsing,
+  so no recursion error and no 5,000-digit integer conversion ever happens;
+- images: at most :data:`SERVE_MAX_PIXELS` by the header, before any pixel is decoded;
+- work: small inputs and large images run in two separate bounded pools (:class:`Lane`), each
+  with a bounded queue, so large uploads wait for their own thread (or get 503 at once when
+  that queue is full) and never hold up drawings and JSON pixels.
 
 Images go through :func:`mnistkit.preprocess.image.preprocess_image`, the same
 function ``mnistkit predict`` and image-folder training use; JSON pixels do too
-(a 28x28 bright-on-dark array passes through it unchanged).
+(a 28x28 bright-on-dark array passes through it unchanged). Probabilities come
+from :func:`mnistkit.inference.checkpoint_proba` (the checkpoint's calibration included).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import anyio
 import anyio.to_thread
@@ -34,56 +46,75 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnistkit.errors import InputImageError
-from mnistkit.preprocess.image import MAX_PIXELS, SIDE, load_image, preprocess_image
+from mnistkit.preprocess.image import ALLOWED_FORMATS, SIDE, load_image, preprocess_image
+from mnistkit.serving.limits import (DEFAULT_MIN_CONFIDENCE, MAX_BODY_BYTES, MAX_JSON_BYTES, MAX_JSON_DEPTH,
+                                     MAX_NUMBER_CHARS, SERVE_MAX_PIXELS, Limits)
 
-#: Largest request body accepted, in bytes (413 above it).
-MAX_BODY_BYTES = 2 * 1024 * 1024
-#: Threads that decode and predict; more than the cores only adds GIL contention.
-WORKER_THREADS = 2
 #: Content types ``POST /predict`` accepts.
 MULTIPART, JSON_TYPE = "multipart/form-data", "application/json"
 
-_PREDICT_BODY_DOC = {
+_PIXELS_SCHEMA = {"type": "array", "minItems": SIDE, "maxItems": SIDE, "items": {
+    "type": "array", "minItems": SIDE, "maxItems": SIDE, "items": {"type": "number", "minimum": 0, "maximum": 255}}}
+_PREDICT_DOC = {
+    "parameters": [{"name": "preview", "in": "query", "required": False, "schema": {"type": "boolean"},
+                    "description": "also return `preview`: the 28x28 image the model was given (rows of ints 0-255)"}],
     "requestBody": {
         "required": True,
         "content": {
             MULTIPART: {"schema": {"type": "object", "required": ["file"],
                                    "properties": {"file": {"type": "string", "format": "binary"}}}},
-            JSON_TYPE: {"schema": {"type": "object", "required": ["pixels"], "properties": {"pixels": {
-                "type": "array", "minItems": SIDE, "maxItems": SIDE, "items": {
-                    "type": "array", "minItems": SIDE, "maxItems": SIDE,
-                    "items": {"type": "number", "minimum": 0, "maximum": 255}}}}}},
+            JSON_TYPE: {"schema": {"type": "object", "required": ["pixels"], "properties": {"pixels": _PIXELS_SCHEMA}}},
             "image/png": {"schema": {"type": "string", "format": "binary"}},
         },
-    }
+    },
 }
 
 
 class ApiError(Exception):
-    """A client error: becomes ``{"error": message}`` with ``status``."""
+    """A client error (or 503 when saturated): becomes ``{"error": message}`` with ``status``."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
-def create_app(checkpoint_path: str | Path, *, max_body_bytes: int = MAX_BODY_BYTES,
-               max_pixels: int = MAX_PIXELS, workers: int = WORKER_THREADS) -> FastAPI:
-    """Load the checkpoint (a file or run directory) once and build the app around it."""
+class Lane:
+    """A bounded pool of worker threads with a bounded queue: when both are full, refuse at once (503).
+
+    Queuing without end would turn a burst into unbounded memory and latency; an
+    immediate 503 with ``Retry-After`` lets the client back off.
+    """
+
+    def __init__(self, name: str, workers: int, queue: int):
+        self.name = name
+        self.limiter = anyio.CapacityLimiter(workers)
+        self.capacity = workers + queue
+
+    async def run(self, fn, *args):
+        stats = self.limiter.statistics()
+        if stats.borrowed_tokens + stats.tasks_waiting >= self.capacity:
+            raise ApiError(503, f"server busy with {self.name}; retry in a moment", {"Retry-After": "1"})
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+
+def create_app(checkpoint_path: str | Path | None = None, *, limits: Limits | None = None,
+               min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FastAPI:
+    """Load the checkpoint (a file, a run directory, or ``None`` for the bundled model) once and
+    build the app around it. Checkpoint problems raise :class:`~mnistkit.errors.CheckpointError`."""
     from mnistkit.api import resolve_checkpoint_path
     from mnistkit.checkpoint import load_checkpoint
 
+    limits = limits or Limits()
     ckpt = load_checkpoint(resolve_checkpoint_path(checkpoint_path))
     app = FastAPI(title="mnistkit", description="Predict handwritten digits with an mnistkit checkpoint.",
-                  version=str(ckpt.meta.get("versions", {}).get("mnistkit", "")))
+                  version=str((ckpt.meta.get("versions") or {}).get("mnistkit", "")))
     app.state.checkpoint = ckpt
-    # A small dedicated pool: more threads than cores only fight over the GIL and
-    # stretch every request's latency; waiting requests queue here, off the event loop.
-    limiter = anyio.CapacityLimiter(workers)
-
-    async def in_worker(fn, *args):
-        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+    app.state.limits = limits
+    light = Lane("small inputs", limits.light_workers, limits.light_queue)
+    heavy = Lane("large images", limits.heavy_workers, limits.heavy_queue)
+    public_meta = public_metadata(ckpt.meta)
 
     _add_error_handlers(app)
     page = resources.files("mnistkit.serving").joinpath("static/index.html").read_text(encoding="utf-8")
@@ -100,26 +131,32 @@ def create_app(checkpoint_path: str | Path, *, max_body_bytes: int = MAX_BODY_BY
     @app.get("/model")
     async def model_info() -> dict:
         """The checkpoint's metadata: model, task, dataset, normalisation, class names, metrics, versions."""
-        return ckpt.meta
+        return public_meta
 
-    @app.post("/predict", openapi_extra=_PREDICT_BODY_DOC, response_class=JSONResponse,
-              responses={200: {"description": "{label, probability, probabilities: {class name: p}}"}})
+    @app.post("/predict", openapi_extra=_PREDICT_DOC, response_class=JSONResponse,
+              responses={200: {"description": "{label, probability, probabilities: {class name: p}, unsure, "
+                                              "reason (when unsure), preview (with ?preview=1)}"}})
     async def predict(request: Request) -> JSONResponse:
         """Predict one digit from an uploaded image or from 28x28 JSON pixels."""
         kind = _content_kind(request.headers.get("content-type", ""))
-        body = await read_limited_body(request, max_body_bytes)
+        preview = _flag(request.query_params.get("preview"), "preview")
+        limit = MAX_JSON_BYTES if kind == "json" else limits.max_body_bytes
+        try:
+            with anyio.fail_after(limits.body_timeout_s):
+                body = await read_limited_body(request, limit)
+        except TimeoutError:
+            raise ApiError(408, f"request body not received within {limits.body_timeout_s:g} s") from None
         if not body:
             raise ApiError(400, "empty request body: send an image file (multipart field 'file') "
                                 "or JSON {\"pixels\": 28x28 numbers 0-255}")
         if kind == "json":
             pixels = parse_pixels_json(body)
-            result = await in_worker(predict_pixels, ckpt, pixels)
+            result = await light.run(predict_pixels, ckpt, pixels, min_confidence, preview)
         else:
-            if kind == "multipart":
-                data, name = await _multipart_file(request, body)
-            else:
-                data, name = body, "request body"
-            result = await in_worker(predict_image_bytes, ckpt, data, name, max_pixels)
+            data, name = await _multipart_file(request, body) if kind == "multipart" else (body, "request body")
+            pixels_in_header = image_pixels(data)
+            lane = heavy if pixels_in_header is not None and pixels_in_header > limits.light_max_pixels else light
+            result = await lane.run(predict_image_bytes, ckpt, data, name, limits.max_pixels, min_confidence, preview)
         return JSONResponse(result)  # plain floats and strings: skip FastAPI's generic encoder
 
     return app
@@ -143,6 +180,18 @@ def _content_kind(content_type: str) -> str:
                         f"'file', {JSON_TYPE} with {{\"pixels\": ...}}, or an image/* body")
 
 
+def _flag(value: str | None, name: str) -> bool:
+    """A boolean query parameter: absent, ``0/false/no`` or ``1/true/yes``; else 422."""
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", ""):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise ApiError(422, f"query parameter {name}={value[:20]!r} must be 1 or 0 (true/false)")
+
+
 async def read_limited_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes without buffering it.
 
@@ -152,10 +201,11 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise ApiError(413, f"request body of {int(declared):,} bytes is over the limit of {limit:,} bytes")
+            size = int(declared)
         except ValueError:
-            raise ApiError(400, f"bad Content-Length header {declared!r}") from None
+            raise ApiError(400, f"bad Content-Length header {declared[:30]!r}") from None
+        if size > limit:
+            raise ApiError(413, f"request body of {size:,} bytes is over the limit of {limit:,} bytes")
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
@@ -190,10 +240,61 @@ async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
         await form.close()
 
 
-def parse_pixels_json(body: bytes) -> np.ndarray:
-    """``{"pixels": 28x28 numbers in 0..255}`` -> float array ``(28, 28)``; anything else is a 4xx."""
+def image_pixels(data: bytes) -> int | None:
+    """Width x height from the image header, or ``None`` when the header does not parse.
+
+    Only to choose a :class:`Lane`; :func:`~mnistkit.preprocess.image.load_image` still
+    checks the size and decodes. Opening reads the header alone (microseconds).
+    """
+    from PIL import Image
+
     try:
-        doc = json.loads(body)
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
+            width, height = img.size
+            return width * height
+    except Exception:  # any failure is reported by load_image, with its message
+        return None
+
+
+# ---------------------------------------------------------------------- JSON pixels
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+
+
+def json_depth(body: bytes) -> int:
+    """Deepest bracket nesting of a JSON text, brackets inside strings ignored; linear time."""
+    chars = np.frombuffer(_JSON_STRING.sub(b'""', body), np.uint8)
+    step = np.isin(chars, _OPEN).astype(np.int32) - np.isin(chars, _CLOSE).astype(np.int32)
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _bounded_number(convert):
+    def parse(token: str):
+        if len(token) > MAX_NUMBER_CHARS:
+            raise ApiError(422, f"'pixels' values must be numbers 0-255; got a number of {len(token):,} characters "
+                                f"(at most {MAX_NUMBER_CHARS})")
+        return convert(token)
+    return parse
+
+
+_parse_int, _parse_float = _bounded_number(int), _bounded_number(float)
+
+
+def parse_pixels_json(body: bytes) -> np.ndarray:
+    """``{"pixels": 28x28 numbers in 0..255}`` -> float array ``(28, 28)``; anything else an :class:`ApiError` 4xx.
+
+    Size, nesting depth and number length are bounded before the values are built, so a
+    hostile body costs at most a linear scan of :data:`MAX_JSON_BYTES` bytes.
+    """
+    if len(body) > MAX_JSON_BYTES:
+        raise ApiError(413, f"JSON body of {len(body):,} bytes is over the limit of {MAX_JSON_BYTES:,} bytes")
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(422, f"JSON nested {depth:,} levels deep; at most {MAX_JSON_DEPTH} "
+                            "(send {\"pixels\": 28 rows of 28 numbers})")
+    try:
+        doc = json.loads(body, parse_int=_parse_int, parse_float=_parse_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or "pixels" not in doc:
@@ -206,29 +307,43 @@ def parse_pixels_json(body: bytes) -> np.ndarray:
         raise ApiError(422, "'pixels' values must be numbers 0-255")
     try:
         pixels = np.array(rows, dtype=np.float64)
-    except OverflowError:  # an integer too large for a float
+    except OverflowError:  # an integer too large for a float (short tokens cannot be, but stay safe)
         raise ApiError(422, "'pixels' values must be finite numbers between 0 and 255") from None
     if not (np.isfinite(pixels).all() and pixels.min() >= 0 and pixels.max() <= 255):
         raise ApiError(422, "'pixels' values must be finite numbers between 0 and 255 (no NaN or infinity)")
     return pixels
 
 
-def predict_image_bytes(ckpt, data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> dict:
+# ---------------------------------------------------------------------- prediction (worker threads)
+
+def predict_image_bytes(ckpt, data: bytes, name: str, max_pixels: int = SERVE_MAX_PIXELS,
+                        min_confidence: float = DEFAULT_MIN_CONFIDENCE, preview: bool = False) -> dict:
     """Decode + preprocess + predict one uploaded image (runs in a worker thread)."""
     try:
         digit = preprocess_image(load_image(data, max_pixels, name=name))
     except InputImageError as exc:
         raise ApiError(400, str(exc)) from None
-    return predict_digit(ckpt, digit)
+    return predict_digit(ckpt, digit, min_confidence, preview)
 
 
-def predict_pixels(ckpt, pixels: np.ndarray) -> dict:
+def predict_pixels(ckpt, pixels: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                   preview: bool = False) -> dict:
     """Predict 28x28 JSON pixels, through the same preprocessing as images (runs in a worker thread)."""
-    return predict_digit(ckpt, preprocess_image(pixels))
+    return predict_digit(ckpt, preprocess_image(pixels), min_confidence, preview)
 
 
-def predict_digit(ckpt, digit: np.ndarray) -> dict:
-    """One preprocessed uint8 ``(28, 28)`` digit -> ``{label, probability, probabilities}``."""
+def unsure_reason(digit: np.ndarray, probability: float, min_confidence: float) -> str | None:
+    """Why a prediction should not be trusted, or ``None``: no ink at all, or a low top probability."""
+    if not digit.any():
+        return "no ink found"
+    if probability < min_confidence:
+        return f"top probability {probability:.2f} is below the threshold {min_confidence:.2f}"
+    return None
+
+
+def predict_digit(ckpt, digit: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                  preview: bool = False) -> dict:
+    """One preprocessed uint8 ``(28, 28)`` digit -> the response body of ``POST /predict``."""
     import torch
 
     from mnistkit.inference import checkpoint_proba
@@ -236,8 +351,39 @@ def predict_digit(ckpt, digit: np.ndarray) -> dict:
     proba = checkpoint_proba(ckpt, torch.from_numpy(digit).unsqueeze(0))[0].tolist()
     names = ckpt.class_names
     best = max(range(len(proba)), key=proba.__getitem__)
-    return {"label": names[best], "probability": round(proba[best], 6),
-            "probabilities": {n: round(p, 6) for n, p in zip(names, proba)}}
+    reason = unsure_reason(digit, proba[best], min_confidence)
+    result = {"label": names[best], "probability": round(proba[best], 6),
+              "probabilities": {n: round(p, 6) for n, p in zip(names, proba)}, "unsure": reason is not None}
+    if reason is not None:
+        result["reason"] = reason
+    if preview:
+        result["preview"] = digit.tolist()
+    return result
+
+
+# ---------------------------------------------------------------------- metadata, errors
+
+_ABSOLUTE_PATH = re.compile(r"(?:^|(?<=[\s=,(\['\"]))(?:/|~/|[A-Za-z]:[\\/])[^\s'\",;)\]]+")
+
+
+def public_metadata(meta):
+    """The checkpoint metadata with every absolute path cut to its last part (``/home/u/runs/a`` -> ``a``).
+
+    ``/model`` is for anyone who can reach the server; where the files lie on this machine is not
+    theirs to know. Works inside longer strings too (a recorded training command).
+    """
+    if isinstance(meta, dict):
+        return {k: public_metadata(v) for k, v in meta.items()}
+    if isinstance(meta, list):
+        return [public_metadata(v) for v in meta]
+    if isinstance(meta, str):
+        return _ABSOLUTE_PATH.sub(lambda m: _last_part(m.group(0)), meta)
+    return meta
+
+
+def _last_part(path: str) -> str:
+    name = PureWindowsPath(path).name if "\\" in path else Path(path.rstrip("/")).name
+    return name or "."
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -245,9 +391,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        # After a 413 the rest of the body is unread: close rather than reuse the connection.
-        headers = {"Connection": "close"} if exc.status == 413 else None
-        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
+        headers = dict(exc.headers or {})
+        if exc.status in (408, 413):  # the rest of the body is unread: close rather than reuse the connection
+            headers["Connection"] = "close"
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -260,4 +407,5 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: answered as JSON, and Starlette still logs the traceback for us to fix.
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)

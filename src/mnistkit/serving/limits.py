@@ -1,0 +1,61 @@
+"""What a client's request may cost the server: every limit of ``mnistkit serve`` in one place.
+
+Imports nothing heavy, so the CLI's help can show these defaults without loading FastAPI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Largest request body accepted, in bytes (413 above it). The page sends a drawing of ~10 KB
+#: and resizes photos to at most 1,024 px a side (~200 KB JPEG) before uploading them.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+#: Largest JSON body: 784 numbers fit in ~25 KB even written with 30 characters each.
+MAX_JSON_BYTES = 64 * 1024
+#: Deepest JSON nesting accepted; ``{"pixels": [[...]]}`` needs 3.
+MAX_JSON_DEPTH = 8
+#: Longest JSON number token accepted, in characters (a float64 needs at most 24).
+MAX_NUMBER_CHARS = 32
+#: Largest image the server decodes, in pixels (2,000 x 2,000). ``mnistkit predict`` allows
+#: :data:`~mnistkit.preprocess.image.MAX_PIXELS`; a 28x28 model needs no more than this, and a
+#: server decodes for strangers: a 7,000 x 7,000 16-bit PNG costs over 1 GB.
+SERVE_MAX_PIXELS = 4_000_000
+#: Images up to this many pixels are "light" (a 400x400 canvas is 160,000; 512x512 fits).
+LIGHT_MAX_PIXELS = 300_000
+#: Threads for light work (JSON pixels, drawings, small images): one per core of a small machine.
+LIGHT_WORKERS = 2
+#: Light requests allowed to wait for a thread before 503 (each costs about a millisecond).
+LIGHT_QUEUE = 64
+#: Threads for large images: one, so they cannot take every core from the light lane.
+HEAVY_WORKERS = 1
+#: Large images allowed to wait for that thread; more get 503 at once, with Retry-After.
+HEAVY_QUEUE = 2
+#: Seconds a client has to send the whole request body (408 after).
+BODY_TIMEOUT_S = 10.0
+#: Below this calibrated top probability a prediction is reported as unsure (``--min-confidence``).
+DEFAULT_MIN_CONFIDENCE = 0.5
+#: Seconds a client has to send a request's headers, from connecting or from the previous response.
+HEADER_TIMEOUT_S = 10.0
+#: Seconds an idle keep-alive connection stays open.
+KEEP_ALIVE_S = 5
+#: Open connections (and requests in progress) at most; beyond it uvicorn answers 503. With the
+#: app's body limit this also bounds the memory that bodies being read can take (64 x 2 MiB).
+LIMIT_CONCURRENCY = 64
+#: Largest request line + headers, in bytes (h11's default is 16 KiB too; named here to be seen).
+MAX_HEADER_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Everything a client's request may cost; :func:`~mnistkit.serving.app.create_app` and
+    :func:`~mnistkit.serving.server.serve_forever` take one; its defaults are the constants above."""
+
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_pixels: int = SERVE_MAX_PIXELS
+    light_max_pixels: int = LIGHT_MAX_PIXELS
+    light_workers: int = LIGHT_WORKERS
+    light_queue: int = LIGHT_QUEUE
+    heavy_workers: int = HEAVY_WORKERS
+    heavy_queue: int = HEAVY_QUEUE
+    body_timeout_s: float = BODY_TIMEOUT_S
+    header_timeout_s: float = HEADER_TIMEOUT_S

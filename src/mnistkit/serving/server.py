@@ -1,0 +1,101 @@
+"""Running the app as a network server: bind the port first, then announce it, then serve under
+uvicorn with deadlines for slow clients (needs the ``serve`` extra).
+
+uvicorn closes idle keep-alive connections (``timeout_keep_alive``) but has no deadline for a
+client that sends its request headers a byte at a time ("slowloris"): such connections stay
+open for as long as the client likes, and enough of them exhaust the connection limit.
+:class:`DeadlineH11Protocol` adds that deadline; the app itself bounds how long a body may take.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from mnistkit.errors import ConfigError
+from mnistkit.serving.limits import HEADER_TIMEOUT_S, KEEP_ALIVE_S, LIMIT_CONCURRENCY, MAX_HEADER_BYTES, Limits
+
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, closing connections that do not deliver a request's headers in time.
+
+    The timer runs whenever no request is being handled (after connecting, after each
+    response) and is not reset by incoming bytes, so trickling data does not keep it alive.
+    """
+
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    _header_timer = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._handling_request():
+            self._disarm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self._handling_request():
+            self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _handling_request(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_deadline_passed)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_deadline_passed(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing() and not self._handling_request():
+            if self.conn.our_state in (h11.IDLE, h11.DONE):
+                try:
+                    self.transport.write(self.conn.send(h11.ConnectionClosed()) or b"")
+                except h11.LocalProtocolError:
+                    pass
+            self.transport.close()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; a busy port or unknown host is a one-line :class:`ConfigError`.
+
+    Binding before saying "serving at" means the message is true when it is printed.
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        hint = "; another program is using it: stop it or choose another --port" if exc.errno == errno.EADDRINUSE else ""
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
+
+
+def uvicorn_config(app, limits: Limits | None = None):
+    """uvicorn settings for an untrusted network: the deadline protocol and the limits of :mod:`.limits`."""
+    import uvicorn
+
+    timeout = (limits or Limits()).header_timeout_s
+    protocol = type("DeadlineH11Protocol", (DeadlineH11Protocol,), {"header_timeout_s": timeout})
+    return uvicorn.Config(app, http=protocol, timeout_keep_alive=KEEP_ALIVE_S, limit_concurrency=LIMIT_CONCURRENCY,
+                          h11_max_incomplete_event_size=MAX_HEADER_BYTES, lifespan="off",
+                          log_level="warning", access_log=False, server_header=False)
+
+
+def serve_forever(app, sock: socket.socket, limits: Limits | None = None) -> None:
+    """Serve ``app`` on the already-bound ``sock`` until Ctrl+C or SIGTERM."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn_config(app, limits)).run(sockets=[sock])
