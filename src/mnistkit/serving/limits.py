@@ -28,6 +28,8 @@ LIGHT_WORKERS = 2
 LIGHT_QUEUE = 64
 #: Threads for large images: one, so they cannot take every core from the light lane.
 HEAVY_WORKERS = 1
+#: Scheduling priority (nice) of those threads: below the light lane's, so they use spare CPU.
+HEAVY_NICE = 10
 #: Large images allowed to wait for that thread; more get 503 at once, with Retry-After.
 HEAVY_QUEUE = 2
 #: Seconds a client has to send the whole request body (408 after).
