@@ -1,4 +1,5 @@
-"""End to end: ``mnistkit serve`` in a subprocess, digits drawn with the mouse in headless Chromium.
+"""End to end: ``mnistkit serve`` in a subprocess, digits drawn with the mouse and photos uploaded
+in headless Chromium.
 
 Needs Playwright (Python package) and a Chromium binary (``/usr/bin/chromium`` or
 ``$MNISTKIT_CHROMIUM``); skips saying which is missing. Screenshots go to
@@ -141,3 +142,56 @@ def test_drawn_digit_is_recognised(page, server, digit, path):
     assert (shown, top_bar) == (digit, digit)
     assert page.text_content("#error") == ""
     assert all(url.startswith(server) for url in page.requests_seen), page.requests_seen
+
+
+def predict_requests(page) -> int:
+    return sum("/predict" in url for url in page.requests_seen)
+
+
+def test_prediction_waits_until_the_pen_rests(page):
+    """Three quick strokes of a 4: no request between them, one request once the pen has rested."""
+    page.click("#clear")
+    page.wait_for_load_state("networkidle")
+    before = predict_requests(page)
+    stroke(page, [(110, 40 + 10 * i) for i in range(12)])            # the left arm
+    stroke(page, [(110 + 8 * i, 150) for i in range(12)])            # the bar
+    assert predict_requests(page) == before, "a prediction was sent between strokes"
+    stroke(page, [(170, 40 + 10 * i) for i in range(21)])            # the stem
+    page.wait_for_function("document.getElementById('label').textContent !== '\\u2013'", timeout=10_000)
+    page.wait_for_timeout(1000)  # long enough for any further request to show up
+    page.wait_for_load_state("networkidle")
+    assert predict_requests(page) == before + 1
+    assert page.text_content("#label") in "0123456789" and page.text_content("#error") == ""
+    assert int(page.get_attribute("#preview", "data-ink")) > 0
+
+
+def photo_of(digit, path: Path) -> Path:
+    """An MNIST test digit as a phone might see it: dark ink on slightly tinted paper, off-centre, JPEG."""
+    import numpy as np
+    from PIL import Image
+
+    ink = np.zeros((480, 640))
+    ink[150:370, 300:520] = np.asarray(Image.fromarray(digit.numpy()).resize((220, 220), Image.BILINEAR)) / 255
+    paper = np.array([235, 228, 212]) * (1 - 0.8 * ink[..., None])  # the pen darkens the tinted paper
+    noisy = np.clip(paper + np.random.default_rng(0).integers(-6, 7, paper.shape), 0, 255)
+    Image.fromarray(noisy.astype(np.uint8)).save(path, quality=85)
+    return path
+
+
+def test_photo_upload_shows_a_prediction_and_the_preview(page, mnist_root, tmp_path):
+    from mnistkit.data.idx import read_idx
+
+    raw = mnist_root / "MNIST" / "raw"
+    images, labels = read_idx(raw / "t10k-images-idx3-ubyte.gz")[:3], read_idx(raw / "t10k-labels-idx1-ubyte.gz")[:3]
+    for i, (digit, label) in enumerate(zip(images, labels)):
+        page.click("#clear")
+        before = predict_requests(page)
+        page.set_input_files("#file" if i % 2 else "#photo", str(photo_of(digit, tmp_path / f"photo{i}.jpg")))
+        page.wait_for_function("document.getElementById('label').textContent !== '\\u2013'", timeout=15_000)
+        page.wait_for_load_state("networkidle")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"browser-photo-{i}.png"))
+        assert predict_requests(page) == before + 1
+        assert page.text_content("#error") == ""
+        assert page.text_content("#label") == str(int(label))
+        assert int(page.get_attribute("#preview", "data-ink")) > 20  # the 28x28 input shown has a digit in it

@@ -1,0 +1,144 @@
+"""``mnistkit serve`` as users run it: a real uvicorn process on 127.0.0.1, a trained model, real sockets.
+
+Covers what only a real server shows: slow clients timed out, a busy port and a bad checkpoint
+as one line with exit code 2, and a short mixed load (good requests beside hostile ones) with
+no 5xx, no traceback in the server log and bounded RSS. No timing asserts: the latency goals
+are measured by ``bench/load_test.py --attack``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from test_serve import assert_matches_library, drawing, png_bytes, save_trained  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+import load_test  # noqa: E402
+
+#: The server's --request-timeout here: short, so the slow-client tests take seconds.
+TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, mnist_root) -> Path:
+    """A run directory holding a trained model, served with ``--model RUN_DIR``."""
+    folder = tmp_path_factory.mktemp("run")
+    save_trained(folder / "model.safetensors", mnist_root)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(run_dir, tmp_path_factory):
+    """``mnistkit serve --model RUN_DIR`` on a free port; yields (base URL, process, log path)."""
+    port = load_test.free_port()
+    log_path = tmp_path_factory.mktemp("log") / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = load_test.start_server(run_dir, port, log, ("--request-timeout", str(TIMEOUT_S)))
+    try:
+        yield f"http://127.0.0.1:{port}", proc, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def ckpt(run_dir):
+    from mnistkit.checkpoint import load_checkpoint
+
+    return load_checkpoint(run_dir / "model.safetensors")
+
+
+def test_real_server_answers_like_the_library(server, ckpt):
+    base, _, log_path = server
+    data = png_bytes(drawing())
+    body = assert_matches_library(httpx.post(base + "/predict?preview=1", files={"file": ("d.png", data, "image/png")}),
+                                  ckpt)
+    assert body["label"] == "0"
+    assert_matches_library(httpx.post(base + "/predict", json={"pixels": body["preview"]}), ckpt,
+                           np.array(body["preview"], np.uint8))
+    assert "serving" in log_path.read_text() and str(REPO) not in httpx.get(base + "/model").text
+
+
+def _closed_after(sock: socket.socket, trickle: bytes, limit_s: float) -> tuple[float, bytes]:
+    """Send ``trickle`` a byte every 0.1 s; (seconds until the server closed, what it sent back)."""
+    start, answer = time.monotonic(), b""
+    sock.settimeout(0.1)
+    for byte in trickle:
+        if time.monotonic() - start > limit_s:
+            break
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            break
+        try:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    return time.monotonic() - start, answer
+
+
+def test_slow_headers_and_slow_bodies_are_cut_off(server):
+    base, _, _ = server
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+        took, _ = _closed_after(s, b"X-Slow: " + b"a" * 1000, limit_s=10 * TIMEOUT_S)
+    assert took < 5 * TIMEOUT_S, f"a client trickling headers was kept {took:.1f} s"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n")
+        took, answer = _closed_after(s, b"\x89" * 1000, limit_s=10 * TIMEOUT_S)
+    assert took < 5 * TIMEOUT_S and answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"not received within 1 s" in answer
+
+
+def test_busy_port_is_one_line_exit_2(server, run_dir):
+    base, _, _ = server
+    port = base.rsplit(":", 1)[1]
+    busy = subprocess.run([sys.executable, "-m", "mnistkit", "serve", str(run_dir), "--port", port],
+                          capture_output=True, text=True, timeout=60)
+    assert busy.returncode == 2 and busy.stdout == ""
+    assert busy.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+    assert "another program is using it" in busy.stderr and "serving" not in busy.stderr
+    # (a bad checkpoint is the same one line + exit 2: tested in process in test_serve.py)
+
+
+def test_short_mixed_load_no_server_errors_bounded_memory(server, ckpt):
+    """60 good requests at concurrency 8 while large PNGs, hostile JSON and trickling clients run beside them."""
+    base, proc, log_path = server
+    bodies = [("png-over-pixel-limit", load_test.big_png(2100, 2100), "image/png"),
+              ("png-just-under-limit", load_test.big_png(1500, 1500), "image/png"),
+              ("json-30000-deep", b"[" * 30000 + b"]" * 30000, "application/json"),
+              ("json-5000-digit-int", b'{"pixels": ' + b"9" * 5000 + b"}", "application/json")]
+    stats = asyncio.run(asyncio.wait_for(load_test.run_mixed(base + "/predict", "mixed", 60, 8, 60, bodies, 4), 120))
+    assert stats["requests"] == 60 and stats["errors"] == 0, stats["first_errors"]
+    assert stats["server_errors"] == 0 and stats["attack_server_errors"] == 0, stats["attack"]
+    attack = stats["attack"]
+    assert set(attack["png-over-pixel-limit"]) == {"400"} and set(attack["json-30000-deep"]) == {"422"}
+    assert set(attack["png-just-under-limit"]) <= {"200", "503"}
+    peak = load_test.peak_rss_mb(proc.pid)
+    assert peak is not None and peak < 1024, f"server peak RSS {peak:.0f} MB"
+    assert "Traceback" not in log_path.read_text()
+    # and the server still answers like the library afterwards
+    assert_matches_library(httpx.post(base + "/predict?preview=1", files={"file": ("d.png", png_bytes(drawing()),
+                                                                                    "image/png")}), ckpt)
