@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds clean
+.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds bench-serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench-quick: setup
 
 bench-seeds: setup
 	$(PY) bench/recipe_seeds.py
+
+# The server alone, then under attack (hostile uploads, deep JSON, slowloris) beside it; ~1 minute.
+bench-serve: setup
+	$(PY) bench/load_test.py --requests 2000 --concurrency 8 --payload mixed
+	$(PY) bench/load_test.py --requests 2000 --concurrency 8 --payload mixed --attack
 
 clean:
 	rm -rf $(VENV) runs test-artifacts .pytest_cache
