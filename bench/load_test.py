@@ -111,8 +111,13 @@ def start_server(checkpoint: Path, port: int, log=subprocess.DEVNULL, extra: tup
 GOOD_PIXELS = {"pixels": [[255 if 12 <= c <= 15 and 5 <= r <= 22 else 0 for c in range(28)] for r in range(28)]}
 
 
-async def run_load(url: str, payload: str, total: int, concurrency: int, time_limit: float) -> dict:
-    """Send up to ``total`` requests, ``concurrency`` at a time, until done or ``time_limit`` passes."""
+async def run_load(url: str, payload: str, total: int, concurrency: int, time_limit: float,
+                   expect: dict[str, dict] | None = None) -> dict:
+    """Send up to ``total`` requests, ``concurrency`` at a time, until done or ``time_limit`` passes.
+
+    ``expect`` maps ``"png"``/``"json"`` to the probabilities the answer must hold (to 1e-6);
+    a different answer counts as an error, as a failed request does.
+    """
     import httpx
 
     png = drawing_png()
@@ -129,13 +134,16 @@ async def run_load(url: str, payload: str, total: int, concurrency: int, time_li
             next_index += 1
             t0 = time.perf_counter()
             try:
-                if payload == "png" or (payload == "mixed" and next_index % 2):
+                kind = "png" if payload == "png" or (payload == "mixed" and next_index % 2) else "json"
+                if kind == "png":
                     r = await client.post(url, files={"file": ("d.png", png, "image/png")})
                 else:
                     r = await client.post(url, json=pixels)
                 if r.status_code != 200:
                     errors.append(f"HTTP {r.status_code}: {r.text[:100]}")
                     statuses[r.status_code] += 1
+                elif expect and kind in expect and not _same_probabilities(r.json()["probabilities"], expect[kind]):
+                    errors.append(f"wrong answer for {kind}: {r.json()['probabilities']} != {expect[kind]}")
             except httpx.HTTPError as exc:
                 errors.append(f"{type(exc).__name__}: {exc!r} (cause: {exc.__cause__!r}, request {next_index})")
             latencies.append(time.perf_counter() - t0)
@@ -229,7 +237,7 @@ async def slowloris(host: str, port: int, stop: asyncio.Event, lifetimes: list[f
 
 
 async def run_mixed(url: str, payload: str, total: int, concurrency: int, time_limit: float,
-                    bodies: list[tuple[str, bytes, str]], trickles: int) -> dict:
+                    bodies: list[tuple[str, bytes, str]], trickles: int, expect: dict[str, dict] | None = None) -> dict:
     """Good requests as :func:`run_load` while the hostile clients run; the attack stops when they end."""
     from urllib.parse import urlsplit
 
@@ -245,7 +253,7 @@ async def run_mixed(url: str, payload: str, total: int, concurrency: int, time_l
                   for _ in range(max(1, trickles // 4))]
     await asyncio.sleep(0.5)  # let the attack start first
     try:
-        stats = await run_load(url, payload, total, concurrency, time_limit)
+        stats = await run_load(url, payload, total, concurrency, time_limit, expect)
     finally:
         stop.set()
         await asyncio.gather(*attackers, return_exceptions=True)
@@ -267,6 +275,10 @@ def peak_rss_mb(pid: int) -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _same_probabilities(got: dict, want: dict) -> bool:
+    return got.keys() == want.keys() and all(abs(got[k] - want[k]) <= 1e-6 for k in want)
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -276,6 +276,44 @@ def test_framework_errors_use_the_same_json_shape(client):
     assert r.status_code == 405 and list(r.json()) == ["error"]
 
 
+def test_one_preprocessing_path_for_predict_serve_and_folder_training(client, tmp_path, monkeypatch):
+    """The same PNG reaches the model as the same uint8 tensor via predict, serve and an image folder."""
+    from mnistkit.data import load_dataset
+    from mnistkit.predict import predict_files
+
+    seen = []
+    real = mnistkit.inference.predict_proba
+
+    def spy(model, images, *args, **kwargs):
+        seen.append(images.clone())
+        return real(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(mnistkit.inference, "predict_proba", spy)
+    data = png_bytes(drawing())
+    for split in ("train", "test"):
+        (tmp_path / "folder" / split / "0").mkdir(parents=True)
+        (tmp_path / "folder" / split / "0" / "d.png").write_bytes(data)
+    ckpt = client.app.state.checkpoint
+    predict_files(ckpt, [str(tmp_path / "folder" / "train" / "0" / "d.png")])
+    client.post("/predict", files={"file": ("d.png", data, "image/png")})
+    trained_on = load_dataset(str(tmp_path / "folder")).train.images
+    assert len(seen) == 2 and seen[0].shape == (1, 28, 28) and seen[0].any()
+    assert torch.equal(seen[0], seen[1]) and torch.equal(seen[0], trained_on)
+
+
+def test_json_pixels_reach_the_model_unchanged(client, monkeypatch):
+    seen = []
+    real = mnistkit.inference.predict_proba
+    monkeypatch.setattr(mnistkit.inference, "predict_proba",
+                        lambda m, images, *a, **k: (seen.append(images.clone()), real(m, images, *a, **k))[1])
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[6:22, 12:16] = 255
+    pixels[6:22, 16] = 128
+    r = client.post("/predict", json={"pixels": pixels.tolist()})
+    assert r.status_code == 200
+    assert torch.equal(seen[0][0], torch.from_numpy(pixels))
+
+
 pixel_values = st.one_of(st.integers(-10**30, 10**30), st.floats(allow_nan=True, allow_infinity=True),
                          st.booleans(), st.none(), st.text(max_size=3))
 json_values = st.recursive(pixel_values, lambda inner: st.lists(inner, max_size=30)

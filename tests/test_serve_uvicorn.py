@@ -124,13 +124,20 @@ def test_busy_port_is_one_line_exit_2(server, run_dir):
 
 
 def test_short_mixed_load_no_server_errors_bounded_memory(server, ckpt):
-    """60 good requests at concurrency 8 while large PNGs, hostile JSON and trickling clients run beside them."""
+    """60 good requests at concurrency 8 while large PNGs, hostile JSON and trickling clients run beside them:
+    every good answer is the library's, no 5xx, no traceback, peak RSS under 1 GB."""
     base, proc, log_path = server
     bodies = [("png-over-pixel-limit", load_test.big_png(2100, 2100), "image/png"),
               ("png-just-under-limit", load_test.big_png(1500, 1500), "image/png"),
               ("json-30000-deep", b"[" * 30000 + b"]" * 30000, "application/json"),
               ("json-5000-digit-int", b'{"pixels": ' + b"9" * 5000 + b"}", "application/json")]
-    stats = asyncio.run(asyncio.wait_for(load_test.run_mixed(base + "/predict", "mixed", 60, 8, 60, bodies, 4), 120))
+    from mnistkit.preprocess.image import load_image, preprocess_image
+    from test_serve import expected
+
+    want = {"png": expected(ckpt, preprocess_image(load_image(load_test.drawing_png()))),
+            "json": expected(ckpt, np.array(load_test.GOOD_PIXELS["pixels"], np.uint8))}
+    stats = asyncio.run(asyncio.wait_for(load_test.run_mixed(base + "/predict", "mixed", 60, 8, 60, bodies, 4, want),
+                                         120))
     assert stats["requests"] == 60 and stats["errors"] == 0, stats["first_errors"]
     assert stats["server_errors"] == 0 and stats["attack_server_errors"] == 0, stats["attack"]
     attack = stats["attack"]
