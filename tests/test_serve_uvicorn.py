@@ -110,6 +110,10 @@ def test_slow_headers_and_slow_bodies_are_cut_off(server):
         took, answer = _closed_after(s, b"\x89" * 1000, limit_s=10 * TIMEOUT_S)
     assert took < 5 * TIMEOUT_S and answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"not received within 1 s" in answer
+    with socket.create_connection(("127.0.0.1", port)) as s:  # unfinished headers past the limit: 400, not memory
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000)  # > 16 KiB, all read at once
+        s.settimeout(5)
+        assert s.recv(100).startswith(b"HTTP/1.1 400")
 
 
 def test_busy_port_is_one_line_exit_2(server, run_dir):

@@ -1,4 +1,8 @@
-"""The web server behind ``mnistkit serve``: :func:`mnistkit.serving.app.create_app` (needs the ``serve`` extra).
+"""The web server behind ``mnistkit serve`` (needs the ``serve`` extra).
+
+- :mod:`.app`: the ASGI app (:func:`~mnistkit.serving.app.create_app`): page, ``/predict``, ``/model``;
+- :mod:`.server`: binding the port and running uvicorn with deadlines for slow clients;
+- :mod:`.limits`: every limit on what one request may cost (imports nothing heavy).
 
 Importing this package imports nothing heavy; FastAPI loads with :mod:`mnistkit.serving.app`.
 """
