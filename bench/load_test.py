@@ -190,12 +190,13 @@ def hostile_bodies(over_limit_side: int = 7000, under_limit_side: int = 1990) ->
 
 
 async def attack_requests(url: str, bodies: list[tuple[str, bytes, str]], stop: asyncio.Event, tally: dict) -> None:
-    """Send the hostile bodies in turn until ``stop``; count each answer's status (or transport error)."""
+    """Send the hostile bodies in turn until ``stop`` (each at least once); count each answer's status
+    (or transport error)."""
     import httpx
 
     async with httpx.AsyncClient(timeout=60) as client:
         i = 0
-        while not stop.is_set():
+        while not stop.is_set() or i < len(bodies):
             name, body, ctype = bodies[i % len(bodies)]
             i += 1
             try:
