@@ -50,6 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: png)")
     p.add_argument("--attack", action="store_true", help="run hostile clients beside the good requests")
     p.add_argument("--slowloris", type=int, default=20, help="trickling connections under --attack (default: 20)")
+    p.add_argument("--attack-only", metavar="URL",
+                   help="run only the hostile clients against URL (a running server's /predict) for --seconds, "
+                        "print what they got as one JSON line (bench/wrk_load.sh attack uses it)")
+    p.add_argument("--seconds", type=float, default=10.0, help="how long --attack-only runs (default: 10)")
     p.add_argument("--request-timeout", type=float, default=None,
                    help="the server's --request-timeout (default: the server's own)")
     return p.parse_args(argv)
@@ -237,34 +241,48 @@ async def slowloris(host: str, port: int, stop: asyncio.Event, lifetimes: list[f
         writer.close()
 
 
-async def run_mixed(url: str, payload: str, total: int, concurrency: int, time_limit: float,
-                    bodies: list[tuple[str, bytes, str]], trickles: int, expect: dict[str, dict] | None = None) -> dict:
-    """Good requests as :func:`run_load` while the hostile clients run; the attack stops when they end."""
+async def attack_until(url: str, bodies: list[tuple[str, bytes, str]], trickles: int, stop: asyncio.Event) -> dict:
+    """Run the hostile clients until ``stop`` is set; what they got back."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    stop = asyncio.Event()
     tally: dict = collections.defaultdict(collections.Counter)
     header_lifetimes: list[float] = []
     body_lifetimes: list[float] = []
-    attackers = [asyncio.create_task(attack_requests(url, bodies, stop, tally)) for _ in range(2)]
-    attackers += [asyncio.create_task(slowloris(parts.hostname, parts.port, stop, header_lifetimes))
-                  for _ in range(trickles)]
-    attackers += [asyncio.create_task(slowloris(parts.hostname, parts.port, stop, body_lifetimes, body=True))
+    attackers = [attack_requests(url, bodies, stop, tally) for _ in range(2)]
+    attackers += [slowloris(parts.hostname, parts.port, stop, header_lifetimes) for _ in range(trickles)]
+    attackers += [slowloris(parts.hostname, parts.port, stop, body_lifetimes, body=True)
                   for _ in range(max(1, trickles // 4))]
+    await asyncio.gather(*attackers, return_exceptions=True)
+    return {
+        "attack": {name: dict(counts) for name, counts in tally.items()},
+        "attack_server_errors": sum(n for counts in tally.values() for code, n in counts.items()
+                                    if code.isdigit() and int(code) >= 500 and code != "503"),
+        "busy_503": sum(counts.get("503", 0) for counts in tally.values()),
+        "header_trickle_max_s": max(header_lifetimes, default=0.0),
+        "body_trickle_max_s": max(body_lifetimes, default=0.0),
+    }
+
+
+async def run_mixed(url: str, payload: str, total: int, concurrency: int, time_limit: float,
+                    bodies: list[tuple[str, bytes, str]], trickles: int, expect: dict[str, dict] | None = None) -> dict:
+    """Good requests as :func:`run_load` while the hostile clients run; the attack stops when they end."""
+    stop = asyncio.Event()
+    attack = asyncio.create_task(attack_until(url, bodies, trickles, stop))
     await asyncio.sleep(0.5)  # let the attack start first
     try:
         stats = await run_load(url, payload, total, concurrency, time_limit, expect)
     finally:
         stop.set()
-        await asyncio.gather(*attackers, return_exceptions=True)
-    stats["attack"] = {name: dict(counts) for name, counts in tally.items()}
-    stats["attack_server_errors"] = sum(n for counts in tally.values() for code, n in counts.items()
-                                        if code.isdigit() and int(code) >= 500 and code != "503")
-    stats["busy_503"] = sum(counts.get("503", 0) for counts in tally.values())
-    stats["header_trickle_max_s"] = max(header_lifetimes, default=0.0)
-    stats["body_trickle_max_s"] = max(body_lifetimes, default=0.0)
-    return stats
+        summary = await attack
+    return {**stats, **summary}
+
+
+async def attack_for(url: str, seconds: float, trickles: int) -> dict:
+    """The hostile clients alone, for ``seconds`` (``--attack-only``: beside another load generator)."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(seconds, stop.set)
+    return await attack_until(url, hostile_bodies(), trickles, stop)
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -295,6 +313,11 @@ def cpu_seconds(pid: int) -> float | None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.attack_only:
+        import json
+
+        print(json.dumps(asyncio.run(attack_for(args.attack_only, args.seconds, args.slowloris))))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or make_checkpoint(Path(tmp))
         bodies = hostile_bodies() if args.attack else []

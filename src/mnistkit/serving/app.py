@@ -173,8 +173,9 @@ def create_app(checkpoint_path: str | Path | None = None, *, limits: Limits | No
             result = await light.run(predict_pixels, ckpt, pixels, min_confidence, preview)
         else:
             data, name = await _multipart_file(request, body) if kind == "multipart" else (body, "request body")
-            pixels_in_header = image_pixels(data)
-            lane = heavy if pixels_in_header is not None and pixels_in_header > limits.light_max_pixels else light
+            # Over the pixel limit is refused from the header in microseconds: the light lane will do.
+            size = image_pixels(data)
+            lane = heavy if size is not None and limits.light_max_pixels < size <= limits.max_pixels else light
             result = await lane.run(predict_image_bytes, ckpt, data, name, limits.max_pixels, min_confidence, preview)
         return JSONResponse(result)  # plain floats and strings: skip FastAPI's generic encoder
 
