@@ -195,3 +195,17 @@ def test_photo_upload_shows_a_prediction_and_the_preview(page, mnist_root, tmp_p
         assert page.text_content("#error") == ""
         assert page.text_content("#label") == str(int(label))
         assert int(page.get_attribute("#preview", "data-ink")) > 20  # the 28x28 input shown has a digit in it
+
+
+def test_blank_photo_is_shown_as_unsure(page, tmp_path):
+    from PIL import Image
+
+    blank = tmp_path / "blank.jpg"
+    Image.new("RGB", (640, 480), (235, 228, 212)).save(blank, quality=90)
+    page.click("#clear")
+    page.set_input_files("#file", str(blank))
+    page.wait_for_function("!document.getElementById('unsure').hidden", timeout=15_000)
+    assert "unsure" in page.text_content("#unsure") and "no ink" in page.text_content("#unsure")
+    assert page.get_attribute("#preview", "data-ink") == "0"
+    page.click("#clear")
+    assert page.is_hidden("#unsure")
