@@ -10,6 +10,7 @@ open for as long as the client likes, and enough of them exhaust the connection 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
 import h11
@@ -79,7 +80,8 @@ def bind(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
         hint = "; another program is using it: stop it or choose another --port" if exc.errno == errno.EADDRINUSE else ""
-        reason = exc.strerror or str(exc)
+        # create_server repeats the address in strerror; name-lookup errors have their own codes
+        reason = exc.strerror if isinstance(exc, socket.gaierror) or not exc.errno else os.strerror(exc.errno)
         raise ConfigError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
 
 
