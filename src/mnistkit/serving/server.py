@@ -19,6 +19,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from mnistkit.errors import ConfigError
 from mnistkit.serving.limits import HEADER_TIMEOUT_S, KEEP_ALIVE_S, LIMIT_CONCURRENCY, MAX_HEADER_BYTES, Limits
 
+
 class DeadlineH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, closing connections that do not deliver a request's headers in time.
 
