@@ -17,9 +17,10 @@ from PIL import Image  # noqa: E402
 
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from mnistkit.cli import main  # noqa: E402
+from mnistkit.data.kaggle import read_kaggle_csv  # noqa: E402
 from mnistkit.inference import predict_proba  # noqa: E402
 from mnistkit.models import build_model  # noqa: E402
-from mnistkit.predict import load_images, predict_files, read_kaggle_csv  # noqa: E402
+from mnistkit.prediction import load_images, predict_files  # noqa: E402
 from mnistkit.preprocess import Normalization  # noqa: E402
 from synthetic import quick_train  # noqa: E402
 
@@ -114,7 +115,7 @@ def test_json_with_top_k(ckpt_path, digit_dir, capsys, monkeypatch):
     doc = json.loads(out)
     assert [d["path"] for d in doc] == [str(digit_dir / "d0.png"), str(digit_dir / "d1.png")]
     for d in doc:
-        assert set(d) == {"path", "label", "probability", "top"} and len(d["top"]) == 3
+        assert set(d) == {"path", "label", "probability", "top", "unsure", "reason"} and len(d["top"]) == 3
         assert d["top"][0] == [d["label"], d["probability"]]
         ps = [p for _, p in d["top"]]
         assert ps == sorted(ps, reverse=True)

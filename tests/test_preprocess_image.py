@@ -194,7 +194,7 @@ def test_missing_file_and_pixel_limit_argument(tmp_path):
 
 
 def test_importing_mnistkit_loads_no_pil_fastapi_or_onnx():
-    code = ("import sys, mnistkit, mnistkit.preprocess, mnistkit.preprocess.image, mnistkit.predict, "
+    code = ("import sys, mnistkit, mnistkit.preprocess, mnistkit.preprocess.image, mnistkit.prediction, "
             "mnistkit.serving, mnistkit.cli; "
             "bad = [m for m in ('PIL', 'fastapi', 'onnx', 'onnxruntime', 'uvicorn') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")

@@ -279,7 +279,7 @@ def test_framework_errors_use_the_same_json_shape(client):
 def test_one_preprocessing_path_for_predict_serve_and_folder_training(client, tmp_path, monkeypatch):
     """The same PNG reaches the model as the same uint8 tensor via predict, serve and an image folder."""
     from mnistkit.data import load_dataset
-    from mnistkit.predict import predict_files
+    from mnistkit.prediction import predict_files
 
     seen = []
     real = mnistkit.inference.predict_proba

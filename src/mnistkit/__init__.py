@@ -6,6 +6,8 @@ Importing the package does no work: submodules (and torch) load on first use.
 >>> result = mnistkit.fit(model="logreg", epochs=1)          # doctest: +SKIP
 >>> result.test_accuracy                                      # doctest: +SKIP
 92.4
+>>> mnistkit.predict("my-digit.jpg")[0].label                 # doctest: +SKIP
+'7'
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ _LAZY = {
     "load_checkpoint": ("mnistkit.checkpoint", "load_checkpoint"),
     "save_checkpoint": ("mnistkit.checkpoint", "save_checkpoint"),
     "evaluate": ("mnistkit.evaluation", "evaluate"),
+    "predict": ("mnistkit.prediction", "predict"),
     "MnistkitError": ("mnistkit.errors", "MnistkitError"),
 }
 

@@ -187,12 +187,18 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict) -> Pat
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load, verify and rebuild a checkpoint's model (eval mode) on ``device``.
 
+    ``path`` is a ``.safetensors`` file or a run directory (then its ``model.safetensors``).
+
     Refuses with :class:`CheckpointError` a missing, truncated or tampered file, a
     pickle, a checkpoint naming an unknown model, and weights that do not fit the
     model its metadata names (listing missing and unexpected keys).
     """
     from mnistkit.models import build_model
 
+    if Path(path).is_dir():  # a run directory, as every command accepts: its model.safetensors
+        from mnistkit.api import resolve_checkpoint_path
+
+        path = resolve_checkpoint_path(path)
     tensors, meta = load_tensors(path)
     _check_meta(meta, path)
     options = meta.get("model_options", {})

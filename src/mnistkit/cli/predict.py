@@ -1,20 +1,32 @@
-"""``mnistkit predict``: labels for images, folders, stdin, or a Kaggle CSV (logic in :mod:`mnistkit.predict`)."""
+"""``mnistkit predict``: labels for images, folders, stdin, or a Kaggle CSV (logic in :mod:`mnistkit.prediction`)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
+from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
+
 
 @click.command()
-@click.argument("checkpoint", type=click.Path())
-@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@click.argument("inputs", nargs=-1, metavar="[CHECKPOINT] [INPUT]...")
+@click.option("--model", "model_path", type=click.Path(),
+              help="Checkpoint (.safetensors) or run directory to use.  [default: the bundled digit model]")
+@click.option("--number", is_flag=True,
+              help="Each INPUT is a written number (2026, a postcode): read its digits left to right.")
+@click.option("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE, show_default=True,
+              help="Report predictions whose top probability is below this as unsure ('?').")
+@click.option("--save-input", "save_dir", type=click.Path(file_okay=False),
+              help="Write the 28x28 image each input became (PNG) into this folder: what the model saw.")
+@click.option("--about", is_flag=True, help="Print the model's card (what it is, how it was trained, "
+              "its accuracy) and exit.")
 @click.option("--top-k", type=int, default=1, show_default=True,
               help="Show the K most likely labels for each image.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON list of {path, label, probability, top} instead of lines.")
+              help="Print one JSON list of {path, label, probability, top, unsure, reason} instead of lines.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
               help="A Kaggle Digit Recognizer CSV (pixel0..pixel783, optional label) instead of images.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
@@ -22,41 +34,83 @@ import click
 @click.option("--bf16", is_flag=True, help="bf16 autocast where the hardware has it: faster for large batches, "
               "may flip a few borderline predictions.  [default: exact fp32]")
 @click.pass_context
-def predict(ctx, checkpoint, inputs, top_k, as_json, csv_path, out_path, bf16):
-    """Predict the label of each INPUT: image files, folders (searched recursively), or - for stdin.
+def predict(ctx, inputs, model_path, number, min_confidence, save_dir, about, top_k, as_json, csv_path,
+            out_path, bf16):
+    """Predict the digit in each INPUT: image files, folders (searched recursively), or - for stdin.
 
-    CHECKPOINT is a .safetensors file or a run directory.
+    With no CHECKPOINT and no --model, the bundled pretrained digit model is used.
+    The older form `mnistkit predict CHECKPOINT INPUT...` still works: a first
+    argument that is a .safetensors file, or a run directory holding
+    model.safetensors, is the model.
 
-    Prints "path  label  probability" per image. Unreadable images are reported
-    on stderr and skipped; the exit code is then 2.
+    Prints "path  label  probability" per image; "path  ?  label  probability
+    (reason)" when the input is no readable single digit (no ink, several digits,
+    a blot, or low confidence). Unreadable images are reported on stderr and
+    skipped; the exit code is then 2.
     """
     from mnistkit.api import resolve_checkpoint_path
     from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.prediction import check_min_confidence
 
+    inputs = list(inputs)
+    if inputs and _is_checkpoint(inputs[0]):
+        if model_path:
+            raise click.UsageError(f"{inputs[0]} is a checkpoint and --model gives another: give the model once")
+        model_path = inputs.pop(0)
+    check_min_confidence(min_confidence)
+    ckpt = load_checkpoint(resolve_checkpoint_path(model_path))
+    if about:
+        _print_about(ckpt, as_json)
+        return 0
     if csv_path and inputs:
         raise click.UsageError("give image INPUTs or --csv, not both")
     if not csv_path and not inputs:
         raise click.UsageError("give at least one INPUT (a file, a folder, or - for stdin), or --csv FILE")
     if out_path and not csv_path:
         raise click.UsageError("--out goes with --csv (it writes a Kaggle submission)")
-    ckpt = load_checkpoint(resolve_checkpoint_path(checkpoint))
+    if csv_path and (number or save_dir):
+        raise click.UsageError("--number and --save-input go with image INPUTs, not --csv")
     if csv_path:
         _predict_csv(ckpt, csv_path, out_path, bf16)
         return 0
-    failed = _predict_images(ckpt, inputs, top_k, as_json, bf16)
+    if number:
+        failed = _read_numbers(ckpt, inputs, as_json, min_confidence, save_dir)
+    else:
+        failed = _predict_images(ckpt, inputs, top_k, as_json, bf16, min_confidence, save_dir)
     if failed:
         ctx.exit(2)  # click.exceptions.Exit: reaches the process in and out of standalone mode
     return 0
 
 
-def _predict_images(ckpt, inputs, top_k: int, as_json: bool, bf16: bool = False) -> int:
-    """Print predictions and one stderr line per failed input; returns how many failed."""
-    from mnistkit.predict import STDIN, format_line, predict_files
+def _is_checkpoint(arg: str) -> bool:
+    """A .safetensors file, or a run directory holding model.safetensors: unambiguous, since images
+    are never .safetensors and a folder of images holds no model.safetensors."""
+    p = Path(arg)
+    return (p.suffix == ".safetensors" and not p.is_dir()) or (p.is_dir() and (p / "model.safetensors").is_file())
 
-    stdin = sys.stdin.buffer.read() if STDIN in inputs else None
-    result = predict_files(ckpt, inputs, top_k=top_k, stdin=stdin, bf16=bf16)
-    for _, message in result.failures:
+
+def _read_stdin(inputs) -> bytes | None:
+    from mnistkit.prediction import STDIN
+    from mnistkit.preprocess.image import read_limited
+
+    return read_limited(sys.stdin.buffer, "<stdin>") if STDIN in inputs else None
+
+
+def _echo_failures(failures) -> None:
+    for _, message in failures:
         click.echo(f"mnistkit predict: error: {' '.join(message.split())}", err=True)
+
+
+def _predict_images(ckpt, inputs, top_k: int, as_json: bool, bf16: bool = False,
+                    min_confidence: float = DEFAULT_MIN_CONFIDENCE, save_dir: str | None = None) -> int:
+    """Print predictions and one stderr line per failed input; returns how many failed."""
+    from mnistkit.prediction import format_line, predict_files, save_inputs
+
+    result = predict_files(ckpt, inputs, top_k=top_k, stdin=_read_stdin(inputs), bf16=bf16,
+                           min_confidence=min_confidence)
+    _echo_failures(result.failures)
+    if save_dir:
+        save_inputs(result.predictions, save_dir)
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in result.predictions], indent=2))
     else:
@@ -65,10 +119,47 @@ def _predict_images(ckpt, inputs, top_k: int, as_json: bool, bf16: bool = False)
     return len(result.failures)
 
 
+def _read_numbers(ckpt, inputs, as_json: bool, min_confidence: float, save_dir: str | None) -> int:
+    """``--number``: one line (or JSON object) per input with the number and per-digit confidence."""
+    from mnistkit.prediction import expand_inputs, format_number_line, read_number_files, save_number_inputs
+
+    names, failures = expand_inputs(inputs)
+    readings = read_number_files(ckpt, names, _read_stdin(inputs), min_confidence, failures)
+    _echo_failures(failures)
+    if save_dir:
+        save_number_inputs(readings, save_dir)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in readings], indent=2))
+    else:
+        for r in readings:
+            click.echo(format_number_line(r))
+    return len(failures)
+
+
+def _print_about(ckpt, as_json: bool) -> None:
+    """The model card stored in the checkpoint (key ``card``), else what its metadata says."""
+    meta = ckpt.meta
+    card = meta.get("card")
+    if not isinstance(card, dict):
+        card = {"model": meta.get("model"), "dataset": meta.get("dataset"), "classes": meta.get("class_names"),
+                "metrics": meta.get("metrics"), "created": meta.get("created")}
+        if meta.get("temperature") is not None:
+            card["temperature"] = meta.get("temperature")
+    card = {"checkpoint": str(ckpt.path), **card}
+    if as_json:
+        click.echo(json.dumps(card, indent=2, default=str))
+        return
+    width = max(len(str(k)) for k in card)
+    for key, value in card.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, default=str)
+        click.echo(f"{str(key) + ':':<{width + 2}}{value}")
+
+
 def _predict_csv(ckpt, csv_path: str, out_path: str | None, bf16: bool = False) -> None:
     """Write the submission (to ``out_path`` or stdout) and print the accuracy when labels exist."""
     from mnistkit.checkpoint import atomic_write_bytes
-    from mnistkit.predict import predict_csv, submission_csv
+    from mnistkit.prediction import predict_csv, submission_csv
 
     result = predict_csv(ckpt, csv_path, bf16)
     text = submission_csv(result.predicted, ckpt.class_names)

@@ -5,31 +5,42 @@ ratio, anti-aliased) and then placed in a 28x28 field so that their centre of
 mass sits at the centre, white ink on black. A model trained on that only works
 on input framed the same way, so every path that turns an image into model input
 (image-folder training, ``mnistkit predict``, ``mnistkit serve``) calls
-:func:`preprocess_image`; normalisation then happens once, in
-:func:`mnistkit.preprocess.normalize`, with the checkpoint's own statistics.
+:func:`preprocess_image` (or :func:`analyze_image`, which also says what it
+found; :func:`analyze_number` for a written number); normalisation then happens once, in :func:`mnistkit.preprocess.normalize`,
+with the checkpoint's own statistics.
 
 Steps, each a small function below::
 
-    load_image       decode (PNG, JPEG, BMP, GIF frame 0, TIFF, WebP, PNM), EXIF orientation,
-                     refuse empty / undecodable / over-``max_pixels`` input
+    load_image       read at most MAX_FILE_BYTES of a regular file, decode (PNG, JPEG, BMP,
+                     GIF frame 0, TIFF, WebP, PNM) at reduced size where the format allows
+                     (JPEG: ``Image.draft``), EXIF orientation, refuse over-``max_pixels`` input
     to_grayscale     alpha composited on white, 16-bit and float modes rescaled, -> uint8
-    ink_on_dark      invert when the border (the background) is brighter than the ink
-    isolate_ink      subtract the background level, stretch to 0..255, zero faint noise
-    fit_box          crop to the ink's bounding box, scale into 20x20 (area-averaged)
+    shrink           at most WORK_SIDE px on the long side (whole-factor box reduction)
+    ink_contrast     the paper's brightness estimated *locally* (max-filter + blur on a coarse
+                     grid, so vignettes, light gradients and shadows are flattened), each
+                     pixel's ink = how much darker than its local paper it is, 0..255
+    ink_mask         Otsu's threshold on that contrast (never below MIN_INK)
+    find_pieces      connected components; specks dropped, pieces touching the border (page
+                     edge, shadows) dropped when anything else is left, the rest grouped
+                     into digits by horizontal overlap (the two strokes of a 4 are one digit)
+    fit_box          crop to the kept ink's bounding box, scale into 20x20 (area-averaged)
     center_by_mass   paste into 28x28 with the centre of mass at (14, 14)
 
 A 28x28 input is taken to be framed already (MNIST, Kaggle CSV, the server's
 JSON pixels): it is only made grayscale and bright-on-dark, so MNIST images
 pass through byte-identical.
 
-Needs Pillow (the ``images`` or ``serve`` extra); it is imported on first use.
+Needs Pillow and SciPy (the ``images`` or ``serve`` extra); they are imported on first use.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import IO, TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -46,30 +57,80 @@ BOX = 20
 CENTER = 14.0
 #: Refuse images with more pixels than this before decoding them (decompression bombs).
 MAX_PIXELS = 50_000_000
+#: Refuse image files (and standard input) larger than this, in bytes, before reading them whole.
+MAX_FILE_BYTES = 64 * 1024 * 1024
 #: Formats we agree to decode; Pillow's other plugins (EPS, ...) are never tried on user input.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 #: A border median above this (0..255) means a light background: the image is inverted.
 LIGHT_BACKGROUND = 127
-#: Less contrast than this between ink and background (0..255) counts as a blank image.
-MIN_CONTRAST = 32
-#: After stretching ink to 0..255, values below this are paper texture / JPEG noise, not ink.
-INK_THRESHOLD = 48
+#: Photos are analysed with at most this many pixels on the long side: a digit 60 px tall in a
+#: 640 px frame keeps ~60 px, far more than the 20 px it ends as. JPEGs decode straight to it.
+WORK_SIDE = 640
+#: The paper's brightness is estimated on a copy about this many px on the long side, with a
+#: closing window of 1/PAPER_WINDOW of it: wider than any pen stroke of a digit that fits the frame.
+PAPER_SIDE = 160
+PAPER_WINDOW = 8
+#: Paper darker than this (0..255) is treated as this bright when measuring ink contrast.
+DARK_PAPER = 64
+#: Ink is at least this much darker than its local paper (0..255 of the paper's brightness):
+#: the floor under Otsu's threshold, so paper grain and JPEG noise on a blank page are not ink.
+MIN_INK = 40
+#: After stretching the digit's ink to 0..255, grown-edge values below this are noise, not ink.
+FAINT = 48
+#: Pieces smaller than this share of the largest piece (in pixels) are specks, not ink.
+SPECK = 0.03
+#: Two pieces belong to one digit when their columns overlap by this share of the narrower one.
+SAME_DIGIT_OVERLAP = 0.5
+#: A separate ink group at least this share of the digit's size (pixels) counts as another digit.
+OTHER_DIGIT = 0.25
+#: A group wider than this many times its height is taken to be touching digits (numbers).
+TOUCHING_WIDTH = 1.1
 
 ImageSource = Union[str, Path, bytes, bytearray]
 
 
-def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, *, name: str | None = None) -> "PILImage.Image":
-    """Decode an image file (a path, or its bytes) into an upright PIL image.
+@dataclass(frozen=True)
+class DigitAnalysis:
+    """What :func:`analyze_image` made of one image: the model input and what it found on the way.
+
+    ``digit``: uint8 ``(28, 28)``, bright ink on black (all zero when no ink was found).
+    ``digits_found``: separate digit-sized ink groups (0: blank; 1: one digit; 2+: several).
+    ``ink_share``: share of the whole (working-size) image that is ink; near 1 when ink fills it.
+    ``box_fill``: share of the 28x28 frame's pixels that are solid ink (>= 128); MNIST digits
+    rarely pass 0.4, a photographed object or a filled blob does.
+    ``framed``: the input was already 28x28 and passed through untouched.
+    """
+
+    digit: np.ndarray
+    digits_found: int
+    ink_share: float
+    box_fill: float
+    framed: bool = False
+
+    def to_dict(self) -> dict:
+        return {"digits_found": self.digits_found, "ink_share": round(self.ink_share, 4),
+                "box_fill": round(self.box_fill, 4), "framed": self.framed}
+
+
+# --- reading and decoding -------------------------------------------------------------------------
+
+def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, *, name: str | None = None,
+               max_bytes: int = MAX_FILE_BYTES) -> "PILImage.Image":
+    """Decode an image file (a path, or its bytes) into an upright PIL image, reduced in size.
 
     ``name`` is what error messages call the input (default: the path, or
-    ``"<bytes>"``). The size is checked from the header before any pixel is
-    decoded, so a small file that would decode to gigabytes is refused cheaply.
-    Any failure raises :class:`~mnistkit.errors.InputImageError` naming the input.
+    ``"<bytes>"``). Only regular files are read, and at most ``max_bytes`` of
+    them. The size is checked from the header before any pixel is decoded, so a
+    small file that would decode to gigabytes is refused cheaply; JPEGs are then
+    decoded at 1/2, 1/4 or 1/8 scale when that still leaves :data:`WORK_SIDE`
+    pixels (the DCT does the shrinking: a 12-megapixel photo costs a fraction
+    of a full decode). Any failure raises :class:`~mnistkit.errors.InputImageError`
+    whose message starts with the input's name.
     """
     from PIL import Image, ImageOps
 
     label = name or (str(source) if isinstance(source, (str, Path)) else "<bytes>")
-    data = _read_bytes(source, label)
+    data = _read_bytes(source, label, max_bytes)
     if not data:
         raise InputImageError(f"{label}: empty file, not an image")
     # Decoding is where hostile or broken input shows up, as any of a dozen
@@ -82,6 +143,9 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, *, name: str |
                     f"{label}: image is {width}x{height} = {width * height:,} pixels, "
                     f"over the limit of {max_pixels:,}")
             img.seek(0)  # animated GIF / multi-page TIFF: the first frame
+            if img.format == "JPEG" and max(width, height) > WORK_SIDE:
+                scale = WORK_SIDE / max(width, height)  # draft keeps at least the size asked for
+                img.draft("L" if img.mode == "L" else "RGB", (int(width * scale) + 1, int(height * scale) + 1))
             img.load()  # pixels now in memory: the image outlives the closed buffer
             ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when upright
             return img
@@ -97,19 +161,47 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, *, name: str |
         raise InputImageError(f"{label}: cannot decode image ({type(exc).__name__}: {exc})") from None
 
 
-def _read_bytes(source: ImageSource, label: str) -> bytes:
-    """The file's bytes; a missing or unreadable file is an :class:`InputImageError`."""
+def _read_bytes(source: ImageSource, label: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The file's bytes: regular files only (a FIFO or device is refused without waiting on it),
+    at most ``max_bytes``; a missing or unreadable file is an :class:`InputImageError`."""
     if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) > max_bytes:
+            raise InputImageError(f"{label}: {len(source):,} bytes, over the limit of {max_bytes:,}")
         return bytes(source)
     try:
-        return Path(source).read_bytes()
+        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of hanging; it is then
+        # refused as not a regular file. Regular files ignore the flag.
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise InputImageError(f"{label}: no such file") from None
     except IsADirectoryError:
         raise InputImageError(f"{label}: is a directory, not an image") from None
     except OSError as exc:
         raise InputImageError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputImageError(f"{label}: is a directory, not an image")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputImageError(f"{label}: not a regular file (a pipe, device or socket), not an image")
+        if info.st_size > max_bytes:
+            raise InputImageError(f"{label}: file is {info.st_size:,} bytes, over the limit of {max_bytes:,}")
+        return read_limited(f, label, max_bytes)
 
+
+def read_limited(stream: IO[bytes], label: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """At most ``max_bytes`` from a stream (standard input, an upload): one byte more is an error,
+    so an endless stream (``< /dev/zero``) costs bounded memory and ends in one clear line."""
+    try:
+        data = stream.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputImageError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise InputImageError(f"{label}: more than {max_bytes:,} bytes, over the limit")
+    return data
+
+
+# --- the one preprocessing path -------------------------------------------------------------------
 
 def preprocess_image(img: "PILImage.Image | np.ndarray") -> np.ndarray:
     """A PIL image (or a 2-D array of 0..255 values) -> uint8 ``(28, 28)``, bright ink on black.
@@ -117,14 +209,44 @@ def preprocess_image(img: "PILImage.Image | np.ndarray") -> np.ndarray:
     The single function every image goes through before normalisation. A blank
     image (no ink) gives an all-zero 28x28 array rather than an error.
     """
+    return analyze_image(img).digit
+
+
+def analyze_image(img: "PILImage.Image | np.ndarray") -> DigitAnalysis:
+    """:func:`preprocess_image`'s work, also saying what it found (see :class:`DigitAnalysis`).
+
+    The unsure rule (:func:`mnistkit.prediction.unsure_reason`) reads the findings.
+    """
     gray = to_grayscale(img)
-    gray = ink_on_dark(gray)
+    paper_is_light = _border_median(gray) > LIGHT_BACKGROUND
     if gray.shape == (SIDE, SIDE):
-        return gray  # already framed like MNIST: touch nothing
-    ink = isolate_ink(gray)
-    if ink is None:
-        return np.zeros((SIDE, SIDE), np.uint8)
-    return center_by_mass(fit_box(ink))
+        digit = 255 - gray if paper_is_light else gray  # already framed like MNIST: touch nothing else
+        return _framed_analysis(digit)
+    ink = ink_map(shrink(gray), paper_is_light)
+    groups, ink_share = find_pieces(ink_mask(ink))
+    if not groups:
+        return DigitAnalysis(np.zeros((SIDE, SIDE), np.uint8), 0, ink_share, 0.0)
+    main = max(groups, key=lambda g: g.area)
+    digit = frame_digit(ink, main.mask)
+    return DigitAnalysis(digit, _count_digits(groups), ink_share, _box_fill(digit))
+
+
+def analyze_number(img: "PILImage.Image | np.ndarray") -> list[DigitAnalysis]:
+    """A written number -> one analysis (and MNIST-framed 28x28 digit) per digit, left to right.
+
+    Ink pieces are grouped by column overlap (the strokes of a 4 or a 5 are one
+    digit), specks and border-touching shadows dropped as for single digits, and
+    a group much wider than tall is cut at its thinnest columns into as many
+    digit-wide parts as its width suggests (digits that touch). Empty when no ink.
+    """
+    gray = to_grayscale(img)
+    ink = ink_map(shrink(gray), _border_median(gray) > LIGHT_BACKGROUND)
+    groups, ink_share = find_pieces(ink_mask(ink), min_share=OTHER_DIGIT)
+    masks = []
+    for group in sorted(groups, key=lambda g: g.left):
+        masks.extend(split_touching(group.mask))
+    digits = [frame_digit(ink, m) for m in masks]
+    return [DigitAnalysis(d, 1, ink_share, _box_fill(d)) for d in digits]
 
 
 def image_to_tensor(source: ImageSource, max_pixels: int = MAX_PIXELS) -> "torch.Tensor":
@@ -133,6 +255,27 @@ def image_to_tensor(source: ImageSource, max_pixels: int = MAX_PIXELS) -> "torch
 
     return torch.from_numpy(preprocess_image(load_image(source, max_pixels)))
 
+
+def _framed_analysis(digit: np.ndarray) -> DigitAnalysis:
+    """Findings for an already-framed 28x28 digit (the server's canvas pixels, MNIST itself)."""
+    groups, _ = find_pieces(digit >= 128)
+    if not groups:
+        return DigitAnalysis(digit, 0, 0.0, 0.0, framed=True)
+    fill = _box_fill(digit)
+    return DigitAnalysis(digit, _count_digits(groups), fill, fill, framed=True)
+
+
+def _count_digits(groups: list["_Group"]) -> int:
+    """The largest group, plus every other group at least :data:`OTHER_DIGIT` of its size."""
+    main = max(g.area for g in groups)
+    return sum(1 for g in groups if g.area >= OTHER_DIGIT * main)
+
+
+def _box_fill(digit: np.ndarray) -> float:
+    return float((digit >= 128).mean())
+
+
+# --- grayscale ------------------------------------------------------------------------------------
 
 def to_grayscale(img: "PILImage.Image | np.ndarray") -> np.ndarray:
     """Any PIL mode (or an array) -> uint8 ``(H, W)``; transparency is composited on white paper."""
@@ -152,21 +295,26 @@ def to_grayscale(img: "PILImage.Image | np.ndarray") -> np.ndarray:
         img = img.convert("RGB")  # palette, CMYK, YCbCr, 1-bit, ...
     if img.mode != "L":
         img = img.convert("L")
-    return np.asarray(img, dtype=np.uint8).copy()
+    return np.array(img, dtype=np.uint8)
 
 
 def _array_to_uint8(arr: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
-    """A 2-D numeric array on the 0..255 scale -> uint8 (16-bit data is scaled down first)."""
+    """A 2-D numeric array on the 0..255 scale -> uint8 (16-bit data is scaled down first).
+
+    Works in float32 (half the memory of float64; 0..65535 is exact in it).
+    """
     arr = np.asarray(arr)
     if arr.ndim != 2 or arr.size == 0:
         raise InputImageError(f"expected a 2-D grayscale image, got shape {tuple(arr.shape)}")
     if arr.dtype == np.uint8:
         return arr.copy()
-    a = arr.astype(np.float64)
+    if arr.dtype.kind in "iub":
+        if sixteen_bit and int(arr.max()) > 255:
+            return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 65535 -> 255, rounded
+        return np.clip(arr, 0, 255).astype(np.uint8)
+    a = arr.astype(np.float32)
     if not np.isfinite(a).all():
         raise InputImageError("image has NaN or infinite pixel values")
-    if sixteen_bit and a.max() > 255:
-        a = a / 257.0  # 65535 -> 255
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
@@ -186,20 +334,192 @@ def _border_median(gray: np.ndarray) -> float:
     return float(np.median(ring))
 
 
-def isolate_ink(gray: np.ndarray) -> np.ndarray | None:
-    """Background level -> 0, brightest ink -> 255, faint noise -> 0; float ``(H, W)``.
+def shrink(gray: np.ndarray) -> np.ndarray:
+    """At most :data:`WORK_SIDE` px on the long side, by a whole-factor box reduction (each output
+    pixel the mean of its block: strokes stay anti-aliased, no ringing)."""
+    factor = -(-max(gray.shape) // WORK_SIDE)  # ceiling division
+    if factor <= 1:
+        return gray
+    from PIL import Image
 
-    Returns ``None`` when there is no ink (a blank page: the brightest pixel is
-    within :data:`MIN_CONTRAST` of the background).
+    return np.asarray(Image.fromarray(gray).reduce(factor))
+
+
+# --- finding the ink ------------------------------------------------------------------------------
+
+def ink_map(gray: np.ndarray, paper_is_light: bool) -> np.ndarray:
+    """:func:`ink_contrast` in the right polarity.
+
+    A light border means dark ink on paper. A dark border is either light ink
+    on a dark ground (a chalkboard, an MNIST-style drawing) or a dark photo of
+    paper (dim light, a vignette, a shadow over the edges). Ink is the minority
+    of the pixels near it, so in each patch of the image that holds some ink the
+    median sits on the paper side and the mean is pulled towards the ink:
+    mean below median, summed over patches, means dark ink.
     """
-    background = _border_median(gray)
-    ink = np.clip(gray.astype(np.float32) - background, 0, None)
-    peak = float(ink.max())
-    if peak < MIN_CONTRAST:
-        return None
-    ink *= 255.0 / peak
-    ink[ink < INK_THRESHOLD] = 0.0
-    return ink
+    if paper_is_light or _dark_ink_votes(gray) > 0:
+        return ink_contrast(gray, True)
+    return ink_contrast(gray, False)
+
+
+def _dark_ink_votes(gray: np.ndarray, patches: int = 8) -> float:
+    """Sum over patches (a ``patches`` x ``patches`` grid) holding ink-like contrast of
+    (median - mean): positive when dark marks are the minority, negative for light marks."""
+    h, w = gray.shape
+    ph, pw = max(1, h // patches), max(1, w // patches)
+    grid = gray[:ph * patches, :pw * patches].reshape(patches, ph, patches, pw).swapaxes(1, 2)
+    grid = grid.reshape(patches * patches, ph * pw)
+    lo, med, hi = np.percentile(grid, (1, 50, 99), axis=1)
+    mean = grid.mean(axis=1, dtype=np.float32)
+    inked = (hi - lo) >= MIN_INK
+    return float((med - mean)[inked].sum())
+
+
+def ink_contrast(gray: np.ndarray, paper_is_light: bool = True) -> np.ndarray:
+    """uint8 ``(H, W)``: how much darker than its *local* paper each pixel is, 0 (paper) .. 255 (black).
+
+    The paper's brightness is a grey-level *closing* (max-filter, then min-filter)
+    with a square 1/:data:`PAPER_WINDOW` of the long side, on a copy reduced to
+    about :data:`PAPER_SIDE` px: it erases dark marks narrower than the square
+    (pen strokes) but follows anything wider or smooth (a vignette, light from
+    one side, the edge of a soft shadow: a closing leaves a monotone ramp
+    unchanged, where a plain max-filter would carry the lit side into the
+    shadow). Dividing by it cancels the light, which scales paper and ink alike.
+    Light-on-dark images (a chalkboard, MNIST-style drawings) are inverted first.
+    """
+    from PIL import Image
+    from scipy import ndimage
+
+    paper_up = gray if paper_is_light else 255 - gray
+    h, w = paper_up.shape
+    factor = max(1, max(h, w) // PAPER_SIDE)
+    small = np.asarray(Image.fromarray(paper_up).reduce(factor)) if factor > 1 else paper_up
+    window = max(3, max(small.shape) // PAPER_WINDOW) | 1
+    closed = ndimage.grey_closing(small, size=(window, window), mode="nearest")
+    closed = ndimage.uniform_filter(closed, size=3, mode="nearest")  # soften the square's corners
+    if factor > 1:
+        closed = np.asarray(Image.fromarray(closed).resize((w, h), Image.Resampling.BILINEAR))
+    paper = closed.astype(np.uint16)
+    smooth = ndimage.uniform_filter(paper_up, size=3)  # sensor noise down ~3x; strokes stay
+    darker = paper - np.minimum(smooth, paper)  # uint16: no negative wrap-around
+    # Relative to the paper (shadows scale ink and paper alike), but in near-black corners
+    # relative to DARK_PAPER: there the noise, not the ink, would be amplified.
+    return ((darker * 255) // np.maximum(paper, DARK_PAPER)).astype(np.uint8)
+
+
+def ink_mask(ink: np.ndarray) -> np.ndarray:
+    """Boolean ``(H, W)``: Otsu's threshold on the contrast histogram, never below :data:`MIN_INK`."""
+    hist = np.bincount(ink.ravel(), minlength=256).astype(np.float64)  # 256 bins: no image-sized copy
+    return ink >= max(MIN_INK, _otsu(hist))
+
+
+def _otsu(hist: np.ndarray) -> int:
+    """The threshold (first level of the upper class) that maximises between-class variance."""
+    levels = np.arange(256)
+    weight0 = np.cumsum(hist)
+    mass0 = np.cumsum(hist * levels)
+    total, mass = weight0[-1], mass0[-1]
+    weight1 = total - weight0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mass0 * total - mass * weight0) ** 2 / (weight0 * weight1)
+    between[~np.isfinite(between)] = 0
+    return int(np.argmax(between)) + 1
+
+
+@dataclass
+class _Group:
+    """Ink pieces taken to be one digit: their joint mask, size in pixels, and column span."""
+
+    mask: np.ndarray
+    area: int
+    left: int
+    right: int
+
+
+def find_pieces(mask: np.ndarray, min_share: float = SPECK) -> tuple[list[_Group], float]:
+    """The ink's digit groups and the share of the image that is ink.
+
+    Connected pieces (8-connectivity) smaller than ``min_share`` of the largest
+    are specks; pieces touching the image border (a page edge, a shadow, the
+    table) are dropped when any piece not touching it is left; the rest are
+    grouped by column overlap, so the separate strokes of one digit stay together.
+    """
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    ink_share = float(np.count_nonzero(mask)) / mask.size
+    if count == 0:
+        return [], ink_share
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    boxes = ndimage.find_objects(labels)
+    h, w = mask.shape
+    touching = np.array([s[0].start == 0 or s[1].start == 0 or s[0].stop == h or s[1].stop == w for s in boxes])
+    keep = areas >= min_share * areas.max()
+    if (keep & ~touching).any():
+        keep &= ~touching
+        keep &= areas >= min_share * areas[keep].max()
+    pieces = [(boxes[i][1].start, boxes[i][1].stop, i + 1) for i in np.flatnonzero(keep)]
+    pieces.sort()
+    merged: list[list] = []  # [left, right, [label ids]]
+    for left, right, lab in pieces:
+        if merged:
+            last = merged[-1]
+            overlap = min(right, last[1]) - max(left, last[0])
+            if overlap >= SAME_DIGIT_OVERLAP * min(right - left, last[1] - last[0]):
+                last[1] = max(last[1], right)
+                last[2].append(lab)
+                continue
+        merged.append([left, right, [lab]])
+    groups = []
+    for left, right, labs in merged:
+        group_mask = np.isin(labels, labs) if len(labs) > 1 else labels == labs[0]
+        groups.append(_Group(group_mask, int(areas[np.array(labs) - 1].sum()), left, right))
+    return groups, ink_share
+
+
+def split_touching(mask: np.ndarray) -> list[np.ndarray]:
+    """One group's mask -> one mask per digit: a group wider than :data:`TOUCHING_WIDTH` times its
+    height is cut into ``round(width / (0.8 * height))`` parts at the columns with least ink
+    near the even cut points (handwritten digits are ~0.5-0.8 as wide as tall)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    if width <= TOUCHING_WIDTH * height:
+        return [mask]
+    parts = max(2, round(width / (0.8 * height)))
+    column_ink = mask[:, cols[0]:cols[-1] + 1].sum(axis=0)
+    cuts = [cols[0]]
+    for k in range(1, parts):
+        centre = k * width // parts
+        lo, hi = max(1, centre - width // (3 * parts)), min(width - 1, centre + width // (3 * parts) + 1)
+        cuts.append(cols[0] + lo + int(np.argmin(column_ink[lo:hi])))
+    cuts.append(cols[-1] + 1)
+    out = []
+    for a, b in zip(cuts, cuts[1:]):
+        part = np.zeros_like(mask)
+        part[:, a:b] = mask[:, a:b]
+        if part.any():
+            out.append(part)
+    return out
+
+
+def frame_digit(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The contrast image inside ``mask`` (grown by 1 px, to keep the anti-aliased edges that fell
+    under the threshold) -> the MNIST-framed uint8 28x28 digit."""
+    from scipy import ndimage
+
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    r0, r1 = max(0, rows[0] - 1), rows[-1] + 2
+    c0, c1 = max(0, cols[0] - 1), cols[-1] + 2
+    grown = ndimage.binary_dilation(mask[r0:r1, c0:c1], structure=np.ones((3, 3), bool))
+    crop = np.where(grown, ink[r0:r1, c0:c1], 0).astype(np.float32)
+    peak = float(np.percentile(crop[mask[r0:r1, c0:c1]], 95))  # robust "full ink": 255 after stretching
+    if peak <= 0:
+        return np.zeros((SIDE, SIDE), np.uint8)
+    crop = np.minimum(crop * (255.0 / peak), 255.0)
+    crop[crop < FAINT] = 0.0  # JPEG ringing and paper grain beside the strokes
+    return center_by_mass(fit_box(crop))
 
 
 def fit_box(ink: np.ndarray) -> np.ndarray:

@@ -1,0 +1,363 @@
+"""Photo benchmark: MNIST *test* digits rendered as a phone would see them, read by `mnistkit predict`.
+
+A seeded generator draws each digit on tinted paper, 60-140 px tall somewhere
+off-centre, rotated up to +-10 degrees, in a pen from black to grey, then lights
+it (evenly, with a vignette, from one side, under a soft shadow, or all three),
+blurs it, adds sensor noise and saves a JPEG at quality 60-90. The same digits
+are also saved as the plain 28x28 image and as a clean scan (white paper, black
+ink, PNG), so every condition is compared side by side on identical digits.
+
+It also renders 3-6 digit numbers (read with the number reader) and non-digits
+(Fashion-MNIST items, letters drawn with the system's fonts, random scribbles)
+to measure the unsure rule: how many non-digits it flags against how many true
+digits it flags, at several ``--min-confidence`` values.
+
+Images go to a temporary folder that is deleted afterwards; results go to
+bench/results/photos.json and a table is printed.
+
+    python bench/photos.py                       # the bundled model, 1000 digits per condition
+    python bench/photos.py --model runs/cnn      # another checkpoint or run directory
+    python bench/photos.py --quick               # 200 digits: a smoke run
+    python bench/photos.py --timing              # also time preprocessing (12 MP JPEG, 400x400 canvas)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+LIGHTING = ("even", "vignette", "side-light", "shadow", "all")
+CONDITIONS = ("plain-28x28", "clean-scan") + tuple(f"photo-{name}" for name in LIGHTING)
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+FONT_DIR = Path("/usr/share/fonts/truetype")
+FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+def ink_layer(digit28: np.ndarray, height: int, rng: np.random.Generator, rotate: bool) -> Image.Image:
+    """MNIST's bright-on-dark 28x28 -> an "L" ink-coverage layer whose 20 px box is ``height`` px tall."""
+    side = max(28, round(height * 28 / 20))
+    layer = Image.fromarray(digit28).resize((side, side), Image.Resampling.BICUBIC)
+    if rotate:
+        layer = layer.rotate(float(rng.uniform(-10, 10)), Image.Resampling.BICUBIC, expand=True)
+    return layer
+
+
+def paper(size: tuple[int, int], rng: np.random.Generator, tinted: bool) -> np.ndarray:
+    """float32 (H, W, 3) paper colour on 0..1: white, or a random warm/cool tint."""
+    w, h = size
+    tint = np.array([1.0, 1.0, 1.0]) if not tinted else 1.0 - rng.uniform(0.0, 0.12, 3)
+    return np.broadcast_to(tint.astype(np.float32), (h, w, 3)).copy()
+
+
+def light_field(size: tuple[int, int], kind: str, rng: np.random.Generator) -> np.ndarray:
+    """float32 (H, W) multiplicative light: 1 is full light."""
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    field = np.full((h, w), float(rng.uniform(0.85, 1.0)), np.float32)
+    if kind in ("vignette", "all"):
+        cx, cy = w * rng.uniform(0.4, 0.6), h * rng.uniform(0.4, 0.6)
+        r2 = ((x - cx) / (w / 2)) ** 2 + ((y - cy) / (h / 2)) ** 2
+        field *= 1.0 - rng.uniform(0.15, 0.3) * r2  # corners at 0.4-0.7 of the centre (1-1.3 stops)
+    if kind in ("side-light", "all"):
+        angle = rng.uniform(0, 2 * math.pi)
+        t = (x - w / 2) * math.cos(angle) + (y - h / 2) * math.sin(angle)
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
+        field *= 1.0 - rng.uniform(0.4, 0.65) * t
+    if kind in ("shadow", "all"):
+        # A soft-edged shadow (a hand or a phone) over part of the page, its edge crossing the frame.
+        angle = rng.uniform(0, 2 * math.pi)
+        offset = rng.uniform(-0.25, 0.25) * min(w, h)
+        d = (x - w / 2) * math.cos(angle) + (y - h / 2) * math.sin(angle) - offset
+        softness = rng.uniform(10, 40)
+        depth = rng.uniform(0.35, 0.55)
+        field *= 1.0 - depth / (1.0 + np.exp(-d / softness))
+    return field
+
+
+def render_photo(layers: list[Image.Image], rng: np.random.Generator, lighting: str | None,
+                 size: tuple[int, int] | None = None) -> bytes:
+    """Ink layers placed side by side -> JPEG bytes of a photo (or a clean PNG scan when ``lighting`` is None)."""
+    photo = lighting is not None
+    gap = [int(rng.uniform(0.1, 0.3) * layers[0].height) for _ in layers]
+    total_w = sum(layer.width for layer in layers) + sum(gap[:-1])
+    total_h = max(layer.height for layer in layers)
+    if size is None:
+        size = (max(int(rng.integers(400, 641)), total_w + 80), max(int(rng.integers(400, 641)), total_h + 80))
+    w, h = size
+    coverage = Image.new("L", size, 0)
+    left = int(rng.integers(20, max(21, w - total_w - 20)))
+    top = int(rng.integers(20, max(21, h - total_h - 20)))
+    x = left
+    for layer, g in zip(layers, gap):
+        jitter = int(rng.integers(-total_h // 12, total_h // 12 + 1)) if len(layers) > 1 else 0
+        y = min(max(0, top + (total_h - layer.height) // 2 + jitter), h - layer.height)
+        coverage.paste(layer, (x, y), layer)  # max-like: the layer is its own mask
+        x += layer.width + g
+    alpha = np.asarray(coverage, np.float32) / 255.0
+    if not photo:
+        return encode(np.clip(255 * (1 - alpha), 0, 255).astype(np.uint8), "PNG")
+    pen = float(rng.uniform(0.0, 0.55))  # 0 = black ink, 0.55 = a grey pencil
+    pen_rgb = np.clip(pen + rng.uniform(-0.05, 0.1, 3), 0, 1).astype(np.float32)
+    page = paper(size, rng, tinted=True)
+    img = page * (1 - alpha[..., None]) + page * pen_rgb * alpha[..., None]
+    img *= light_field(size, lighting, rng)[..., None]
+    pil = Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8), "RGB")
+    pil = pil.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.4, 1.5))))
+    noisy = np.asarray(pil, np.float32) + rng.normal(0, rng.uniform(2, 6), (h, w, 3)).astype(np.float32)
+    return encode(np.clip(noisy, 0, 255).astype(np.uint8), "JPEG", quality=int(rng.integers(60, 91)))
+
+
+def encode(array: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def tight(digit28: np.ndarray) -> np.ndarray:
+    """The 28x28 digit cropped to its ink (numbers are spaced by their ink, not by MNIST's frame)."""
+    rows, cols = np.flatnonzero(digit28.any(1)), np.flatnonzero(digit28.any(0))
+    return digit28[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def number_layers(digits: list[np.ndarray], rng: np.random.Generator) -> list[Image.Image]:
+    """One ink layer per digit of a number, all written at one height (60-100 px)."""
+    height = int(rng.integers(60, 101))
+    layers = []
+    for d in digits:
+        crop = tight(d)
+        scale = height / crop.shape[0]
+        layer = Image.fromarray(crop).resize((max(2, round(crop.shape[1] * scale)), height), Image.Resampling.BICUBIC)
+        layers.append(layer.rotate(float(rng.uniform(-5, 5)), Image.Resampling.BICUBIC, expand=True))
+    return layers
+
+
+# --- non-digits -----------------------------------------------------------------------------------
+
+def letter_images(n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Letters (digit-like ones excluded: O, I, l, S, Z, B, g, q...) in the system's fonts, 28x28 bright on dark."""
+    fonts = sorted(FONT_DIR.rglob("*.ttf"))
+    if not fonts:
+        return []
+    alphabet = "ACEFHKMNPRTUVWXYacdefhkmnprtuvwxy"
+    out = []
+    for _ in range(n):
+        font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), 80)
+        img = Image.new("L", (120, 120), 0)
+        ImageDraw.Draw(img).text((60, 60), str(rng.choice(list(alphabet))), fill=255, font=font, anchor="mm")
+        out.append(frame28(np.asarray(img)))
+    return out
+
+
+def scribble_images(n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random pen scribbles: 6-14 joined random strokes, 28x28 bright on dark."""
+    out = []
+    for _ in range(n):
+        img = Image.new("L", (120, 120), 0)
+        points = [tuple(rng.uniform(10, 110, 2)) for _ in range(int(rng.integers(6, 15)))]
+        ImageDraw.Draw(img).line(points, fill=255, width=int(rng.integers(6, 12)), joint="curve")
+        out.append(frame28(np.asarray(img)))
+    return out
+
+
+def frame28(img: np.ndarray) -> np.ndarray:
+    """A bright-on-dark drawing -> 28x28 with its ink in the central 20x20 box (like MNIST)."""
+    crop = tight(img)
+    h, w = crop.shape
+    scale = 20 / max(h, w)
+    small = Image.fromarray(crop).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
+    out = Image.new("L", (28, 28), 0)
+    out.paste(small, ((28 - small.width) // 2, (28 - small.height) // 2))
+    return np.asarray(out)
+
+
+def fashion_images(n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    if not FASHION.exists():
+        return []
+    from mnistkit.data.idx import read_idx
+
+    images = read_idx(FASHION).numpy()
+    return [images[i] for i in rng.choice(len(images), n, replace=False)]
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+def read_digits(ckpt, files: list[Path]):
+    """Run the predict path (decode, analyse, calibrated probabilities) on files -> (probs, analyses)."""
+    from mnistkit.prediction import analyze_files, probabilities
+
+    analyses = analyze_files([str(f) for f in files])
+    return probabilities(ckpt, np.stack([a.digit for a in analyses])), analyses
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="checkpoint or run directory (default: the bundled model)")
+    ap.add_argument("-n", type=int, default=1000, help="digits per condition (default 1000)")
+    ap.add_argument("--numbers", type=int, default=200, help="numbers of 3-6 digits (default 200)")
+    ap.add_argument("--non-digits", type=int, default=300, help="of each non-digit kind (default 300)")
+    ap.add_argument("--quick", action="store_true", help="200 digits, 50 numbers, 100 non-digits per kind")
+    ap.add_argument("--timing", action="store_true", help="also time preprocessing of a 12 MP JPEG and a canvas")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "photos.json"))
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.numbers, args.non_digits = 200, 50, 100
+
+    from mnistkit.api import resolve_checkpoint_path
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.data.idx import read_idx
+    from mnistkit.data.registry import get_dataset_spec
+    from mnistkit.data.files import locate_files
+    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, read_number_files, unsure_reason
+
+    model_path = resolve_checkpoint_path(args.model)
+    ckpt = load_checkpoint(model_path)
+    files = locate_files(get_dataset_spec("mnist"))
+    if not files:
+        sys.exit("photos: MNIST not found; set MNISTKIT_DATA or run `mnistkit data download mnist`")
+    test_x = read_idx([f for f in files if "t10k-images" in f.name][0]).numpy()
+    test_y = read_idx([f for f in files if "t10k-labels" in f.name][0]).numpy()
+    rng = np.random.default_rng(args.seed)
+    pick = rng.choice(len(test_x), args.n, replace=False)
+    results: dict = {"model": str(model_path), "n": args.n, "seed": args.seed, "conditions": {}}
+
+    with tempfile.TemporaryDirectory(prefix="mnistkit-photos-") as tmp:
+        root = Path(tmp)
+        # Digits under every condition: the same digits, in the same order.
+        started = time.perf_counter()
+        per_condition_probs = {}
+        for cond in CONDITIONS:
+            folder = root / cond
+            folder.mkdir()
+            crng = np.random.default_rng([args.seed, CONDITIONS.index(cond)])
+            paths = []
+            for k, i in enumerate(pick):
+                if cond == "plain-28x28":
+                    data = encode(255 - test_x[i], "PNG")  # dark ink on white, as a user's file would be
+                else:
+                    layer = ink_layer(test_x[i], int(crng.integers(60, 141)), crng, rotate=cond != "clean-scan")
+                    data = render_photo([layer], crng, None if cond == "clean-scan" else cond[len("photo-"):])
+                path = folder / f"{k:05d}.{'png' if cond in ('plain-28x28', 'clean-scan') else 'jpg'}"
+                path.write_bytes(data)
+                paths.append(path)
+            probs, analyses = read_digits(ckpt, paths)
+            per_condition_probs[cond] = (probs, analyses)
+            acc = float((probs.argmax(1) == test_y[pick]).mean() * 100)
+            flagged = {str(t): float(np.mean([unsure_reason(a, p, t) is not None for a, p in zip(analyses, probs)]) * 100)
+                       for t in THRESHOLDS}
+            results["conditions"][cond] = {"accuracy": round(acc, 2), "flagged_percent": flagged}
+        results["digits_seconds"] = round(time.perf_counter() - started, 1)
+
+        # Numbers of 3-6 digits, photographed with every lighting condition in turn.
+        nrng = np.random.default_rng([args.seed, 100])
+        folder = root / "numbers"
+        folder.mkdir()
+        truths, paths = [], []
+        for k in range(args.numbers):
+            idx = nrng.choice(len(test_x), int(nrng.integers(3, 7)), replace=False)
+            truths.append("".join(str(int(test_y[i])) for i in idx))
+            data = render_photo(number_layers([test_x[i] for i in idx], nrng), nrng, LIGHTING[k % len(LIGHTING)])
+            paths.append(folder / f"{k:04d}.jpg")
+            paths[-1].write_bytes(data)
+        readings = read_number_files(ckpt, [str(p) for p in paths])
+        exact = [r.text == t for r, t in zip(readings, truths)]
+        right_count = [len(r.text) == len(t) for r, t in zip(readings, truths)]
+        results["numbers"] = {"count": args.numbers, "read_exactly_percent": round(float(np.mean(exact) * 100), 2),
+                              "digit_count_right_percent": round(float(np.mean(right_count) * 100), 2),
+                              "examples_wrong": [[t, r.text] for r, t, ok in zip(readings, truths, exact) if not ok][:10]}
+
+        # Non-digits, photographed like the digits (all lighting conditions in turn).
+        krng = np.random.default_rng([args.seed, 200])
+        kinds = {"fashion-mnist": fashion_images(args.non_digits, krng),
+                 "letters": letter_images(args.non_digits, krng),
+                 "scribbles": scribble_images(args.non_digits, krng)}
+        results["non_digits"] = {}
+        for kind, images in kinds.items():
+            if not images:
+                results["non_digits"][kind] = "skipped (not available on this machine)"
+                continue
+            folder = root / kind
+            folder.mkdir()
+            paths = []
+            for k, img in enumerate(images):
+                layer = ink_layer(img, int(krng.integers(60, 141)), krng, rotate=True)
+                paths.append(folder / f"{k:04d}.jpg")
+                paths[-1].write_bytes(render_photo([layer], krng, LIGHTING[k % len(LIGHTING)]))
+            probs, analyses = read_digits(ckpt, paths)
+            results["non_digits"][kind] = {
+                "count": len(images),
+                "flagged_percent": {str(t): float(np.mean([unsure_reason(a, p, t) is not None
+                                                           for a, p in zip(analyses, probs)]) * 100)
+                                    for t in THRESHOLDS}}
+    results["default_min_confidence"] = DEFAULT_MIN_CONFIDENCE
+    if args.timing:
+        results["timing_ms"] = time_preprocessing(test_x[pick[0]], rng)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"wrote {args.out}")
+
+
+def time_preprocessing(digit28: np.ndarray, rng: np.random.Generator, repeats: int = 15) -> dict:
+    """min/median/max ms of load + analyse for a 12-megapixel phone JPEG and a 400x400 canvas PNG."""
+    from mnistkit.preprocess.image import analyze_image, load_image
+
+    big = render_photo([ink_layer(digit28, 1200, rng, rotate=True)], rng, "all", size=(4000, 3000))
+    canvas = Image.new("RGBA", (400, 400), (255, 255, 255, 255))
+    canvas.paste(Image.fromarray(255 - digit28).resize((280, 280)), (60, 60))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    out = {}
+    for name, data in (("12MP-jpeg", big), ("400x400-canvas-png", buf.getvalue())):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            analyze_image(load_image(data))
+            times.append((time.perf_counter() - t0) * 1000)
+        out[name] = {"bytes": len(data), "min": round(min(times), 2), "median": round(statistics.median(times), 2),
+                     "max": round(max(times), 2)}
+    return out
+
+
+def print_table(r: dict) -> None:
+    default = str(r["default_min_confidence"])
+    clean = r["conditions"]["clean-scan"]["accuracy"]
+    print(f"model: {r['model']}   digits per condition: {r['n']}")
+    print(f"{'condition':<22}{'accuracy %':>11}{'vs clean':>10}{'unsure % @' + default:>16}")
+    for cond, c in r["conditions"].items():
+        flagged = c["flagged_percent"].get(default, float("nan"))
+        print(f"{cond:<22}{c['accuracy']:>11.2f}{c['accuracy'] - clean:>+10.2f}{flagged:>16.2f}")
+    n = r["numbers"]
+    print(f"numbers (3-6 digits): {n['read_exactly_percent']:.1f}% read exactly, "
+          f"{n['digit_count_right_percent']:.1f}% right digit count, of {n['count']}")
+    print("flagged as unsure, % by --min-confidence: " + "  ".join(str(t) for t in THRESHOLDS))
+    for kind, v in r["non_digits"].items():
+        if isinstance(v, str):
+            print(f"  {kind:<14} {v}")
+        else:
+            print(f"  {kind:<14} " + "  ".join(f"{v['flagged_percent'][str(t)]:5.1f}" for t in THRESHOLDS))
+    photo = [c for k, c in r["conditions"].items() if k.startswith("photo-")]
+    print(f"  {'photo digits':<14} " + "  ".join(
+        f"{max(c['flagged_percent'][str(t)] for c in photo):5.1f}" for t in THRESHOLDS) + "  (worst condition)")
+    if "timing_ms" in r:
+        for name, t in r["timing_ms"].items():
+            print(f"preprocess {name} ({t['bytes']:,} bytes): min {t['min']} / median {t['median']} / max {t['max']} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,440 @@
+"""Predict labels for image files, folders, stdin, arrays, or a Kaggle "Digit Recognizer" CSV.
+
+Images go through :func:`mnistkit.preprocess.image.analyze_image` (the one
+image path), CSV rows are already MNIST-framed uint8 pixels and skip it; both
+then meet :func:`mnistkit.inference.checkpoint_proba`, which normalises with the
+checkpoint's own statistics and applies its calibration temperature. A bad input
+file is reported and skipped, so one broken image never costs the predictions
+for the rest. :func:`unsure_reason` is the one rule for "this is not a readable
+digit"; the CLI and the server both ask it.
+
+This module was ``mnistkit.predict`` until that name became the top-level
+function :func:`predict` (``mnistkit.predict(...)``).
+
+>>> import mnistkit                                            # doctest: +SKIP
+>>> [p.label for p in mnistkit.predict(["photo.jpg"])]         # doctest: +SKIP
+['7']
+>>> result = predict_files(ckpt, ["digits/"], top_k=3)        # doctest: +SKIP
+>>> result.predictions[0].label, result.failures              # doctest: +SKIP
+('7', [])
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from mnistkit.errors import ConfigError, DataFormatError, InputImageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from mnistkit.checkpoint import Checkpoint
+    from mnistkit.preprocess.image import DigitAnalysis
+
+#: The name ``-`` stands for one image read from standard input.
+STDIN = "-"
+#: Below this top probability a prediction is unsure (chosen on bench/photos.py, see the README).
+DEFAULT_MIN_CONFIDENCE = 0.7
+#: A digit whose 28x28 frame is more than this share solid ink is a blob or an object, not a digit
+#: (0.1 % of MNIST's training digits pass 0.36).
+MAX_BOX_FILL = 0.4
+#: Ink over more than this share of the whole picture: a texture or a dark photo, not a written digit.
+MAX_INK_SHARE = 0.35
+
+@dataclass
+class Prediction:
+    """One input's prediction: the best label, its probability, the ``top`` (label, p) pairs, and
+    whether it is unsure (with the reason, from :func:`unsure_reason`)."""
+
+    path: str
+    label: str
+    probability: float
+    top: list[tuple[str, float]]
+    unsure: bool = False
+    reason: str | None = None
+    digit: np.ndarray | None = field(default=None, repr=False)  #: the 28x28 uint8 the model saw
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "label": self.label, "probability": self.probability,
+                "top": [[lab, p] for lab, p in self.top], "unsure": self.unsure, "reason": self.reason}
+
+
+@dataclass
+class PredictResult:
+    """Predictions for the inputs that could be read, and ``(name, message)`` for those that could not."""
+
+    predictions: list[Prediction] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class CsvResult:
+    """Predicted class indices for every CSV row, and the accuracy when the CSV had labels."""
+
+    predicted: "torch.Tensor"
+    labels: "torch.Tensor | None"
+    accuracy: float | None
+
+
+def unsure_reason(analysis: "DigitAnalysis", probabilities: Sequence[float],
+                  min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> str | None:
+    """Why this input is not a confidently read single digit, or ``None`` when it is.
+
+    ``analysis`` is what preprocessing found (:func:`mnistkit.preprocess.image.analyze_image`),
+    ``probabilities`` the model's calibrated probabilities for it. In order: no
+    ink at all; several separate digits; ink filling the picture or the digit's
+    frame (an object, a texture, a blot); the top probability below ``min_confidence``.
+    """
+    if analysis.digits_found == 0:
+        return "no ink found"
+    if analysis.digits_found > 1:
+        return f"{analysis.digits_found} separate digits (read numbers with --number)"
+    if analysis.ink_share > MAX_INK_SHARE or analysis.box_fill > MAX_BOX_FILL:
+        return "ink fills the frame: not a written digit"
+    top = float(np.max(probabilities))
+    if top < min_confidence:
+        return f"top probability {top:.2f} is below --min-confidence {min_confidence:g}"
+    return None
+
+
+def check_min_confidence(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"--min-confidence must be between 0 and 1, got {value}")
+    return value
+
+
+def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files stay as given, folders become their image files (recursive, sorted), ``-`` is stdin.
+
+    Folders are searched for the suffixes image-folder training reads; a folder
+    with none is returned as a failure. Missing paths are kept: they fail later,
+    one line each, like any unreadable file.
+    """
+    from mnistkit.data.custom import IMAGE_SUFFIXES  # the suffixes image-folder training reads
+
+    if sum(1 for i in inputs if i == STDIN) > 1:
+        raise ConfigError("'-' (standard input) can be given only once")
+    names: list[str] = []
+    failures: list[tuple[str, str]] = []
+    for item in inputs:
+        p = Path(item)
+        if item != STDIN and p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                failures.append((item, f"{item}: folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"))
+            names.extend(found)
+        else:
+            names.append(item)
+    return names, failures
+
+
+def _decode(name: str, stdin: bytes | None, max_pixels: int | None = None):
+    from mnistkit.preprocess.image import MAX_PIXELS, load_image
+
+    source = (stdin if stdin is not None else b"") if name == STDIN else name
+    return load_image(source, max_pixels or MAX_PIXELS, name="<stdin>" if name == STDIN else name)
+
+
+def analyze_inputs(names: Sequence[str], stdin: bytes | None = None
+                   ) -> tuple[list[str], list["DigitAnalysis"], list[tuple[str, str]]]:
+    """Decode and analyse each named input -> (names that worked, their analyses, failures)."""
+    from mnistkit.preprocess.image import analyze_image
+
+    ok, analyses, failures = [], [], []
+    for name in names:
+        try:
+            analyses.append(analyze_image(_decode(name, stdin)))
+            ok.append(name)
+        except InputImageError as exc:
+            failures.append((name, str(exc)))
+    return ok, analyses, failures
+
+
+def analyze_files(paths: Sequence[str]) -> list["DigitAnalysis"]:
+    """Analyses of image files that must all be readable (benchmarks, scripts): the first bad one raises."""
+    from mnistkit.preprocess.image import analyze_image
+
+    return [analyze_image(_decode(str(p), None)) for p in paths]
+
+
+def load_images(names: Sequence[str], stdin: bytes | None = None) -> tuple[list[str], "torch.Tensor", list[tuple[str, str]]]:
+    """Decode and preprocess each named input -> (names that worked, uint8 ``[N, 28, 28]``, failures)."""
+    import torch
+
+    ok, analyses, failures = analyze_inputs(names, stdin)
+    return ok, _stack([a.digit for a in analyses]), failures
+
+
+def _stack(digits: Sequence[np.ndarray]) -> "torch.Tensor":
+    import torch
+
+    return torch.from_numpy(np.stack(digits)) if len(digits) else torch.empty(0, 28, 28, dtype=torch.uint8)
+
+
+def probabilities(checkpoint: "Checkpoint", digits: "np.ndarray | torch.Tensor", bf16: bool = False) -> np.ndarray:
+    """Calibrated class probabilities, float32 ``[N, classes]``, for uint8 ``[N, 28, 28]`` digits."""
+    import torch
+
+    from mnistkit.inference import checkpoint_proba
+
+    images = digits if isinstance(digits, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(digits))
+    if len(images) == 0:
+        return np.zeros((0, len(checkpoint.class_names)), np.float32)
+    return checkpoint_proba(checkpoint, images, bf16=bf16).float().numpy()
+
+
+def top_predictions(checkpoint: "Checkpoint", images: "torch.Tensor", names: Sequence[str],
+                    top_k: int = 1, bf16: bool = False, analyses: Sequence["DigitAnalysis"] | None = None,
+                    min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> list[Prediction]:
+    """Run the model on uint8 ``[N, 28, 28]`` images; the ``top_k`` most likely labels for each.
+
+    With ``analyses`` (what preprocessing found), each prediction also says whether it is unsure.
+    """
+    names_by_index = checkpoint.class_names
+    _check_top_k(top_k, len(names_by_index))
+    if len(images) == 0:
+        return []
+    proba = probabilities(checkpoint, images, bf16)
+    order = np.argsort(-proba, axis=1, kind="stable")[:, :top_k]
+    preds = []
+    for i, name in enumerate(names):
+        top = [(names_by_index[k], round(float(proba[i, k]), 6)) for k in order[i]]
+        reason = unsure_reason(analyses[i], proba[i], min_confidence) if analyses is not None else None
+        digit = analyses[i].digit if analyses is not None else None
+        preds.append(Prediction(name, top[0][0], top[0][1], top, reason is not None, reason, digit))
+    return preds
+
+
+def _check_top_k(top_k: int, num_classes: int) -> None:
+    if not 1 <= top_k <= num_classes:
+        raise ConfigError(f"--top-k must be between 1 and the number of classes ({num_classes}), got {top_k}")
+
+
+def predict_files(checkpoint: "Checkpoint", inputs: Sequence[str], top_k: int = 1,
+                  stdin: bytes | None = None, bf16: bool = False,
+                  min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> PredictResult:
+    """Predict every image among ``inputs`` (files, folders, ``-``); unreadable ones become failures."""
+    _check_top_k(top_k, len(checkpoint.class_names))
+    check_min_confidence(min_confidence)
+    names, folder_failures = expand_inputs(inputs)
+    names, analyses, failures = analyze_inputs(names, stdin)
+    preds = top_predictions(checkpoint, _stack([a.digit for a in analyses]), names, top_k, bf16,
+                            analyses, min_confidence)
+    return PredictResult(preds, folder_failures + failures)
+
+
+def format_line(pred: Prediction) -> str:
+    """``path  label  probability`` (then further ``label  probability`` pairs for ``--top-k``);
+    an unsure prediction reads ``path  ?  label  probability  (reason)``."""
+    pairs = "  ".join(f"{label}  {p:.4f}" for label, p in pred.top)
+    if pred.unsure:
+        return f"{pred.path}  ?  {pairs}  ({pred.reason})"
+    return f"{pred.path}  {pairs}"
+
+
+def save_inputs(predictions: Sequence[Prediction], folder: str | Path) -> list[Path]:
+    """Write the 28x28 image each input became, as ``<folder>/<input's stem>.png`` (numbered on clashes)."""
+    return _save_pngs([(_stem(p.path), p.digit) for p in predictions if p.digit is not None], folder)
+
+
+def save_number_inputs(readings: Sequence["NumberReading"], folder: str | Path) -> list[Path]:
+    """Write each number's digits as the model saw them: ``<stem>-1.png``, ``<stem>-2.png``, ... left to right."""
+    return _save_pngs([(f"{_stem(r.path)}-{k}", d) for r in readings for k, d in enumerate(r.images, 1)], folder)
+
+
+def _stem(path: str) -> str:
+    return "stdin" if path == STDIN else Path(path).stem or "input"
+
+
+def _save_pngs(items: Sequence[tuple[str, np.ndarray]], folder: str | Path) -> list[Path]:
+    from PIL import Image
+
+    from mnistkit.checkpoint import atomic_write_bytes
+
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--save-input {folder}: cannot create the folder ({exc.strerror or exc})") from None
+    written, used = [], set()
+    for stem, digit in items:
+        name, n = f"{stem}.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}~{n}.png"
+        used.add(name)
+        buf = io.BytesIO()
+        Image.fromarray(digit).save(buf, format="PNG")
+        written.append(atomic_write_bytes(out / name, buf.getvalue()))
+    return written
+
+
+# --- numbers ---------------------------------------------------------------------------------------
+
+@dataclass
+class NumberReading:
+    """A written number read digit by digit, left to right.
+
+    ``text``: the most likely digits (empty when no ink); ``digits``: ``(label, probability, unsure)``
+    per digit; ``unsure``: any digit unsure, or no digit found.
+    """
+
+    path: str
+    text: str
+    digits: list[tuple[str, float, bool]]
+    images: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    @property
+    def unsure(self) -> bool:
+        return not self.digits or any(u for _, _, u in self.digits)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "number": self.text, "unsure": self.unsure,
+                "digits": [{"label": lab, "probability": p, "unsure": u} for lab, p, u in self.digits]}
+
+
+def read_number(checkpoint: "Checkpoint", image, name: str = "<image>",
+                min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> NumberReading:
+    """Read a photographed or scanned number (a PIL image or a 2-D array) digit by digit."""
+    from mnistkit.preprocess.image import analyze_number
+
+    analyses = analyze_number(image)
+    proba = probabilities(checkpoint, np.stack([a.digit for a in analyses]) if analyses
+                          else np.zeros((0, 28, 28), np.uint8))
+    digits = []
+    for a, p in zip(analyses, proba):
+        k = int(np.argmax(p))
+        digits.append((checkpoint.class_names[k], round(float(p[k]), 6),
+                       unsure_reason(a, p, min_confidence) is not None))
+    return NumberReading(name, "".join(lab for lab, _, _ in digits), digits, [a.digit for a in analyses])
+
+
+def read_number_files(checkpoint: "Checkpoint", names: Sequence[str], stdin: bytes | None = None,
+                      min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                      failures: list[tuple[str, str]] | None = None) -> list[NumberReading]:
+    """:func:`read_number` for each file; unreadable files go to ``failures`` (raise when it is None)."""
+    readings = []
+    for name in names:
+        try:
+            readings.append(read_number(checkpoint, _decode(name, stdin), name, min_confidence))
+        except InputImageError as exc:
+            if failures is None:
+                raise
+            failures.append((name, str(exc)))
+    return readings
+
+
+def format_number_line(reading: NumberReading) -> str:
+    """``path  2026  2 0.9981  0 0.9954 ...``; a ``?`` after each unsure digit, ``?`` alone for no ink."""
+    if not reading.digits:
+        return f"{reading.path}  ?  (no ink found)"
+    per_digit = "  ".join(f"{lab} {p:.4f}{'?' if u else ''}" for lab, p, u in reading.digits)
+    return f"{reading.path}  {reading.text}{'  ?' if reading.unsure else ''}  {per_digit}"
+
+
+# --- the Python API --------------------------------------------------------------------------------
+
+def predict(images: Any, model: Any = None, *, top_k: int = 1,
+            min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> list[Prediction]:
+    """Predict digits in photos, scans, drawings or arrays: ``mnistkit.predict``.
+
+    Parameters
+    ----------
+    images
+        One input or a list of them: a path (str or ``Path``), encoded file bytes, a PIL
+        image, or a 2-D NumPy array of 0..255 values (a 3-D ``[N, H, W]`` array is N images).
+        Every input goes through the same preprocessing as ``mnistkit predict``.
+    model
+        ``None`` for the bundled digit model, a checkpoint file or run directory, or a
+        loaded :class:`~mnistkit.checkpoint.Checkpoint`.
+    top_k, min_confidence
+        As the CLI's ``--top-k`` and ``--min-confidence``.
+
+    Returns
+    -------
+    list of :class:`Prediction`
+        One per input, in order: ``label``, ``probability`` (calibrated), ``top``,
+        ``unsure`` and ``reason``, and ``digit`` (the 28x28 image the model saw).
+
+    Examples
+    --------
+    >>> import mnistkit                                                   # doctest: +SKIP
+    >>> p = mnistkit.predict("my-digit.jpg")[0]                           # doctest: +SKIP
+    >>> p.label, round(p.probability, 3), p.unsure                        # doctest: +SKIP
+    ('7', 0.998, False)
+    """
+    from mnistkit.preprocess.image import analyze_image
+
+    checkpoint = _as_checkpoint(model)
+    check_min_confidence(min_confidence)
+    items, names = _as_items(images)
+    analyses = []
+    for item, name in zip(items, names):
+        if isinstance(item, (str, Path, bytes, bytearray)):
+            from mnistkit.preprocess.image import load_image
+
+            item = load_image(item, name=name)
+        analyses.append(analyze_image(item))
+    return top_predictions(checkpoint, _stack([a.digit for a in analyses]), names, top_k,
+                           analyses=analyses, min_confidence=min_confidence)
+
+
+def _as_checkpoint(model: Any) -> "Checkpoint":
+    from mnistkit.api import resolve_checkpoint_path
+    from mnistkit.checkpoint import Checkpoint, load_checkpoint
+
+    if isinstance(model, Checkpoint):
+        return model
+    return load_checkpoint(resolve_checkpoint_path(model))
+
+
+def _as_items(images: Any) -> tuple[list, list[str]]:
+    """One input or a sequence of them -> (items, names for messages)."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        items = list(images)
+    elif isinstance(images, (list, tuple)):
+        items = list(images)
+    else:
+        items = [images]
+    names = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, Path)):
+            names.append(str(item))
+        elif isinstance(item, (bytes, bytearray, np.ndarray)) or hasattr(item, "mode"):
+            names.append(f"<image {i}>")
+        else:
+            raise ConfigError(f"cannot predict a {type(item).__name__}: give paths, file bytes, PIL images "
+                              "or 2-D NumPy arrays")
+    return items, names
+
+
+# --- Kaggle "Digit Recognizer" CSV --------------------------------------------------------------
+
+def predict_csv(checkpoint: "Checkpoint", path: str | Path, bf16: bool = False) -> CsvResult:
+    """Predict every row of a Digit Recognizer CSV; score it when it has a ``label`` column."""
+    from mnistkit.data.kaggle import read_kaggle_csv
+    from mnistkit.inference import checkpoint_proba
+
+    images, labels = read_kaggle_csv(path)
+    predicted = checkpoint_proba(checkpoint, images, bf16=bf16).argmax(dim=1)
+    accuracy = None
+    if labels is not None:
+        if int(labels.max()) >= len(checkpoint.class_names):
+            raise DataFormatError(f"{path}: label {int(labels.max())} is out of range for a model "
+                                  f"with {len(checkpoint.class_names)} classes")
+        accuracy = float((predicted == labels).float().mean()) * 100
+    return CsvResult(predicted, labels, accuracy)
+
+
+def submission_csv(predicted: "torch.Tensor", class_names: Sequence[str]) -> str:
+    """Kaggle's submission format: ``ImageId,Label`` with ImageId counting from 1."""
+    buf = io.StringIO()
+    buf.write("ImageId,Label\n")
+    for i, k in enumerate(predicted.tolist(), start=1):
+        buf.write(f"{i},{class_names[k]}\n")
+    return buf.getvalue()
