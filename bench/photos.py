@@ -105,7 +105,7 @@ def render_photo(layers: list[Image.Image], rng: np.random.Generator, lighting: 
     x = left
     for layer, g in zip(layers, gap):
         jitter = int(rng.integers(-total_h // 12, total_h // 12 + 1)) if len(layers) > 1 else 0
-        y = min(max(0, top + (total_h - layer.height) // 2 + jitter), h - layer.height)
+        y = min(max(10, top + (total_h - layer.height) // 2 + jitter), h - layer.height - 10)  # a margin
         coverage.paste(layer, (x, y), layer)  # max-like: the layer is its own mask
         x += layer.width + g
     alpha = np.asarray(coverage, np.float32) / 255.0

@@ -65,7 +65,7 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 LIGHT_BACKGROUND = 127
 #: Photos are analysed with at most this many pixels on the long side: a digit 60 px tall in a
 #: 640 px frame keeps ~60 px, far more than the 20 px it ends as. JPEGs decode straight to it.
-WORK_SIDE = 640
+WORK_SIDE = 320
 #: The paper's brightness is estimated on a copy about this many px on the long side, with a
 #: closing window of 1/PAPER_WINDOW of it: wider than any pen stroke of a digit that fits the frame.
 PAPER_SIDE = 160
@@ -83,8 +83,14 @@ SPECK = 0.03
 SAME_DIGIT_OVERLAP = 0.5
 #: A separate ink group at least this share of the digit's size (pixels) counts as another digit.
 OTHER_DIGIT = 0.25
-#: A group wider than this many times its height is taken to be touching digits (numbers).
-TOUCHING_WIDTH = 1.1
+#: A group shorter than this share of the tallest group is part of a digit, not a digit.
+SHORT = 0.5
+#: In a number, a group under this share of the largest group's pixels is a speck (a thin 1 or
+#: 7 in a grey pen can be a quarter of a bold 8).
+NUMBER_SPECK = 0.1
+#: A group wider than this many times its height is taken to be touching digits (numbers):
+#: "clearly two wide"; wide single digits (a flat 0 or 2) reach ~1.5.
+TOUCHING_WIDTH = 1.6
 
 ImageSource = Union[str, Path, bytes, bytearray]
 
@@ -241,7 +247,10 @@ def analyze_number(img: "PILImage.Image | np.ndarray") -> list[DigitAnalysis]:
     """
     gray = to_grayscale(img)
     ink = ink_map(shrink(gray), _border_median(gray) > LIGHT_BACKGROUND)
-    groups, ink_share = find_pieces(ink_mask(ink), min_share=OTHER_DIGIT)
+    groups, ink_share = find_pieces(ink_mask(ink))
+    if groups:
+        largest, tallest = max(g.area for g in groups), max(g.height for g in groups)
+        groups = [g for g in groups if g.area >= NUMBER_SPECK * largest and g.height >= SHORT * tallest]
     masks = []
     for group in sorted(groups, key=lambda g: g.left):
         masks.extend(split_touching(group.mask))
@@ -266,9 +275,10 @@ def _framed_analysis(digit: np.ndarray) -> DigitAnalysis:
 
 
 def _count_digits(groups: list["_Group"]) -> int:
-    """The largest group, plus every other group at least :data:`OTHER_DIGIT` of its size."""
-    main = max(g.area for g in groups)
-    return sum(1 for g in groups if g.area >= OTHER_DIGIT * main)
+    """The largest group, plus every other group at least :data:`OTHER_DIGIT` of its size and
+    :data:`SHORT` of its height (a far-off dash or underline is not another digit)."""
+    main = max(groups, key=lambda g: g.area)
+    return sum(1 for g in groups if g.area >= OTHER_DIGIT * main.area and g.height >= SHORT * main.height)
 
 
 def _box_fill(digit: np.ndarray) -> float:
@@ -428,12 +438,18 @@ def _otsu(hist: np.ndarray) -> int:
 
 @dataclass
 class _Group:
-    """Ink pieces taken to be one digit: their joint mask, size in pixels, and column span."""
+    """Ink pieces taken to be one digit: their joint mask, size in pixels, and bounding box."""
 
     mask: np.ndarray
     area: int
     left: int
     right: int
+    top: int
+    bottom: int
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
 
 
 def find_pieces(mask: np.ndarray, min_share: float = SPECK) -> tuple[list[_Group], float]:
@@ -441,8 +457,10 @@ def find_pieces(mask: np.ndarray, min_share: float = SPECK) -> tuple[list[_Group
 
     Connected pieces (8-connectivity) smaller than ``min_share`` of the largest
     are specks; pieces touching the image border (a page edge, a shadow, the
-    table) are dropped when any piece not touching it is left; the rest are
-    grouped by column overlap, so the separate strokes of one digit stay together.
+    table) are dropped when any piece not touching it is left. The rest are
+    grouped into digits: pieces whose columns overlap belong together (the two
+    strokes of a 4), and a short piece (under :data:`SHORT` of the tallest
+    group's height: the bar of a 5, a broken stroke) joins its nearest neighbour.
     """
     from scipy import ndimage
 
@@ -458,23 +476,48 @@ def find_pieces(mask: np.ndarray, min_share: float = SPECK) -> tuple[list[_Group
     if (keep & ~touching).any():
         keep &= ~touching
         keep &= areas >= min_share * areas[keep].max()
-    pieces = [(boxes[i][1].start, boxes[i][1].stop, i + 1) for i in np.flatnonzero(keep)]
-    pieces.sort()
-    merged: list[list] = []  # [left, right, [label ids]]
-    for left, right, lab in pieces:
-        if merged:
-            last = merged[-1]
-            overlap = min(right, last[1]) - max(left, last[0])
-            if overlap >= SAME_DIGIT_OVERLAP * min(right - left, last[1] - last[0]):
-                last[1] = max(last[1], right)
-                last[2].append(lab)
-                continue
-        merged.append([left, right, [lab]])
+    # [left, right, top, bottom, [label ids]], left to right
+    merged: list[list] = []
+    for i in sorted(np.flatnonzero(keep), key=lambda i: boxes[i][1].start):
+        rows, cols = boxes[i]
+        piece = [cols.start, cols.stop, rows.start, rows.stop, [i + 1]]
+        if merged and _column_overlap(merged[-1], piece) >= SAME_DIGIT_OVERLAP * min(
+                merged[-1][1] - merged[-1][0], piece[1] - piece[0]):
+            _absorb(merged[-1], piece)
+        else:
+            merged.append(piece)
+    merged = _join_short(merged)
     groups = []
-    for left, right, labs in merged:
+    for left, right, top, bottom, labs in merged:
         group_mask = np.isin(labels, labs) if len(labs) > 1 else labels == labs[0]
-        groups.append(_Group(group_mask, int(areas[np.array(labs) - 1].sum()), left, right))
+        groups.append(_Group(group_mask, int(areas[np.array(labs) - 1].sum()), left, right, top, bottom))
     return groups, ink_share
+
+
+def _column_overlap(a: list, b: list) -> int:
+    return min(a[1], b[1]) - max(a[0], b[0])
+
+
+def _absorb(into: list, other: list) -> None:
+    into[0], into[1] = min(into[0], other[0]), max(into[1], other[1])
+    into[2], into[3] = min(into[2], other[2]), max(into[3], other[3])
+    into[4].extend(other[4])
+
+
+def _join_short(groups: list[list]) -> list[list]:
+    """Short groups join the horizontally nearest group within half the tallest height."""
+    if len(groups) < 2:
+        return groups
+    tallest = max(g[3] - g[2] for g in groups)
+    for g in sorted(groups, key=lambda g: g[3] - g[2]):
+        if g[3] - g[2] >= SHORT * tallest or len(groups) < 2:
+            break
+        others = [o for o in groups if o is not g]
+        nearest = min(others, key=lambda o: -_column_overlap(g, o))
+        if -_column_overlap(g, nearest) <= 0.5 * tallest:
+            _absorb(nearest, g)
+            groups = [o for o in groups if o is not g]
+    return groups
 
 
 def split_touching(mask: np.ndarray) -> list[np.ndarray]:
