@@ -163,8 +163,8 @@ def _read_class_folders(folder: Path, classes: list[str]) -> Split:
         for file in _image_files(class_dir):
             try:
                 array = preprocess_image(load_image(file))
-            except InputImageError as exc:
-                raise DataFormatError(f"{file}: {exc}") from None
+            except InputImageError as exc:  # its message already starts with the file's name
+                raise DataFormatError(str(exc)) from None
             images.append(torch.from_numpy(np.ascontiguousarray(array, dtype=np.uint8)))
             labels.append(classes.index(class_dir.name))
     if not images:

@@ -405,7 +405,10 @@ def ink_contrast(gray: np.ndarray, paper_is_light: bool = True) -> np.ndarray:
     factor = max(1, max(h, w) // PAPER_SIDE)
     small = np.asarray(Image.fromarray(paper_up).reduce(factor)) if factor > 1 else paper_up
     window = max(3, max(small.shape) // PAPER_WINDOW) | 1
-    closed = ndimage.grey_closing(small, size=(window, window), mode="nearest")
+    # Pad by a window first: the closing must see the page continue past the frame, or the darker
+    # edge of a vignette would be measured against the brighter inside (scipy pads each pass alone).
+    padded = np.pad(small, window, mode="edge")
+    closed = ndimage.grey_closing(padded, size=(window, window))[window:-window, window:-window]
     closed = ndimage.uniform_filter(closed, size=3, mode="nearest")  # soften the square's corners
     if factor > 1:
         closed = np.asarray(Image.fromarray(closed).resize((w, h), Image.Resampling.BILINEAR))

@@ -1,0 +1,355 @@
+"""Photographed digits: uneven light, shadows, several digits, numbers, the unsure rule, the predict
+CLI's model choice and the Python API. Photos are rendered in the test (paper, light field, noise, JPEG)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PIL = pytest.importorskip("PIL")
+pytest.importorskip("scipy")
+from PIL import Image, ImageDraw  # noqa: E402
+
+from mnistkit.cli import main  # noqa: E402
+from mnistkit.errors import CheckpointError, InputImageError  # noqa: E402
+from mnistkit.prediction import read_number, unsure_reason  # noqa: E402
+from mnistkit.preprocess import Normalization  # noqa: E402
+from mnistkit.preprocess.image import analyze_image, analyze_number, load_image, preprocess_image  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import quick_train  # noqa: E402
+
+MNIST_NORM = Normalization(0.1307, 0.3081)
+CLASSES = [str(i) for i in range(10)]
+
+
+# --- rendering photos --------------------------------------------------------------------------
+
+def light(size, kind: str) -> np.ndarray:
+    """A multiplicative light field (H, W) on 0..1: what a phone sees besides the page."""
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    if kind == "vignette":
+        return 1.0 - 0.3 * (((x - w / 2) / (w / 2)) ** 2 + ((y - h / 2) / (h / 2)) ** 2)
+    if kind == "side-light":
+        return 1.0 - 0.6 * x / w
+    if kind == "shadow":  # a soft diagonal shadow edge across the page and the digit
+        return 1.0 - 0.45 / (1.0 + np.exp(-((x - y) - 0.1 * w) / 15.0))
+    return np.ones((h, w), np.float32)
+
+
+def photograph(ink: Image.Image, kind: str, seed: int = 0, pen: float = 0.2) -> bytes:
+    """An "L" ink drawing (255 = ink) -> JPEG bytes: tinted paper, pen, light, blur, noise."""
+    rng = np.random.default_rng(seed)
+    alpha = np.asarray(ink, np.float32) / 255.0
+    paper = np.array([0.95, 0.92, 0.85], np.float32)
+    img = paper * (1 - alpha[..., None]) + paper * pen * alpha[..., None]
+    img = img * light(ink.size, kind)[..., None] * 255
+    img = img + rng.normal(0, 4, img.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB").save(buf, format="JPEG", quality=75)
+    return buf.getvalue()
+
+
+def ring(size=(480, 360), box=(300, 60, 370, 170), width=9) -> Image.Image:
+    """A "0": a ring of ink, off-centre."""
+    img = Image.new("L", size, 0)
+    ImageDraw.Draw(img).ellipse(box, outline=255, width=width)
+    return img
+
+
+def place(digits: list[np.ndarray], size=(520, 300), height=90, gap=30, left=60, top=80) -> Image.Image:
+    """MNIST digits (bright on dark) written left to right on one line -> an "L" ink drawing."""
+    img = Image.new("L", size, 0)
+    x = left
+    for d in digits:
+        rows, cols = np.flatnonzero(d.any(1)), np.flatnonzero(d.any(0))
+        crop = Image.fromarray(d[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+        w = max(2, round(crop.width * height / crop.height))
+        img.paste(crop.resize((w, height), Image.Resampling.BICUBIC), (x, top))
+        x += w + gap
+    return img
+
+
+def shift_tolerant_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return min(float(np.abs(np.roll(a.astype(int), (dy, dx), (0, 1)) - b).mean())
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+# --- preprocessing of photos ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["vignette", "side-light", "shadow"])
+def test_uneven_light_gives_the_same_digit_as_even_light(kind):
+    even = analyze_image(load_image(photograph(ring(), "even")))
+    lit = analyze_image(load_image(photograph(ring(), kind)))
+    assert lit.digits_found == 1 and even.digits_found == 1
+    rows, cols = np.nonzero(lit.digit > 64)
+    assert rows.max() - rows.min() >= 17  # the ring fills the 20 px box, not a shadow-sized crop
+    assert shift_tolerant_diff(lit.digit, even.digit) < 12
+    assert lit.ink_share < 0.05
+
+
+def test_grey_pencil_on_a_dark_photo_is_found():
+    """Dim light: the border is dark (below mid-grey), yet the ink is dark on paper, not light on dark."""
+    data = photograph(ring(), "vignette", pen=0.5)
+    dim = Image.eval(Image.open(io.BytesIO(data)), lambda v: int(v * 0.4))
+    out = analyze_image(dim)
+    clean = analyze_image(load_image(photograph(ring(), "even")))
+    assert out.digits_found == 1 and shift_tolerant_diff(out.digit, clean.digit) < 15
+
+
+def test_blank_page_under_uneven_light_has_no_ink():
+    out = analyze_image(load_image(photograph(Image.new("L", (480, 360), 0), "vignette")))
+    assert out.digits_found == 0 and not out.digit.any()
+
+
+def test_speck_and_page_edge_are_dropped():
+    ink = ring()
+    d = ImageDraw.Draw(ink)
+    d.ellipse((60, 250, 64, 254), fill=255)  # a speck
+    d.rectangle((0, 0, 479, 12), fill=255)  # a dark table edge along the top of the frame
+    clean = analyze_image(load_image(photograph(ring(), "even")))
+    out = analyze_image(load_image(photograph(ink, "even")))
+    assert out.digits_found == 1 and shift_tolerant_diff(out.digit, clean.digit) < 8
+
+
+def test_several_digits_and_filled_frames_are_counted():
+    two = ring()
+    ImageDraw.Draw(two).ellipse((80, 60, 150, 170), outline=255, width=9)
+    assert analyze_image(load_image(photograph(two, "even"))).digits_found == 2
+    blot = Image.new("L", (480, 360), 0)
+    ImageDraw.Draw(blot).rectangle((200, 120, 250, 180), fill=255)  # a solid blot: no strokes
+    assert analyze_image(load_image(photograph(blot, "even"))).box_fill > 0.4
+    # A dark object wider than any pen stroke is taken for background: no ink (and so unsure) either way.
+    big = Image.new("L", (480, 360), 0)
+    ImageDraw.Draw(big).rectangle((100, 40, 380, 320), fill=255)
+    out = analyze_image(load_image(photograph(big, "even")))
+    assert out.digits_found == 0 or out.box_fill > 0.4
+
+
+def test_framed_28x28_passes_through_with_an_analysis():
+    digit = np.asarray(ring((28, 28), (6, 4, 21, 23), 2))
+    out = analyze_image(digit)
+    assert out.framed and out.digits_found == 1 and np.array_equal(out.digit, digit)
+    assert np.array_equal(analyze_image(255 - digit).digit, digit)
+
+
+def test_jpeg_is_decoded_at_reduced_size():
+    big = ring((4000, 3000), (2500, 500, 3100, 1400), 70)
+    img = load_image(photograph(big, "even"))
+    assert max(img.size) < 4000 / 2 and max(img.size) >= 320  # 1/4 or 1/8 scale, by the DCT
+    assert analyze_image(img).digits_found == 1
+
+
+# --- the unsure rule -----------------------------------------------------------------------------
+
+def test_unsure_reasons():
+    sure = analyze_image(load_image(photograph(ring(), "even")))
+    p_sure, p_flat = np.eye(10)[0] * 0.97 + 0.003, np.full(10, 0.1)
+    assert unsure_reason(sure, p_sure) is None
+    assert "below --min-confidence 0.7" in unsure_reason(sure, p_flat)
+    assert unsure_reason(sure, p_flat, min_confidence=0.05) is None
+    blank = analyze_image(load_image(photograph(Image.new("L", (200, 200), 0), "even")))
+    assert unsure_reason(blank, p_sure) == "no ink found"
+    two = ring()
+    ImageDraw.Draw(two).ellipse((80, 60, 150, 170), outline=255, width=9)
+    assert unsure_reason(analyze_image(two), p_sure).startswith("2 separate digits")
+    blot = Image.new("L", (480, 360), 0)
+    ImageDraw.Draw(blot).rectangle((200, 120, 250, 180), fill=255)
+    assert unsure_reason(analyze_image(load_image(photograph(blot, "even"))), p_sure) == \
+        "ink fills the frame: not a written digit"
+
+
+# --- a quickly trained model on real MNIST ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mnist(mnist_root):
+    from mnistkit.data.idx import read_idx
+
+    raw = mnist_root / "MNIST" / "raw"
+    return (read_idx(raw / "train-images-idx3-ubyte.gz")[:20000], read_idx(raw / "train-labels-idx1-ubyte.gz")[:20000].long(),
+            read_idx(raw / "t10k-images-idx3-ubyte.gz")[:300].numpy(), read_idx(raw / "t10k-labels-idx1-ubyte.gz")[:300].numpy())
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, mnist) -> Path:
+    """A run directory (model.safetensors) of a logreg trained briefly on 20k MNIST images."""
+    from mnistkit.checkpoint import save_checkpoint
+
+    images, labels, _, _ = mnist
+    model = quick_train("logreg", images, labels, MNIST_NORM, steps=300, batch_size=256, lr=3e-3)
+    folder = tmp_path_factory.mktemp("run")
+    save_checkpoint(folder / "model.safetensors", model, {"dataset": "mnist", "norm": MNIST_NORM.to_dict(),
+                                                          "class_names": CLASSES, "metrics": {"test_accuracy": 91.0}})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def easy_digits(run_dir, mnist):
+    """Test digits the model reads right with >= 0.95 on their clean 28x28 form: (images, labels)."""
+    import mnistkit
+
+    _, _, x, y = mnist
+    preds = mnistkit.predict(x, model=run_dir)
+    keep = [i for i, p in enumerate(preds) if p.label == str(y[i]) and p.probability >= 0.95]
+    return x[keep], y[keep]
+
+
+def run_cli(args, capsys, monkeypatch, stdin: bytes = b""):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def test_a_photographed_number_is_read_left_to_right(run_dir, easy_digits):
+    from mnistkit.checkpoint import load_checkpoint
+
+    x, y = easy_digits
+    ckpt = load_checkpoint(run_dir)  # a run directory, as the CLI accepts
+    for kind, pick in (("side-light", [0, 1, 2]), ("shadow", [3, 4, 5, 6])):
+        reading = read_number(ckpt, load_image(photograph(place([x[i] for i in pick]), kind)))
+        assert reading.text == "".join(str(y[i]) for i in pick) and len(reading.images) == len(pick)
+        assert len(analyze_number(load_image(photograph(place([x[i] for i in pick]), kind)))) == len(pick)
+
+
+def test_number_cli_json_and_saved_digits(run_dir, easy_digits, tmp_path, capsys, monkeypatch):
+    x, y = easy_digits
+    path = tmp_path / "house.jpg"
+    path.write_bytes(photograph(place([x[0], x[1], x[2]]), "vignette"))
+    code, out, err = run_cli(["predict", "--model", run_dir, "--number", "--json", "--save-input",
+                              tmp_path / "seen", path], capsys, monkeypatch)
+    assert code == 0 and err == ""
+    doc = json.loads(out)[0]
+    assert doc["number"] == "".join(str(v) for v in y[:3]) and len(doc["digits"]) == 3
+    assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == ["house-1.png", "house-2.png", "house-3.png"]
+
+
+def test_checkpoint_forms_agree_and_save_input_writes_what_the_model_saw(run_dir, tmp_path, capsys, monkeypatch):
+    path = tmp_path / "zero.jpg"
+    path.write_bytes(photograph(ring(), "shadow"))
+    _, old, _ = run_cli(["predict", run_dir, path, "--min-confidence", "0"], capsys, monkeypatch)
+    _, old_file, _ = run_cli(["predict", run_dir / "model.safetensors", path, "--min-confidence", "0"],
+                             capsys, monkeypatch)
+    code, new, _ = run_cli(["predict", "--model", run_dir, path, "--min-confidence", "0",
+                            "--save-input", tmp_path / "seen"], capsys, monkeypatch)
+    assert code == 0 and old == new == old_file and new.startswith(f"{path}  ")
+    saved = np.asarray(Image.open(tmp_path / "seen" / "zero.png"))
+    assert np.array_equal(saved, preprocess_image(load_image(path)))
+    code, _, err = run_cli(["predict", run_dir, "--model", run_dir, path], capsys, monkeypatch)
+    assert code == 2 and "give the model once" in err and len(err.splitlines()) == 1
+
+
+def test_unsure_inputs_print_a_question_mark(run_dir, tmp_path, capsys, monkeypatch):
+    (tmp_path / "blank.jpg").write_bytes(photograph(Image.new("L", (300, 300), 0), "vignette"))
+    two = ring()
+    ImageDraw.Draw(two).ellipse((80, 60, 150, 170), outline=255, width=9)
+    (tmp_path / "two.jpg").write_bytes(photograph(two, "even"))
+    code, out, _ = run_cli(["predict", "--model", run_dir, tmp_path / "blank.jpg", tmp_path / "two.jpg"],
+                           capsys, monkeypatch)
+    lines = out.splitlines()
+    assert code == 0 and [line.split("  ")[1] for line in lines] == ["?", "?"]
+    assert "(no ink found)" in lines[0] and "2 separate digits" in lines[1]
+    code, out, _ = run_cli(["predict", "--model", run_dir, tmp_path / "two.jpg", "--json"], capsys, monkeypatch)
+    doc = json.loads(out)[0]
+    assert doc["unsure"] is True and doc["reason"].startswith("2 separate digits")
+    code, _, err = run_cli(["predict", "--model", run_dir, tmp_path / "two.jpg", "--min-confidence", "2"],
+                           capsys, monkeypatch)
+    assert code == 2 and "--min-confidence must be between 0 and 1, got 2.0" in err
+
+
+def test_about_prints_the_card_or_the_metadata(run_dir, tmp_path, capsys, monkeypatch):
+    from mnistkit.checkpoint import load_tensors, save_tensors
+
+    code, out, _ = run_cli(["predict", "--model", run_dir, "--about"], capsys, monkeypatch)
+    assert code == 0 and "model:" in out and "logreg" in out and "test_accuracy" in out
+    tensors, meta = load_tensors(run_dir / "model.safetensors")
+    meta["card"] = {"name": "digits-test", "training_command": "mnistkit train --preset cnn"}
+    save_tensors(tmp_path / "carded.safetensors", tensors, meta)
+    code, out, _ = run_cli(["predict", tmp_path / "carded.safetensors", "--about", "--json"], capsys, monkeypatch)
+    card = json.loads(out)
+    assert code == 0 and card["name"] == "digits-test" and card["training_command"].startswith("mnistkit train")
+
+
+def test_no_checkpoint_uses_the_bundled_model_or_says_it_is_missing(tmp_path, capsys, monkeypatch):
+    import mnistkit.bundled
+
+    monkeypatch.setattr(mnistkit.bundled, "MODEL_FILE", "not-shipped.safetensors")
+    path = tmp_path / "zero.png"
+    ring().save(path)
+    code, out, err = run_cli(["predict", path], capsys, monkeypatch)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1 and "no bundled model" in err
+    with pytest.raises(CheckpointError, match="no bundled model"):
+        import mnistkit
+
+        mnistkit.predict(path)
+
+
+def test_python_api_takes_paths_arrays_and_pil_images(run_dir, easy_digits, tmp_path):
+    import mnistkit
+    import mnistkit.prediction  # importing the module must not shadow the function
+
+    x, y = easy_digits
+    path = tmp_path / "d.png"
+    Image.fromarray(255 - x[0]).save(path)
+    preds = mnistkit.predict([str(path), x[1], Image.fromarray(x[2]), path.read_bytes()], model=run_dir)
+    assert callable(mnistkit.predict) and [p.label for p in preds] == [str(y[0]), str(y[1]), str(y[2]), str(y[0])]
+    assert all(0 < p.probability <= 1 and p.unsure is False and p.digit.shape == (28, 28) for p in preds)
+    batch = mnistkit.predict(x[:5], model=run_dir)
+    assert [p.label for p in batch] == [str(v) for v in y[:5]]
+    with pytest.raises(Exception, match="cannot predict a dict"):
+        mnistkit.predict([{}], model=run_dir)
+
+
+# --- hostile inputs (one line, exit 2, bounded memory, no hang) -----------------------------------
+
+def _run(args, stdin=None, timeout=120):
+    """The real CLI in a subprocess -> (exit code, stdout, stderr, its peak RSS in MB)."""
+    code = ("import resource, subprocess, sys; "
+            f"p = subprocess.run({[sys.executable, '-m', 'mnistkit', *map(str, args)]!r}, "
+            "capture_output=True, text=True, stdin=sys.stdin); "
+            "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024; "
+            "print(p.returncode, rss, sep='|'); print(p.stdout, end=''); print(p.stderr, end='', file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          stdin=stdin, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    first, _, rest = done.stdout.partition("\n")
+    rc, rss = first.split("|")
+    return int(rc), rest, done.stderr, float(rss)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero on this system")
+def test_devices_fifos_and_endless_stdin_are_refused(run_dir, tmp_path):
+    rc, out, err, rss = _run(["predict", run_dir, "/dev/zero"])
+    assert rc == 2 and out == "" and len(err.splitlines()) == 1 and "not a regular file" in err and rss < 1024
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # no writer: opening it for reading must not block
+    rc, _, err, _ = _run(["predict", run_dir, fifo], timeout=60)
+    assert rc == 2 and len(err.splitlines()) == 1 and "not a regular file" in err
+    with open("/dev/zero", "rb") as zero:
+        rc, out, err, rss = _run(["predict", run_dir, "-"], stdin=zero)
+    assert rc == 2 and len(err.splitlines()) == 1 and "<stdin>: more than" in err and rss < 1024
+
+
+def test_image_errors_name_the_file_once(tmp_path):
+    from mnistkit.data.custom import load_image_folder
+    from mnistkit.errors import DataFormatError
+
+    for c in ("0", "1"):
+        (tmp_path / c).mkdir()
+        ring((60, 60), (10, 10, 50, 50), 5).save(tmp_path / c / "ok.png")
+    bad = tmp_path / "1" / "x.png"
+    bad.write_text("not an image")
+    with pytest.raises(DataFormatError) as info:
+        load_image_folder(tmp_path)
+    assert str(info.value).count(str(bad)) == 1 and "not an image" in str(info.value)
+    with pytest.raises(InputImageError, match="over the limit of 10"):
+        load_image(bad, max_bytes=10)
