@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds bench-serve clean
+.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds bench-serve bench-photos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-seeds: setup
 bench-serve: setup
 	$(PY) bench/load_test.py --requests 2000 --concurrency 8 --payload mixed
 	$(PY) bench/load_test.py --requests 2000 --concurrency 8 --payload mixed --attack
+
+# Photographed digits and numbers, read by `mnistkit predict` (bundled model; MODEL=ckpt to choose).
+bench-photos: setup system-deps
+	$(PY) bench/photos.py --timing $(if $(MODEL),--model $(MODEL),)
 
 clean:
 	rm -rf $(VENV) runs test-artifacts .pytest_cache

@@ -353,3 +353,8 @@ def test_image_errors_name_the_file_once(tmp_path):
     assert str(info.value).count(str(bad)) == 1 and "not an image" in str(info.value)
     with pytest.raises(InputImageError, match="over the limit of 10"):
         load_image(bad, max_bytes=10)
+    sparse = tmp_path / "big.png"
+    with open(sparse, "wb") as f:
+        f.truncate(3 * 1024 ** 3)  # 3 GB that occupy no disk: refused by its size, before any read
+    with pytest.raises(InputImageError, match=r"big\.png: file is 3,221,225,472 bytes, over the limit"):
+        load_image(sparse)

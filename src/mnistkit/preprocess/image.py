@@ -320,7 +320,8 @@ def _array_to_uint8(arr: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
         return arr.copy()
     if arr.dtype.kind in "iub":
         if sixteen_bit and int(arr.max()) > 255:
-            return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 65535 -> 255, rounded
+            # The high byte: 65535 -> 255, and 8-bit data stored as v * 257 comes back exactly.
+            return (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
         return np.clip(arr, 0, 255).astype(np.uint8)
     a = arr.astype(np.float32)
     if not np.isfinite(a).all():
