@@ -149,9 +149,11 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, *, name: str |
                     f"{label}: image is {width}x{height} = {width * height:,} pixels, "
                     f"over the limit of {max_pixels:,}")
             img.seek(0)  # animated GIF / multi-page TIFF: the first frame
-            if img.format == "JPEG" and max(width, height) > WORK_SIDE:
-                scale = WORK_SIDE / max(width, height)  # draft keeps at least the size asked for
-                img.draft("L" if img.mode == "L" else "RGB", (int(width * scale) + 1, int(height * scale) + 1))
+            if img.format == "JPEG" and img.mode in ("L", "RGB"):
+                # Luma only (the model reads grey; no colour conversion), at 1/2, 1/4 or 1/8 scale
+                # when that still leaves WORK_SIDE px: draft keeps at least the size asked for.
+                scale = min(1.0, WORK_SIDE / max(width, height))
+                img.draft("L", (int(width * scale) + 1, int(height * scale) + 1))
             img.load()  # pixels now in memory: the image outlives the closed buffer
             ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when upright
             return img
