@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 LIGHTING = ("even", "vignette", "side-light", "shadow", "all")
 CONDITIONS = ("plain-28x28", "clean-scan") + tuple(f"photo-{name}" for name in LIGHTING)
-THRESHOLDS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.95)
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 FONT_DIR = Path("/usr/share/fonts/truetype")
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 

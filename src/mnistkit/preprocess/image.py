@@ -405,7 +405,7 @@ def ink_contrast(gray: np.ndarray, paper_is_light: bool = True) -> np.ndarray:
 
     paper_up = gray if paper_is_light else 255 - gray
     h, w = paper_up.shape
-    factor = max(1, max(h, w) // PAPER_SIDE)
+    factor = max(1, -(-max(h, w) // PAPER_SIDE))  # ceiling: at most PAPER_SIDE px
     small = np.asarray(Image.fromarray(paper_up).reduce(factor)) if factor > 1 else paper_up
     window = max(3, max(small.shape) // PAPER_WINDOW) | 1
     # Pad by a window first: the closing must see the page continue past the frame, or the darker
