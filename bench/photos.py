@@ -258,8 +258,8 @@ def main() -> None:
             probs, analyses = read_digits(ckpt, paths)
             per_condition_probs[cond] = (probs, analyses)
             acc = float((probs.argmax(1) == test_y[pick]).mean() * 100)
-            flagged = {str(t): float(np.mean([unsure_reason(a, p, t) is not None for a, p in zip(analyses, probs)]) * 100)
-                       for t in THRESHOLDS}
+            flagged = {str(t): float(np.mean([unsure_reason(a, p, t) is not None
+                                              for a, p in zip(analyses, probs)]) * 100) for t in THRESHOLDS}
             results["conditions"][cond] = {"accuracy": round(acc, 2), "flagged_percent": flagged}
         results["digits_seconds"] = round(time.perf_counter() - started, 1)
 
@@ -279,7 +279,8 @@ def main() -> None:
         right_count = [len(r.text) == len(t) for r, t in zip(readings, truths)]
         results["numbers"] = {"count": args.numbers, "read_exactly_percent": round(float(np.mean(exact) * 100), 2),
                               "digit_count_right_percent": round(float(np.mean(right_count) * 100), 2),
-                              "examples_wrong": [[t, r.text] for r, t, ok in zip(readings, truths, exact) if not ok][:10]}
+                              "examples_wrong": [[t, r.text] for r, t, ok in zip(readings, truths, exact)
+                                                 if not ok][:10]}
 
         # Non-digits, photographed like the digits (all lighting conditions in turn).
         krng = np.random.default_rng([args.seed, 200])

@@ -170,8 +170,10 @@ def mnist(mnist_root):
     from mnistkit.data.idx import read_idx
 
     raw = mnist_root / "MNIST" / "raw"
-    return (read_idx(raw / "train-images-idx3-ubyte.gz")[:20000], read_idx(raw / "train-labels-idx1-ubyte.gz")[:20000].long(),
-            read_idx(raw / "t10k-images-idx3-ubyte.gz")[:300].numpy(), read_idx(raw / "t10k-labels-idx1-ubyte.gz")[:300].numpy())
+    return (read_idx(raw / "train-images-idx3-ubyte.gz")[:20000],
+            read_idx(raw / "train-labels-idx1-ubyte.gz")[:20000].long(),
+            read_idx(raw / "t10k-images-idx3-ubyte.gz")[:300].numpy(),
+            read_idx(raw / "t10k-labels-idx1-ubyte.gz")[:300].numpy())
 
 
 @pytest.fixture(scope="module")

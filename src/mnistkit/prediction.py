@@ -164,7 +164,8 @@ def analyze_files(paths: Sequence[str]) -> list["DigitAnalysis"]:
     return [analyze_image(_decode(str(p), None)) for p in paths]
 
 
-def load_images(names: Sequence[str], stdin: bytes | None = None) -> tuple[list[str], "torch.Tensor", list[tuple[str, str]]]:
+def load_images(names: Sequence[str], stdin: bytes | None = None
+                ) -> tuple[list[str], "torch.Tensor", list[tuple[str, str]]]:
     """Decode and preprocess each named input -> (names that worked, uint8 ``[N, 28, 28]``, failures)."""
     import torch
 

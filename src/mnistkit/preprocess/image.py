@@ -6,8 +6,8 @@ mass sits at the centre, white ink on black. A model trained on that only works
 on input framed the same way, so every path that turns an image into model input
 (image-folder training, ``mnistkit predict``, ``mnistkit serve``) calls
 :func:`preprocess_image` (or :func:`analyze_image`, which also says what it
-found; :func:`analyze_number` for a written number); normalisation then happens once, in :func:`mnistkit.preprocess.normalize`,
-with the checkpoint's own statistics.
+found; :func:`analyze_number` for a written number); normalisation then happens
+once, in :func:`mnistkit.preprocess.normalize`, with the checkpoint's own statistics.
 
 Steps, each a small function below::
 
