@@ -36,8 +36,6 @@ Needs Pillow and SciPy (the ``images`` or ``serve`` extra); they are imported on
 from __future__ import annotations
 
 import io
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Union
@@ -171,30 +169,19 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, *, name: str |
 
 def _read_bytes(source: ImageSource, label: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """The file's bytes: regular files only (a FIFO or device is refused without waiting on it),
-    at most ``max_bytes``; a missing or unreadable file is an :class:`InputImageError`."""
+    at most ``max_bytes`` (:func:`mnistkit.fileio.read_bytes`, the one bounded reader)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) > max_bytes:
             raise InputImageError(f"{label}: {len(source):,} bytes, over the limit of {max_bytes:,}")
         return bytes(source)
+    from mnistkit.fileio import read_bytes
+
     try:
-        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of hanging; it is then
-        # refused as not a regular file. Regular files ignore the flag.
-        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        raise InputImageError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise InputImageError(f"{label}: is a directory, not an image") from None
-    except OSError as exc:
-        raise InputImageError(f"{label}: cannot read ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise InputImageError(f"{label}: is a directory, not an image")
-        if not stat.S_ISREG(info.st_mode):
-            raise InputImageError(f"{label}: not a regular file (a pipe, device or socket), not an image")
-        if info.st_size > max_bytes:
-            raise InputImageError(f"{label}: file is {info.st_size:,} bytes, over the limit of {max_bytes:,}")
-        return read_limited(f, label, max_bytes)
+        return read_bytes(source, max_bytes, InputImageError)
+    except InputImageError as exc:
+        if label != str(source):  # the caller's name for it (e.g. an upload's file name)
+            raise InputImageError(str(exc).replace(str(source), label, 1)) from None
+        raise
 
 
 def read_limited(stream: IO[bytes], label: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
