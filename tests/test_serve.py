@@ -28,6 +28,7 @@ import mnistkit.serving.app as app_module  # noqa: E402
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from mnistkit.config import TrainConfig  # noqa: E402
 from mnistkit.inference import checkpoint_proba  # noqa: E402
+from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE  # noqa: E402
 from mnistkit.preprocess import Normalization  # noqa: E402
 from mnistkit.preprocess.image import load_image, preprocess_image  # noqa: E402
 from mnistkit.serving.app import ApiError, create_app, parse_pixels_json, public_metadata  # noqa: E402
@@ -177,10 +178,10 @@ def test_unsure_for_no_ink_and_below_the_confidence_threshold(ckpt_path, ckpt, t
         assert body["unsure"] is True and "no ink" in body["reason"]
         sure = [c.post("/predict", json={"pixels": d.tolist()}).json() for d in test_digits[0]]
         assert any(not b["unsure"] for b in sure)
-        assert all(b["unsure"] == (b["probability"] < 0.5) for b in sure)
+        assert all(b["unsure"] for b in sure if b["probability"] < DEFAULT_MIN_CONFIDENCE)
     with TestClient(create_app(ckpt_path, min_confidence=1.0)) as c:
         body = c.post("/predict", json={"pixels": test_digits[0][0].tolist()}).json()
-        assert body["unsure"] is True and "below the threshold 1.00" in body["reason"]
+        assert body["unsure"] is True and "below --min-confidence 1" in body["reason"]
 
 
 def test_healthz_model_docs_and_page(client, ckpt_path):

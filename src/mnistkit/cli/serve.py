@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 from mnistkit.serving import limits as L
 
 SERVE_HINT = "pip install 'mnistkit[serve]'"
@@ -21,8 +22,8 @@ SERVE_HINT = "pip install 'mnistkit[serve]'"
               help="TCP port.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Torch threads per inference; 1 is fastest for one small image at a time.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=L.DEFAULT_MIN_CONFIDENCE, show_default=True,
-              help="Report predictions whose calibrated top probability is below this as unsure.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CONFIDENCE, show_default=True,
+              help="Report predictions whose calibrated top probability is below this as unsure (as `mnistkit predict`).")
 @click.option("--max-pixels", type=click.IntRange(1), default=L.SERVE_MAX_PIXELS, show_default=True,
               help="Largest uploaded image in pixels (width x height), checked from the header before decoding.")
 @click.option("--request-timeout", type=click.FloatRange(0.1, 3600), default=L.HEADER_TIMEOUT_S, show_default=True,

@@ -23,8 +23,8 @@ healthy. What a hostile client can cost is bounded at each step:
   with a bounded queue, so large uploads wait for their own thread (or get 503 at once when
   that queue is full) and never hold up drawings and JSON pixels.
 
-Images go through :func:`mnistkit.preprocess.image.preprocess_image`, the same
-function ``mnistkit predict`` and image-folder training use; JSON pixels do too
+Images go through :func:`mnistkit.preprocess.image.analyze_image`, the same
+path ``mnistkit predict`` and image-folder training use; JSON pixels do too
 (a 28x28 bright-on-dark array passes through it unchanged). Probabilities come
 from :func:`mnistkit.inference.checkpoint_proba` (the checkpoint's calibration included).
 """
@@ -50,8 +50,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from mnistkit.errors import InputImageError
-from mnistkit.preprocess.image import ALLOWED_FORMATS, SIDE, load_image, preprocess_image
-from mnistkit.serving.limits import (DEFAULT_MIN_CONFIDENCE, HEAVY_NICE, MAX_BODY_BYTES, MAX_JSON_BYTES, MAX_JSON_DEPTH,
+from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, unsure_reason
+from mnistkit.preprocess.image import ALLOWED_FORMATS, SIDE, DigitAnalysis, analyze_image, load_image
+from mnistkit.serving.limits import (HEAVY_NICE, MAX_BODY_BYTES, MAX_JSON_BYTES, MAX_JSON_DEPTH,
                                      MAX_NUMBER_CHARS, SERVE_MAX_PIXELS, Limits)
 
 #: Content types ``POST /predict`` accepts.
@@ -343,38 +344,31 @@ def predict_image_bytes(ckpt, data: bytes, name: str, max_pixels: int = SERVE_MA
                         min_confidence: float = DEFAULT_MIN_CONFIDENCE, preview: bool = False) -> dict:
     """Decode + preprocess + predict one uploaded image (runs in a worker thread)."""
     try:
-        digit = preprocess_image(load_image(data, max_pixels, name=name))
+        analysis = analyze_image(load_image(data, max_pixels, name=name))
     except InputImageError as exc:
         raise ApiError(400, str(exc)) from None
-    return predict_digit(ckpt, digit, min_confidence, preview)
+    return predict_digit(ckpt, analysis, min_confidence, preview)
 
 
 def predict_pixels(ckpt, pixels: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
                    preview: bool = False) -> dict:
     """Predict 28x28 JSON pixels, through the same preprocessing as images (runs in a worker thread)."""
-    return predict_digit(ckpt, preprocess_image(pixels), min_confidence, preview)
+    return predict_digit(ckpt, analyze_image(pixels), min_confidence, preview)
 
 
-def unsure_reason(digit: np.ndarray, probability: float, min_confidence: float) -> str | None:
-    """Why a prediction should not be trusted, or ``None``: no ink at all, or a low top probability."""
-    if not digit.any():
-        return "no ink found"
-    if probability < min_confidence:
-        return f"top probability {probability:.2f} is below the threshold {min_confidence:.2f}"
-    return None
-
-
-def predict_digit(ckpt, digit: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
                   preview: bool = False) -> dict:
-    """One preprocessed uint8 ``(28, 28)`` digit -> the response body of ``POST /predict``."""
+    """What preprocessing found (its uint8 ``(28, 28)`` digit and more) -> the response body of
+    ``POST /predict``; "unsure" is :func:`mnistkit.prediction.unsure_reason`, the CLI's rule too."""
     import torch
 
     from mnistkit.inference import checkpoint_proba
 
+    digit = analysis.digit
     proba = checkpoint_proba(ckpt, torch.from_numpy(digit).unsqueeze(0))[0].tolist()
     names = ckpt.class_names
     best = max(range(len(proba)), key=proba.__getitem__)
-    reason = unsure_reason(digit, proba[best], min_confidence)
+    reason = unsure_reason(analysis, proba, min_confidence)
     result = {"label": names[best], "probability": round(proba[best], 6),
               "probabilities": {n: round(p, 6) for n, p in zip(names, proba)}, "unsure": reason is not None}
     if reason is not None:

@@ -34,8 +34,6 @@ HEAVY_NICE = 10
 HEAVY_QUEUE = 2
 #: Seconds a client has to send the whole request body (408 after).
 BODY_TIMEOUT_S = 10.0
-#: Below this calibrated top probability a prediction is reported as unsure (``--min-confidence``).
-DEFAULT_MIN_CONFIDENCE = 0.5
 #: Seconds a client has to send a request's headers, from connecting or from the previous response.
 HEADER_TIMEOUT_S = 10.0
 #: Seconds an idle keep-alive connection stays open.
