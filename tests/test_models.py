@@ -40,6 +40,38 @@ def test_seed_mlp_is_the_tutorials_network():
     torch.testing.assert_close(m(x), ref)
 
 
+def test_seed_mlp_takes_more_layers_and_another_activation():
+    m = build_model("seed-mlp", hidden=[256, 128, 64], activation="relu")
+    names = [n for n, _ in m.named_parameters()]
+    assert names == [f"linear{i}.{k}" for i in range(1, 5) for k in ("weight", "bias")]
+    x = torch.randn(3, 784)
+    ref = m.linear4(torch.relu(m.linear3(torch.relu(m.linear2(torch.relu(m.linear1(x)))))))
+    torch.testing.assert_close(m(x), ref)
+    first, rest = m.split_input_layer()
+    torch.testing.assert_close(rest(first(x)), ref)
+
+
+def test_seed_mlp_defaults_are_the_tutorials_and_same_init():
+    """Default options give the same initial weights as before the options existed (same seed)."""
+    torch.manual_seed(0)
+    a = build_model("seed-mlp")
+    torch.manual_seed(0)
+    ref = [torch.nn.Linear(784, 512), torch.nn.Linear(512, 128), torch.nn.Linear(128, 10)]
+    for i, lin in enumerate(ref, start=1):
+        torch.testing.assert_close(getattr(a, f"linear{i}").weight, lin.weight)
+    assert a.mnistkit_options == {"hidden": (512, 128), "activation": "sigmoid"}
+
+
+@pytest.mark.parametrize("options, pattern", [
+    ({"dropout": 0.1}, r"model 'seed-mlp' has no option 'dropout'; its options are: hidden, activation"),
+    ({"activation": "swish"}, r"activation 'swish' is not one of relu, gelu, sigmoid, tanh"),
+    ({"hidden": [0]}, r"hidden sizes must be positive"),
+])
+def test_seed_mlp_bad_options_name_the_problem(options, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        build_model("seed-mlp", **options)
+
+
 def test_logreg_is_one_affine_map():
     m = build_model("logreg", in_features=4, num_classes=3)
     x = torch.randn(2, 4)
@@ -116,3 +148,10 @@ def test_mask_dropout_is_inverted_dropout():
     assert MaskDropout(0.0).train()(x) is x
     with pytest.raises(ValueError, match="dropout"):
         MaskDropout(1.0)
+
+
+def test_cli_activation_choices_are_the_models():
+    from mnistkit.config import ACTIVATION_NAMES
+    from mnistkit.models.mlp import ACTIVATIONS
+
+    assert tuple(ACTIVATIONS) == ACTIVATION_NAMES

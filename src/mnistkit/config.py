@@ -17,6 +17,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 SCHEDULES = ("none", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 NORMS = ("tutorial", "dataset")
+#: hidden-layer activations of the MLPs (mnistkit.models.mlp.ACTIVATIONS maps them to modules;
+#: kept here too so the CLI can offer them without importing torch; a test keeps the two equal)
+ACTIVATION_NAMES = ("relu", "gelu", "sigmoid", "tanh")
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mnistkit.cli.options import IntList, KeyValue, print_json_line
-from mnistkit.config import DEVICES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES
+from mnistkit.config import ACTIVATION_NAMES, DEVICES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES
 
 
 @click.command()
@@ -15,9 +15,10 @@ from mnistkit.config import DEVICES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES
               help="Folder to look in first for dataset files.")
 @click.option("--download/--no-download", default=None, help="Download missing files.  [default: download]")
 @click.option("--model", default=None, help="logreg, binary-logreg, seed-mlp, mlp or cnn.  [default: seed-mlp]")
-@click.option("--hidden", type=IntList(), default=None, help="mlp hidden sizes, e.g. 512,128.")
-@click.option("--activation", type=click.Choice(["relu", "gelu", "sigmoid", "tanh"]), default=None,
-              help="mlp activation.  [default: relu]")
+@click.option("--hidden", type=IntList(), default=None,
+              help="seed-mlp/mlp hidden sizes, one per layer, e.g. 512,256,128.  [default: 512,128]")
+@click.option("--activation", type=click.Choice(ACTIVATION_NAMES), default=None,
+              help="seed-mlp/mlp activation.  [default: sigmoid for seed-mlp, relu for mlp]")
 @click.option("--dropout", type=float, default=None, help="mlp/cnn dropout probability.")
 @click.option("--model-option", "model_option", type=KeyValue(), multiple=True,
               help="Any model option as KEY=VALUE (repeatable), e.g. widths=[32,64].")

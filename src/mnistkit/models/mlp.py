@@ -41,32 +41,44 @@ class MLP(nn.Module):
 
 
 class SeedMLP(nn.Module):
-    """The tutorial's ``LogisticRegression`` exactly: 784-512-128-10 with sigmoid hidden layers.
+    """The tutorial's ``LogisticRegression``: 784-512-128-10 with sigmoid hidden layers by default.
 
-    Layer names match the tutorial (``linear1..3``) so its state dicts load as is.
+    ``hidden`` and ``activation`` reshape it (the tutorial's closing exercise: "add more hidden
+    layers"); the layers stay named ``linear1..linear{len(hidden)+1}`` as in the tutorial, so its
+    state dicts, and every checkpoint saved before these options existed, load as they are.
+    No dropout: this is the tutorial's plain network, ``mlp`` is the general one.
     """
 
-    def __init__(self):
+    def __init__(self, hidden=(512, 128), activation="sigmoid"):
         super().__init__()
-        self.linear1 = nn.Linear(784, 512)
-        self.linear2 = nn.Linear(512, 128)
-        self.linear3 = nn.Linear(128, 10)
-        self.sigmoid = nn.Sigmoid()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        widths = [784, *(int(h) for h in hidden), 10]
+        if any(w < 1 for w in widths):
+            raise ValueError(f"hidden sizes must be positive, got {list(hidden)}")
+        self.n_layers = len(widths) - 1
+        for i in range(self.n_layers):
+            setattr(self, f"linear{i + 1}", nn.Linear(widths[i], widths[i + 1]))
+        # the tutorial's attribute name, whatever the activation (it holds no parameters)
+        self.sigmoid = ACTIVATIONS[activation]()
 
     def forward(self, x):
         return self._head(self.linear1(x.flatten(1)))
 
     def _head(self, h):
-        return self.linear3(self.sigmoid(self.linear2(self.sigmoid(h))))
+        for i in range(2, self.n_layers + 1):
+            h = getattr(self, f"linear{i}")(self.sigmoid(h))
+        return h
 
     def split_input_layer(self):
         """``(linear1, the rest)``: see :func:`mnistkit.inference.predict_logits`."""
         return self.linear1, self._head
 
 
-@register_model("seed-mlp", "multiclass", "the tutorial's network: 784-512-128-10, sigmoid hidden layers")
-def seed_mlp() -> nn.Module:
-    return SeedMLP()
+@register_model("seed-mlp", "multiclass", "the tutorial's network: 784-512-128-10, sigmoid hidden layers "
+                "(--hidden and --activation reshape it)")
+def seed_mlp(hidden: tuple = (512, 128), activation: str = "sigmoid") -> nn.Module:
+    return SeedMLP(tuple(hidden), activation)
 
 
 @register_model("mlp", "multiclass", "MLP with configurable hidden sizes, activation and dropout")
