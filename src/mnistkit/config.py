@@ -168,6 +168,38 @@ def resolve_config(preset: str | None = None, **overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
+#: a config file is a few hundred bytes; refuse anything far larger before parsing it
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def load_config_file(path) -> TrainConfig:
+    """A :class:`TrainConfig` from a JSON file: a run's ``config.json`` or a tuned ``best.json``.
+
+    Every field is validated as usual; an unreadable file, bad JSON or unknown keys are a
+    one-line :class:`ConfigError` naming the file.
+    """
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"--config {p}: {p.stat().st_size:,} bytes is too large for a training config")
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--config {p}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--config {p}: not a readable JSON config ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {p}: expected a JSON object of training options, got {type(data).__name__}")
+    try:
+        return TrainConfig.from_dict(data)
+    except TypeError as exc:  # a field of the wrong shape, e.g. model_options as a list
+        raise ConfigError(f"--config {p}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"--config {p}: {exc}") from None
+
+
 def resolve_device(name: str):
     """``auto`` -> cuda, then mps, then cpu; an unavailable explicit device is a ConfigError."""
     import torch

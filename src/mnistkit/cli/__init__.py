@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "predict": "mnistkit.cli.predict:predict",
     "export": "mnistkit.cli.export:export",
     "serve": "mnistkit.cli.serve:serve",
+    "tune": "mnistkit.cli.tune:tune",
 }
 
 

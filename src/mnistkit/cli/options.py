@@ -45,3 +45,12 @@ def print_json_line(obj) -> None:
     import json
 
     click.echo(json.dumps(obj, separators=(", ", ": "), default=str))
+
+
+def model_options_from(hidden, activation, dropout, model_option) -> dict:
+    """The model options given on a command line: ``--model-option K=V`` pairs, then the named flags."""
+    options = dict(model_option or ())
+    for key, value in (("hidden", hidden), ("activation", activation), ("dropout", dropout)):
+        if value is not None:
+            options[key] = list(value) if key == "hidden" else value
+    return options

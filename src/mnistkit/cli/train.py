@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mnistkit.cli.options import IntList, KeyValue, print_json_line
+from mnistkit.cli.options import IntList, KeyValue, model_options_from, print_json_line
 from mnistkit.config import ACTIVATION_NAMES, DEVICES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES
 
 
@@ -25,6 +25,8 @@ from mnistkit.config import ACTIVATION_NAMES, DEVICES, NORMS, OPTIMIZERS, PRESET
 @click.option("--positive", type=int, default=None, help="Binary task: this class against the rest.")
 @click.option("--classes", type=IntList(), default=None, help="Train on these classes only, e.g. 3,8.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="A tuned recipe; flags override it.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Start from a saved config: a run's config.json or `mnistkit tune`'s best.json; flags override it.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="[default: 10]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global batch size.  [default: 64]")
 @click.option("--lr", type=float, default=None, help="Peak learning rate.  [default: 0.001]")
@@ -53,14 +55,12 @@ from mnistkit.config import ACTIVATION_NAMES, DEVICES, NORMS, OPTIMIZERS, PRESET
 @click.option("--dry-run", is_flag=True, default=None, help="Two steps per epoch on a small subset: a smoke test.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final accuracy line.")
 @click.option("--json", "as_json", is_flag=True, help="End stdout with one JSON object describing the run.")
-def train(hidden, activation, dropout, model_option, quiet, as_json, resume, tensorboard, compile_, **opts):
+def train(hidden, activation, dropout, model_option, quiet, as_json, resume, tensorboard, compile_, config_file,
+          **opts):
     """Train a model (defaults: the tutorial's recipe) and save a run directory with a checkpoint."""
     from mnistkit.training import fit
 
-    model_options = dict(model_option)
-    for key, value in (("hidden", hidden), ("activation", activation), ("dropout", dropout)):
-        if value is not None:
-            model_options[key] = list(value) if key == "hidden" else value
+    model_options = model_options_from(hidden, activation, dropout, model_option)
     if opts.get("val_size") is not None and float(opts["val_size"]).is_integer():
         opts["val_size"] = int(opts["val_size"])
     overrides = {**opts, "compile": compile_}
@@ -69,7 +69,17 @@ def train(hidden, activation, dropout, model_option, quiet, as_json, resume, ten
     if not resume and opts.get("preset") is not None and model_options and opts.get("model") is None:
         from mnistkit.config import PRESETS as _P
         overrides["model_options"] = {**_P[opts["preset"]].get("model_options", {}), **model_options}
-    result = fit(resume=resume, echo=not quiet, tensorboard=tensorboard,
+    config = None
+    if config_file is not None:
+        from mnistkit.config import load_config_file
+        from mnistkit.errors import ConfigError
+
+        if resume or opts.get("preset") is not None:
+            raise ConfigError("--config gives the whole recipe: drop " + ("--resume" if resume else "--preset"))
+        config = load_config_file(config_file)
+        if model_options and overrides.get("model") is None:  # --hidden etc. adjust the file's model
+            overrides["model_options"] = {**config.model_options, **model_options}
+    result = fit(config, resume=resume, echo=not quiet, tensorboard=tensorboard,
                  progress=None if not (quiet or as_json) else False, **overrides)
     if result.evaluation is None:  # a torchrun rank other than 0: rank 0 reports
         return

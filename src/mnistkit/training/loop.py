@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -65,6 +66,14 @@ class TaskData:
     class_names: list[str]
     norm: Normalization
     dataset_name: str
+
+
+class StopTraining(Exception):
+    """Raised by an epoch hook to end a run after this epoch, before the test evaluation.
+
+    The epoch's state is already in ``last.safetensors``, so ``fit(resume=run_dir)`` can finish
+    the run later (tuning scores the test set that way, for the best trial only).
+    """
 
 
 # ----------------------------------------------------------------------------- setup
@@ -244,7 +253,8 @@ def validate(model, x, y, task: str, batch_size: int) -> dict:
 
 
 def fit(config: TrainConfig | None = None, *, resume: str | Path | None = None, echo: bool = True,
-        progress: bool | None = None, tensorboard: str | None = None, plots: bool = True, **overrides) -> RunResult:
+        progress: bool | None = None, tensorboard: str | None = None, plots: bool = True,
+        hooks: Sequence = (), **overrides) -> RunResult:
     """Train a model and write its run directory; the Python twin of ``mnistkit train``.
 
     Parameters
@@ -255,6 +265,10 @@ def fit(config: TrainConfig | None = None, *, resume: str | Path | None = None, 
         A run directory holding ``last.safetensors``: continue that run with its saved config.
     echo : bool
         Print the tutorial-style log to stdout (it always goes to ``log.txt``).
+    hooks : sequence of objects with ``on_epoch_end(epoch, row)``
+        Called after each epoch is validated and saved, with its metrics row; a hook may raise
+        (:class:`StopTraining`, or Optuna's ``TrialPruned``) to end the run there. Keeps
+        pruning and similar concerns out of the loop.
 
     Examples
     --------
@@ -323,6 +337,8 @@ def fit(config: TrainConfig | None = None, *, resume: str | Path | None = None, 
                 save_state(run_dir, model, optimizer, scheduler, progress_state, best_state)
             if tb is not None:
                 tb.log_epoch(row)
+            for hook in hooks:
+                hook.on_epoch_end(epoch, row)
             if stop:
                 log.line(f"Early stopping after epoch {epoch}: validation loss has not improved for "
                          f"{cfg.early_stopping} epochs; keeping the best weights")

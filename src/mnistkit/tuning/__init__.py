@@ -1,0 +1,179 @@
+"""Hyperparameter search on Optuna: :func:`tune`, the Python twin of ``mnistkit tune``.
+
+>>> from mnistkit.tuning import tune
+>>> summary = tune(model="mlp", trials=20, out="runs/tune-mlp")      # doctest: +SKIP
+>>> summary["best"]["val_accuracy"], summary["best"]["test_accuracy"]  # doctest: +SKIP
+(98.61, 98.7)
+
+Pieces: :mod:`~mnistkit.tuning.space` (what is searched), :mod:`~mnistkit.tuning.study`
+(storage, objective, worker loop), :mod:`~mnistkit.tuning.outputs` (files of the output
+folder), :mod:`~mnistkit.tuning.progress` (the live view).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from mnistkit.errors import ConfigError
+
+#: Images carved from the training set to score trials (the test set is for the best trial only).
+DEFAULT_VAL_SIZE = 10_000
+DEFAULT_TRIALS = 50
+DEFAULT_STUDY = "mnistkit"
+#: Seconds between a running trial's heartbeats on a database storage.
+DEFAULT_HEARTBEAT = 30
+
+
+def tune(*, trials: int | None = None, timeout: float | None = None, study: str | None = None,
+         storage: str | None = None, space: str | Path | None = None, workers: int = 1, pruner: str = "median",
+         out: str | Path = "runs/tune", heartbeat: int = DEFAULT_HEARTBEAT, sampler_seed: int | None = None,
+         echo: bool = True, live: bool | None = None, **train_options) -> dict:
+    """Search hyperparameters for one model; returns the summary also written to ``OUT/summary.json``.
+
+    ``train_options`` are ``mnistkit train``'s options (``model``, ``dataset``, ``val_size``...): the
+    base config every trial starts from; ``space`` (a TOML/YAML/JSON file) replaces the model
+    family's default search space. Rerunning with the same ``out`` (or ``storage``) and ``study``
+    resumes; ``trials`` counts the study's finished trials, not this call's.
+
+    On KeyboardInterrupt the files of the trials done so far are written, then it re-raises.
+    """
+    from mnistkit.config import resolve_config
+    from mnistkit.tuning.space import default_space, parse_space, read_space_file
+    from mnistkit.tuning.study import (StudySettings, agree_settings, open_storage, open_study, quiet_optuna,
+                                       redact, storage_url)
+
+    _check_counts(trials, timeout, workers, heartbeat)
+    quiet_optuna()
+    out = Path(out).absolute()
+    explicit = {k: v for k, v in train_options.items() if v is not None}
+    base = resolve_config(**{"val_size": DEFAULT_VAL_SIZE, **explicit})
+    if not base.val_size:
+        raise ConfigError("tune scores trials on a validation split: give --val-size > 0 (default 10000)")
+    raw_space = read_space_file(space) if space is not None else default_space(base.model)
+    wanted = StudySettings(base, parse_space(raw_space, base.model, f"--space {space}" if space else "search space"),
+                           trials or DEFAULT_TRIALS)
+    store = open_storage(storage, out, heartbeat)
+    study_name = study or DEFAULT_STUDY
+    st = open_study(store, study_name, pruner, sampler_seed, wanted.trials)
+    settings = agree_settings(st, wanted, explicit, space is not None)
+    if trials is not None and trials != settings.trials:  # a rerun may ask for more (or fewer) trials
+        settings.trials = trials
+        st.set_user_attr("mnistkit_settings", settings.to_dict())
+    where = redact(storage_url(storage, out))
+    log = print if echo else (lambda *_: None)
+    log(f"Study {study_name!r} in {where}: {settings.base.model}, up to {settings.trials} trials"
+        + (f", {timeout:g} s budget" if timeout else "") + (f", {workers} workers" if workers > 1 else ""))
+
+    from mnistkit.tuning.outputs import write_outputs
+    from mnistkit.tuning.progress import TuneProgress
+
+    import sys
+    show_live = sys.stdout.isatty() if live is None else live
+    started = time.monotonic()
+    try:
+        with TuneProgress(st, settings.trials, timeout, workers, live=show_live, echo=echo):
+            if workers == 1:
+                _run_here(st, settings, out, timeout, sampler_seed, started)
+            else:
+                _run_workers(st, settings, out, timeout, workers, dict(storage=storage, study=study_name,
+                             pruner=pruner, heartbeat=heartbeat, sampler_seed=sampler_seed,
+                             per_worker={k: v for k, v in explicit.items()}), log)
+    except KeyboardInterrupt:
+        log("Interrupted: saving the trials done so far (rerun the same command to resume)")
+        write_outputs(st, out, settings, where, log)
+        raise
+    summary = write_outputs(st, out, settings, where, log)
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    best = summary["best"]
+    if best:
+        log(f"Best trial {best['number']}: validation {best['val_accuracy']:.2f} %, "
+            f"test {best['test_accuracy']:.2f} %; config in {out / 'best.json'}, report {out / 'report.html'}")
+    else:
+        log(f"No trial completed; see {out / 'trials.csv'}")
+    return summary
+
+
+def _check_counts(trials, timeout, workers, heartbeat) -> None:
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
+        raise ConfigError(f"--trials must be a positive whole number, got {trials!r}")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be a positive whole number, got {workers!r}")
+    if not isinstance(heartbeat, int) or heartbeat < 1:
+        raise ConfigError(f"--heartbeat must be a positive whole number of seconds, got {heartbeat!r}")
+
+
+def _run_here(st, settings, out: Path, timeout, sampler_seed, started) -> None:
+    from mnistkit.tuning.study import Worker, run_worker
+
+    run_worker(st, settings, Worker(out, timeout=timeout, seed=sampler_seed, started=started))
+
+
+def _run_workers(st, settings, out: Path, timeout, workers: int, open_args: dict, log) -> None:
+    """K worker processes on this machine sharing the storage; torch's threads split between them.
+
+    A worker that dies (killed, out of memory) has its running trial failed and queued again,
+    as a heartbeat would on a database; what is still queued when all are gone runs here.
+    """
+    import multiprocessing
+    import socket
+
+    import torch
+
+    from mnistkit.tuning.study import Worker, counts, fail_worker_trials, run_worker
+
+    threads = max(1, torch.get_num_threads() // workers)
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    for i in range(workers):
+        seed = None if open_args["sampler_seed"] is None else open_args["sampler_seed"] + i
+        p = ctx.Process(target=_worker_main, name=f"mnistkit-tune-{i}",
+                        args=(dict(open_args, sampler_seed=seed), str(out), timeout, threads))
+        p.start()
+        procs.append(p)
+    try:
+        alive = list(procs)
+        while alive:
+            for p in list(alive):
+                p.join(timeout=0.5)
+                if p.exitcode is None:
+                    continue
+                alive.remove(p)
+                if p.exitcode != 0:
+                    lost = fail_worker_trials(st, f"{socket.gethostname()}:{p.pid}")
+                    log(f"Worker {p.name} exited with code {p.exitcode}"
+                        + (f"; trial(s) {', '.join(map(str, lost))} queued again" if lost else ""))
+        if counts(st).get("WAITING", 0):
+            run_worker(st, settings, Worker(out, timeout=timeout))
+    except KeyboardInterrupt:
+        for p in procs:  # Ctrl-C reached them too; give them time to record their trials
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+        raise
+
+
+def _worker_main(open_args: dict, out: str, timeout, threads: int) -> None:
+    """Entry point of a local worker process: open the study, run trials quietly."""
+    import torch
+
+    from mnistkit.tuning.study import (StudySettings, SETTINGS_ATTR, Worker, open_storage, open_study,
+                                       quiet_optuna, run_worker)
+
+    torch.set_num_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    quiet_optuna()
+    store = open_storage(open_args["storage"], Path(out), open_args["heartbeat"])
+    settings_holder = None
+    st = open_study(store, open_args["study"], open_args["pruner"], open_args["sampler_seed"], 1)
+    settings_holder = StudySettings.from_dict(st.user_attrs[SETTINGS_ATTR])
+    per_worker = {k: v for k, v in open_args["per_worker"].items() if k in ("device", "data_dir", "download")}
+    if per_worker:
+        settings_holder.base = settings_holder.base.replace(**per_worker)
+    try:
+        run_worker(st, settings_holder, Worker(Path(out), timeout=timeout, seed=open_args["sampler_seed"]))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,368 @@
+"""Studies on Optuna: storage, the objective, one worker's loop, and the study's settings.
+
+A study lives in its storage: by default an Optuna journal file in the output folder (several
+local processes may append to it at once), or a database URL (PostgreSQL, MySQL) shared by
+workers on many machines. The settings that define the search (the base training config and
+the search space) are stored in the study itself when it is created, so a worker started later
+with only ``--storage URL --study NAME`` searches exactly the same space, and a rerun resumes.
+
+Each trial is one ordinary training run (:func:`mnistkit.training.fit`) in its own run directory
+under ``OUT/trials/``; a per-epoch hook reports validation accuracy for pruning and stops the run
+before its test evaluation, which only the best trial gets, once, at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mnistkit.config import TrainConfig
+from mnistkit.errors import ConfigError
+from mnistkit.tuning.space import Param, parse_space, space_to_dict, suggest
+
+JOURNAL_FILE = "study.journal"
+TRIALS_DIR = "trials"
+SETTINGS_ATTR = "mnistkit_settings"
+PRUNERS = ("median", "hyperband", "none")
+#: Options a worker may set for itself; the others must match the study's stored settings.
+PER_WORKER_OPTIONS = ("device", "data_dir", "download", "amp", "compile")
+#: Retries of a trial whose worker died (stale heartbeat, or a local worker killed).
+MAX_RETRY = 3
+
+
+@dataclass
+class StudySettings:
+    """What defines a study's search: stored in the study so every worker agrees on it."""
+
+    base: TrainConfig
+    params: list[Param]
+    trials: int
+
+    def to_dict(self) -> dict:
+        return {"base_config": self.base.to_dict(), "space": space_to_dict(self.params), "trials": self.trials}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudySettings":
+        base = TrainConfig.from_dict(d["base_config"])
+        return cls(base, parse_space(d["space"], base.model, "stored search space"), int(d["trials"]))
+
+
+@dataclass
+class Worker:
+    """Where and how one process runs trials."""
+
+    out: Path
+    timeout: float | None = None       # seconds after which no new trial starts
+    seed: int | None = None            # sampler seed (None: random)
+    echo: bool = False                 # print each trial's training log
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def name(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def time_left(self) -> float | None:
+        return None if self.timeout is None else self.timeout - (time.monotonic() - self.started)
+
+
+# ----------------------------------------------------------------------------- storage and study
+
+def quiet_optuna() -> None:
+    """Optuna logs every trial (and a traceback per failed one) and warns about experimental
+    features; mnistkit reports trials itself, with a failed trial's error in its ``error`` attribute."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, for messages and reports."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def storage_url(url: str | None, out: Path) -> str:
+    """The storage as a string: a database URL, or the journal file's path."""
+    return url if url is not None else str(out / JOURNAL_FILE)
+
+
+def open_storage(url: str | None, out: Path, heartbeat: int):
+    """Optuna storage for ``--storage``: None = ``OUT/study.journal``; a database URL gets heartbeats.
+
+    On a database each running trial beats every ``heartbeat`` seconds; a trial silent for twice
+    that is failed by the next worker to look and queued again with the same parameters
+    (Optuna's ``RetryHeartbeatStaleTrialCallback``, formerly ``RetryFailedTrialCallback``).
+    """
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if url is None or url.endswith((".journal", ".log")) or "://" not in url:
+        path = Path(url) if url is not None else out / JOURNAL_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise ConfigError(f"--storage {path}: cannot open the journal file ({exc.strerror or exc})") from None
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme not in ("postgresql", "mysql", "sqlite"):
+        raise ConfigError(f"--storage {redact(url)}: unknown scheme {scheme!r}; use postgresql://, mysql://, "
+                          "sqlite:/// or a journal file path")
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
+        or optuna.storages.RetryFailedTrialCallback
+    try:
+        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
+                          grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry(max_retry=MAX_RETRY))
+    except ImportError as exc:
+        raise ConfigError(f"--storage {redact(url)}: the database driver is missing ({exc}); "
+                          "install mnistkit[tune] (PostgreSQL) or a MySQL driver") from None
+    except Exception as exc:  # sqlalchemy's OperationalError & co: unreachable, bad credentials
+        raise ConfigError(f"--storage {redact(url)}: cannot connect ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300]
+
+
+def make_pruner(name: str):
+    """``median``: stop a trial below the median of earlier ones at the same epoch; ``hyperband``."""
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
+
+
+def open_study(storage, name: str, pruner: str, seed: int | None, trials: int):
+    """Create the study or load it (rerunning resumes); maximises validation accuracy."""
+    import optuna
+
+    # TPE over the joint space (layers make it conditional: group=True); fewer random start-up
+    # trials than Optuna's 10 so a 15-minute budget gets to the model-based part.
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                         n_startup_trials=max(3, min(10, trials // 4)))
+    return optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
+                               pruner=make_pruner(pruner), load_if_exists=True)
+
+
+def agree_settings(study, wanted: StudySettings | None, explicit: dict, space_given: bool) -> StudySettings:
+    """The study's stored settings, checked against what this command asked for; stored if new.
+
+    ``explicit`` are the training options given on this command line; a worker joining an
+    existing study may leave them out, but may not contradict them.
+    """
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        if wanted is None:
+            raise ConfigError(f"study {study.study_name!r} does not exist yet in this storage; "
+                              "start it with the training options (e.g. --model mlp)")
+        study.set_user_attr(SETTINGS_ATTR, wanted.to_dict())
+        return wanted
+    settings = StudySettings.from_dict(stored)
+    base = settings.base.to_dict()
+    clash = [k for k, v in explicit.items()
+             if k not in PER_WORKER_OPTIONS and k in base and _normal(base[k]) != _normal(v)]
+    if space_given and wanted is not None and space_to_dict(wanted.params) != stored["space"]:
+        clash.append("space")
+    if clash:
+        shown = ", ".join(f"{k}={base.get(k, '(file)')!r}" for k in clash)
+        raise ConfigError(f"study {study.study_name!r} already tunes with {shown}; drop those options to join it, "
+                          "or pick another --study")
+    per_worker = {k: v for k, v in explicit.items() if k in PER_WORKER_OPTIONS}
+    if per_worker:
+        settings.base = settings.base.replace(**per_worker)
+    return settings
+
+
+def _normal(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+# ----------------------------------------------------------------------------- one trial
+
+class PruningHook:
+    """Per-epoch hook for :func:`mnistkit.training.fit`: report validation accuracy, prune, and stop
+    after the last epoch before the test evaluation (the test set is for the best trial only)."""
+
+    def __init__(self, trial, epochs: int):
+        self.trial = trial
+        self.epochs = epochs
+        self.value: float | None = None
+
+    def on_epoch_end(self, epoch: int, row: dict) -> None:
+        import optuna
+        from mnistkit.training.loop import StopTraining
+
+        self.value = row["val_accuracy"]
+        self.trial.report(self.value, epoch)
+        if epoch < self.epochs and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}: validation accuracy {self.value:.2f} %")
+        if epoch >= self.epochs:
+            raise StopTraining
+
+
+def trial_dir(out: Path, number: int) -> Path:
+    return out / TRIALS_DIR / f"{number:04d}"
+
+
+def trial_config(settings: StudySettings, trial, out: Path) -> TrainConfig:
+    """The complete training config of one trial: the base config with the sampled values."""
+    train_opts, model_opts = suggest(trial, settings.params)
+    base = settings.base
+    return base.replace(**train_opts, model_options={**base.model_options, **model_opts},
+                        out=str(trial_dir(out, trial.number)), name=None, early_stopping=0,
+                        preset=None)
+
+
+def make_objective(settings: StudySettings, worker: Worker):
+    """The function Optuna calls per trial: train, report each epoch, return final validation accuracy."""
+
+    def objective(trial):
+        import optuna
+        from mnistkit.training import fit
+        from mnistkit.training.loop import StopTraining
+        from mnistkit.training.state import STATE_FILE
+
+        trial.set_user_attr("worker", worker.name)
+        cfg = trial_config(settings, trial, worker.out)
+        trial.set_user_attr("config", reproducible(cfg))
+        run_dir = Path(cfg.out)
+        if run_dir.exists():  # left by an interrupted earlier attempt with this number
+            shutil.rmtree(run_dir)
+        hook = PruningHook(trial, cfg.epochs)
+        try:
+            fit(cfg, echo=worker.echo, progress=False, plots=False, hooks=[hook])
+        except StopTraining:
+            pass
+        except optuna.TrialPruned:
+            (run_dir / STATE_FILE).unlink(missing_ok=True)  # a pruned trial is never the best
+            raise
+        except ConfigError as exc:  # this point of the space is not a valid recipe: say why in the study
+            trial.set_user_attr("error", str(exc))
+            raise
+        if hook.value is None or hook.value != hook.value:  # NaN: the run diverged
+            raise optuna.TrialPruned("validation accuracy is not a number (the run diverged)")
+        return hook.value
+
+    return objective
+
+
+def reproducible(cfg: TrainConfig) -> dict:
+    """The config as ``best.json`` holds it: complete, without this trial's output folder."""
+    return {**cfg.to_dict(), "out": None, "name": None}
+
+
+def drop_stale_states(study, out: Path) -> None:
+    """Keep the training state (for the final test run) of the best finished trial only.
+
+    Works from one snapshot of the study and only touches finished trials, so a trial still
+    training in another process keeps its files whatever the timing.
+    """
+    import optuna
+    from mnistkit.training.state import STATE_FILE
+
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state.is_finished()]
+    complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    best = max(complete, key=lambda t: t.value).number if complete else None
+    for t in done:
+        if t.number != best:
+            (trial_dir(out, t.number) / STATE_FILE).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- the worker loop
+
+def counts(study) -> dict[str, int]:
+    """Trials by state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+    result: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        result[t.state.name] = result.get(t.state.name, 0) + 1
+    return result
+
+
+def should_start(study, target: int, worker: Worker) -> bool:
+    """Start another trial? Yes while retries wait, or fewer than ``target`` trials are finished or running.
+
+    Failed trials do not count (a retry or a new trial replaces them), up to ``target`` failures.
+    """
+    c = counts(study)
+    if c.get("WAITING", 0):
+        return True
+    left = worker.time_left()
+    if left is not None and left <= 0:
+        return False
+    if c.get("FAIL", 0) - _retried(study) >= max(3, target):
+        return False
+    return sum(c.get(s, 0) for s in ("COMPLETE", "PRUNED", "RUNNING")) < target
+
+
+def _retried(study) -> int:
+    """Failed trials that were queued again (a dead worker's), which are not the config's fault."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if "failed_trial" in t.system_attrs
+               and t.state.name != "WAITING")
+
+
+def run_worker(study, settings: StudySettings, worker: Worker, stop=None) -> None:
+    """Run trials one at a time until the study has its trials, time is up, or ``stop()`` is true.
+
+    Then wait for other workers' running trials (a dead one's is failed by its heartbeat and
+    queued again, and this worker runs it), so the study is complete when this returns.
+    """
+    from optuna.storages import fail_stale_trials
+
+    objective = make_objective(settings, worker)
+    target = settings.trials
+    while stop is None or not stop():
+        fail_stale_trials(study)
+        if should_start(study, target, worker):
+            study.optimize(objective, n_trials=1, catch=(ConfigError,),
+                           callbacks=[lambda s, t: drop_stale_states(s, worker.out)])
+            continue
+        c = counts(study)
+        if not c.get("RUNNING", 0):
+            break
+        left = worker.time_left()
+        if left is not None and left < -3600:  # long past the budget: stop waiting for others
+            break
+        time.sleep(1.0)
+    drop_stale_states(study, worker.out)
+
+
+def fail_worker_trials(study, worker_name: str) -> list[int]:
+    """Fail the running trials of a worker known to be dead and queue them again; returns their numbers.
+
+    For local workers on a journal file (no heartbeat there): the parent process sees a child die.
+    """
+    import copy
+
+    import optuna
+
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
+        or optuna.storages.RetryFailedTrialCallback
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("worker") == worker_name:
+            try:
+                study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            retry(max_retry=MAX_RETRY)(study, copy.deepcopy(study._storage.get_trial(t._trial_id)))
+            failed.append(t.number)
+    return failed
