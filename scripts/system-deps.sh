@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install Debian packages the test suite uses: chromium (browser tests) and
-# dataset-fashion-mnist (Fashion-MNIST without internet). Never fatal.
+# Install Debian packages the test suite uses: chromium (browser tests),
+# dataset-fashion-mnist (Fashion-MNIST without internet) and postgresql (the server
+# that tests/test_tune_postgres.py starts for `mnistkit tune --storage`). Never fatal.
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || need+=(dataset-fashion-mnist)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: not root on Debian; tests needing ${need[*]} will skip" >&2

@@ -25,7 +25,7 @@ NOT_TUNE_OPTIONS = {"out", "name", "resume", "tensorboard", "quiet", "as_json", 
               help="Search space file (TOML, YAML or JSON) replacing the model's default space.")
 @click.option("--workers", type=click.IntRange(min=1), default=1,
               help="Worker processes on this machine sharing the study; torch threads are split.  [default: 1]")
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median",
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default=None,
               help="Stop unpromising trials early, judged on validation accuracy per epoch.  [default: median]")
 @click.option("--heartbeat", type=click.IntRange(min=1), default=30,
               help="Seconds between a trial's heartbeats on a database; a trial silent for twice that is "

@@ -27,7 +27,7 @@ DEFAULT_HEARTBEAT = 30
 
 
 def tune(*, trials: int | None = None, timeout: float | None = None, study: str | None = None,
-         storage: str | None = None, space: str | Path | None = None, workers: int = 1, pruner: str = "median",
+         storage: str | None = None, space: str | Path | None = None, workers: int = 1, pruner: str | None = None,
          out: str | Path = "runs/tune", heartbeat: int = DEFAULT_HEARTBEAT, sampler_seed: int | None = None,
          echo: bool = True, live: bool | None = None, **train_options) -> dict:
     """Search hyperparameters for one model; returns the summary also written to ``OUT/summary.json``.
@@ -41,8 +41,8 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
     """
     from mnistkit.config import resolve_config
     from mnistkit.tuning.space import default_space, parse_space, read_space_file
-    from mnistkit.tuning.study import (StudySettings, agree_settings, open_storage, open_study, quiet_optuna,
-                                       redact, storage_url)
+    from mnistkit.tuning.study import (StudySettings, agree_settings, make_pruner, open_storage, open_study,
+                                       quiet_optuna, redact, storage_url)
 
     _check_counts(trials, timeout, workers, heartbeat)
     quiet_optuna()
@@ -53,11 +53,12 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
         raise ConfigError("tune scores trials on a validation split: give --val-size > 0 (default 10000)")
     raw_space = read_space_file(space) if space is not None else default_space(base.model)
     wanted = StudySettings(base, parse_space(raw_space, base.model, f"--space {space}" if space else "search space"),
-                           trials or DEFAULT_TRIALS)
+                           trials or DEFAULT_TRIALS, pruner or "median")
+    make_pruner(wanted.pruner)  # validates the name before anything is created
     store = open_storage(storage, out, heartbeat)
     study_name = study or DEFAULT_STUDY
-    st = open_study(store, study_name, pruner, sampler_seed, wanted.trials)
-    settings = agree_settings(st, wanted, explicit, space is not None)
+    st = open_study(store, study_name, sampler_seed, wanted.trials)
+    settings = agree_settings(st, wanted, explicit, space is not None, pruner is not None)
     if trials is not None and trials != settings.trials:  # a rerun may ask for more (or fewer) trials
         settings.trials = trials
         st.set_user_attr("mnistkit_settings", settings.to_dict())
@@ -78,7 +79,7 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
                 _run_here(st, settings, out, timeout, sampler_seed, started)
             else:
                 _run_workers(st, settings, out, timeout, workers, dict(storage=storage, study=study_name,
-                             pruner=pruner, heartbeat=heartbeat, sampler_seed=sampler_seed,
+                             heartbeat=heartbeat, sampler_seed=sampler_seed,
                              per_worker={k: v for k, v in explicit.items()}), log)
     except KeyboardInterrupt:
         log("Interrupted: saving the trials done so far (rerun the same command to resume)")
@@ -160,16 +161,16 @@ def _worker_main(open_args: dict, out: str, timeout, threads: int) -> None:
     """Entry point of a local worker process: open the study, run trials quietly."""
     import torch
 
-    from mnistkit.tuning.study import (StudySettings, SETTINGS_ATTR, Worker, open_storage, open_study,
+    from mnistkit.tuning.study import (StudySettings, SETTINGS_ATTR, Worker, make_pruner, open_storage, open_study,
                                        quiet_optuna, run_worker)
 
     torch.set_num_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     quiet_optuna()
     store = open_storage(open_args["storage"], Path(out), open_args["heartbeat"])
-    settings_holder = None
-    st = open_study(store, open_args["study"], open_args["pruner"], open_args["sampler_seed"], 1)
+    st = open_study(store, open_args["study"], open_args["sampler_seed"], 1)
     settings_holder = StudySettings.from_dict(st.user_attrs[SETTINGS_ATTR])
+    st.pruner = make_pruner(settings_holder.pruner)
     per_worker = {k: v for k, v in open_args["per_worker"].items() if k in ("device", "data_dir", "download")}
     if per_worker:
         settings_holder.base = settings_holder.base.replace(**per_worker)

@@ -42,14 +42,17 @@ class StudySettings:
     base: TrainConfig
     params: list[Param]
     trials: int
+    pruner: str = "median"
 
     def to_dict(self) -> dict:
-        return {"base_config": self.base.to_dict(), "space": space_to_dict(self.params), "trials": self.trials}
+        return {"base_config": self.base.to_dict(), "space": space_to_dict(self.params), "trials": self.trials,
+                "pruner": self.pruner}
 
     @classmethod
     def from_dict(cls, d: dict) -> "StudySettings":
         base = TrainConfig.from_dict(d["base_config"])
-        return cls(base, parse_space(d["space"], base.model, "stored search space"), int(d["trials"]))
+        return cls(base, parse_space(d["space"], base.model, "stored search space"), int(d["trials"]),
+                   d.get("pruner", "median"))
 
 
 @dataclass
@@ -150,8 +153,11 @@ def make_pruner(name: str):
     raise ConfigError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
 
 
-def open_study(storage, name: str, pruner: str, seed: int | None, trials: int):
-    """Create the study or load it (rerunning resumes); maximises validation accuracy."""
+def open_study(storage, name: str, seed: int | None, trials: int):
+    """Create the study or load it (rerunning resumes); maximises validation accuracy.
+
+    The pruner comes from the study's settings (:func:`agree_settings`).
+    """
     import optuna
 
     # TPE over the joint space (layers make it conditional: group=True); fewer random start-up
@@ -159,28 +165,31 @@ def open_study(storage, name: str, pruner: str, seed: int | None, trials: int):
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                          n_startup_trials=max(3, min(10, trials // 4)))
     return optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
-                               pruner=make_pruner(pruner), load_if_exists=True)
+                               load_if_exists=True)
 
 
-def agree_settings(study, wanted: StudySettings | None, explicit: dict, space_given: bool) -> StudySettings:
+def agree_settings(study, wanted: StudySettings, explicit: dict, space_given: bool,
+                   pruner_given: bool = False) -> StudySettings:
     """The study's stored settings, checked against what this command asked for; stored if new.
 
     ``explicit`` are the training options given on this command line; a worker joining an
-    existing study may leave them out, but may not contradict them.
+    existing study may leave them out, but may not contradict them. The study's pruner is
+    set from the settings, so every worker prunes alike.
     """
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
-        if wanted is None:
-            raise ConfigError(f"study {study.study_name!r} does not exist yet in this storage; "
-                              "start it with the training options (e.g. --model mlp)")
         study.set_user_attr(SETTINGS_ATTR, wanted.to_dict())
+        study.pruner = make_pruner(wanted.pruner)
         return wanted
     settings = StudySettings.from_dict(stored)
     base = settings.base.to_dict()
     clash = [k for k, v in explicit.items()
              if k not in PER_WORKER_OPTIONS and k in base and _normal(base[k]) != _normal(v)]
-    if space_given and wanted is not None and space_to_dict(wanted.params) != stored["space"]:
+    if space_given and space_to_dict(wanted.params) != stored["space"]:
         clash.append("space")
+    if pruner_given and wanted.pruner != settings.pruner:
+        base["pruner"] = settings.pruner
+        clash.append("pruner")
     if clash:
         shown = ", ".join(f"{k}={base.get(k, '(file)')!r}" for k in clash)
         raise ConfigError(f"study {study.study_name!r} already tunes with {shown}; drop those options to join it, "
@@ -188,6 +197,7 @@ def agree_settings(study, wanted: StudySettings | None, explicit: dict, space_gi
     per_worker = {k: v for k, v in explicit.items() if k in PER_WORKER_OPTIONS}
     if per_worker:
         settings.base = settings.base.replace(**per_worker)
+    study.pruner = make_pruner(settings.pruner)
     return settings
 
 

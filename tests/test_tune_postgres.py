@@ -1,0 +1,168 @@
+"""Two ``mnistkit tune`` workers on one study in a real PostgreSQL server; one is SIGKILLed mid-trial.
+
+The test starts Debian's PostgreSQL itself: ``initdb`` in a temporary folder as an unprivileged
+user (the ``postgres`` account when run as root), listening on 127.0.0.1 on a free port, then
+stops it. It skips, saying why, where the server binaries are missing (``make system-deps``
+installs them on Debian as root).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna", reason="mnistkit tune needs optuna: pip install 'mnistkit[tune]'")
+pytest.importorskip("psycopg", reason="PostgreSQL storage needs psycopg: pip install 'mnistkit[tune]'")
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = 'lr = { low = 1e-3, high = 1e-2, log = true }\nhidden = { layers = [1, 2], width = [8, 32] }\nepochs = 12\n'
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    return Path(found[-1]).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_user(user: str | None) -> list[str]:
+    """Command prefix running a program as ``user`` (root only); setpriv execs, so signals reach it."""
+    if user is None:
+        return []
+    info = pwd.getpwnam(user)
+    return ["setpriv", f"--reuid={info.pw_uid}", f"--regid={info.pw_gid}", "--clear-groups", "--"]
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL server on 127.0.0.1 with an empty database; yields its URL, then stops it."""
+    pg = _pg_bin()
+    if pg is None:
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql; make system-deps does it)")
+    user = None
+    if os.geteuid() == 0:  # initdb refuses root: run the server as an unprivileged account
+        try:
+            pwd.getpwnam("postgres")
+            user = "postgres"
+        except KeyError:
+            user = "nobody"
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot start PostgreSQL as an unprivileged user")
+    tmp = Path(tempfile.mkdtemp(prefix="mnistkit-pg-"))
+    data = tmp / "data"
+    if user is not None:
+        info = pwd.getpwnam(user)
+        os.chown(tmp, info.pw_uid, info.pw_gid)
+    subprocess.run(_as_user(user) + [str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                                     "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+    port = _free_port()
+    server = subprocess.Popen(_as_user(user) + [str(pg / "postgres"), "-D", str(data), "-p", str(port),
+                                                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={tmp}",
+                                                "-c", "fsync=off"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
+                                     autocommit=True) as conn:
+                    conn.execute("CREATE DATABASE optuna")
+                break
+            except psycopg.OperationalError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"PostgreSQL did not start: {server.stderr.read().decode()[-500:]}")
+                time.sleep(0.2)
+        yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        server.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _worker(args: list, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "mnistkit", "tune", *map(str, args)], env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_workers_one_killed_mid_trial(postgres_url, synthetic_dataset, tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text(SPACE)
+    common = ["--storage", postgres_url, "--study", "pg", "--heartbeat", 1]
+    a = _worker(["--dataset", synthetic_dataset, "--model", "mlp", "--val-size", 200, "--space", space,
+                 "--trials", 6, "--pruner", "none", "--out", tmp_path / "a", "--quiet", *common], tmp_path / "a.log")
+    storage = optuna.storages.RDBStorage(postgres_url)
+
+    def study():
+        try:
+            return optuna.load_study(study_name="pg", storage=storage)
+        except KeyError:
+            return None
+
+    _wait_for(lambda: study() is not None and study().user_attrs.get("mnistkit_settings"), 60, "the study")
+    # the second worker joins with only the storage and the study: the settings come from the database
+    b = _worker(["--out", tmp_path / "b", "--json", *common], tmp_path / "b.log")
+    try:
+        victim = _wait_for(lambda: [t for t in study().get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                                    if t.user_attrs.get("worker", "").endswith(f":{a.pid}")
+                                    and t.intermediate_values], 60,  # training, past its first epoch
+                           "a running trial of worker A")[0]
+        a.send_signal(signal.SIGKILL)
+        a.wait(timeout=10)
+        assert b.wait(timeout=120) == 0, (tmp_path / "b.log").read_text()
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.kill()
+
+    trials = study().get_trials()
+    by_state: dict[str, list] = {}
+    for t in trials:
+        by_state.setdefault(t.state.name, []).append(t)
+    # the killed trial was failed (its heartbeat stopped) and run again with the same parameters
+    assert [t.number for t in by_state["FAIL"]] == [victim.number]
+    failed = by_state["FAIL"][0]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE" and retries[0].params == failed.params
+    # every requested trial ran exactly once or was retried; nothing else is left over
+    assert len(by_state["COMPLETE"]) == 6 and set(by_state) == {"COMPLETE", "FAIL"}
+    workers = {t.user_attrs["worker"] for t in by_state["COMPLETE"]}
+    assert any(w.endswith(f":{b.pid}") for w in workers)
+    # best.json is the best trial in the database, and that trial was scored on the test set
+    summary = json.loads((tmp_path / "b.log").read_text().strip().splitlines()[-1])
+    best = max(by_state["COMPLETE"], key=lambda t: (t.value, -t.number))
+    assert summary["best"]["number"] == best.number and summary["best"]["val_accuracy"] == best.value
+    assert json.loads((tmp_path / "b" / "best.json").read_text()) == best.user_attrs["config"]
+    assert (tmp_path / "b" / "best-run" / "model.safetensors").is_file()
