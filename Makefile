@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds bench-serve bench-photos clean
+.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-tune clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-serve: setup
 # Photographed digits and numbers, read by `mnistkit predict` (bundled model; MODEL=ckpt to choose).
 bench-photos: setup system-deps
 	$(PY) bench/photos.py --timing $(if $(MODEL),--model $(MODEL),)
+
+# mnistkit tune --model mlp on a 15-minute budget beside the best-mlp preset (BUDGET=seconds to change it)
+bench-tune: setup
+	$(PY) bench/tune.py --budget $(or $(BUDGET),900)
 
 clean:
 	rm -rf $(VENV) runs test-artifacts .pytest_cache

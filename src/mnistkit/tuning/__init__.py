@@ -27,14 +27,14 @@ DEFAULT_HEARTBEAT = 30
 
 
 def tune(*, trials: int | None = None, timeout: float | None = None, study: str | None = None,
-         storage: str | None = None, space: str | Path | None = None, workers: int = 1, pruner: str | None = None,
+         storage: str | None = None, space: str | Path | dict | None = None, workers: int = 1, pruner: str | None = None,
          out: str | Path = "runs/tune", heartbeat: int = DEFAULT_HEARTBEAT, sampler_seed: int | None = None,
          echo: bool = True, live: bool | None = None, **train_options) -> dict:
     """Search hyperparameters for one model; returns the summary also written to ``OUT/summary.json``.
 
     ``train_options`` are ``mnistkit train``'s options (``model``, ``dataset``, ``val_size``...): the
-    base config every trial starts from; ``space`` (a TOML/YAML/JSON file) replaces the model
-    family's default search space. Rerunning with the same ``out`` (or ``storage``) and ``study``
+    base config every trial starts from; ``space`` (a TOML/YAML/JSON file, or the same table as
+    a dict) replaces the model family's default search space. Rerunning with the same ``out`` (or ``storage``) and ``study``
     resumes; ``trials`` counts the study's finished trials, not this call's.
 
     On KeyboardInterrupt the files of the trials done so far are written, then it re-raises.
@@ -51,8 +51,12 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
     base = resolve_config(**{"val_size": DEFAULT_VAL_SIZE, **explicit})
     if not base.val_size:
         raise ConfigError("tune scores trials on a validation split: give --val-size > 0 (default 10000)")
-    raw_space = read_space_file(space) if space is not None else default_space(base.model)
-    wanted = StudySettings(base, parse_space(raw_space, base.model, f"--space {space}" if space else "search space"),
+    if isinstance(space, dict):
+        raw_space, where = space, "space"
+    else:
+        raw_space = read_space_file(space) if space is not None else default_space(base.model)
+        where = f"--space {space}" if space is not None else "search space"
+    wanted = StudySettings(base, parse_space(raw_space, base.model, where),
                            trials or DEFAULT_TRIALS, pruner or "median")
     make_pruner(wanted.pruner)  # validates the name before anything is created
     store = open_storage(storage, out, heartbeat)
