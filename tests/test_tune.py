@@ -150,7 +150,8 @@ def test_tune_writes_everything_and_best_json_reproduces_the_best_trial(syntheti
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     # rerunning resumes: asking for 4 trials runs one more, the first three are kept as they were
-    code, stdout, err = run_cli(tune_args(synthetic_dataset, out, tiny_space, trials=4) + ["--json"], capsys)
+    code, stdout, err = run_cli(tune_args(synthetic_dataset, out, tiny_space, trials=4) + ["--json", "--no-plots"],
+                                capsys)
     assert code == 0, err
     again = json.loads(stdout.strip().splitlines()[-1])
     assert again["counts"] == {"COMPLETE": 4}
@@ -186,16 +187,17 @@ def test_ctrl_c_saves_what_is_done_and_a_rerun_resumes(synthetic_dataset, tmp_pa
 
     monkeypatch.setattr(study_module.PruningHook, "on_epoch_end", interrupt_in_trial_1)
     out = tmp_path / "study"
-    code, stdout, err = run_cli(tune_args(synthetic_dataset, out, tiny_space), capsys)
+    code, stdout, err = run_cli(tune_args(synthetic_dataset, out, tiny_space, trials=2) + ["--no-plots"], capsys)
     assert code == 130 and "Interrupted: saving the trials done so far" in stdout
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["COMPLETE", "FAIL"]
     assert json.loads((out / "best.json").read_text())["model"] == "mlp"
     monkeypatch.setattr(study_module.PruningHook, "on_epoch_end", real)
-    code, stdout, err = run_cli(tune_args(synthetic_dataset, out, tiny_space) + ["--json"], capsys)
+    code, stdout, err = run_cli(tune_args(synthetic_dataset, out, tiny_space, trials=2) + ["--json", "--no-plots"],
+                                capsys)
     assert code == 0, err
-    assert json.loads(stdout.strip().splitlines()[-1])["counts"] == {"COMPLETE": 3, "FAIL": 1}
+    assert json.loads(stdout.strip().splitlines()[-1])["counts"] == {"COMPLETE": 2, "FAIL": 1}
 
 
 def test_pruned_trials_stop_early_and_keep_no_state(synthetic_dataset, tmp_path):
@@ -217,7 +219,7 @@ def test_pruned_trials_stop_early_and_keep_no_state(synthetic_dataset, tmp_path)
 def test_local_workers_share_one_journal(synthetic_dataset, tmp_path, tiny_space, capsys):
     out = tmp_path / "study"
     code, stdout, err = run_cli(tune_args(synthetic_dataset, out, tiny_space, trials=4)
-                                + ["--workers", 2, "--json"], capsys)
+                                + ["--workers", 2, "--json", "--no-plots"], capsys)
     assert code == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["counts"] == {"COMPLETE": 4}

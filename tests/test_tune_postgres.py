@@ -120,7 +120,7 @@ def _wait_for(condition, timeout: float, what: str):
 def test_two_workers_one_killed_mid_trial(postgres_url, synthetic_dataset, tmp_path):
     space = tmp_path / "space.toml"
     space.write_text(SPACE)
-    common = ["--storage", postgres_url, "--study", "pg", "--heartbeat", 1]
+    common = ["--storage", postgres_url, "--study", "pg", "--heartbeat", 1, "--no-plots"]
     a = _worker(["--dataset", synthetic_dataset, "--model", "mlp", "--val-size", 200, "--space", space,
                  "--trials", 6, "--pruner", "none", "--out", tmp_path / "a", "--quiet", *common], tmp_path / "a.log")
     storage = optuna.storages.RDBStorage(postgres_url)

@@ -34,9 +34,10 @@ NOT_TUNE_OPTIONS = {"out", "name", "resume", "tensorboard", "quiet", "as_json", 
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder (storage, trials.csv, best.json, best-run/, plots, report).  "
                    "[default: runs/tune-STUDY]")
+@click.option("--plots/--no-plots", default=True, help="Draw Optuna's plots (PNG) for the report.  [default: on]")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final line.")
 @click.option("--json", "as_json", is_flag=True, help="End stdout with one JSON object: the study's summary.")
-def tune(trials, timeout, study_name, storage, space, workers, pruner, heartbeat, sampler_seed, out, quiet, as_json,
+def tune(trials, timeout, study_name, storage, space, workers, pruner, heartbeat, sampler_seed, out, plots, quiet, as_json,
          hidden, activation, dropout, model_option, compile_, **opts):
     """Search hyperparameters for a model with Optuna and keep the best as a training config.
 
@@ -54,7 +55,8 @@ def tune(trials, timeout, study_name, storage, space, workers, pruner, heartbeat
     name = study_name or "mnistkit"
     summary = run_tune(trials=trials, timeout=timeout, study=study_name, storage=storage, space=space,
                        workers=workers, pruner=pruner, heartbeat=heartbeat, sampler_seed=sampler_seed,
-                       out=out or f"runs/tune-{name}", echo=not (quiet or as_json), compile=compile_, **opts)
+                       out=out or f"runs/tune-{name}", echo=not (quiet or as_json), plots=plots, compile=compile_,
+                       **opts)
     best = summary.get("best")
     if quiet:
         click.echo(f"Best trial {best['number']}: validation {best['val_accuracy']:.2f} %, test "

@@ -29,7 +29,7 @@ DEFAULT_HEARTBEAT = 30
 def tune(*, trials: int | None = None, timeout: float | None = None, study: str | None = None,
          storage: str | None = None, space: str | Path | dict | None = None, workers: int = 1, pruner: str | None = None,
          out: str | Path = "runs/tune", heartbeat: int = DEFAULT_HEARTBEAT, sampler_seed: int | None = None,
-         echo: bool = True, live: bool | None = None, **train_options) -> dict:
+         echo: bool = True, live: bool | None = None, plots: bool = True, **train_options) -> dict:
     """Search hyperparameters for one model; returns the summary also written to ``OUT/summary.json``.
 
     ``train_options`` are ``mnistkit train``'s options (``model``, ``dataset``, ``val_size``...): the
@@ -87,9 +87,9 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
                              per_worker={k: v for k, v in explicit.items()}), log)
     except KeyboardInterrupt:
         log("Interrupted: saving the trials done so far (rerun the same command to resume)")
-        write_outputs(st, out, settings, where, log)
+        write_outputs(st, out, settings, where, log, plots=plots)
         raise
-    summary = write_outputs(st, out, settings, where, log)
+    summary = write_outputs(st, out, settings, where, log, plots=plots)
     summary["seconds"] = round(time.monotonic() - started, 1)
     best = summary["best"]
     if best:

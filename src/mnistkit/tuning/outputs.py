@@ -188,8 +188,12 @@ def _trial_rows(study) -> tuple[list[list], list[str]]:
     return rows, headers
 
 
-def write_outputs(study, out: Path, settings, storage: str, log, score_best: bool = True) -> dict:
-    """Everything above, from the study as it is now; returns the summary (also ``summary.json``)."""
+def write_outputs(study, out: Path, settings, storage: str, log, score_best: bool = True, plots: bool = True) -> dict:
+    """Everything above, from the study as it is now; returns the summary (also ``summary.json``).
+
+    ``plots=False`` skips Optuna's plots (seconds each on a big study); ``mnistkit tune`` can draw
+    them later from the same storage by running again.
+    """
     from mnistkit.tuning.study import counts
 
     out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +209,7 @@ def write_outputs(study, out: Path, settings, storage: str, log, score_best: boo
             run_summary = json.loads((run_dir / "summary.json").read_text())
             best.update(test_accuracy=run_summary["test_accuracy"], run_dir=str(run_dir))
             _best_run_report(run_dir)
-    skipped = save_study_plots(study, out)
+    skipped = save_study_plots(study, out) if plots else {name: "not drawn (--no-plots)" for name in STUDY_PLOTS}
     summary = {"study": study.study_name, "storage": storage, "model": settings.base.model,
                "val_size": settings.base.val_size, "trials_requested": settings.trials,
                "counts": dict(sorted(counts(study).items())), "best": best,
