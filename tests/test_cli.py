@@ -116,3 +116,18 @@ def test_real_process_exit_code_and_single_stderr_line(tmp_path):
     p = subprocess.run(MNISTKIT + ["evaluate", str(tmp_path / "nope.safetensors")], capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.strip() == f"mnistkit: error: checkpoint not found: {tmp_path / 'nope.safetensors'}"
+
+
+def test_train_reshapes_the_tutorials_network(synthetic_dataset, tmp_path, capsys):
+    """The tutorial's closing exercise: more hidden layers (and another activation) on seed-mlp."""
+    from mnistkit.checkpoint import load_checkpoint
+
+    out_dir = tmp_path / "deeper"
+    code, _, err = run_cli(["train", "--dataset", str(synthetic_dataset), "--dry-run", "--epochs", "1",
+                            "--hidden", "64,32,16", "--activation", "tanh", "--out", str(out_dir), "--quiet"], capsys)
+    assert code == 0, err
+    ck = load_checkpoint(out_dir / "model.safetensors")
+    assert ck.meta["config"]["model"] == "seed-mlp"
+    assert [m.out_features for m in ck.model.modules() if hasattr(m, "out_features")] == [64, 32, 16, 10]
+    code, _, err = run_cli(["train", "--dataset", str(synthetic_dataset), "--dry-run", "--dropout", "0.2"], capsys)
+    assert_one_line_error(code, err, r"model 'seed-mlp' has no option 'dropout'; its options are: hidden, activation")
