@@ -16,7 +16,7 @@ NOT_TUNE_OPTIONS = {"out", "name", "resume", "tensorboard", "quiet", "as_json", 
 @click.option("--trials", type=click.IntRange(min=1), default=None,
               help="Finished trials the study should have (a rerun resumes towards it).  [default: 50]")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds after which no new trial starts (running ones finish).")
+              help="Seconds after which no new trial starts; running ones stop at their next epoch end.")
 @click.option("--study", "study_name", default=None, help="Study name in the storage.  [default: mnistkit]")
 @click.option("--storage", default=None,
               help="postgresql://USER:PASS@HOST/DB (or mysql://, sqlite:///, a journal file) shared by workers "

@@ -87,13 +87,13 @@ def default_space(model: str) -> dict[str, dict]:
         "lr": {"low": 3e-4, "high": 1e-2, "log": True},
         "batch_size": {"choices": [64, 128, 256, 512]},
         "optimizer": {"choices": ["adam", "adamw"]},
-        "weight_decay": {"low": 1e-5, "high": 0.1, "log": True},
+        "weight_decay": {"low": 1e-6, "high": 0.1, "log": True},
         "schedule": {"choices": ["none", "onecycle", "cosine"]},
         "label_smoothing": {"low": 0.0, "high": 0.2},
-        "epochs": {"low": 2, "high": 8} if cnn else {"low": 4, "high": 20},
+        "epochs": {"low": 2, "high": 8} if cnn else {"low": 5, "high": 20},
     }
     if "hidden" in options:
-        space["hidden"] = {"layers": [1, 3], "width": [128, 2048]}
+        space["hidden"] = {"layers": [1, 3], "width": [256, 2048]}
     if "widths" in options:
         space["widths"] = {"layers": [2, 3], "width": [16, 128]}
     if "activation" in options:

@@ -163,7 +163,7 @@ def open_study(storage, name: str, seed: int | None, trials: int):
     # TPE over the joint space (layers make it conditional: group=True); fewer random start-up
     # trials than Optuna's 10 so a 15-minute budget gets to the model-based part.
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                         n_startup_trials=max(3, min(10, trials // 4)))
+                                         n_startup_trials=max(3, min(8, trials // 4)))
     return optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
                                load_if_exists=True)
 
@@ -211,9 +211,10 @@ class PruningHook:
     """Per-epoch hook for :func:`mnistkit.training.fit`: report validation accuracy, prune, and stop
     after the last epoch before the test evaluation (the test set is for the best trial only)."""
 
-    def __init__(self, trial, epochs: int):
+    def __init__(self, trial, epochs: int, time_left=None):
         self.trial = trial
         self.epochs = epochs
+        self.time_left = time_left  # callable -> seconds left of --timeout, or None
         self.value: float | None = None
 
     def on_epoch_end(self, epoch: int, row: dict) -> None:
@@ -224,6 +225,10 @@ class PruningHook:
         self.trial.report(self.value, epoch)
         if epoch < self.epochs and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}: validation accuracy {self.value:.2f} %")
+        left = self.time_left() if self.time_left is not None else None
+        if epoch < self.epochs and left is not None and left <= 0:
+            # the budget is spent: a trial that started in time does not run on for many minutes
+            raise optuna.TrialPruned(f"stopped after epoch {epoch}: the --timeout budget is spent")
         if epoch >= self.epochs:
             raise StopTraining
 
@@ -256,7 +261,7 @@ def make_objective(settings: StudySettings, worker: Worker):
         run_dir = Path(cfg.out)
         if run_dir.exists():  # left by an interrupted earlier attempt with this number
             shutil.rmtree(run_dir)
-        hook = PruningHook(trial, cfg.epochs)
+        hook = PruningHook(trial, cfg.epochs, worker.time_left)
         try:
             fit(cfg, echo=worker.echo, progress=False, plots=False, hooks=[hook])
         except StopTraining:
