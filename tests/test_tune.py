@@ -226,3 +226,39 @@ def test_local_workers_share_one_journal(synthetic_dataset, tmp_path, tiny_space
     workers = {r["user_attrs_worker"] for r in csv.DictReader((out / "trials.csv").open())}
     assert len(workers) == 2  # both processes ran trials
     assert (out / "best-run/model.safetensors").is_file()
+
+
+def test_a_dead_local_workers_trial_is_failed_and_queued_again():
+    """The journal has no heartbeat: the parent fails a killed child's running trial and queues a retry."""
+    from mnistkit.tuning.study import fail_worker_trials
+
+    study = optuna.create_study(direction="maximize")
+    mine, other = study.ask(), study.ask()
+    mine.suggest_float("lr", 1e-3, 1e-2)
+    mine.set_user_attr("worker", "host:111")
+    other.set_user_attr("worker", "host:222")
+    assert fail_worker_trials(study, "host:111") == [mine.number]
+    states = {t.number: t.state.name for t in study.trials}
+    assert states == {0: "FAIL", 1: "RUNNING", 2: "WAITING"}
+    retry = study.trials[2]
+    assert retry.params == study.trials[0].params and retry.system_attrs["failed_trial"] == 0
+
+
+def test_progress_counts_trials_and_shows_the_best():
+    from mnistkit.tuning.progress import TuneProgress
+
+    study = optuna.create_study(direction="maximize")
+    for value, state in ((97.0, "COMPLETE"), (98.5, "COMPLETE"), (None, "PRUNED"), (None, "FAIL")):
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState[state], value=value, params={}, distributions={},
+            intermediate_values={1: 90.0} if state == "PRUNED" else None))
+    progress = TuneProgress(study, target=6, timeout=None, workers=2, live=False, echo=False)
+    snap = progress.snapshot()
+    assert snap["counts"] == {"COMPLETE": 2, "PRUNED": 1, "FAIL": 1}
+    assert snap["best"].value == 98.5 and snap["best"].number == 1
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(progress._panel(snap))
+    text = console.export_text()
+    assert "3/6 done: 2 complete, 1 pruned, 1 failed" in text and "98.50 % validation accuracy (trial 1)" in text

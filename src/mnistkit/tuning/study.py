@@ -378,6 +378,8 @@ def fail_worker_trials(study, worker_name: str) -> list[int]:
                 study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
-            retry(max_retry=MAX_RETRY)(study, copy.deepcopy(study._storage.get_trial(t._trial_id)))
+            with warnings.catch_warnings():  # "experimental" since Optuna 2.8; stable in practice
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry(max_retry=MAX_RETRY)(study, copy.deepcopy(study._storage.get_trial(t._trial_id)))
             failed.append(t.number)
     return failed
