@@ -255,7 +255,10 @@ def make_objective(settings: StudySettings, worker: Worker):
         from mnistkit.training.loop import StopTraining
         from mnistkit.training.state import STATE_FILE
 
+        import torch
+
         trial.set_user_attr("worker", worker.name)
+        trial.set_user_attr("torch_threads", torch.get_num_threads())  # CPU float sums can depend on it
         cfg = trial_config(settings, trial, worker.out)
         trial.set_user_attr("config", reproducible(cfg))
         run_dir = Path(cfg.out)
