@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-tune clean
+.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-tune bench-tune-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-photos: setup system-deps
 # mnistkit tune --model mlp on a 15-minute budget beside the best-mlp preset (BUDGET=seconds to change it)
 bench-tune: setup
 	$(PY) bench/tune.py --budget $(or $(BUDGET),900)
+
+# the same pipeline on mnist-sample with a 2-minute budget: does it all work?
+bench-tune-quick: setup
+	$(PY) bench/tune.py --quick
 
 clean:
 	rm -rf $(VENV) runs test-artifacts .pytest_cache
