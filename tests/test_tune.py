@@ -262,3 +262,19 @@ def test_progress_counts_trials_and_shows_the_best():
     console.print(progress._panel(snap))
     text = console.export_text()
     assert "3/6 done: 2 complete, 1 pruned, 1 failed" in text and "98.50 % validation accuracy (trial 1)" in text
+
+
+def test_a_new_study_starts_from_the_presets_its_space_can_express():
+    from mnistkit.config import PRESETS, resolve_config
+    from mnistkit.tuning.space import preset_points
+
+    params = parse_space(default_space("mlp"), "mlp")
+    points = preset_points(params, resolve_config(model="mlp", norm="dataset", val_size=10000))
+    best = PRESETS["best-mlp"]
+    assert list(points) == ["best-mlp"]  # "fast" trains 2 epochs, outside the space's 5-20
+    assert points["best-mlp"]["hidden_layers"] == 2 and points["best-mlp"]["hidden_1"] == 1024
+    assert points["best-mlp"]["lr"] == best["lr"] and points["best-mlp"]["dropout"] == 0.2
+    # the preset normalises with the dataset's statistics: with the tutorial's norm it does not apply
+    assert preset_points(params, resolve_config(model="mlp", val_size=10000)) == {}
+    narrow = parse_space({"lr": {"low": 1e-4, "high": 1e-3}}, "mlp")
+    assert preset_points(narrow, resolve_config(model="mlp", norm="dataset", val_size=10000)) == {}

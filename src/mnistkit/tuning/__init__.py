@@ -40,7 +40,7 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
     On KeyboardInterrupt the files of the trials done so far are written, then it re-raises.
     """
     from mnistkit.config import resolve_config
-    from mnistkit.tuning.space import default_space, parse_space, read_space_file
+    from mnistkit.tuning.space import default_space, parse_space, preset_points, read_space_file
     from mnistkit.tuning.study import (StudySettings, agree_settings, make_pruner, open_storage, open_study,
                                        quiet_optuna, redact, storage_url)
 
@@ -62,7 +62,11 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
     store = open_storage(storage, out, heartbeat)
     study_name = study or DEFAULT_STUDY
     st = open_study(store, study_name, sampler_seed, wanted.trials)
+    fresh = not st.trials and "mnistkit_settings" not in st.user_attrs
     settings = agree_settings(st, wanted, explicit, space is not None, pruner is not None)
+    if fresh:  # a new study starts from the hand-tuned presets the space can express
+        for name, point in preset_points(settings.params, settings.base).items():
+            st.enqueue_trial(point, user_attrs={"preset": name})
     if trials is not None and trials != settings.trials:  # a rerun may ask for more (or fewer) trials
         settings.trials = trials
         st.set_user_attr("mnistkit_settings", settings.to_dict())

@@ -294,3 +294,60 @@ def suggest(trial, params: list[Param]) -> tuple[dict, dict]:
 def space_to_dict(params: list[Param]) -> dict:
     """File form of a parsed space (stored with the study so every worker searches the same one)."""
     return {p.name: p.to_dict() for p in params}
+
+
+# ----------------------------------------------------------------------------- warm start
+
+def preset_points(params: list[Param], base) -> dict[str, dict]:
+    """The hand-tuned presets for this model that the space can express, as trial parameters.
+
+    A new study runs them first (Optuna's ``enqueue_trial``), so the search starts from the
+    best known recipe instead of from random points. A preset is left out when one of its
+    options is outside the space, or is not searched and differs from the base config
+    (e.g. the ``cnn`` preset's augmentation when the base config has none).
+    """
+    from mnistkit.config import PRESETS
+    from mnistkit.models import get_model_spec
+
+    by_name = {p.name: p for p in params}
+    base_dict = base.to_dict()
+    model_defaults = {**get_model_spec(base.model).defaults, **base.model_options}
+    points = {}
+    for name, preset in PRESETS.items():
+        if preset.get("model") != base.model:
+            continue
+        # what the preset leaves unset is the default: the base config's, or the model's
+        values = {p.name: base_dict[p.name] if p.name in base_dict else model_defaults[p.name] for p in params}
+        values.update({k: v for k, v in preset.items() if k not in ("model", "model_options", "log_every")})
+        values.update(preset.get("model_options", {}))
+        point = {}
+        for key, value in values.items():
+            param = by_name.get(key)
+            if param is None:
+                current = base_dict.get(key, base_dict["model_options"].get(key))
+                if current != value:
+                    break
+                continue
+            expressed = _express(param, value)
+            if expressed is None:
+                break
+            point.update(expressed)
+        else:
+            points[name] = point
+    return points
+
+
+def _express(p: Param, value) -> dict | None:
+    """``{param name: value}`` for a value inside the param's range or choices, else None."""
+    if p.kind == "fixed":
+        return {} if p.value == value else None
+    if p.kind == "categorical":
+        return {p.name: value} if value in p.choices else None
+    if p.kind == "layers":
+        value = list(value)
+        if not p.low <= len(value) <= p.high or not all(p.width[0] <= w <= p.width[1] for w in value):
+            return None
+        return {f"{p.name}_layers": len(value), **{f"{p.name}_{i + 1}": w for i, w in enumerate(value)}}
+    if not p.low <= value <= p.high or (p.kind == "int" and not float(value).is_integer()):
+        return None
+    return {p.name: int(value) if p.kind == "int" else float(value)}
