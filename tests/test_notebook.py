@@ -1,4 +1,4 @@
-"""examples/tutorial.ipynb runs top to bottom (on 5,000 real digits, one epoch, two trials)."""
+"""examples/tutorial.ipynb runs top to bottom (on 5,000 real digits, one epoch, one tuning trial)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_tutorial_notebook_runs(tmp_path, monkeypatch):
     pytest.importorskip("optuna", reason="the notebook's last step tunes: pip install 'mnistkit[tune]'")
     src = str(Path(__file__).resolve().parents[1] / "src")
     monkeypatch.setenv("PYTHONPATH", src + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for key, value in {"DATASET": "mnist-sample", "EPOCHS": "1", "TRIALS": "2", "VAL_SIZE": "1000", "LOG_EVERY": "20",
+    for key, value in {"DATASET": "mnist-sample", "EPOCHS": "1", "TRIALS": "1", "VAL_SIZE": "1000", "LOG_EVERY": "20",
                        "OUT": str(tmp_path / "runs")}.items():
         monkeypatch.setenv(f"MNISTKIT_TUTORIAL_{key}", value)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
