@@ -169,9 +169,9 @@ def test_train_config_file_errors(tmp_path, capsys):
     assert code == 2 and f"--config {bad}: unknown config keys: learning_rate" in err
     bad.write_text("[1, 2]")
     code, _, err = run_cli(["train", "--config", bad], capsys)
-    assert code == 2 and "expected a JSON object of training options, got list" in err
+    assert code == 2 and "holds a JSON list, expected an object of training options" in err
     code, _, err = run_cli(["train", "--config", tmp_path / "missing.json"], capsys)
-    assert code == 2 and "missing.json: no such file" in err
+    assert code == 2 and "missing.json: no such training config" in err
 
 
 def test_ctrl_c_saves_what_is_done_and_a_rerun_resumes(synthetic_dataset, tmp_path, tiny_space, capsys,

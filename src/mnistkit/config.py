@@ -172,32 +172,39 @@ def resolve_config(preset: str | None = None, **overrides) -> TrainConfig:
 MAX_CONFIG_BYTES = 1 << 20
 
 
+def read_config_dict(path, label: str) -> dict:
+    """A training config file's JSON object (a run's ``config.json``, a tuned ``best.json``), read
+    bounded and regular-file-only; every fault is one :class:`ConfigError` that starts with ``label``.
+
+    The one reader of config files: ``--config`` and ``--resume`` both come here.
+    """
+    import json
+
+    from mnistkit.fileio import read_bytes
+
+    raw = read_bytes(path, MAX_CONFIG_BYTES, ConfigError, "training config")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        why = "too deeply nested" if isinstance(exc, RecursionError) else " ".join(str(exc).split())[:80]
+        raise ConfigError(f"{label}: not valid JSON ({why})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: holds a JSON {type(data).__name__}, expected an object of training options")
+    return data
+
+
 def load_config_file(path) -> TrainConfig:
     """A :class:`TrainConfig` from a JSON file: a run's ``config.json`` or a tuned ``best.json``.
 
     Every field is validated as usual; an unreadable file, bad JSON or unknown keys are a
     one-line :class:`ConfigError` naming the file.
     """
-    import json
-    from pathlib import Path
-
-    p = Path(path)
-    try:
-        if p.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"--config {p}: {p.stat().st_size:,} bytes is too large for a training config")
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"--config {p}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--config {p}: not a readable JSON config ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {p}: expected a JSON object of training options, got {type(data).__name__}")
+    label = f"--config {path}"
+    data = read_config_dict(path, label)
     try:
         return TrainConfig.from_dict(data)
-    except TypeError as exc:  # a field of the wrong shape, e.g. model_options as a list
-        raise ConfigError(f"--config {p}: {exc}") from None
-    except ConfigError as exc:
-        raise ConfigError(f"--config {p}: {exc}") from None
+    except (TypeError, ConfigError) as exc:  # TypeError: a field of the wrong shape, e.g. model_options as a list
+        raise ConfigError(f"{label}: {exc}") from None
 
 
 def resolve_device(name: str):

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 
 from mnistkit.checkpoint import atomic_write_bytes, save_checkpoint
-from mnistkit.config import TrainConfig, resolve_config, resolve_device
+from mnistkit.config import TrainConfig, read_config_dict, resolve_config, resolve_device
 from mnistkit.errors import ConfigError
 from mnistkit.fileio import clean_stale_temporaries
 from mnistkit.losses import classification_loss
@@ -366,7 +366,7 @@ def _resolve_run(config, resume, overrides) -> tuple[TrainConfig, Path]:
         cfg_path = run_dir / "config.json"
         if not (run_dir / STATE_FILE).exists() or not cfg_path.exists():
             raise ConfigError(f"--resume {run_dir}: no interrupted run there (needs config.json and {STATE_FILE})")
-        saved = _read_saved_config(run_dir)
+        saved = read_config_dict(cfg_path, f"--resume {run_dir}: config.json")
         allowed = {"device", "data_dir"}
         bad = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
         if config is not None or bad:
@@ -383,27 +383,6 @@ def _resolve_run(config, resume, overrides) -> tuple[TrainConfig, Path]:
     if config is not None and overrides:
         cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     return cfg, default_run_dir(cfg)
-
-
-#: A run's config.json is a few KB; anything near this is not one of ours.
-MAX_CONFIG_BYTES = 1024**2
-
-
-def _read_saved_config(run_dir: Path) -> dict:
-    """The run's config.json as a dict, or one ConfigError saying what is wrong with it."""
-    from mnistkit.fileio import read_bytes
-
-    cfg_path = run_dir / "config.json"
-    raw = read_bytes(cfg_path, MAX_CONFIG_BYTES, ConfigError, "run config")
-    try:
-        saved = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        why = "too deeply nested" if isinstance(exc, RecursionError) else " ".join(str(exc).split())[:80]
-        raise ConfigError(f"--resume {run_dir}: config.json is not valid JSON ({why})") from None
-    if not isinstance(saved, dict):
-        raise ConfigError(f"--resume {run_dir}: config.json holds a JSON {type(saved).__name__}, "
-                          "expected an object of training options")
-    return saved
 
 
 def _early_stopping(cfg, st, row, model, best_state):
