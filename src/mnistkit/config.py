@@ -34,7 +34,17 @@ class TrainConfig:
     val_size: float = 0             # validation split carved from train: count (>= 1) or fraction (< 1); 0 = none
     positive: int | None = None     # binary task: this class against the rest
     classes: tuple[int, ...] | None = None  # train on these classes only (two classes for a binary task)
-    augment: bool = False           # random +-2 px shifts of training images (GPU/CPU tensor ops)
+    augment: bool = field(default=False, metadata={"help": "Augment training batches on the device as the "
+                          "--aug-* options say (alone: random +-2 px shifts)."})
+    aug_shift: int = field(default=2, metadata={"help": "Max random shift per axis, in pixels."})
+    aug_rotate: float = field(default=0.0, metadata={"help": "Max random rotation, in degrees."})
+    aug_scale: float = field(default=0.0, metadata={"help": "Max relative size change: factor in [1-S, 1+S]."})
+    aug_elastic: float = field(default=0.0, metadata={
+        "help": "Elastic distortion strength (Simard's alpha, pixels; 34 moves ink ~1-2 px); 0 = off."})
+    aug_elastic_sigma: float = field(default=4.0, metadata={
+        "help": "Smoothness of the elastic field: Gaussian std in pixels."})
+    aug_thickness: float = field(default=0.0, metadata={
+        "help": "Stroke thickness: max blend toward 3x3 dilation or erosion, 0..1; 0 = off."})
     # model
     model: str = "seed-mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -98,8 +108,20 @@ class TrainConfig:
             raise ConfigError("give either --positive (one class against the rest) or --classes, not both")
         if self.classes is not None and (len(self.classes) < 2 or len(set(self.classes)) != len(self.classes)):
             raise ConfigError(f"--classes needs at least two distinct classes, got {list(self.classes)}")
+        self._validate_augmentation()
         if self.nesterov and self.optimizer != "sgd":
             raise ConfigError("--nesterov applies to --optimizer sgd only")
+
+    def _validate_augmentation(self) -> None:
+        """The --aug-* strengths: numbers in ranges that keep a digit a digit."""
+        if isinstance(self.aug_shift, bool) or not isinstance(self.aug_shift, int) or not 0 <= self.aug_shift <= 8:
+            raise ConfigError(f"aug_shift must be a whole number of pixels in [0, 8], got {self.aug_shift!r}")
+        _in_range("aug_rotate", self.aug_rotate, 0, 45, "degrees")
+        _in_range("aug_scale", self.aug_scale, 0, 0.5, "(a fraction of the size)")
+        _in_range("aug_elastic", self.aug_elastic, 0, 100, "pixels")
+        _in_range("aug_thickness", self.aug_thickness, 0, 1, "(a blend fraction)")
+        if not (_is_number(self.aug_elastic_sigma) and 0.5 <= self.aug_elastic_sigma <= 10):
+            raise ConfigError(f"aug_elastic_sigma must be in [0.5, 10] pixels, got {self.aug_elastic_sigma!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -252,6 +274,28 @@ def seconds_from_env(name: str, default: float) -> float:
     if not value > 0:
         raise ConfigError(f"{name}={raw!r}: expected a positive number of seconds")
     return value
+
+
+def option_help(name: str) -> str:
+    """The help text of config field ``name`` with its default, for the CLI (one source for both)."""
+    f = _FIELDS[name]
+    default = f.default if f.default is not dataclasses.MISSING else None
+    shown = ("on" if default else "off") if isinstance(default, bool) else default
+    return f"{f.metadata['help']}  [default: {shown}]"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _is_number(v) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _in_range(what: str, value, low: float, high: float, unit: str) -> None:
+    if not (_is_number(value) and low <= value <= high):
+        raise ConfigError(f"{what} must be a number in [{low}, {high}] {unit}, got {value!r}")
 
 
 def _choice(what: str, value, allowed) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mnistkit.cli.options import IntList, KeyValue, model_options_from, print_json_line
-from mnistkit.config import ACTIVATION_NAMES, DEVICES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES
+from mnistkit.config import ACTIVATION_NAMES, DEVICES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES, option_help
 
 
 @click.command()
@@ -36,7 +36,13 @@ from mnistkit.config import ACTIVATION_NAMES, DEVICES, NORMS, OPTIMIZERS, PRESET
 @click.option("--weight-decay", type=float, default=None, help="[default: 0]")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=None, help="Per-step LR schedule.  [default: none]")
 @click.option("--label-smoothing", type=float, default=None, help="[default: 0]")
-@click.option("--augment/--no-augment", default=None, help="Random +-2 px shifts.  [default: off]")
+@click.option("--augment/--no-augment", default=None, help=option_help("augment"))
+@click.option("--aug-shift", type=int, default=None, help=option_help("aug_shift"))
+@click.option("--aug-rotate", type=float, default=None, help=option_help("aug_rotate"))
+@click.option("--aug-scale", type=float, default=None, help=option_help("aug_scale"))
+@click.option("--aug-elastic", type=float, default=None, help=option_help("aug_elastic"))
+@click.option("--aug-elastic-sigma", type=float, default=None, help=option_help("aug_elastic_sigma"))
+@click.option("--aug-thickness", type=float, default=None, help=option_help("aug_thickness"))
 @click.option("--norm", type=click.Choice(NORMS), default=None,
               help="tutorial: (x-0.5)/0.5; dataset: the dataset's mean/std.  [default: tutorial]")
 @click.option("--val-size", type=float, default=None, help="Validation split from train: count or fraction.  [default: 0]")
@@ -61,6 +67,8 @@ def train(hidden, activation, dropout, model_option, quiet, as_json, resume, ten
     from mnistkit.training import fit
 
     model_options = model_options_from(hidden, activation, dropout, model_option)
+    if opts.get("augment") is None and any(v is not None for k, v in opts.items() if k.startswith("aug_")):
+        opts["augment"] = True  # an --aug-* strength asks for augmentation; --no-augment still wins
     if opts.get("val_size") is not None and float(opts["val_size"]).is_integer():
         opts["val_size"] = int(opts["val_size"])
     overrides = {**opts, "compile": compile_}
