@@ -29,7 +29,7 @@ from mnistkit.models import build_model, get_model_spec
 from mnistkit.preprocess import TUTORIAL_NORM, Normalization, normalize
 from mnistkit.training import distributed
 from mnistkit.precision import autocast as _autocast
-from mnistkit.training.augment import random_shift
+from mnistkit.training.augment import Augmentation
 from mnistkit.training.optim import current_lr, make_optimizer, make_scheduler
 from mnistkit.training.reporting import RunLog
 from mnistkit.training.state import STATE_FILE, load_state, save_state
@@ -199,14 +199,15 @@ def train_one_epoch(model, optimizer, scheduler, x, y, cfg: TrainConfig, task: s
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     log.start_epoch(epoch, cfg.epochs, steps)
+    augment = Augmentation.from_config(cfg)  # None when --augment is off
     model.train()
     for step in range(1, steps + 1):
         idx = perm[(step - 1) * bs: step * bs]
         if dist_ctx is not None:
             idx = dist_ctx.take_shard(idx)  # this rank's part of the global batch
         xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-        if cfg.augment:
-            xb = random_shift(xb, 2, fill, gen)
+        if augment is not None:
+            xb = augment(xb, fill, gen)
         loss, logits = train_step(model, optimizer, xb, yb, task, cfg.label_smoothing, autocast)
         if scheduler is not None:
             scheduler.step()
@@ -407,23 +408,46 @@ def _finish(cfg, data: TaskData, model, device, run_dir: Path, st: dict, log: Ru
     if ev.binary:
         b = ev.binary
         log.line(f"Precision: {b['precision']:.2f} %, Recall: {b['recall']:.2f} %, ROC AUC: {b['roc_auc']:.4f}")
+    cal = calibration_step(model, data, spec_task, cfg.eval_batch_size, device, log)
     final = st["metrics"][-1] if st["metrics"] else {}
     metrics = {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "train_seconds": round(st["train_seconds"], 3),
                "epochs_run": len(st["metrics"]), "val_accuracy": final.get("val_accuracy"),
-               "binary": ev.binary}
+               "binary": ev.binary, "calibration": cal.to_dict()}
     meta = {"dataset": data.dataset_name, "norm": data.norm.to_dict(), "class_names": data.class_names,
             "config": cfg.to_dict(), "metrics": metrics}
+    if cal.temperature is not None:
+        meta["temperature"] = cal.temperature  # Checkpoint.temperature: predict and serve divide logits by it
     ckpt = save_checkpoint(run_dir / CHECKPOINT_FILE, model, meta)
-    atomic_write_bytes(run_dir / "eval.json", json.dumps(ev.to_dict(), indent=2).encode())
+    atomic_write_bytes(run_dir / "eval.json", json.dumps({**ev.to_dict(), "calibration": cal.to_dict()},
+                                                         indent=2).encode())
     summary = {"dataset": data.dataset_name, "model": cfg.model, "preset": cfg.preset, "epochs": cfg.epochs,
                "test_accuracy": ev.accuracy, "train_seconds": round(st["train_seconds"], 3),
                "checkpoint": str(ckpt), "run_dir": str(run_dir), "device": str(device),
-               "n_train": len(data.train_x), "n_test": ev.n, "binary": ev.binary}
+               "n_train": len(data.train_x), "n_test": ev.n, "binary": ev.binary, **cal.to_dict()}
     atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
     if plots:
         _save_plots(run_dir, st["metrics"], ev, data, model, log)
     return RunResult(run_dir, ckpt, ev.accuracy, round(st["train_seconds"], 3), st["metrics"], ev, cfg, summary,
                      model)
+
+
+def calibration_step(model, data: TaskData, task: str, batch_size: int, device, log: RunLog):
+    """After training: fit the softmax temperature on the validation split (when there is one) and
+    measure the expected calibration error before and after it on validation and test."""
+    from mnistkit.calibration import calibrate
+    from mnistkit.inference import predict_logits
+
+    def logits_and_labels(x, y):
+        return predict_logits(model, x, data.norm, batch_size, device), y.long().cpu()
+
+    val = logits_and_labels(data.val_x, data.val_y) if data.val_x is not None and len(data.val_x) else None
+    cal = calibrate(task, val, {"test": logits_and_labels(data.test_x, data.test_y)})
+    ece = ", ".join(f"{split} {d['before']:.2f} %" + (f" -> {d['after']:.2f} %" if "after" in d else "")
+                    for split, d in cal.ece.items())
+    fitted = f"temperature {cal.temperature:.3f} fitted on the validation split" if cal.temperature else \
+        "no temperature (no validation split: add --val-size to calibrate)"
+    log.line(f"Calibration: {fitted}; expected calibration error ({cal.bins} bins): {ece}")
+    return cal
 
 
 def _save_plots(run_dir, metrics, ev, data: TaskData, model, log: RunLog) -> None:
