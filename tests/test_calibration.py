@@ -44,8 +44,8 @@ def test_ece_by_hand():
 
 def test_calibrated_probabilities_have_small_ece_and_overconfident_ones_large():
     z, y = _sampled()
-    assert expected_calibration_error(torch.softmax(z, 1), y) < 1.0
-    assert expected_calibration_error(torch.softmax(z * 3, 1), y) > 5.0
+    assert expected_calibration_error(torch.softmax(z, 1), y) < 3.0  # sampling noise of 8,000 answers
+    assert expected_calibration_error(torch.softmax(z * 3, 1), y) > 10.0
 
 
 def test_calibrate_fits_on_validation_and_reports_before_and_after():
@@ -54,7 +54,7 @@ def test_calibrate_fits_on_validation_and_reports_before_and_after():
     cal = calibrate("multiclass", (zv * 2, yv), {"test": (zt * 2, yt)})
     assert cal.temperature == pytest.approx(2.0, rel=0.08)
     for split in ("val", "test"):
-        assert cal.ece[split]["after"] < 1.0 < 5.0 < cal.ece[split]["before"]
+        assert cal.ece[split]["after"] < 3.0 < 10.0 < cal.ece[split]["before"]
     d = cal.to_dict()
     assert d["ece_bins"] == 15 and set(d["ece"]) == {"val", "test"}
     none = calibrate("multiclass", None, {"test": (zt, yt)})
