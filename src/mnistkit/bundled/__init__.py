@@ -1,6 +1,7 @@
 """The pretrained digit model shipped inside the package, so ``mnistkit predict photo.jpg`` works
 with no training. Its weights are ``digits-cnn.safetensors`` beside this file; its model card
-(training command, data, seed, accuracies) is in the checkpoint's own metadata.
+(training command, data, seed, accuracies, calibration) is in the checkpoint's own metadata under
+``"card"``, so the card can never drift from the weights it describes (the digest covers both).
 """
 
 from __future__ import annotations
@@ -11,6 +12,16 @@ from mnistkit.errors import CheckpointError
 
 #: The shipped checkpoint's file name, inside this package folder.
 MODEL_FILE = "digits-cnn.safetensors"
+#: The preset whose recipe trains the shipped model; the card's ``command`` names it.
+PRESET = "digits-bundled"
+#: The exact command that trains it (``make bundled-model`` runs it, then packages the result).
+TRAIN_COMMAND = f"mnistkit train --preset {PRESET}"
+#: The shipped file must stay small enough to live in a wheel.
+MAX_BYTES = 2 * 1024 * 1024
+#: Keys every model card has (``None`` where a value is unknown, with a note saying why).
+CARD_KEYS = ("name", "architecture", "model_options", "parameters", "command", "data", "seed", "config",
+             "test_accuracy", "val_accuracy", "temperature", "ece", "ece_bins", "photo_benchmark", "train_seconds",
+             "versions", "created", "notes")
 
 
 def bundled_model_path() -> Path:
@@ -21,3 +32,78 @@ def bundled_model_path() -> Path:
             f"this install has no bundled model ({path} is missing): give a checkpoint or run directory, "
             "or rebuild it with `make bundled-model`")
     return path
+
+
+def model_card(checkpoint=None) -> dict:
+    """The model card of ``checkpoint``: a loaded :class:`~mnistkit.checkpoint.Checkpoint`, a path to
+    a checkpoint or run directory, or None for the bundled model.
+
+    A checkpoint trained by ``make bundled-model`` carries its card; for any other checkpoint the
+    same fields are derived from its training metadata (config, metrics, calibration), with a note.
+
+    Examples
+    --------
+    >>> from mnistkit.bundled import model_card
+    >>> model_card()["command"]                      # doctest: +SKIP
+    'mnistkit train --preset digits-bundled'
+    """
+    from mnistkit.checkpoint import Checkpoint
+
+    if isinstance(checkpoint, Checkpoint):
+        meta, path = checkpoint.meta, checkpoint.path
+        params = sum(p.numel() for p in checkpoint.model.parameters())
+    else:
+        from mnistkit.api import resolve_checkpoint_path
+        from mnistkit.checkpoint import load_tensors
+
+        path = resolve_checkpoint_path(checkpoint)
+        tensors, meta = load_tensors(path)  # verifies the digest; no model is built
+        params = parameter_count(tensors)
+    card = meta.get("card")
+    if isinstance(card, dict):
+        return dict(card)
+    name = Path(path).parent.name if path is not None and Path(path).name == "model.safetensors" else \
+        (Path(path).stem if path is not None else str(meta.get("model")))
+    return card_from_metadata(meta, params, name, command=None,
+                              notes=["this checkpoint has no model card: the fields come from its training metadata"])
+
+
+def card_from_metadata(meta: dict, parameters: int, name: str, command: str | None, *, photo_benchmark: dict | None = None,
+                       notes: list[str] | None = None) -> dict:
+    """A model card from a checkpoint's metadata (what :func:`mnistkit.training.fit` stores)."""
+    config = meta.get("config") or {}
+    metrics = meta.get("metrics") or {}
+    cal = metrics.get("calibration") or {}
+    n_val = config.get("val_size") or 0
+    data = {"dataset": meta.get("dataset"), "train": "the dataset's training split"
+            + (f" less {n_val} images held out for validation (seed {config.get('seed')})" if n_val else ""),
+            "test": "the dataset's test split (scored once, after training)",
+            "norm": meta.get("norm"), "classes": meta.get("class_names")}
+    if photo_benchmark is None:
+        photo_benchmark = {"accuracy": None, "note": "not measured: run bench/photos.py on this checkpoint"}
+    return {
+        "name": name,
+        "architecture": meta.get("model"),
+        "model_options": meta.get("model_options"),
+        "parameters": int(parameters),
+        "command": command,
+        "data": data,
+        "seed": config.get("seed"),
+        "config": config,
+        "test_accuracy": metrics.get("test_accuracy"),
+        "val_accuracy": metrics.get("val_accuracy"),
+        "temperature": meta.get("temperature"),
+        "ece": cal.get("ece"),
+        "ece_bins": cal.get("ece_bins"),
+        "photo_benchmark": photo_benchmark,
+        "train_seconds": metrics.get("train_seconds"),
+        "versions": meta.get("versions"),
+        "created": meta.get("created"),
+        "notes": list(notes or []),
+    }
+
+
+def parameter_count(tensors: dict) -> int:
+    """Learned numbers in a state dict; BatchNorm's running statistics are state, not parameters."""
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    return sum(t.numel() for name, t in tensors.items() if not name.endswith(buffers))

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "export": "mnistkit.cli.export:export",
     "serve": "mnistkit.cli.serve:serve",
     "tune": "mnistkit.cli.tune:tune",
+    "models": "mnistkit.cli.models:models",
 }
 
 

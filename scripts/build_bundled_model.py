@@ -1,0 +1,95 @@
+"""Rebuild the bundled digit model (``make bundled-model``).
+
+Trains with the recorded command (``mnistkit.bundled.TRAIN_COMMAND``) into a temporary run
+directory, writes the model card into the checkpoint's metadata, and replaces
+``src/mnistkit/bundled/digits-cnn.safetensors`` atomically (the previous file survives any
+failure). Prints the card.
+
+    python scripts/build_bundled_model.py                  # train (10-30 min on 2 CPU cores), package
+    python scripts/build_bundled_model.py --from-run DIR   # package a finished run of the same recipe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+#: config fields that say where and how a run executed, not what it learned
+RUN_PLACE_FIELDS = ("out", "name", "device", "data_dir", "download")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from-run", type=Path, help="package this finished run directory instead of training")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for training (default: torch's)")
+    parser.add_argument("--photo-benchmark", type=Path, default=None,
+                        help="a JSON file {\"accuracy\": percent, ...} from bench/photos.py for this model")
+    parser.add_argument("--target", type=Path, default=None, help="where to write (default: the package's file)")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(REPO / "src"))
+    import mnistkit.bundled
+    from mnistkit.bundled import MAX_BYTES, MODEL_FILE, TRAIN_COMMAND, card_from_metadata, parameter_count
+    from mnistkit.checkpoint import atomic_write_bytes, load_checkpoint, load_tensors, save_tensors
+    from mnistkit.errors import MnistkitError
+
+    target = args.target or Path(mnistkit.bundled.__file__).with_name(MODEL_FILE)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mnistkit-bundled-") as tmp:
+            run = args.from_run or train(Path(tmp) / "run", TRAIN_COMMAND, args.threads)
+            tensors, meta = load_tensors(run / "model.safetensors")
+            check_recipe(meta)
+            photo = json.loads(args.photo_benchmark.read_text()) if args.photo_benchmark else {
+                "accuracy": None, "note": "not measured when this file was built: run bench/photos.py "
+                "(issue 12 part 2) on the bundled model and rebuild with --photo-benchmark"}
+            meta["card"] = card_from_metadata(meta, parameter_count(tensors), Path(MODEL_FILE).stem, TRAIN_COMMAND, photo_benchmark=photo,
+                                              notes=["trained on CPU; torch kernels differ across machines and "
+                                                     "thread counts, so a rebuild gives close, not identical, weights"])
+            staged = save_tensors(Path(tmp) / MODEL_FILE, tensors, meta)
+            size = staged.stat().st_size
+            if size > MAX_BYTES:
+                raise SystemExit(f"build_bundled_model: {size} bytes is over the {MAX_BYTES}-byte limit")
+            load_checkpoint(staged)  # loads, digest verifies, the model rebuilds
+            atomic_write_bytes(target, staged.read_bytes())
+    except MnistkitError as exc:
+        print(f"build_bundled_model: error: {exc}", file=sys.stderr)
+        return 2
+    card = load_checkpoint(target).meta["card"]
+    print(f"wrote {target} ({target.stat().st_size} bytes)")
+    print(json.dumps({k: v for k, v in card.items() if k != "config"}, indent=2))
+    return 0
+
+
+def train(run: Path, command: str, threads: int | None) -> Path:
+    """Run the recorded command (the console script's own module) with ``--out run``."""
+    argv = [sys.executable, "-m", *shlex.split(command), "--out", str(run), "-q"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    print("$", command, "--out", run, flush=True)
+    subprocess.run(argv, check=True, env=env)
+    return run
+
+
+def check_recipe(meta: dict) -> None:
+    """The run was trained with exactly the recipe the card will name (apart from where it ran)."""
+    from mnistkit.bundled import PRESET
+    from mnistkit.config import resolve_config
+    from mnistkit.errors import ConfigError
+
+    got = {k: v for k, v in (meta.get("config") or {}).items() if k not in RUN_PLACE_FIELDS}
+    want = {k: v for k, v in resolve_config(PRESET).to_dict().items() if k not in RUN_PLACE_FIELDS}
+    diff = sorted(k for k in want if got.get(k) != want[k])
+    if diff:
+        raise ConfigError(f"the run was not trained with --preset {PRESET}: it differs in {', '.join(diff)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The pretrained model shipped in the package: it loads, its digest verifies, its card is complete and
+true, and it scores >= 99.5 % on MNIST's real test set. Also the card API, `mnistkit models` and the
+packaging script."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mnistkit.bundled import CARD_KEYS, MAX_BYTES, PRESET, TRAIN_COMMAND, bundled_model_path, model_card
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint
+from mnistkit.config import resolve_config
+
+from conftest import REPO
+
+SHIPPED = REPO / "src" / "mnistkit" / "bundled" / "digits-cnn.safetensors"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not SHIPPED.is_file():
+        pytest.fail(f"{SHIPPED} is missing: rebuild it with `make bundled-model`")
+    return load_checkpoint(bundled_model_path())  # verifies the SHA-256 digest over weights and metadata
+
+
+def test_shipped_file_is_small_and_is_the_bundled_path(shipped):
+    assert bundled_model_path() == SHIPPED and SHIPPED.stat().st_size <= MAX_BYTES
+    assert shipped.meta["model"] == "cnn" and shipped.class_names == [str(d) for d in range(10)]
+
+
+def test_card_is_complete_and_matches_the_recipe_and_the_metadata(shipped):
+    card = shipped.meta["card"]
+    assert set(CARD_KEYS) <= set(card)
+    assert card["command"] == TRAIN_COMMAND == f"mnistkit train --preset {PRESET}"
+    recipe = resolve_config(PRESET).to_dict()
+    place = ("out", "name", "device", "data_dir", "download")
+    assert {k: v for k, v in card["config"].items() if k not in place} == \
+        {k: v for k, v in recipe.items() if k not in place}  # the recorded command rebuilds this recipe
+    assert card["config"]["augment"] and card["config"]["aug_elastic"] > 0 and card["config"]["val_size"] > 0
+    assert card["seed"] == recipe["seed"] and card["data"]["dataset"] == "mnist"
+    assert card["test_accuracy"] >= 99.5 and card["test_accuracy"] == shipped.meta["metrics"]["test_accuracy"]
+    assert card["val_accuracy"] is not None and card["val_accuracy"] > 99
+    t = card["temperature"]
+    assert isinstance(t, float) and 0.05 <= t <= 20 and t == shipped.temperature == shipped.meta["temperature"]
+    assert card["ece_bins"] == 15
+    for split in ("val", "test"):
+        assert set(card["ece"][split]) == {"before", "after"}
+    assert "accuracy" in card["photo_benchmark"]
+    assert card["parameters"] == sum(p.numel() for p in shipped.model.parameters())
+
+
+def test_model_card_api_returns_the_stored_card(shipped):
+    assert model_card() == shipped.meta["card"] == model_card(shipped) == model_card(str(SHIPPED))
+
+
+def test_shipped_model_scores_at_least_99_5_on_real_mnist_test(shipped, mnist_root):
+    from mnistkit.data import load_dataset
+    from mnistkit.inference import checkpoint_proba
+
+    test = load_dataset("mnist", data_dir=str(mnist_root), download=False).test
+    with torch.inference_mode():
+        probs = checkpoint_proba(shipped, test.images)
+    accuracy = 100.0 * float((probs.argmax(1) == test.labels).double().mean())
+    assert len(test.labels) == 10000
+    assert accuracy >= 99.5
+    assert accuracy == pytest.approx(shipped.meta["card"]["test_accuracy"], abs=0.011)  # the card tells the truth
+
+
+def test_card_of_a_checkpoint_without_one_is_derived_from_its_metadata(synthetic_dataset, tmp_path):
+    from mnistkit.training import fit
+
+    r = fit(dataset=str(synthetic_dataset), out=str(tmp_path / "run"), model="logreg", epochs=1, val_size=100,
+            echo=False, plots=False)
+    card = model_card(tmp_path / "run")  # a run directory, as the CLI accepts
+    assert set(CARD_KEYS) <= set(card) and card["name"] == "run" and card["command"] is None
+    assert card["test_accuracy"] == r.test_accuracy and card["temperature"] == load_checkpoint(r.checkpoint).temperature
+    assert card["parameters"] == 7850 and "no model card" in card["notes"][0]
+
+
+def test_models_command_lists_architectures_and_the_bundled_card(shipped):
+    from mnistkit.cli import cli
+    from mnistkit.models import list_models
+
+    out = CliRunner().invoke(cli, ["models"]).output
+    for name in list_models():
+        assert f"  {name} " in out
+    assert TRAIN_COMMAND in out and f"{shipped.meta['card']['test_accuracy']:.2f} %" in out
+    res = CliRunner().invoke(cli, ["models", "--json"])
+    data = json.loads(res.output.strip().splitlines()[-1])
+    assert [a["name"] for a in data["architectures"]] == list_models()
+    assert data["bundled"]["card"] == shipped.meta["card"] and data["bundled"]["bytes"] == SHIPPED.stat().st_size
+
+
+def _recipe_checkpoint(path, config):
+    """A checkpoint shaped like a finished run of the recipe (untrained weights: packaging only)."""
+    from mnistkit.models import build_model
+
+    model = build_model("cnn")
+    meta = {"dataset": "mnist", "norm": {"mean": 0.1307, "std": 0.3081}, "class_names": [str(d) for d in range(10)],
+            "config": config, "temperature": 1.5,
+            "metrics": {"test_accuracy": 12.3, "val_accuracy": 11.0, "train_seconds": 1.0,
+                        "calibration": {"temperature": 1.5, "ece_bins": 15, "ece": {"test": {"before": 9, "after": 1}}}}}
+    save_checkpoint(path / "model.safetensors", model, meta)
+
+
+def _build(*args):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "build_bundled_model.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_build_script_packages_a_run_of_the_recipe_with_its_card(tmp_path):
+    run = tmp_path / "run"
+    _recipe_checkpoint(run, {**resolve_config(PRESET).to_dict(), "out": str(run)})
+    target = tmp_path / "pkg" / "digits-cnn.safetensors"
+    res = _build("--from-run", str(run), "--target", str(target))
+    assert res.returncode == 0, res.stderr
+    card = load_checkpoint(target).meta["card"]
+    assert card["command"] == TRAIN_COMMAND and card["test_accuracy"] == 12.3 and card["temperature"] == 1.5
+    assert card["photo_benchmark"]["accuracy"] is None and "bench/photos.py" in card["photo_benchmark"]["note"]
+    assert json.loads(res.stdout.split("\n", 1)[1])["name"] == "digits-cnn"
+
+
+def test_build_script_refuses_a_run_of_another_recipe_and_keeps_the_old_file(tmp_path):
+    run = tmp_path / "run"
+    _recipe_checkpoint(run, {**resolve_config(PRESET).to_dict(), "epochs": 1, "aug_elastic": 0.0})
+    target = tmp_path / "digits-cnn.safetensors"
+    target.write_bytes(b"previous")
+    res = _build("--from-run", str(run), "--target", str(target))
+    assert res.returncode == 2
+    assert "not trained with --preset digits-bundled: it differs in aug_elastic, epochs" in res.stderr
+    assert target.read_bytes() == b"previous"
