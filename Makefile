@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-tune bench-tune-quick clean
+.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-tune bench-tune-quick bundled-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ bench-tune: setup
 # the same pipeline on mnist-sample with a 2-minute budget: does it all work?
 bench-tune-quick: setup
 	$(PY) bench/tune.py --quick
+
+# Retrain the pretrained model shipped in the package (mnistkit/bundled/digits-cnn.safetensors) with its
+# recorded command (`mnistkit train --preset digits-bundled`), write its model card, replace the file.
+bundled-model: setup
+	$(PY) scripts/build_bundled_model.py
 
 clean:
 	rm -rf $(VENV) runs test-artifacts .pytest_cache
