@@ -121,6 +121,18 @@ def test_build_script_packages_a_run_of_the_recipe_with_its_card(tmp_path):
     assert card["command"] == TRAIN_COMMAND and card["test_accuracy"] == 12.3 and card["temperature"] == 1.5
     assert card["photo_benchmark"]["accuracy"] is None and "bench/photos.py" in card["photo_benchmark"]["note"]
     assert json.loads(res.stdout.split("\n", 1)[1])["name"] == "digits-cnn"
+    # the card of the packaged file is refreshed with a photo-benchmark result; the weights stay
+    photos = tmp_path / "photos.json"
+    photos.write_text(json.dumps({"n": 200, "seed": 0, "numbers": {"read_exactly_percent": 96.0}, "conditions": {
+        "plain-28x28": {"accuracy": 99.0}, "clean-scan": {"accuracy": 98.0},
+        "photo-even": {"accuracy": 97.0}, "photo-vignette": {"accuracy": 96.0}}}))
+    again = tmp_path / "again.safetensors"
+    res = _build("--from-run", str(target), "--photo-benchmark", str(photos), "--target", str(again))
+    assert res.returncode == 0, res.stderr
+    photo = load_checkpoint(again).meta["card"]["photo_benchmark"]
+    assert photo["accuracy"] == 96.5 and photo["conditions"]["clean-scan"] == 98.0  # mean of the photo-* rows
+    assert photo["numbers_read_exactly_percent"] == 96.0
+    assert torch.equal(load_checkpoint(again).model.head[2].weight, load_checkpoint(target).model.head[2].weight)
 
 
 def test_build_script_refuses_a_run_of_another_recipe_and_keeps_the_old_file(tmp_path):
