@@ -61,6 +61,7 @@ def main() -> int:
                 raise SystemExit(f"build_bundled_model: {size} bytes is over the {MAX_BYTES}-byte limit")
             load_checkpoint(staged)  # loads, digest verifies, the model rebuilds
             atomic_write_bytes(target, staged.read_bytes())
+            target.chmod(0o644)  # a package data file, readable by all (temp files are created 0600)
     except MnistkitError as exc:
         print(f"build_bundled_model: error: {exc}", file=sys.stderr)
         return 2

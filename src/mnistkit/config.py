@@ -169,10 +169,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                 schedule="onecycle", label_smoothing=0.1, augment=True, norm="dataset", log_every=0),
     # digits-bundled: the model shipped inside the package (mnistkit.bundled; `make bundled-model`). The cnn
     # recipe with augmentation for real handwriting (slant, size, wobble, pen width) and a 5,000-image
-    # validation split that fits the temperature. Chosen on that split, never on the test set (see README).
+    # validation split that fits the temperature. Strength chosen on that split (seed 0, 8 epochs, never the
+    # test set): +-6 deg, +-6 % size, elastic 20, thickness 0.3 gave val 99.26 %; the stronger +-10 deg,
+    # +-10 %, elastic 34, thickness 0.5 gave 99.12 %. Test: 99.50 %, temperature 0.43 (ECE 9.5 % -> 0.2 %).
     "digits-bundled": dict(model="cnn", epochs=8, batch_size=128, lr=4e-3, optimizer="adamw", weight_decay=5e-4,
-                           schedule="onecycle", label_smoothing=0.1, augment=True, aug_shift=2, aug_rotate=10.0,
-                           aug_scale=0.1, aug_elastic=34.0, aug_elastic_sigma=4.0, aug_thickness=0.5,
+                           schedule="onecycle", label_smoothing=0.1, augment=True, aug_shift=2, aug_rotate=6.0,
+                           aug_scale=0.06, aug_elastic=20.0, aug_elastic_sigma=4.0, aug_thickness=0.3,
                            norm="dataset", val_size=5000, seed=0, log_every=0),
 }
 
