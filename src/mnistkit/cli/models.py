@@ -60,10 +60,14 @@ def card_lines(card: dict) -> list[str]:
     t = card.get("temperature")
     ece = card.get("ece") or {}
     if t is not None:
-        parts = [f"{split} {d.get('before'):.2f} % -> {d.get('after'):.2f} %" for split, d in ece.items()
-                 if d.get("after") is not None]
+        order = sorted(ece, key=lambda split: (split != "val", split))  # validation (fitted on) first
+        parts = [f"{split} {ece[split]['before']:.2f} % -> {ece[split]['after']:.2f} %" for split in order
+                 if ece[split].get("after") is not None]
         lines.append(f"calibration: temperature {t:.3f}; ECE ({card.get('ece_bins')} bins) {', '.join(parts)}")
     photo = card.get("photo_benchmark") or {}
-    lines.append(f"photo benchmark: {pct(photo.get('accuracy'))}" + (f" ({photo['note']})" if photo.get("note") else ""))
+    if photo.get("accuracy") is None:
+        lines.append(f"photo benchmark: {photo.get('note') or 'not measured'}")
+    else:
+        lines.append(f"photo benchmark (bench/photos.py, {photo.get('accuracy_is', 'accuracy')}): {pct(photo['accuracy'])}")
     lines += [f"note: {n}" for n in card.get("notes") or []]
     return lines
