@@ -25,7 +25,8 @@ def _weights(dataset, out, **kw):
     dict(model="seed-mlp", epochs=2, batch_size=32),                               # the tutorial's recipe (amp on)
     dict(model="mlp", model_options={"hidden": [32], "dropout": 0.2}, epochs=2, batch_size=64,
          schedule="onecycle", label_smoothing=0.1, amp=False),                      # dropout: global RNG, fp32
-    dict(model="cnn", model_options={"widths": [4, 8]}, epochs=1, batch_size=64, augment=True),  # shifts, BN
+    dict(model="cnn", model_options={"widths": [4, 8]}, epochs=1, batch_size=64, augment=True,  # BN, and every
+         aug_rotate=10.0, aug_scale=0.1, aug_elastic=34.0, aug_thickness=0.5),  # augmentation from the epoch's RNG
 ])
 def test_two_deterministic_runs_give_identical_weights(synthetic_dataset, tmp_path, kw):
     a = _weights(synthetic_dataset, tmp_path / "a", **kw)
