@@ -1,6 +1,5 @@
 """On-device batch augmentation: what each part does to digits, its RNG discipline, its config and flags."""
 
-import json
 
 import pytest
 import torch

@@ -15,7 +15,6 @@ comes from the caller's ``generator`` (the epoch's), so a resumed run sees the s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
