@@ -404,11 +404,11 @@ def _finish(cfg, data: TaskData, model, device, run_dir: Path, st: dict, log: Ru
     spec_task = getattr(model, "mnistkit_task", "multiclass")
     ev = evaluate(model, data.test_x, data.test_y, data.norm, data.class_names, spec_task, "test",
                   cfg.eval_batch_size, device)
-    log.line(f"Accuracy of the model on the {ev.n} test images: {ev.accuracy:.2f} %")
+    cal = calibration_step(model, data, spec_task, cfg.eval_batch_size, device, log)
+    log.line(f"Accuracy of the model on the {ev.n} test images: {ev.accuracy:.2f} %")  # the tutorial's last line
     if ev.binary:
         b = ev.binary
         log.line(f"Precision: {b['precision']:.2f} %, Recall: {b['recall']:.2f} %, ROC AUC: {b['roc_auc']:.4f}")
-    cal = calibration_step(model, data, spec_task, cfg.eval_batch_size, device, log)
     final = st["metrics"][-1] if st["metrics"] else {}
     metrics = {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "train_seconds": round(st["train_seconds"], 3),
                "epochs_run": len(st["metrics"]), "val_accuracy": final.get("val_accuracy"),
@@ -442,11 +442,10 @@ def calibration_step(model, data: TaskData, task: str, batch_size: int, device, 
 
     val = logits_and_labels(data.val_x, data.val_y) if data.val_x is not None and len(data.val_x) else None
     cal = calibrate(task, val, {"test": logits_and_labels(data.test_x, data.test_y)})
-    ece = ", ".join(f"{split} {d['before']:.2f} %" + (f" -> {d['after']:.2f} %" if "after" in d else "")
-                    for split, d in cal.ece.items())
-    fitted = f"temperature {cal.temperature:.3f} fitted on the validation split" if cal.temperature else \
-        "no temperature (no validation split: add --val-size to calibrate)"
-    log.line(f"Calibration: {fitted}; expected calibration error ({cal.bins} bins): {ece}")
+    if cal.temperature is not None:  # without a split the tutorial's output stays as it was (ECE: eval.json)
+        ece = ", ".join(f"{split} {d['before']:.2f} % -> {d['after']:.2f} %" for split, d in cal.ece.items())
+        log.line(f"Calibration: temperature {cal.temperature:.3f} fitted on the validation split; "
+                 f"expected calibration error ({cal.bins} bins): {ece}")
     return cal
 
 
