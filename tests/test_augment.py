@@ -130,7 +130,7 @@ def test_cli_flags_take_help_from_the_config_and_imply_augment(monkeypatch):
     assert option_help("aug_elastic").split("  [")[0] in " ".join(out.split())
     asked = {}
 
-    def fake_fit(**kw):  # the CLI's job ends at the options it hands to fit
+    def fake_fit(config=None, **kw):  # the CLI's job ends at the options it hands to fit
         asked.update(kw)
         raise SystemExit(0)
 
