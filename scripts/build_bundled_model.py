@@ -53,6 +53,8 @@ def main() -> int:
             tensors, meta = load_tensors(resolve_checkpoint_path(run))
             check_recipe(meta)
             meta.pop("card", None)  # a repackaged card is written afresh
+            # where the run happened to be written or read from is this machine's business, not the package's
+            meta["config"] = {**meta["config"], "out": None, "data_dir": None}
             meta["card"] = card_from_metadata(meta, parameter_count(tensors), Path(MODEL_FILE).stem, TRAIN_COMMAND,
                                               photo_benchmark=photo_benchmark(args.photo_benchmark), notes=[NOTE])
             staged = save_tensors(Path(tmp) / MODEL_FILE, tensors, meta)

@@ -268,7 +268,7 @@ def test_about_prints_the_card_or_the_metadata(run_dir, tmp_path, capsys, monkey
     from mnistkit.checkpoint import load_tensors, save_tensors
 
     code, out, _ = run_cli(["predict", "--model", run_dir, "--about"], capsys, monkeypatch)
-    assert code == 0 and "model:" in out and "logreg" in out and "test_accuracy" in out
+    assert code == 0 and "name: " in out and "(logreg" in out and " test accuracy: " in out
     tensors, meta = load_tensors(run_dir / "model.safetensors")
     meta["card"] = {"name": "digits-test", "training_command": "mnistkit train --preset cnn"}
     save_tensors(tmp_path / "carded.safetensors", tensors, meta)

@@ -56,7 +56,9 @@ def card_lines(card: dict) -> list[str]:
     data = card.get("data") or {}
     if data:
         lines.append(f"data: {data.get('dataset')}: {data.get('train')}")
-    lines.append(f"MNIST test accuracy: {pct(card.get('test_accuracy'))}; validation: {pct(card.get('val_accuracy'))}")
+    dataset = data.get("dataset") or "MNIST"
+    lines.append(f"{dataset} test accuracy: {pct(card.get('test_accuracy'))}; "
+                 f"validation: {pct(card.get('val_accuracy'))}")
     t = card.get("temperature")
     ece = card.get("ece") or {}
     if t is not None:

@@ -137,23 +137,18 @@ def _read_numbers(ckpt, inputs, as_json: bool, min_confidence: float, save_dir: 
 
 
 def _print_about(ckpt, as_json: bool) -> None:
-    """The model card stored in the checkpoint (key ``card``), else what its metadata says."""
-    meta = ckpt.meta
-    card = meta.get("card")
-    if not isinstance(card, dict):
-        card = {"model": meta.get("model"), "dataset": meta.get("dataset"), "classes": meta.get("class_names"),
-                "metrics": meta.get("metrics"), "created": meta.get("created")}
-        if meta.get("temperature") is not None:
-            card["temperature"] = meta.get("temperature")
-    card = {"checkpoint": str(ckpt.path), **card}
+    """The checkpoint's model card (:func:`mnistkit.bundled.model_card`: the stored card, else one
+    derived from its training metadata), in the same lines as ``mnistkit models``."""
+    from mnistkit.bundled import model_card
+    from mnistkit.cli.models import card_lines
+
+    card = model_card(ckpt)
     if as_json:
-        click.echo(json.dumps(card, indent=2, default=str))
+        click.echo(json.dumps({"checkpoint": str(ckpt.path), **card}, indent=2, default=str))
         return
-    width = max(len(str(k)) for k in card)
-    for key, value in card.items():
-        if isinstance(value, (dict, list)):
-            value = json.dumps(value, default=str)
-        click.echo(f"{str(key) + ':':<{width + 2}}{value}")
+    click.echo(f"checkpoint: {ckpt.path}")
+    for line in card_lines(card):
+        click.echo(line)
 
 
 def _predict_csv(ckpt, csv_path: str, out_path: str | None, bf16: bool = False) -> None:
