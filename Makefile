@@ -30,8 +30,12 @@ system-deps:
 demo: setup
 	@bash scripts/demo.sh $(PY)
 
+# Two pytest workers: much of the suite waits on child processes, servers and the database,
+# so two workers keep both cores busy (TEST_WORKERS=0 runs in one process).
+TEST_WORKERS ?= 2
+
 test: setup system-deps
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=600
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=600 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 # The hostile-input corpus alone (also part of `make test`); full-disk cases need root for a tmpfs.
 test-hostile: setup
