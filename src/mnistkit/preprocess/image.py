@@ -70,6 +70,10 @@ PAPER_SIDE = 160
 PAPER_WINDOW = 8
 #: Paper darker than this (0..255) is treated as this bright when measuring ink contrast.
 DARK_PAPER = 64
+#: Even light: the brightest pixels of an EVEN_GRID x EVEN_GRID grid of cells differ by at most
+#: EVEN_LIGHT levels (0..255). Then one paper level serves the whole image (a drawing, a flat scan).
+EVEN_GRID = 8
+EVEN_LIGHT = 12
 #: Ink is at least this much darker than its local paper (0..255 of the paper's brightness):
 #: the floor under Otsu's threshold, so paper grain and JPEG noise on a blank page are not ink.
 MIN_INK = 40
@@ -285,7 +289,7 @@ def to_grayscale(img: "PILImage.Image | np.ndarray") -> np.ndarray:
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return _array_to_uint8(np.asarray(img), sixteen_bit=img.mode != "F")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")  # convert() would copy an RGBA image
         if rgba.getchannel("A").getextrema()[0] < 255:  # canvases send opaque RGBA: skip the work
             paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             rgba = Image.alpha_composite(paper, rgba)
@@ -391,6 +395,10 @@ def ink_contrast(gray: np.ndarray, paper_is_light: bool = True) -> np.ndarray:
     from scipy import ndimage
 
     paper_up = gray if paper_is_light else 255 - gray
+    smooth = ndimage.uniform_filter(paper_up, size=3)  # sensor noise down ~3x; strokes stay
+    level = _even_paper_level(smooth)
+    if level is not None:  # even light (a drawing, a flat scan): one paper level, a lookup table
+        return _contrast_table(level)[smooth]
     h, w = paper_up.shape
     factor = max(1, -(-max(h, w) // PAPER_SIDE))  # ceiling: at most PAPER_SIDE px
     small = np.asarray(Image.fromarray(paper_up).reduce(factor)) if factor > 1 else paper_up
@@ -403,11 +411,37 @@ def ink_contrast(gray: np.ndarray, paper_is_light: bool = True) -> np.ndarray:
     if factor > 1:
         closed = np.asarray(Image.fromarray(closed).resize((w, h), Image.Resampling.BILINEAR))
     paper = closed.astype(np.uint16)
-    smooth = ndimage.uniform_filter(paper_up, size=3)  # sensor noise down ~3x; strokes stay
     darker = paper - np.minimum(smooth, paper)  # uint16: no negative wrap-around
     # Relative to the paper (shadows scale ink and paper alike), but in near-black corners
     # relative to DARK_PAPER: there the noise, not the ink, would be amplified.
     return ((darker * 255) // np.maximum(paper, DARK_PAPER)).astype(np.uint8)
+
+
+def _even_paper_level(smooth: np.ndarray) -> int | None:
+    """The paper's one brightness when the light is even, else None (then it is estimated locally).
+
+    The brightest pixel of each cell of an :data:`EVEN_GRID` x :data:`EVEN_GRID` grid is
+    paper wherever a cell holds any paper; when those maxima differ by at most
+    :data:`EVEN_LIGHT` levels the light is even enough that one level serves the whole image
+    (the error stays far below :data:`MIN_INK`). A cell filled by ink, a vignette or a
+    shadow spreads them, and the local estimate is used.
+    """
+    h, w = smooth.shape
+    ch, cw = h // EVEN_GRID, w // EVEN_GRID
+    if ch < 2 or cw < 2:
+        return None
+    cells = smooth[:ch * EVEN_GRID, :cw * EVEN_GRID].reshape(EVEN_GRID, ch, EVEN_GRID, cw)
+    peaks = cells.max(axis=(1, 3))
+    low, high = int(peaks.min()), int(peaks.max())
+    return high if high - low <= EVEN_LIGHT else None
+
+
+def _contrast_table(level: int) -> np.ndarray:
+    """uint8[256]: ink contrast of each grey value on paper of brightness ``level`` (the local
+    path's formula with one paper value: darker share of the paper, 0..255)."""
+    values = np.arange(256, dtype=np.int32)
+    darker = np.maximum(level - values, 0)
+    return ((darker * 255) // max(level, DARK_PAPER)).astype(np.uint8)
 
 
 def ink_mask(ink: np.ndarray) -> np.ndarray:
