@@ -327,6 +327,7 @@ def time_preprocessing(digit28: np.ndarray, rng: np.random.Generator, repeats: i
     out = {}
     for name, data in (("12MP-jpeg", big), ("400x400-canvas-png", buf.getvalue())):
         decoded = load_image(data)
+        analyze_image(decoded)  # warm-up: the first call also imports SciPy (a server does that once)
         for step, work in (("decode+analyse", lambda: analyze_image(load_image(data))),
                            ("analyse", lambda: analyze_image(decoded))):
             times = []
