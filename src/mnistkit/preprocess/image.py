@@ -68,6 +68,9 @@ WORK_SIDE = 320
 #: closing window of 1/PAPER_WINDOW of it: wider than any pen stroke of a digit that fits the frame.
 PAPER_SIDE = 160
 PAPER_WINDOW = 8
+#: A patch vote (:func:`_dark_ink_votes`, grey levels summed over patches) this far from 0 settles
+#: the polarity of a dark-bordered image; a closer one is settled by comparing both readings.
+SURE_VOTE = 32
 #: Paper darker than this (0..255) is treated as this bright when measuring ink contrast.
 DARK_PAPER = 64
 #: Even light: the brightest pixels of an EVEN_GRID x EVEN_GRID grid of cells differ by at most
@@ -359,13 +362,32 @@ def ink_map(gray: np.ndarray, paper_is_light: bool) -> np.ndarray:
     A light border means dark ink on paper. A dark border is either light ink
     on a dark ground (a chalkboard, an MNIST-style drawing) or a dark photo of
     paper (dim light, a vignette, a shadow over the edges). Ink is the minority
-    of the pixels near it, so in each patch of the image that holds some ink the
-    median sits on the paper side and the mean is pulled towards the ink:
-    mean below median, summed over patches, means dark ink.
+    of the pixels near it, so a vote over patches (:func:`_dark_ink_votes`)
+    says which; a clear vote (at least :data:`SURE_VOTE`) is taken. Shadow
+    edges in a dim photo can sway a close vote, so then both readings are made
+    and the one whose digit looks drawn wins: read the wrong way round, the ink
+    is the space *between* strokes (a lit wedge between shadows, the hole of a
+    0), which frames as a solid blob, where pen strokes fill little of their
+    box (:func:`_solidity`).
     """
-    if paper_is_light or _dark_ink_votes(gray) > 0:
+    if paper_is_light:
         return ink_contrast(gray, True)
-    return ink_contrast(gray, False)
+    votes = _dark_ink_votes(gray)
+    if abs(votes) >= SURE_VOTE:
+        return ink_contrast(gray, votes > 0)
+    dark, light = ink_contrast(gray, True), ink_contrast(gray, False)
+    dark_fill, light_fill = _solidity(dark), _solidity(light)
+    if dark_fill == light_fill:
+        return dark if votes > 0 else light
+    return dark if dark_fill < light_fill else light
+
+
+def _solidity(ink: np.ndarray) -> float:
+    """Box fill (:func:`_box_fill`) of the largest digit one contrast reading finds; 2.0 when none."""
+    groups, _ = find_pieces(ink_mask(ink))
+    if not groups:
+        return 2.0
+    return _box_fill(frame_digit(ink, max(groups, key=lambda g: g.area).mask))
 
 
 def _dark_ink_votes(gray: np.ndarray, patches: int = 8) -> float:
