@@ -363,9 +363,9 @@ def ink_map(gray: np.ndarray, paper_is_light: bool) -> np.ndarray:
     on a dark ground (a chalkboard, an MNIST-style drawing) or a dark photo of
     paper (dim light, a vignette, a shadow over the edges). Ink is the minority
     of the pixels near it, so a vote over patches (:func:`_dark_ink_votes`)
-    says which; a clear vote (at least :data:`SURE_VOTE`) is taken. Shadow
-    edges in a dim photo can sway a close vote, so then both readings are made
-    and the one whose digit looks drawn wins: read the wrong way round, the ink
+    says which. Shadow edges in a dim photo can sway a close vote towards
+    light ink (under :data:`SURE_VOTE`), so then both readings are made and
+    the one whose digit looks drawn wins: read the wrong way round, the ink
     is the space *between* strokes (a lit wedge between shadows, the hole of a
     0), which frames as a solid blob, where pen strokes fill little of their
     box (:func:`_solidity`).
@@ -373,13 +373,10 @@ def ink_map(gray: np.ndarray, paper_is_light: bool) -> np.ndarray:
     if paper_is_light:
         return ink_contrast(gray, True)
     votes = _dark_ink_votes(gray)
-    if abs(votes) >= SURE_VOTE:
-        return ink_contrast(gray, votes > 0)
+    if votes >= 0 or votes <= -SURE_VOTE:
+        return ink_contrast(gray, votes >= 0)
     dark, light = ink_contrast(gray, True), ink_contrast(gray, False)
-    dark_fill, light_fill = _solidity(dark), _solidity(light)
-    if dark_fill == light_fill:
-        return dark if votes > 0 else light
-    return dark if dark_fill < light_fill else light
+    return dark if _solidity(dark) < _solidity(light) else light
 
 
 def _solidity(ink: np.ndarray) -> float:
