@@ -19,7 +19,8 @@ Steps, each a small function below::
     ink_contrast     the paper's brightness estimated *locally* (max-filter + blur on a coarse
                      grid, so vignettes, light gradients and shadows are flattened), each
                      pixel's ink = how much darker than its local paper it is, 0..255
-    ink_mask         Otsu's threshold on that contrast (never below MIN_INK)
+    ink_mask         Otsu's threshold on that contrast (never below MIN_INK), with hysteresis
+                     (fainter ink joined to it is kept)
     find_pieces      connected components; specks dropped, pieces touching the border (page
                      edge, shadows) dropped when anything else is left, the rest grouped
                      into digits by horizontal overlap (the two strokes of a 4 are one digit)
@@ -80,6 +81,9 @@ EVEN_LIGHT = 12
 #: Ink is at least this much darker than its local paper (0..255 of the paper's brightness):
 #: the floor under Otsu's threshold, so paper grain and JPEG noise on a blank page are not ink.
 MIN_INK = 40
+#: Hysteresis: ink at least this share of Otsu's threshold (and MIN_INK) is kept where it joins
+#: ink above the threshold.
+WEAK_INK = 0.6
 #: After stretching the digit's ink to 0..255, grown-edge values below this are noise, not ink.
 FAINT = 48
 #: Pieces smaller than this share of the largest piece (in pixels) are specks, not ink.
@@ -95,6 +99,10 @@ SHORT = 0.5
 #: In a number, a group under this share of the largest group's pixels is a speck (a thin 1 or
 #: 7 in a grey pen can be a quarter of a bold 8).
 NUMBER_SPECK = 0.1
+#: In a number, neighbouring groups closer than DIGIT_GAP of their height and together no wider
+#: than ONE_DIGIT_WIDTH of it are one digit (digits are ~0.5-0.8 as wide as tall, and written apart).
+DIGIT_GAP = 0.02
+ONE_DIGIT_WIDTH = 0.8
 #: A group wider than this many times its height is taken to be touching digits (numbers):
 #: "clearly two wide"; wide single digits (a flat 0 or 2) reach ~1.5.
 TOUCHING_WIDTH = 1.6
@@ -250,10 +258,29 @@ def analyze_number(img: "PILImage.Image | np.ndarray") -> list[DigitAnalysis]:
         largest, tallest = max(g.area for g in groups), max(g.height for g in groups)
         groups = [g for g in groups if g.area >= NUMBER_SPECK * largest and g.height >= SHORT * tallest]
     masks = []
-    for group in sorted(groups, key=lambda g: g.left):
+    for group in _merge_narrow_neighbours(sorted(groups, key=lambda g: g.left)):
         masks.extend(split_touching(group.mask))
     digits = [frame_digit(ink, m) for m in masks]
     return [DigitAnalysis(d, 1, ink_share, _box_fill(d)) for d in digits]
+
+
+def _merge_narrow_neighbours(groups: list["_Group"]) -> list["_Group"]:
+    """Left-to-right groups -> the same, with neighbours that touch or overlap in columns (no
+    gap of :data:`DIGIT_GAP` of the height between them) joined when together they are still
+    no wider than one digit (:data:`ONE_DIGIT_WIDTH` of their height): the two strokes of a 4,
+    or the bar and body of a 5, that the column-overlap rule left apart."""
+    out: list[_Group] = []
+    for group in groups:
+        if out:
+            prev = out[-1]
+            left, right = min(prev.left, group.left), max(prev.right, group.right)
+            top, bottom = min(prev.top, group.top), max(prev.bottom, group.bottom)
+            if (group.left - prev.right <= DIGIT_GAP * (bottom - top)
+                    and right - left <= ONE_DIGIT_WIDTH * (bottom - top)):
+                out[-1] = _Group(prev.mask | group.mask, prev.area + group.area, left, right, top, bottom)
+                continue
+        out.append(group)
+    return out
 
 
 def image_to_tensor(source: ImageSource, max_pixels: int = MAX_PIXELS) -> "torch.Tensor":
@@ -470,7 +497,20 @@ def ink_mask(ink: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     hist = np.array(Image.fromarray(ink).histogram(), np.float64)  # 256 bins, in C: no image-sized copy
-    return ink >= max(MIN_INK, _otsu(hist))
+    high = max(MIN_INK, _otsu(hist))
+    strong = ink >= high
+    low = max(MIN_INK, int(high * WEAK_INK))
+    if low >= high:
+        return strong
+    # Hysteresis: fainter ink joined to strong ink is kept (a thin stroke in a grey pen, beside a
+    # bold digit that pulled Otsu's threshold up); faint ink on its own is not.
+    from scipy import ndimage
+
+    labels, count = ndimage.label(ink >= low, structure=np.ones((3, 3), bool))
+    keep = np.zeros(count + 1, bool)
+    keep[labels[strong]] = True
+    keep[0] = False
+    return keep[labels]
 
 
 def _otsu(hist: np.ndarray) -> int:
@@ -576,7 +616,8 @@ def _join_short(groups: list[list]) -> list[list]:
 def split_touching(mask: np.ndarray) -> list[np.ndarray]:
     """One group's mask -> one mask per digit: a group wider than :data:`TOUCHING_WIDTH` times its
     height is cut into ``round(width / (0.8 * height))`` parts at the columns with least ink
-    near the even cut points (handwritten digits are ~0.5-0.8 as wide as tall)."""
+    near the even cut points (handwritten digits are ~0.5-0.8 as wide as tall). When a part would
+    be under :data:`SHORT` of the height (a flat bar or tail, not a digit), the group stays whole."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
@@ -594,8 +635,12 @@ def split_touching(mask: np.ndarray) -> list[np.ndarray]:
     for a, b in zip(cuts, cuts[1:]):
         part = np.zeros_like(mask)
         part[:, a:b] = mask[:, a:b]
-        if part.any():
-            out.append(part)
+        part_rows = np.flatnonzero(part.any(axis=1))
+        if part_rows.size == 0:
+            continue
+        if part_rows[-1] - part_rows[0] + 1 < SHORT * height:
+            return [mask]  # a flat part is the long bar of a 5 or tail of a 2, not a digit
+        out.append(part)
     return out
 
 
