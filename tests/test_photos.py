@@ -219,6 +219,18 @@ def test_a_photographed_number_is_read_left_to_right(run_dir, easy_digits):
         assert len(analyze_number(load_image(photograph(place([x[i] for i in pick]), kind)))) == len(pick)
 
 
+def test_a_long_flat_stroke_is_not_cut_off_as_a_digit_but_touching_digits_are_split():
+    five = Image.new("L", (400, 200), "white")  # a 5 whose top bar runs far to the right
+    d = ImageDraw.Draw(five)
+    d.line([(340, 40), (120, 40), (115, 95)], fill="black", width=8)
+    d.arc((100, 70, 170, 150), 270, 150, fill="black", width=8)
+    assert len(analyze_number(five)) == 1
+    pair = Image.new("L", (400, 200), "white")  # two 0s written so close that they touch
+    for left in (100, 190):
+        ImageDraw.Draw(pair).ellipse((left, 40, left + 95, 150), outline="black", width=8)
+    assert len(analyze_number(pair)) == 2
+
+
 def test_number_cli_json_and_saved_digits(run_dir, easy_digits, tmp_path, capsys, monkeypatch):
     x, y = easy_digits
     path = tmp_path / "house.jpg"
