@@ -19,8 +19,7 @@ Steps, each a small function below::
     ink_contrast     the paper's brightness estimated *locally* (max-filter + blur on a coarse
                      grid, so vignettes, light gradients and shadows are flattened), each
                      pixel's ink = how much darker than its local paper it is, 0..255
-    ink_mask         Otsu's threshold on that contrast (never below MIN_INK), with hysteresis
-                     (fainter ink joined to it is kept)
+    ink_mask         Otsu's threshold on that contrast (never below MIN_INK)
     find_pieces      connected components; specks dropped, pieces touching the border (page
                      edge, shadows) dropped when anything else is left, the rest grouped
                      into digits by horizontal overlap (the two strokes of a 4 are one digit)
@@ -81,9 +80,6 @@ EVEN_LIGHT = 12
 #: Ink is at least this much darker than its local paper (0..255 of the paper's brightness):
 #: the floor under Otsu's threshold, so paper grain and JPEG noise on a blank page are not ink.
 MIN_INK = 40
-#: Hysteresis: ink at least this share of Otsu's threshold (and MIN_INK) is kept where it joins
-#: ink above the threshold.
-WEAK_INK = 0.6
 #: After stretching the digit's ink to 0..255, grown-edge values below this are noise, not ink.
 FAINT = 48
 #: Pieces smaller than this share of the largest piece (in pixels) are specks, not ink.
@@ -497,20 +493,7 @@ def ink_mask(ink: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     hist = np.array(Image.fromarray(ink).histogram(), np.float64)  # 256 bins, in C: no image-sized copy
-    high = max(MIN_INK, _otsu(hist))
-    strong = ink >= high
-    low = max(MIN_INK, int(high * WEAK_INK))
-    if low >= high:
-        return strong
-    # Hysteresis: fainter ink joined to strong ink is kept (a thin stroke in a grey pen, beside a
-    # bold digit that pulled Otsu's threshold up); faint ink on its own is not.
-    from scipy import ndimage
-
-    labels, count = ndimage.label(ink >= low, structure=np.ones((3, 3), bool))
-    keep = np.zeros(count + 1, bool)
-    keep[labels[strong]] = True
-    keep[0] = False
-    return keep[labels]
+    return ink >= max(MIN_INK, _otsu(hist))
 
 
 def _otsu(hist: np.ndarray) -> int:
