@@ -80,6 +80,9 @@ EVEN_LIGHT = 12
 #: Ink is at least this much darker than its local paper (0..255 of the paper's brightness):
 #: the floor under Otsu's threshold, so paper grain and JPEG noise on a blank page are not ink.
 MIN_INK = 40
+#: Number reading: ink at least this share of Otsu's threshold (and MIN_INK) is kept where it
+#: joins ink above the threshold (hysteresis).
+WEAK_INK = 0.6
 #: After stretching the digit's ink to 0..255, grown-edge values below this are noise, not ink.
 FAINT = 48
 #: Pieces smaller than this share of the largest piece (in pixels) are specks, not ink.
@@ -243,13 +246,14 @@ def analyze_number(img: "PILImage.Image | np.ndarray") -> list[DigitAnalysis]:
     """A written number -> one analysis (and MNIST-framed 28x28 digit) per digit, left to right.
 
     Ink pieces are grouped by column overlap (the strokes of a 4 or a 5 are one
-    digit), specks and border-touching shadows dropped as for single digits, and
+    digit), faint strokes joined to bold ink kept (:func:`ink_mask`'s hysteresis),
+    specks and border-touching shadows dropped as for single digits, and
     a group much wider than tall is cut at its thinnest columns into as many
     digit-wide parts as its width suggests (digits that touch). Empty when no ink.
     """
     gray = to_grayscale(img)
     ink = ink_map(shrink(gray), _border_median(gray) > LIGHT_BACKGROUND)
-    groups, ink_share = find_pieces(ink_mask(ink))
+    groups, ink_share = find_pieces(ink_mask(ink, keep_faint=True))
     if groups:
         largest, tallest = max(g.area for g in groups), max(g.height for g in groups)
         groups = [g for g in groups if g.area >= NUMBER_SPECK * largest and g.height >= SHORT * tallest]
@@ -488,12 +492,28 @@ def _contrast_table(level: int) -> np.ndarray:
     return ((darker * 255) // max(level, DARK_PAPER)).astype(np.uint8)
 
 
-def ink_mask(ink: np.ndarray) -> np.ndarray:
-    """Boolean ``(H, W)``: Otsu's threshold on the contrast histogram, never below :data:`MIN_INK`."""
+def ink_mask(ink: np.ndarray, keep_faint: bool = False) -> np.ndarray:
+    """Boolean ``(H, W)``: Otsu's threshold on the contrast histogram, never below :data:`MIN_INK`.
+
+    ``keep_faint`` (the number reader): hysteresis, so fainter ink (down to :data:`WEAK_INK` of
+    the threshold) joined to ink above it is kept: a thin stroke in a grey pen beside bold
+    digits that pulled the threshold up. Single digits skip it (a second labelling pass).
+    """
     from PIL import Image
 
     hist = np.array(Image.fromarray(ink).histogram(), np.float64)  # 256 bins, in C: no image-sized copy
-    return ink >= max(MIN_INK, _otsu(hist))
+    high = max(MIN_INK, _otsu(hist))
+    strong = ink >= high
+    low = max(MIN_INK, int(high * WEAK_INK))
+    if not keep_faint or low >= high:
+        return strong
+    from scipy import ndimage
+
+    labels, count = ndimage.label(ink >= low, structure=np.ones((3, 3), bool))
+    joined = np.zeros(count + 1, bool)
+    joined[labels[strong]] = True
+    joined[0] = False
+    return joined[labels]
 
 
 def _otsu(hist: np.ndarray) -> int:
