@@ -38,6 +38,7 @@ class Handler(BaseHTTPRequestHandler):
     """/good/<file> serves the file; /badmd5/ serves other bytes; /truncated/ lies in Content-Length."""
 
     def do_GET(self):
+        self.server.hits.append(self.path)  # before answering: the client may finish before this thread goes on
         _, mode, name = self.path.split("/", 2)
         body = FILES.get(name)
         if body is None or mode not in ("good", "badmd5", "truncated"):
@@ -49,7 +50,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body) + (100 if mode == "truncated" else 0)))
         self.end_headers()
         self.wfile.write(body)
-        self.server.hits.append(self.path)
 
     def log_message(self, *args):
         pass
