@@ -62,3 +62,33 @@ def quick_train(model_name: str, images: torch.Tensor, labels: torch.Tensor, nor
     finally:
         torch.set_num_threads(threads)
     return model.eval()
+
+
+def run_cli(args, capsys, monkeypatch=None, stdin: bytes = b"") -> tuple[int, str, str]:
+    """Run the real entry point (``mnistkit.cli.main``) in-process on ``args`` (made strings):
+    returns (exit code, stdout, stderr). ``stdin`` is fed as standard input when ``monkeypatch`` is given."""
+    import io
+    import sys
+
+    import pytest
+
+    from mnistkit.cli import main
+
+    if monkeypatch is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def stop_process(proc) -> None:
+    """Stop a server started for a test: SIGTERM, then SIGKILL if it has not gone within 10 s."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

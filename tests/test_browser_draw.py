@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from synthetic import quick_train
+from synthetic import quick_train, stop_process
 
 pytestmark = pytest.mark.browser
 
@@ -74,12 +74,7 @@ def server(trained_checkpoint):
             time.sleep(0.3)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mnistkit.cli import COMMANDS, main
+from mnistkit.cli import COMMANDS
+from synthetic import run_cli  # noqa: E402
 
 MNISTKIT = [sys.executable, "-m", "mnistkit"]
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def assert_one_line_error(code, err, pattern):

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
-from mnistkit.cli import main
 from mnistkit.inference import predict_logits, predict_proba
 from mnistkit.models import build_model
 from mnistkit.preprocess import Normalization
+from synthetic import run_cli  # noqa: E402
 
 NORM = Normalization(0.1307, 0.3081)
 
@@ -29,13 +29,6 @@ def make_checkpoint(tmp_path, name: str, **options):
 
 def uint8_batch(n: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 256, (n, 28, 28), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 def reference(ckpt, images):

@@ -17,14 +17,13 @@ PIL = pytest.importorskip("PIL")
 pytest.importorskip("scipy")
 from PIL import Image, ImageDraw  # noqa: E402
 
-from mnistkit.cli import main  # noqa: E402
 from mnistkit.errors import CheckpointError, InputImageError  # noqa: E402
 from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, read_number, unsure_reason  # noqa: E402
 from mnistkit.preprocess import Normalization  # noqa: E402
 from mnistkit.preprocess.image import analyze_image, analyze_number, load_image, preprocess_image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import quick_train  # noqa: E402
+from synthetic import quick_train, run_cli  # noqa: E402
 
 MNIST_NORM = Normalization(0.1307, 0.3081)
 CLASSES = [str(i) for i in range(10)]
@@ -129,7 +128,6 @@ def test_several_digits_and_filled_frames_are_counted():
     assert analyze_image(load_image(photograph(blot, "even"))).box_fill > 0.4
 
 
-
 def test_framed_28x28_passes_through_with_an_analysis():
     digit = np.asarray(ring((28, 28), (6, 4, 21, 23), 2))
     out = analyze_image(digit)
@@ -198,14 +196,6 @@ def easy_digits(run_dir, mnist):
     preds = mnistkit.predict(x, model=run_dir)
     keep = [i for i, p in enumerate(preds) if p.label == str(y[i]) and p.probability >= 0.95]
     return x[keep], y[keep]
-
-
-def run_cli(args, capsys, monkeypatch, stdin: bytes = b""):
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 def test_a_photographed_number_is_read_left_to_right(run_dir, easy_digits):

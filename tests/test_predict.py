@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -16,13 +15,12 @@ pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from mnistkit.cli import main  # noqa: E402
 from mnistkit.data.kaggle import read_kaggle_csv  # noqa: E402
 from mnistkit.inference import predict_proba  # noqa: E402
 from mnistkit.models import build_model  # noqa: E402
 from mnistkit.prediction import load_images, predict_files  # noqa: E402
 from mnistkit.preprocess import Normalization  # noqa: E402
-from synthetic import quick_train  # noqa: E402
+from synthetic import quick_train, run_cli  # noqa: E402
 
 MNIST_NORM = Normalization(0.1307, 0.3081)
 CLASSES = [str(i) for i in range(10)]
@@ -63,15 +61,6 @@ def digit_dir(tmp_path_factory, mnist_test) -> Path:
         Image.fromarray(images[i].numpy()).save(where / f"d{i}.png")
     (root / "notes.txt").write_text("not an image; folders only pick up image suffixes")
     return root
-
-
-def run_cli(args, capsys, monkeypatch, stdin: bytes = b""):
-    """Run the real entry point (``main``): returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 def test_lines_for_a_folder_recursive_and_sorted(ckpt_path, digit_dir, mnist_test, capsys, monkeypatch):

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistkit.cli import main
 from mnistkit.errors import ConfigError
 from mnistkit.report import load_run, write_report
+from synthetic import run_cli  # noqa: E402
 
 pytest.importorskip("matplotlib")
 
@@ -73,13 +73,6 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("runs")
     return (write_fake_run(root / "logreg-3ep", epochs=3, accuracy=91.5),
             write_fake_run(root / "cnn-1ep", epochs=1, accuracy=97.9, model="cnn"))
-
-
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(map(str, args)))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 # --------------------------------------------------------------------------- HTML as text

@@ -21,6 +21,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from synthetic import stop_process  # noqa: E402
 from test_serve import assert_matches_library, drawing, png_bytes, save_trained  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,12 +50,7 @@ def server(run_dir, tmp_path_factory):
     try:
         yield f"http://127.0.0.1:{port}", proc, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnistkit.cli import main
 from mnistkit.cli import show as show_cmd
 from mnistkit.errors import ConfigError
+from synthetic import run_cli  # noqa: E402
 
 Image = pytest.importorskip("PIL.Image")
 pytest.importorskip("matplotlib")
@@ -65,14 +65,6 @@ def fake_loader(monkeypatch):
 
     monkeypatch.setattr(show_cmd, "load_split", load_split)
     return calls
-
-
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    """Run ``mnistkit ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def assert_grid_png(path: Path) -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistkit.cli import main
 from mnistkit.errors import ConfigError
 
 optuna = pytest.importorskip("optuna", reason="mnistkit tune needs optuna: pip install 'mnistkit[tune]'")
 
 from mnistkit.tuning.space import default_space, parse_space, read_space_file  # noqa: E402
+from synthetic import run_cli  # noqa: E402
 
 #: A tiny space: trials of a second or two on the synthetic data.
 TINY_SPACE = """
@@ -24,13 +24,6 @@ hidden = { layers = [1, 2], width = [8, 32] }
 batch_size = { choices = [32, 64] }
 epochs = 2
 """
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture
