@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo test test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-tune bench-tune-quick bundled-model clean
+.PHONY: setup system-deps demo check test test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-tune bench-tune-quick bundled-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ system-deps:
 
 demo: setup
 	@bash scripts/demo.sh $(PY)
+
+# Style and types, settled by tools (configured in pyproject.toml): seconds once mypy's cache is warm.
+check: setup
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
+	$(VENV)/bin/mypy
 
 # Two pytest workers: much of the suite waits on child processes, servers and the database,
 # so two workers keep both cores busy (TEST_WORKERS=0 runs in one process).

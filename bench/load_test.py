@@ -44,18 +44,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, help="checkpoint to serve (default: a fresh untrained logreg)")
     p.add_argument("--requests", type=int, default=2000, help="total requests (default: 2000)")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default: 16)")
-    p.add_argument("--time-limit", type=float, default=120.0, help="stop sending after this many seconds (default: 120)")
-    p.add_argument("--payload", choices=["png", "json", "mixed"], default="png",
-                   help="png: a 280x280 canvas-like drawing upload; json: 28x28 pixels; mixed: both in turn "
-                        "(default: png)")
+    p.add_argument(
+        "--time-limit", type=float, default=120.0, help="stop sending after this many seconds (default: 120)"
+    )
+    p.add_argument(
+        "--payload",
+        choices=["png", "json", "mixed"],
+        default="png",
+        help="png: a 280x280 canvas-like drawing upload; json: 28x28 pixels; mixed: both in turn (default: png)",
+    )
     p.add_argument("--attack", action="store_true", help="run hostile clients beside the good requests")
     p.add_argument("--slowloris", type=int, default=20, help="trickling connections under --attack (default: 20)")
-    p.add_argument("--attack-only", metavar="URL",
-                   help="run only the hostile clients against URL (a running server's /predict) for --seconds, "
-                        "print what they got as one JSON line (bench/wrk_load.sh attack uses it)")
+    p.add_argument(
+        "--attack-only",
+        metavar="URL",
+        help="run only the hostile clients against URL (a running server's /predict) for --seconds, "
+        "print what they got as one JSON line (bench/wrk_load.sh attack uses it)",
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="how long --attack-only runs (default: 10)")
-    p.add_argument("--request-timeout", type=float, default=None,
-                   help="the server's --request-timeout (default: the server's own)")
+    p.add_argument(
+        "--request-timeout", type=float, default=None, help="the server's --request-timeout (default: the server's own)"
+    )
     return p.parse_args(argv)
 
 
@@ -67,9 +76,11 @@ def make_checkpoint(folder: Path) -> Path:
     from mnistkit.models import build_model
 
     torch.manual_seed(0)
-    return save_checkpoint(folder / "bench.safetensors", build_model("logreg"),
-                           {"dataset": "mnist", "norm": {"mean": 0.1307, "std": 0.3081},
-                            "class_names": [str(i) for i in range(10)]})
+    return save_checkpoint(
+        folder / "bench.safetensors",
+        build_model("logreg"),
+        {"dataset": "mnist", "norm": {"mean": 0.1307, "std": 0.3081}, "class_names": [str(i) for i in range(10)]},
+    )
 
 
 def drawing_png() -> bytes:
@@ -96,9 +107,22 @@ def start_server(checkpoint: Path, port: int, log=subprocess.DEVNULL, extra: tup
     """
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "mnistkit", "serve", str(checkpoint),
-                             "--host", "127.0.0.1", "--port", str(port), *extra],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnistkit",
+            "serve",
+            str(checkpoint),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -115,8 +139,9 @@ def start_server(checkpoint: Path, port: int, log=subprocess.DEVNULL, extra: tup
 GOOD_PIXELS = {"pixels": [[255 if 12 <= c <= 15 and 5 <= r <= 22 else 0 for c in range(28)] for r in range(28)]}
 
 
-async def run_load(url: str, payload: str, total: int, concurrency: int, time_limit: float,
-                   expect: dict[str, dict] | None = None) -> dict:
+async def run_load(
+    url: str, payload: str, total: int, concurrency: int, time_limit: float, expect: dict[str, dict] | None = None
+) -> dict:
     """Send up to ``total`` requests, ``concurrency`` at a time, until done or ``time_limit`` passes.
 
     ``expect`` maps ``"png"``/``"json"`` to the probabilities the answer must hold (to 1e-6);
@@ -160,15 +185,19 @@ async def run_load(url: str, payload: str, total: int, concurrency: int, time_li
         elapsed = time.perf_counter() - start
     latencies.sort()
     return {
-        "requests": len(latencies), "errors": len(errors), "first_errors": errors[:3],
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_errors": errors[:3],
         "server_errors": sum(n for code, n in statuses.items() if code >= 500),
-        "seconds": elapsed, "rps": len(latencies) / elapsed,
+        "seconds": elapsed,
+        "rps": len(latencies) / elapsed,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
     }
 
 
 # ---------------------------------------------------------------------- hostile clients
+
 
 def big_png(width: int, height: int) -> bytes:
     """A real 16-bit greyscale PNG (a smooth gradient: compresses to little, decodes to a lot)."""
@@ -251,21 +280,34 @@ async def attack_until(url: str, bodies: list[tuple[str, bytes, str]], trickles:
     body_lifetimes: list[float] = []
     attackers = [attack_requests(url, bodies, stop, tally) for _ in range(2)]
     attackers += [slowloris(parts.hostname, parts.port, stop, header_lifetimes) for _ in range(trickles)]
-    attackers += [slowloris(parts.hostname, parts.port, stop, body_lifetimes, body=True)
-                  for _ in range(max(1, trickles // 4))]
+    attackers += [
+        slowloris(parts.hostname, parts.port, stop, body_lifetimes, body=True) for _ in range(max(1, trickles // 4))
+    ]
     await asyncio.gather(*attackers, return_exceptions=True)
     return {
         "attack": {name: dict(counts) for name, counts in tally.items()},
-        "attack_server_errors": sum(n for counts in tally.values() for code, n in counts.items()
-                                    if code.isdigit() and int(code) >= 500 and code != "503"),
+        "attack_server_errors": sum(
+            n
+            for counts in tally.values()
+            for code, n in counts.items()
+            if code.isdigit() and int(code) >= 500 and code != "503"
+        ),
         "busy_503": sum(counts.get("503", 0) for counts in tally.values()),
         "header_trickle_max_s": max(header_lifetimes, default=0.0),
         "body_trickle_max_s": max(body_lifetimes, default=0.0),
     }
 
 
-async def run_mixed(url: str, payload: str, total: int, concurrency: int, time_limit: float,
-                    bodies: list[tuple[str, bytes, str]], trickles: int, expect: dict[str, dict] | None = None) -> dict:
+async def run_mixed(
+    url: str,
+    payload: str,
+    total: int,
+    concurrency: int,
+    time_limit: float,
+    bodies: list[tuple[str, bytes, str]],
+    trickles: int,
+    expect: dict[str, dict] | None = None,
+) -> dict:
     """Good requests as :func:`run_load` while the hostile clients run; the attack stops when they end."""
     stop = asyncio.Event()
     attack = asyncio.create_task(attack_until(url, bodies, trickles, stop))
@@ -331,8 +373,11 @@ def main(argv=None) -> int:
         url = f"http://127.0.0.1:{port}/predict"
         try:
             if args.attack:
-                stats = asyncio.run(run_mixed(url, args.payload, args.requests, args.concurrency, args.time_limit,
-                                              bodies, args.slowloris))
+                stats = asyncio.run(
+                    run_mixed(
+                        url, args.payload, args.requests, args.concurrency, args.time_limit, bodies, args.slowloris
+                    )
+                )
             else:
                 stats = asyncio.run(run_load(url, args.payload, args.requests, args.concurrency, args.time_limit))
         finally:
@@ -345,27 +390,40 @@ def main(argv=None) -> int:
                 proc.kill()
         server_log = log_path.read_text(errors="replace")
     ok = stats["errors"] == 0 and stats["requests"] == args.requests
-    print(f"{stats['requests']} requests ({args.payload}) at concurrency {args.concurrency} "
-          f"in {stats['seconds']:.1f} s: {stats['errors']} errors, {stats['rps']:.0f} requests/s, "
-          f"p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms"
-          + ("" if args.attack else " (goal: 0 errors, >= 300 requests/s, p99 <= 50 ms)"))
+    print(
+        f"{stats['requests']} requests ({args.payload}) at concurrency {args.concurrency} "
+        f"in {stats['seconds']:.1f} s: {stats['errors']} errors, {stats['rps']:.0f} requests/s, "
+        f"p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms"
+        + ("" if args.attack else " (goal: 0 errors, >= 300 requests/s, p99 <= 50 ms)")
+    )
     if cpu_before is not None and cpu_after is not None and stats["requests"]:
         per_request = 1000 * (cpu_after - cpu_before) / (stats["requests"] + 1)
-        print(f"server CPU: {per_request:.2f} ms per request (a ceiling of ~{1000 / per_request:.0f} requests/s "
-              "per fully available core, whatever else the machine is doing)")
+        print(
+            f"server CPU: {per_request:.2f} ms per request (a ceiling of ~{1000 / per_request:.0f} requests/s "
+            "per fully available core, whatever else the machine is doing)"
+        )
     tracebacks = server_log.count("Traceback")
     if args.attack:
         server_errors = stats["server_errors"] + stats["attack_server_errors"]
         for name, counts in stats["attack"].items():
             print(f"  attack {name}: " + ", ".join(f"{code} x{n}" for code, n in sorted(counts.items())))
-        print(f"  slowloris ({args.slowloris} connections trickling headers): longest open "
-              f"{stats['header_trickle_max_s']:.1f} s; trickled bodies: longest open {stats['body_trickle_max_s']:.1f} s")
-        met = (stats["p99_ms"] <= ATTACK_P99_MS and rss_peak is not None and rss_peak <= ATTACK_RSS_MB
-               and server_errors == 0 and tracebacks == 0)
-        print(f"under attack: good p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms; server peak RSS "
-              f"{rss_peak:.0f} MB (idle {rss_idle:.0f} MB); {server_errors} server errors (5xx other than a busy 503), "
-              f"{stats['busy_503']} busy 503s to attackers, {tracebacks} tracebacks in the server log; goal: "
-              f"p99 <= {ATTACK_P99_MS:.0f} ms, RSS <= {ATTACK_RSS_MB:.0f} MB, 0 server errors: {'met' if met else 'NOT met'}")
+        print(
+            f"  slowloris ({args.slowloris} connections trickling headers): longest open "
+            f"{stats['header_trickle_max_s']:.1f} s; trickled bodies: longest open {stats['body_trickle_max_s']:.1f} s"
+        )
+        met = (
+            stats["p99_ms"] <= ATTACK_P99_MS
+            and rss_peak is not None
+            and rss_peak <= ATTACK_RSS_MB
+            and server_errors == 0
+            and tracebacks == 0
+        )
+        print(
+            f"under attack: good p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms; server peak RSS "
+            f"{rss_peak:.0f} MB (idle {rss_idle:.0f} MB); {server_errors} server errors (5xx other than a busy 503), "
+            f"{stats['busy_503']} busy 503s to attackers, {tracebacks} tracebacks in the server log; goal: "
+            f"p99 <= {ATTACK_P99_MS:.0f} ms, RSS <= {ATTACK_RSS_MB:.0f} MB, 0 server errors: {'met' if met else 'NOT met'}"
+        )
         ok = ok and met
     elif tracebacks:
         print(f"  {tracebacks} tracebacks in the server log")
@@ -374,7 +432,7 @@ def main(argv=None) -> int:
         print("  error:", e)
     if tracebacks:
         first = server_log.index("Traceback")
-        print("  first traceback in the server log:\n" + server_log[max(0, first - 300):first + 8000][-2500:])
+        print("  first traceback in the server log:\n" + server_log[max(0, first - 300) : first + 8000][-2500:])
     return 0 if ok else 1
 
 

@@ -48,6 +48,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
 # --- rendering ------------------------------------------------------------------------------------
 
+
 def ink_layer(digit28: np.ndarray, height: int, rng: np.random.Generator, rotate: bool) -> Image.Image:
     """MNIST's bright-on-dark 28x28 -> an "L" ink-coverage layer whose 20 px box is ``height`` px tall."""
     side = max(28, round(height * 28 / 20))
@@ -89,8 +90,9 @@ def light_field(size: tuple[int, int], kind: str, rng: np.random.Generator) -> n
     return field
 
 
-def render_photo(layers: list[Image.Image], rng: np.random.Generator, lighting: str | None,
-                 size: tuple[int, int] | None = None) -> bytes:
+def render_photo(
+    layers: list[Image.Image], rng: np.random.Generator, lighting: str | None, size: tuple[int, int] | None = None
+) -> bytes:
     """Ink layers placed side by side -> JPEG bytes of a photo (or a clean PNG scan when ``lighting`` is None)."""
     photo = lighting is not None
     gap = [int(rng.uniform(0.1, 0.3) * layers[0].height) for _ in layers]
@@ -131,7 +133,7 @@ def encode(array: np.ndarray, fmt: str, **kw) -> bytes:
 def tight(digit28: np.ndarray) -> np.ndarray:
     """The 28x28 digit cropped to its ink (numbers are spaced by their ink, not by MNIST's frame)."""
     rows, cols = np.flatnonzero(digit28.any(1)), np.flatnonzero(digit28.any(0))
-    return digit28[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return digit28[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def number_layers(digits: list[np.ndarray], rng: np.random.Generator) -> list[Image.Image]:
@@ -147,6 +149,7 @@ def number_layers(digits: list[np.ndarray], rng: np.random.Generator) -> list[Im
 
 
 # --- non-digits -----------------------------------------------------------------------------------
+
 
 def letter_images(n: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Letters (digit-like ones excluded: O, I, l, S, Z, B, g, q...) in the system's fonts, 28x28 bright on dark."""
@@ -196,6 +199,7 @@ def fashion_images(n: int, rng: np.random.Generator) -> list[np.ndarray]:
 
 # --- measuring ------------------------------------------------------------------------------------
 
+
 def read_digits(ckpt, files: list[Path]):
     """Run the predict path (decode, analyse, calibrated probabilities) on files -> (probs, analyses)."""
     from mnistkit.prediction import analyze_files, probabilities
@@ -220,9 +224,9 @@ def main() -> None:
 
     from mnistkit.api import resolve_checkpoint_path
     from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.data.files import locate_files
     from mnistkit.data.idx import read_idx
     from mnistkit.data.registry import get_dataset_spec
-    from mnistkit.data.files import locate_files
     from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, read_number_files, unsure_reason
 
     model_path = resolve_checkpoint_path(args.model)
@@ -230,8 +234,8 @@ def main() -> None:
     files = locate_files(get_dataset_spec("mnist"))
     if not files:
         sys.exit("photos: MNIST not found; set MNISTKIT_DATA or run `mnistkit data download mnist`")
-    test_x = read_idx([f for f in files if "t10k-images" in f.name][0]).numpy()
-    test_y = read_idx([f for f in files if "t10k-labels" in f.name][0]).numpy()
+    test_x = read_idx(next(f for f in files if "t10k-images" in f.name)).numpy()
+    test_y = read_idx(next(f for f in files if "t10k-labels" in f.name)).numpy()
     rng = np.random.default_rng(args.seed)
     pick = rng.choice(len(test_x), args.n, replace=False)
     results: dict = {"model": str(model_path), "n": args.n, "seed": args.seed, "conditions": {}}
@@ -251,15 +255,17 @@ def main() -> None:
                     data = encode(255 - test_x[i], "PNG")  # dark ink on white, as a user's file would be
                 else:
                     layer = ink_layer(test_x[i], int(crng.integers(60, 141)), crng, rotate=cond != "clean-scan")
-                    data = render_photo([layer], crng, None if cond == "clean-scan" else cond[len("photo-"):])
+                    data = render_photo([layer], crng, None if cond == "clean-scan" else cond[len("photo-") :])
                 path = folder / f"{k:05d}.{'png' if cond in ('plain-28x28', 'clean-scan') else 'jpg'}"
                 path.write_bytes(data)
                 paths.append(path)
             probs, analyses = read_digits(ckpt, paths)
             per_condition_probs[cond] = (probs, analyses)
             acc = float((probs.argmax(1) == test_y[pick]).mean() * 100)
-            flagged = {str(t): float(np.mean([unsure_reason(a, p, t) is not None
-                                              for a, p in zip(analyses, probs)]) * 100) for t in THRESHOLDS}
+            flagged = {
+                str(t): float(np.mean([unsure_reason(a, p, t) is not None for a, p in zip(analyses, probs)]) * 100)
+                for t in THRESHOLDS
+            }
             results["conditions"][cond] = {"accuracy": round(acc, 2), "flagged_percent": flagged}
         results["digits_seconds"] = round(time.perf_counter() - started, 1)
 
@@ -277,16 +283,20 @@ def main() -> None:
         readings = read_number_files(ckpt, [str(p) for p in paths])
         exact = [r.text == t for r, t in zip(readings, truths)]
         right_count = [len(r.text) == len(t) for r, t in zip(readings, truths)]
-        results["numbers"] = {"count": args.numbers, "read_exactly_percent": round(float(np.mean(exact) * 100), 2),
-                              "digit_count_right_percent": round(float(np.mean(right_count) * 100), 2),
-                              "examples_wrong": [[t, r.text] for r, t, ok in zip(readings, truths, exact)
-                                                 if not ok][:10]}
+        results["numbers"] = {
+            "count": args.numbers,
+            "read_exactly_percent": round(float(np.mean(exact) * 100), 2),
+            "digit_count_right_percent": round(float(np.mean(right_count) * 100), 2),
+            "examples_wrong": [[t, r.text] for r, t, ok in zip(readings, truths, exact) if not ok][:10],
+        }
 
         # Non-digits, photographed like the digits (all lighting conditions in turn).
         krng = np.random.default_rng([args.seed, 200])
-        kinds = {"fashion-mnist": fashion_images(args.non_digits, krng),
-                 "letters": letter_images(args.non_digits, krng),
-                 "scribbles": scribble_images(args.non_digits, krng)}
+        kinds = {
+            "fashion-mnist": fashion_images(args.non_digits, krng),
+            "letters": letter_images(args.non_digits, krng),
+            "scribbles": scribble_images(args.non_digits, krng),
+        }
         results["non_digits"] = {}
         for kind, images in kinds.items():
             if not images:
@@ -302,9 +312,11 @@ def main() -> None:
             probs, analyses = read_digits(ckpt, paths)
             results["non_digits"][kind] = {
                 "count": len(images),
-                "flagged_percent": {str(t): float(np.mean([unsure_reason(a, p, t) is not None
-                                                           for a, p in zip(analyses, probs)]) * 100)
-                                    for t in THRESHOLDS}}
+                "flagged_percent": {
+                    str(t): float(np.mean([unsure_reason(a, p, t) is not None for a, p in zip(analyses, probs)]) * 100)
+                    for t in THRESHOLDS
+                },
+            }
     results["default_min_confidence"] = DEFAULT_MIN_CONFIDENCE
     if args.timing:
         results["timing_ms"] = time_preprocessing(test_x[pick[0]], rng)
@@ -328,15 +340,21 @@ def time_preprocessing(digit28: np.ndarray, rng: np.random.Generator, repeats: i
     for name, data in (("12MP-jpeg", big), ("400x400-canvas-png", buf.getvalue())):
         decoded = load_image(data)
         analyze_image(decoded)  # warm-up: the first call also imports SciPy (a server does that once)
-        for step, work in (("decode+analyse", lambda: analyze_image(load_image(data))),
-                           ("analyse", lambda: analyze_image(decoded))):
+        for step, work in (
+            ("decode+analyse", lambda data=data: analyze_image(load_image(data))),
+            ("analyse", lambda decoded=decoded: analyze_image(decoded)),
+        ):
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 work()
                 times.append((time.perf_counter() - t0) * 1000)
-            out[f"{name} {step}"] = {"bytes": len(data), "min": round(min(times), 2),
-                                     "median": round(statistics.median(times), 2), "max": round(max(times), 2)}
+            out[f"{name} {step}"] = {
+                "bytes": len(data),
+                "min": round(min(times), 2),
+                "median": round(statistics.median(times), 2),
+                "max": round(max(times), 2),
+            }
     return out
 
 
@@ -349,8 +367,10 @@ def print_table(r: dict) -> None:
         flagged = c["flagged_percent"].get(default, float("nan"))
         print(f"{cond:<22}{c['accuracy']:>11.2f}{c['accuracy'] - clean:>+10.2f}{flagged:>16.2f}")
     n = r["numbers"]
-    print(f"numbers (3-6 digits): {n['read_exactly_percent']:.1f}% read exactly, "
-          f"{n['digit_count_right_percent']:.1f}% right digit count, of {n['count']}")
+    print(
+        f"numbers (3-6 digits): {n['read_exactly_percent']:.1f}% read exactly, "
+        f"{n['digit_count_right_percent']:.1f}% right digit count, of {n['count']}"
+    )
     print("flagged as unsure, % by --min-confidence: " + "  ".join(str(t) for t in THRESHOLDS))
     for kind, v in r["non_digits"].items():
         if isinstance(v, str):
@@ -358,8 +378,11 @@ def print_table(r: dict) -> None:
         else:
             print(f"  {kind:<14} " + "  ".join(f"{v['flagged_percent'][str(t)]:5.1f}" for t in THRESHOLDS))
     photo = [c for k, c in r["conditions"].items() if k.startswith("photo-")]
-    print(f"  {'photo digits':<14} " + "  ".join(
-        f"{max(c['flagged_percent'][str(t)] for c in photo):5.1f}" for t in THRESHOLDS) + "  (worst condition)")
+    print(
+        f"  {'photo digits':<14} "
+        + "  ".join(f"{max(c['flagged_percent'][str(t)] for c in photo):5.1f}" for t in THRESHOLDS)
+        + "  (worst condition)"
+    )
     if "timing_ms" in r:
         for name, t in r["timing_ms"].items():
             print(f"{name} ({t['bytes']:,} bytes): min {t['min']} / median {t['median']} / max {t['max']} ms")

@@ -32,10 +32,10 @@ RESULTS = BENCH / "results"
 PY = sys.executable
 
 # Goals from the issue; units in the names.
-TUTORIAL_ACCURACY = 97.88        # % the tutorial reports for its recipe
-GOAL_TUTORIAL_RATIO = 0.25       # mnistkit's time / the seed pipeline's time, same epochs
+TUTORIAL_ACCURACY = 97.88  # % the tutorial reports for its recipe
+GOAL_TUTORIAL_RATIO = 0.25  # mnistkit's time / the seed pipeline's time, same epochs
 GOAL_FAST_ACCURACY, GOAL_FAST_SECONDS = 97.9, 1.5
-GOAL_LOGREG_RATIO = 0.1          # mnistkit logreg fit time / scikit-learn's
+GOAL_LOGREG_RATIO = 0.1  # mnistkit logreg fit time / scikit-learn's
 GOAL_CNN_ACCURACY, GOAL_CNN_SECONDS = 99.5, 120.0
 GOAL_BEST_MLP_ACCURACY = 98.6
 GOAL_IMAGES_PER_SECOND = 200_000
@@ -43,6 +43,7 @@ GOAL_RSS_MB = 1024.0
 
 
 # ----------------------------------------------------------------------------- running children
+
 
 def run_child(cmd: list[str], env: dict, timeout: float = 900) -> dict:
     """Run ``cmd``; return its last stdout line parsed as JSON plus wall seconds and peak RSS (MB)."""
@@ -87,17 +88,24 @@ def run_train(args, seed, out_root, tag, env) -> dict:
 
 # ----------------------------------------------------------------------------- rows
 
+
 def summarise(name: str, runs: list[dict], goal: str = "", **extra) -> dict:
     ok = [r for r in runs if "error" not in r]
     accs = [r["accuracy"] for r in ok if r.get("accuracy") is not None]
     secs = [r["train_seconds"] for r in ok if r.get("train_seconds") is not None]
-    row = {"name": name, "seeds": len(runs), "runs": runs, "goal": goal,
-           "errors": [r["error"] for r in runs if "error" in r],
-           "accuracy_mean": round(statistics.fmean(accs), 3) if accs else None,
-           "accuracy_sd": round(statistics.stdev(accs), 3) if len(accs) > 1 else (0.0 if accs else None),
-           "accuracy_min": min(accs) if accs else None, "accuracy_max": max(accs) if accs else None,
-           "train_seconds_mean": round(statistics.fmean(secs), 3) if secs else None,
-           "peak_rss_mb": max((r["peak_rss_mb"] for r in ok if "peak_rss_mb" in r), default=None)}
+    row = {
+        "name": name,
+        "seeds": len(runs),
+        "runs": runs,
+        "goal": goal,
+        "errors": [r["error"] for r in runs if "error" in r],
+        "accuracy_mean": round(statistics.fmean(accs), 3) if accs else None,
+        "accuracy_sd": round(statistics.stdev(accs), 3) if len(accs) > 1 else (0.0 if accs else None),
+        "accuracy_min": min(accs) if accs else None,
+        "accuracy_max": max(accs) if accs else None,
+        "train_seconds_mean": round(statistics.fmean(secs), 3) if secs else None,
+        "peak_rss_mb": max((r["peak_rss_mb"] for r in ok if "peak_rss_mb" in r), default=None),
+    }
     row.update(extra)
     return row
 
@@ -113,20 +121,42 @@ def bench_tutorial(plan, out_root, env, data_dir, log) -> tuple[dict, dict]:
     for s in range(plan["tutorial_seeds"]):
         if s < plan["seed_pipeline_seeds"]:  # the slow reference: fewer seeds, still alternating
             log(f"seed pipeline, seed {s}, {plan['epochs']} epochs")
-            seed_runs.append(run_child([PY, str(BENCH / "seed_pipeline.py"), "--quiet", "--seed", str(s),
-                                        "--epochs", str(plan["epochs"]), "--data-dir", str(data_dir)], env))
+            seed_runs.append(
+                run_child(
+                    [
+                        PY,
+                        str(BENCH / "seed_pipeline.py"),
+                        "--quiet",
+                        "--seed",
+                        str(s),
+                        "--epochs",
+                        str(plan["epochs"]),
+                        "--data-dir",
+                        str(data_dir),
+                    ],
+                    env,
+                )
+            )
         log(f"mnistkit train (tutorial recipe), seed {s}")
         mk_runs.append(run_train(["--epochs", str(plan["epochs"]), "--device", "cpu"], s, out_root, "tutorial", env))
     e = plan["epochs"]
-    ref = summarise(f"tutorial's pipeline (seed_pipeline.py, {e} epochs, double normalisation)", seed_runs,
-                    "reference", key="seed")
-    mk = summarise(f"`mnistkit train` (tutorial recipe: seed-mlp, Adam 1e-3, batch 64, {e} epochs)", mk_runs,
-                   f"acc >= {TUTORIAL_ACCURACY - 0.3} (10 epochs), <= {GOAL_TUTORIAL_RATIO}x seed pipeline, "
-                   f"RSS <= {GOAL_RSS_MB:.0f} MB", key="tutorial")
+    ref = summarise(
+        f"tutorial's pipeline (seed_pipeline.py, {e} epochs, double normalisation)", seed_runs, "reference", key="seed"
+    )
+    mk = summarise(
+        f"`mnistkit train` (tutorial recipe: seed-mlp, Adam 1e-3, batch 64, {e} epochs)",
+        mk_runs,
+        f"acc >= {TUTORIAL_ACCURACY - 0.3} (10 epochs), <= {GOAL_TUTORIAL_RATIO}x seed pipeline, "
+        f"RSS <= {GOAL_RSS_MB:.0f} MB",
+        key="tutorial",
+    )
     mk["ratio"] = ratio(mk, ref)
-    mk["met"] = (mk["ratio"] is not None and mk["ratio"] <= GOAL_TUTORIAL_RATIO
-                 and (mk["peak_rss_mb"] or 1e9) <= GOAL_RSS_MB
-                 and (e < 10 or (mk["accuracy_mean"] or 0) >= TUTORIAL_ACCURACY - 0.3))
+    mk["met"] = (
+        mk["ratio"] is not None
+        and mk["ratio"] <= GOAL_TUTORIAL_RATIO
+        and (mk["peak_rss_mb"] or 1e9) <= GOAL_RSS_MB
+        and (e < 10 or (mk["accuracy_mean"] or 0) >= TUTORIAL_ACCURACY - 0.3)
+    )
     return ref, mk
 
 
@@ -135,10 +165,12 @@ def bench_preset(name, seeds, out_root, env, log, goal_acc, goal_s, extra=()) ->
     for s in range(seeds):
         log(f"preset {name}, seed {s}")
         runs.append(run_train(["--preset", name, "--device", "cpu", *extra], s, out_root, name, env))
-    row = summarise(f"`--preset {name}`", runs, f"acc >= {goal_acc}" + (f", <= {goal_s:g} s" if goal_s else ""),
-                    key=name)
-    row["met"] = ((row["accuracy_mean"] or 0) >= goal_acc
-                  and (goal_s is None or (row["train_seconds_mean"] or 1e9) <= goal_s))
+    row = summarise(
+        f"`--preset {name}`", runs, f"acc >= {goal_acc}" + (f", <= {goal_s:g} s" if goal_s else ""), key=name
+    )
+    row["met"] = (row["accuracy_mean"] or 0) >= goal_acc and (
+        goal_s is None or (row["train_seconds_mean"] or 1e9) <= goal_s
+    )
     return row
 
 
@@ -152,20 +184,44 @@ def bench_logreg(plan, out_root, env, log) -> tuple[dict, dict]:
     goal = f"acc >= scikit-learn's, <= {GOAL_LOGREG_RATIO}x its fit time"
     if (BENCH / "bench_logreg.py").exists():
         log(f"bench_logreg.run(repeats={plan['logreg_repeats']}): scikit-learn and mnistkit, alternating")
-        r = run_child([PY, str(BENCH / "worker.py"), "bench-logreg",
-                       json.dumps({"repeats": plan["logreg_repeats"], "device": "cpu"})], env)
+        r = run_child(
+            [
+                PY,
+                str(BENCH / "worker.py"),
+                "bench-logreg",
+                json.dumps({"repeats": plan["logreg_repeats"], "device": "cpu"}),
+            ],
+            env,
+        )
         rows = r.get("result", {}).get("rows", {})
+
         def as_run(name):
             if "error" in r or name not in rows:
                 return {"error": r.get("error", f"bench_logreg.run() gave no {name!r} row")}
             x = rows[name]
-            return {"accuracy": x["accuracy"], "train_seconds": x["seconds"], "n_iter": x.get("n_iter"),
-                    "converged": x.get("converged"), "peak_rss_mb": r.get("peak_rss_mb")}
+            return {
+                "accuracy": x["accuracy"],
+                "train_seconds": x["seconds"],
+                "n_iter": x.get("n_iter"),
+                "converged": x.get("converged"),
+                "peak_rss_mb": r.get("peak_rss_mb"),
+            }
+
         median = f"median of {plan['logreg_repeats']} fits"
-        sk = summarise(f"scikit-learn `LogisticRegression()` (lbfgs, C=1, max_iter=100; {median})",
-                       [as_run("sklearn")], "reference", key="sklearn-logreg", repeats=plan["logreg_repeats"])
-        mk = summarise(f"`mnistkit.estimators.LogisticRegression` (bench_logreg.py, {median})",
-                       [as_run("mnistkit")], goal, key="logreg", repeats=plan["logreg_repeats"])
+        sk = summarise(
+            f"scikit-learn `LogisticRegression()` (lbfgs, C=1, max_iter=100; {median})",
+            [as_run("sklearn")],
+            "reference",
+            key="sklearn-logreg",
+            repeats=plan["logreg_repeats"],
+        )
+        mk = summarise(
+            f"`mnistkit.estimators.LogisticRegression` (bench_logreg.py, {median})",
+            [as_run("mnistkit")],
+            goal,
+            key="logreg",
+            repeats=plan["logreg_repeats"],
+        )
     else:
         sk_runs, mk_runs = [], []
         for s in range(plan["logreg_repeats"]):
@@ -173,20 +229,28 @@ def bench_logreg(plan, out_root, env, log) -> tuple[dict, dict]:
             sk_runs.append(run_child([PY, str(BENCH / "worker.py"), "sklearn-logreg", "{}"], env))
             log(f"mnistkit train --model logreg, repeat {s}")
             mk_runs.append(run_train(["--model", "logreg", "--device", "cpu"], s, out_root, "logreg", env))
-        sk = summarise("scikit-learn `LogisticRegression()` (lbfgs, C=1, max_iter=100)", sk_runs, "reference",
-                       key="sklearn-logreg")
+        sk = summarise(
+            "scikit-learn `LogisticRegression()` (lbfgs, C=1, max_iter=100)", sk_runs, "reference", key="sklearn-logreg"
+        )
         mk = summarise("`mnistkit train --model logreg`", mk_runs, goal, key="logreg")
     mk["ratio"] = ratio(mk, sk)
-    mk["met"] = (mk["ratio"] is not None and mk["ratio"] <= GOAL_LOGREG_RATIO
-                 and (mk["accuracy_mean"] or 0) >= (sk["accuracy_mean"] or 100))
+    mk["met"] = (
+        mk["ratio"] is not None
+        and mk["ratio"] <= GOAL_LOGREG_RATIO
+        and (mk["accuracy_mean"] or 0) >= (sk["accuracy_mean"] or 100)
+    )
     return sk, mk
 
 
 def bench_inference(checkpoint: Path, env, log) -> dict:
     log("inference throughput (predict_logits, batch 1024)")
     r = run_child([PY, str(BENCH / "worker.py"), "inference", json.dumps({"checkpoint": str(checkpoint)})], env)
-    row = summarise("seed-mlp inference, `predict_logits`, batch 1,024", [r],
-                    f">= {GOAL_IMAGES_PER_SECOND:,} images/s", key="inference")
+    row = summarise(
+        "seed-mlp inference, `predict_logits`, batch 1,024",
+        [r],
+        f">= {GOAL_IMAGES_PER_SECOND:,} images/s",
+        key="inference",
+    )
     row["images_per_second"] = r.get("images_per_second")
     row["bf16_autocast_images_per_second"] = r.get("bf16_autocast_images_per_second")
     row["met"] = (row["images_per_second"] or 0) >= GOAL_IMAGES_PER_SECOND
@@ -195,16 +259,19 @@ def bench_inference(checkpoint: Path, env, log) -> dict:
 
 # ----------------------------------------------------------------------------- report
 
+
 def markdown(rows: list[dict], meta: dict) -> str:
-    head = ("| configuration | runs | test accuracy % (mean ± sd) | train s (mean) | ratio | peak RSS MB "
-            "| goal | met |\n"
-            "|---|---|---|---|---|---|---|---|")
+    head = (
+        "| configuration | runs | test accuracy % (mean ± sd) | train s (mean) | ratio | peak RSS MB "
+        "| goal | met |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for r in rows:
         if r.get("skipped"):
             lines.append(f"| {r['name']} | - | skipped: {r['skipped']} | | | | {r.get('goal', '')} | |")
             continue
-        acc = (f"{r['accuracy_mean']:.2f} ± {r['accuracy_sd']:.2f}" if r.get("accuracy_mean") is not None else "-")
+        acc = f"{r['accuracy_mean']:.2f} ± {r['accuracy_sd']:.2f}" if r.get("accuracy_mean") is not None else "-"
         if r.get("images_per_second"):
             acc = f"{r['images_per_second']:,} images/s"
             if r.get("bf16_autocast_images_per_second"):
@@ -216,11 +283,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
         if r.get("errors"):
             met += f" ({len(r['errors'])} failed)"
         lines.append(f"| {r['name']} | {r['seeds']} | {acc} | {secs} | {rat} | {rss} | {r.get('goal', '')} | {met} |")
-    note = (f"\n{meta['host']}, {meta['cpu']} ({meta['cpu_count']} cores, torch threads: {meta['threads']}), "
-            f"torch {meta['torch']}, {meta['date']}; load average {meta['load_before'][0]:.1f} before, "
-            f"{meta['load_after'][0]:.1f} after; {'quick' if meta['quick'] else 'full'} run "
-            f"({meta['epochs']} epochs for the tutorial rows). Ratios are train seconds against the row above, "
-            f"measured in the same run.")
+    note = (
+        f"\n{meta['host']}, {meta['cpu']} ({meta['cpu_count']} cores, torch threads: {meta['threads']}), "
+        f"torch {meta['torch']}, {meta['date']}; load average {meta['load_before'][0]:.1f} before, "
+        f"{meta['load_after'][0]:.1f} after; {'quick' if meta['quick'] else 'full'} run "
+        f"({meta['epochs']} epochs for the tutorial rows). Ratios are train seconds against the row above, "
+        f"measured in the same run."
+    )
     return "\n".join(lines) + "\n" + note
 
 
@@ -238,8 +307,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a subset under 3 minutes (default: the full run)")
     p.add_argument("--threads", type=int, default=0, help="torch threads in each child; 0 = torch's default")
-    p.add_argument("--only", default="", help="comma-separated row keys to run: tutorial,fast,best-mlp,cnn,logreg,"
-                                              "inference (default: all)")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated row keys to run: tutorial,fast,best-mlp,cnn,logreg,inference (default: all)",
+    )
     p.add_argument("--seeds", type=int, default=0, help="runs per row, overriding the plan (default: 0 = plan's)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default: {RESULTS})")
     args = p.parse_args(argv)
@@ -254,28 +326,59 @@ def main(argv=None) -> int:
         return 2
     data_dir = Path(info["location"])
     # Seeds per row (the table's "runs" column says how many ran); quick: fewer seeds, 2-epoch tutorial rows.
-    plan = ({"epochs": 2, "tutorial_seeds": 1, "seed_pipeline_seeds": 1, "fast_seeds": 2, "preset_seeds": 1,
-             "logreg_repeats": 1, "presets": ["fast"]}
-            if args.quick else
-            {"epochs": 10, "tutorial_seeds": 3, "seed_pipeline_seeds": 2, "fast_seeds": 5, "preset_seeds": 3,
-             "logreg_repeats": 3, "presets": ["fast", "best-mlp", "cnn"]})
+    plan = (
+        {
+            "epochs": 2,
+            "tutorial_seeds": 1,
+            "seed_pipeline_seeds": 1,
+            "fast_seeds": 2,
+            "preset_seeds": 1,
+            "logreg_repeats": 1,
+            "presets": ["fast"],
+        }
+        if args.quick
+        else {
+            "epochs": 10,
+            "tutorial_seeds": 3,
+            "seed_pipeline_seeds": 2,
+            "fast_seeds": 5,
+            "preset_seeds": 3,
+            "logreg_repeats": 3,
+            "presets": ["fast", "best-mlp", "cnn"],
+        }
+    )
     if args.seeds:
-        plan.update({k: args.seeds for k in ("tutorial_seeds", "seed_pipeline_seeds", "fast_seeds", "preset_seeds",
-                                              "logreg_repeats")})
+        plan.update(
+            dict.fromkeys(
+                ("tutorial_seeds", "seed_pipeline_seeds", "fast_seeds", "preset_seeds", "logreg_repeats"), args.seeds
+            )
+        )
     only = {k for k in args.only.split(",") if k}
-    want = (lambda k: not only or k in only)
+
+    def want(k):
+        return not only or k in only
+
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH.parent / "src"), env.get("PYTHONPATH")]))
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     start = time.perf_counter()
     log = lambda msg: print(f"[{time.perf_counter() - start:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    meta = {"host": socket.gethostname(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "quick": args.quick, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
-            "threads": args.threads or torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "cuda": torch.cuda.is_available(),
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-            "load_before": list(os.getloadavg()), "epochs": plan["epochs"], "plan": plan}
+    meta = {
+        "host": socket.gethostname(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "threads": args.threads or torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.is_available(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "load_before": list(os.getloadavg()),
+        "epochs": plan["epochs"],
+        "plan": plan,
+    }
 
     rows: list[dict] = []
     out_root = Path(tempfile.mkdtemp(prefix="mnistkit-bench-"))
@@ -288,9 +391,11 @@ def main(argv=None) -> int:
             if not want(name):
                 continue
             seeds = plan["fast_seeds"] if name == "fast" else plan["preset_seeds"]
-            goal_acc, goal_s = {"fast": (GOAL_FAST_ACCURACY, GOAL_FAST_SECONDS),
-                                "best-mlp": (GOAL_BEST_MLP_ACCURACY, None),
-                                "cnn": (GOAL_CNN_ACCURACY, GOAL_CNN_SECONDS)}[name]
+            goal_acc, goal_s = {
+                "fast": (GOAL_FAST_ACCURACY, GOAL_FAST_SECONDS),
+                "best-mlp": (GOAL_BEST_MLP_ACCURACY, None),
+                "cnn": (GOAL_CNN_ACCURACY, GOAL_CNN_SECONDS),
+            }[name]
             rows.append(bench_preset(name, seeds, out_root, env, log, goal_acc, goal_s))
         if want("logreg"):
             rows += list(bench_logreg(plan, out_root, env, log))
@@ -305,8 +410,9 @@ def main(argv=None) -> int:
             g = [run_train(["--preset", "fast", "--device", "cuda"], 0, out_root, "gpu-fast", env)]
             rows.append(summarise(f"`--preset fast` on {meta['device']}", g, "", key="gpu-fast"))
         else:
-            rows.append({"name": "GPU rows (tutorial recipe, fast preset on CUDA)", "key": "gpu",
-                         "skipped": "no CUDA device"})
+            rows.append(
+                {"name": "GPU rows (tutorial recipe, fast preset on CUDA)", "key": "gpu", "skipped": "no CUDA device"}
+            )
     finally:
         shutil.rmtree(out_root, ignore_errors=True)
 

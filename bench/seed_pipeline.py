@@ -39,7 +39,7 @@ class TutorialMNIST(Dataset):
     def __init__(self, root: Path, train: bool):
         prefix = "train" if train else "t10k"
         raw = root if (root / f"{prefix}-labels-idx1-ubyte.gz").exists() else root / "MNIST" / "raw"
-        self.data = read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")     # uint8 [N, 28, 28]
+        self.data = read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")  # uint8 [N, 28, 28]
         self.targets = read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz").long()
 
     def __len__(self):
@@ -47,7 +47,7 @@ class TutorialMNIST(Dataset):
 
     def __getitem__(self, index):
         img, target = self.data[index], int(self.targets[index])
-        img = Image.fromarray(img.numpy(), mode="L")                       # torchvision MNIST
+        img = Image.fromarray(img.numpy(), mode="L")  # torchvision MNIST
         # transforms.ToTensor(): PIL -> uint8 HWC array -> CHW float in [0, 1]
         t = torch.from_numpy(np.array(img, np.uint8, copy=True))
         t = t.view(img.size[1], img.size[0], 1).permute((2, 0, 1)).contiguous()
@@ -82,12 +82,20 @@ def default_data_dir() -> Path:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="root holding MNIST/raw, or that raw folder (default: $MNISTKIT_DATA)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="root holding MNIST/raw, or that raw folder (default: $MNISTKIT_DATA)",
+    )
     p.add_argument("--epochs", type=int, default=10, help="default: 10 (the tutorial's)")
     p.add_argument("--seed", type=int, default=0, help="default: 0")
-    p.add_argument("--double-normalise", action=argparse.BooleanOptionalAction, default=True,
-                   help="the tutorial's second (x - 0.5) * 2 after Normalize (default: on)")
+    p.add_argument(
+        "--double-normalise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the tutorial's second (x - 0.5) * 2 after Normalize (default: on)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the JSON result")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -113,8 +121,7 @@ def main(argv=None) -> dict:
             loss.backward()
             optimizer.step()
             if (i + 1) % 100 == 0:
-                line = "Epoch [{}/{}], Step [{}/{}], Loss: {:.4f}".format(
-                    epoch + 1, args.epochs, i + 1, total_step, loss.item())
+                line = f"Epoch [{epoch + 1}/{args.epochs}], Step [{i + 1}/{total_step}], Loss: {loss.item():.4f}"
                 if not args.quiet:
                     print(line, flush=True)
     train_seconds = time.perf_counter() - t0
@@ -132,11 +139,17 @@ def main(argv=None) -> dict:
         correct += (predicted == labels).sum().item()
     accuracy = 100 * correct / total
     if not args.quiet:
-        print("Accuracy of the model on the 10000 test images: {} %".format(accuracy))
-    result = {"accuracy": accuracy, "train_seconds": round(train_seconds, 3),
-              "test_seconds": round(time.perf_counter() - t0, 3), "epochs": args.epochs, "seed": args.seed,
-              "double_normalise": args.double_normalise, "threads": torch.get_num_threads(),
-              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+        print(f"Accuracy of the model on the 10000 test images: {accuracy} %")
+    result = {
+        "accuracy": accuracy,
+        "train_seconds": round(train_seconds, 3),
+        "test_seconds": round(time.perf_counter() - t0, 3),
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "double_normalise": args.double_normalise,
+        "threads": torch.get_num_threads(),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
     print(json.dumps(result))
     return result
 

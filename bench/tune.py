@@ -26,10 +26,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import PY, RESULTS, run_child  # noqa: E402
+from run import PY, RESULTS, run_child
 
-GOAL_TEST_ACCURACY = 98.8   # % for the best tuned MLP, no augmentation
-VAL_SIZE = 10_000           # images carved from the training set, the same for both
+GOAL_TEST_ACCURACY = 98.8  # % for the best tuned MLP, no augmentation
+VAL_SIZE = 10_000  # images carved from the training set, the same for both
 
 
 LOAD_BEFORE = list(os.getloadavg())
@@ -38,13 +38,17 @@ LOAD_BEFORE = list(os.getloadavg())
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", type=float, default=None, help="seconds for the study (default: 900; quick: 120)")
-    p.add_argument("--quick", action="store_true",
-                   help="mnist-sample (4,000 train images, 1,000 for validation): checks the pipeline, "
-                        "its figures are not MNIST's")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="mnist-sample (4,000 train images, 1,000 for validation): checks the pipeline, "
+        "its figures are not MNIST's",
+    )
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
     p.add_argument("--sampler-seed", type=int, default=0)
-    p.add_argument("--data-dir", default=os.environ.get("MNISTKIT_DATA"),
-                   help="root holding MNIST/raw (default: $MNISTKIT_DATA)")
+    p.add_argument(
+        "--data-dir", default=os.environ.get("MNISTKIT_DATA"), help="root holding MNIST/raw (default: $MNISTKIT_DATA)"
+    )
     args = p.parse_args(argv)
     args.budget = args.budget or (120.0 if args.quick else 900.0)
     if not args.data_dir and not args.quick:
@@ -57,31 +61,71 @@ def main(argv=None) -> int:
     common += ["--device", "cpu", "--json"]
     with tempfile.TemporaryDirectory(prefix="mnistkit-bench-tune-") as tmp:
         t0 = time.perf_counter()
-        tuned = run_child([PY, "-m", "mnistkit", "tune", "--model", "mlp", "--norm", "dataset", "--trials", "1000",
-                           "--timeout", str(args.budget), "--workers", str(args.workers),
-                           "--sampler-seed", str(args.sampler_seed), "--out", str(Path(tmp) / "tune"), *common],
-                          env, timeout=args.budget * 2 + 600)
+        tuned = run_child(
+            [
+                PY,
+                "-m",
+                "mnistkit",
+                "tune",
+                "--model",
+                "mlp",
+                "--norm",
+                "dataset",
+                "--trials",
+                "1000",
+                "--timeout",
+                str(args.budget),
+                "--workers",
+                str(args.workers),
+                "--sampler-seed",
+                str(args.sampler_seed),
+                "--out",
+                str(Path(tmp) / "tune"),
+                *common,
+            ],
+            env,
+            timeout=args.budget * 2 + 600,
+        )
         tune_wall = round(time.perf_counter() - t0, 1)
-        preset = run_child([PY, "-m", "mnistkit", "train", "--preset", "best-mlp", "--out",
-                            str(Path(tmp) / "preset"), *common], env)
+        preset = run_child(
+            [PY, "-m", "mnistkit", "train", "--preset", "best-mlp", "--out", str(Path(tmp) / "preset"), *common], env
+        )
     if "error" in tuned or "error" in preset:
         print(f"failed: tune: {tuned.get('error')}; preset: {preset.get('error')}", file=sys.stderr)
         return 1
     best = tuned["best"] or {}
     rows = {
-        "tuned": {"val_accuracy": best.get("val_accuracy"), "test_accuracy": best.get("test_accuracy"),
-                  "trial": best.get("number"), "params": best.get("params"), "counts": tuned["counts"],
-                  "wall_seconds": tune_wall, "budget_seconds": args.budget, "peak_rss_mb": tuned.get("peak_rss_mb")},
-        "best-mlp preset": {"val_accuracy": preset.get("val_accuracy"), "test_accuracy": preset.get("test_accuracy"),
-                            "train_seconds": preset.get("train_seconds")},
+        "tuned": {
+            "val_accuracy": best.get("val_accuracy"),
+            "test_accuracy": best.get("test_accuracy"),
+            "trial": best.get("number"),
+            "params": best.get("params"),
+            "counts": tuned["counts"],
+            "wall_seconds": tune_wall,
+            "budget_seconds": args.budget,
+            "peak_rss_mb": tuned.get("peak_rss_mb"),
+        },
+        "best-mlp preset": {
+            "val_accuracy": preset.get("val_accuracy"),
+            "test_accuracy": preset.get("test_accuracy"),
+            "train_seconds": preset.get("train_seconds"),
+        },
     }
-    result = {"host": socket.gethostname(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "cpus": os.cpu_count(), "load_before": LOAD_BEFORE, "load_after": list(os.getloadavg()),
-              "quick": args.quick, "dataset": "mnist-sample" if args.quick else "mnist",
-              "budget_seconds": args.budget, "workers": args.workers,
-              "goal_test_accuracy": GOAL_TEST_ACCURACY, "rows": rows,
-              "met": (best.get("test_accuracy") or 0) >= GOAL_TEST_ACCURACY
-              and (best.get("test_accuracy") or 0) > (preset.get("test_accuracy") or 0)}
+    result = {
+        "host": socket.gethostname(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "load_before": LOAD_BEFORE,
+        "load_after": list(os.getloadavg()),
+        "quick": args.quick,
+        "dataset": "mnist-sample" if args.quick else "mnist",
+        "budget_seconds": args.budget,
+        "workers": args.workers,
+        "goal_test_accuracy": GOAL_TEST_ACCURACY,
+        "rows": rows,
+        "met": (best.get("test_accuracy") or 0) >= GOAL_TEST_ACCURACY
+        and (best.get("test_accuracy") or 0) > (preset.get("test_accuracy") or 0),
+    }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"tune{'-quick' if args.quick else ''}-{result['host']}-{datetime.now():%Y%m%d-%H%M}.json"
     path.write_text(json.dumps(result, indent=2))
@@ -89,11 +133,17 @@ def main(argv=None) -> int:
     for name, row in rows.items():
         print(f"{name:18} {row['val_accuracy'] or float('nan'):10.2f} {row['test_accuracy'] or float('nan'):11.2f}")
     c = tuned["counts"]
-    print(f"study: {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} failed in "
-          f"{tune_wall:.0f} s (budget {args.budget:.0f} s); best trial {best.get('number')}: {best.get('params')}")
-    print(f"goal: tuned test >= {GOAL_TEST_ACCURACY} % and above the preset: {'met' if result['met'] else 'NOT met'}"
-          + (" (quick run on mnist-sample: the goal is for MNIST)" if args.quick else ""))
-    print(f"load average {LOAD_BEFORE[0]:.1f} before, {result['load_after'][0]:.1f} after (2 cores: above 2 is a shared machine)")
+    print(
+        f"study: {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} failed in "
+        f"{tune_wall:.0f} s (budget {args.budget:.0f} s); best trial {best.get('number')}: {best.get('params')}"
+    )
+    print(
+        f"goal: tuned test >= {GOAL_TEST_ACCURACY} % and above the preset: {'met' if result['met'] else 'NOT met'}"
+        + (" (quick run on mnist-sample: the goal is for MNIST)" if args.quick else "")
+    )
+    print(
+        f"load average {LOAD_BEFORE[0]:.1f} before, {result['load_after'][0]:.1f} after (2 cores: above 2 is a shared machine)"
+    )
     print(f"wrote {path}")
     return 0
 

@@ -73,8 +73,13 @@ def inference(spec: dict) -> dict:
             best = min(best, time.perf_counter() - t0)
         return round(len(images) / best)
 
-    result = {"images_per_second": best_rate(False), "batch_size": bs, "n": len(images), "repeats": repeats,
-              "threads": torch.get_num_threads()}
+    result = {
+        "images_per_second": best_rate(False),
+        "batch_size": bs,
+        "n": len(images),
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+    }
     # The same call with bf16=True (`mnistkit evaluate/predict --bf16`): bf16 autocast where the
     # hardware has it, fp32 elsewhere.
     result["bf16_autocast_images_per_second"] = best_rate(True)

@@ -25,24 +25,33 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 #: config fields that say where and how a run executed, not what it learned
 RUN_PLACE_FIELDS = ("out", "name", "device", "data_dir", "download")
-NOTE = ("trained on CPU; torch kernels differ across machines and thread counts, so a rebuild gives close, "
-        "not identical, weights")
+NOTE = (
+    "trained on CPU; torch kernels differ across machines and thread counts, so a rebuild gives close, "
+    "not identical, weights"
+)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--from-run", type=Path, help="package this finished run directory (or checkpoint) of "
-                        "the recipe instead of training")
+    parser.add_argument(
+        "--from-run",
+        type=Path,
+        help="package this finished run directory (or checkpoint) of the recipe instead of training",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for training (default: torch's)")
-    parser.add_argument("--photo-benchmark", type=Path, default=None,
-                        help="bench/photos.py's results JSON for this model (its --out file)")
+    parser.add_argument(
+        "--photo-benchmark",
+        type=Path,
+        default=None,
+        help="bench/photos.py's results JSON for this model (its --out file)",
+    )
     parser.add_argument("--target", type=Path, default=None, help="where to write (default: the package's file)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO / "src"))
     import mnistkit.bundled
-    from mnistkit.bundled import MAX_BYTES, MODEL_FILE, TRAIN_COMMAND, card_from_metadata, parameter_count
     from mnistkit.api import resolve_checkpoint_path
+    from mnistkit.bundled import MAX_BYTES, MODEL_FILE, TRAIN_COMMAND, card_from_metadata, parameter_count
     from mnistkit.checkpoint import atomic_write_bytes, load_checkpoint, load_tensors, save_tensors
     from mnistkit.errors import MnistkitError
 
@@ -55,8 +64,14 @@ def main() -> int:
             meta.pop("card", None)  # a repackaged card is written afresh
             # where the run happened to be written or read from is this machine's business, not the package's
             meta["config"] = {**meta["config"], "out": None, "data_dir": None}
-            meta["card"] = card_from_metadata(meta, parameter_count(tensors), Path(MODEL_FILE).stem, TRAIN_COMMAND,
-                                              photo_benchmark=photo_benchmark(args.photo_benchmark), notes=[NOTE])
+            meta["card"] = card_from_metadata(
+                meta,
+                parameter_count(tensors),
+                Path(MODEL_FILE).stem,
+                TRAIN_COMMAND,
+                photo_benchmark=photo_benchmark(args.photo_benchmark),
+                notes=[NOTE],
+            )
             staged = save_tensors(Path(tmp) / MODEL_FILE, tensors, meta)
             size = staged.stat().st_size
             if size > MAX_BYTES:
@@ -87,9 +102,12 @@ def train(run: Path, command: str, threads: int | None) -> Path:
 def photo_benchmark(path: Path | None) -> dict:
     """The card's photo-benchmark field: from bench/photos.py's results file, or unmeasured with a note."""
     if path is None:
-        return {"accuracy": None, "note": "not measured when this file was built: run bench/photos.py (issue 12 "
-                "part 2) on the bundled model, then this script with --from-run on the shipped file and "
-                "--photo-benchmark"}
+        return {
+            "accuracy": None,
+            "note": "not measured when this file was built: run bench/photos.py (issue 12 "
+            "part 2) on the bundled model, then this script with --from-run on the shipped file and "
+            "--photo-benchmark",
+        }
     return photo_benchmark_summary(json.loads(path.read_text()))
 
 
@@ -98,10 +116,15 @@ def photo_benchmark_summary(result: dict) -> dict:
     conditions (``accuracy``), and the share of numbers read exactly."""
     conditions = {name: c.get("accuracy") for name, c in (result.get("conditions") or {}).items()}
     photos = [a for name, a in conditions.items() if name.startswith("photo-") and isinstance(a, (int, float))]
-    return {"accuracy": round(sum(photos) / len(photos), 2) if photos else result.get("accuracy"),
-            "accuracy_is": "mean over the photo-* lighting conditions", "conditions": conditions,
-            "numbers_read_exactly_percent": (result.get("numbers") or {}).get("read_exactly_percent"),
-            "digits_per_condition": result.get("n"), "seed": result.get("seed"), "source": "bench/photos.py"}
+    return {
+        "accuracy": round(sum(photos) / len(photos), 2) if photos else result.get("accuracy"),
+        "accuracy_is": "mean over the photo-* lighting conditions",
+        "conditions": conditions,
+        "numbers_read_exactly_percent": (result.get("numbers") or {}).get("read_exactly_percent"),
+        "digits_per_condition": result.get("n"),
+        "seed": result.get("seed"),
+        "source": "bench/photos.py",
+    }
 
 
 def check_recipe(meta: dict) -> None:

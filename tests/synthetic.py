@@ -14,7 +14,7 @@ def make_images(n: int, seed: int = 0, num_classes: int = 10) -> tuple[torch.Ten
     images = torch.randint(0, 60, (n, 28, 28), generator=g, dtype=torch.int64)
     for c in range(num_classes):
         rows = 2 + 2 * c
-        images[labels == c, rows:rows + 3, 4:24] += 180
+        images[labels == c, rows : rows + 3, 4:24] += 180
     return images.clamp(0, 255).to(torch.uint8), labels
 
 
@@ -32,8 +32,17 @@ def write_idx_dataset(folder: Path, n_train: int = 600, n_test: int = 200, seed:
     return folder
 
 
-def quick_train(model_name: str, images: torch.Tensor, labels: torch.Tensor, norm, *, steps: int,
-                batch_size: int, lr: float, seed: int = 0) -> torch.nn.Module:
+def quick_train(
+    model_name: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    norm,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 0,
+) -> torch.nn.Module:
     """A registry model after ``steps`` Adam steps on shuffled batches (epochs of a permutation).
 
     For tests that need a model that merely works (predict, the browser demo) in seconds,

@@ -1,14 +1,20 @@
 """On-device batch augmentation: what each part does to digits, its RNG discipline, its config and flags."""
 
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mnistkit.config import TrainConfig, option_help
 from mnistkit.errors import ConfigError
-from mnistkit.training.augment import (Augmentation, _max3x3, affine_grids, gaussian_blur, random_shift,
-                                      random_thickness, warp)
+from mnistkit.training.augment import (
+    Augmentation,
+    _max3x3,
+    affine_grids,
+    gaussian_blur,
+    random_shift,
+    random_thickness,
+    warp,
+)
 
 FILL = -1.0  # the background after the tutorial normalisation
 
@@ -24,15 +30,22 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("aug", [Augmentation(), Augmentation(shift=0, rotate=15, scale=0.2),
-                                 Augmentation(shift=0, elastic=34), Augmentation(shift=0, thickness=1.0),
-                                 Augmentation(shift=3, rotate=10, scale=0.1, elastic=34, thickness=0.5)])
+@pytest.mark.parametrize(
+    "aug",
+    [
+        Augmentation(),
+        Augmentation(shift=0, rotate=15, scale=0.2),
+        Augmentation(shift=0, elastic=34),
+        Augmentation(shift=0, thickness=1.0),
+        Augmentation(shift=3, rotate=10, scale=0.1, elastic=34, thickness=0.5),
+    ],
+)
 def test_each_part_keeps_shape_range_and_background(aug):
     x = _digits()
     out = aug(x, FILL, _gen())
     assert out.shape == x.shape and out.dtype == x.dtype
     assert out.min() >= FILL - 1e-5 and out.max() <= 1.0 + 1e-5  # resampling never invents brighter ink
-    blank = aug(torch.full_like(x, FILL), FILL, _gen())           # an empty page stays empty
+    blank = aug(torch.full_like(x, FILL), FILL, _gen())  # an empty page stays empty
     assert torch.allclose(blank, torch.full_like(x, FILL), atol=1e-5)
     assert not torch.equal(out, x)
 
@@ -100,14 +113,17 @@ def test_gaussian_blur_matches_a_separable_convolution():
     assert torch.allclose(gaussian_blur(x, 4.0), ref.squeeze(1), atol=2e-3)
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("aug_rotate", 90, r"aug_rotate must be a number in \[0, 45\] degrees, got 90"),
-    ("aug_scale", -0.1, r"aug_scale must be a number in \[0, 0.5\]"),
-    ("aug_elastic", float("nan"), r"aug_elastic must be a number in \[0, 100\] pixels, got nan"),
-    ("aug_thickness", 1.5, r"aug_thickness must be a number in \[0, 1\]"),
-    ("aug_elastic_sigma", 0, r"aug_elastic_sigma must be in \[0.5, 10\] pixels, got 0"),
-    ("aug_shift", 2.5, r"aug_shift must be a whole number of pixels in \[0, 8\], got 2.5"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("aug_rotate", 90, r"aug_rotate must be a number in \[0, 45\] degrees, got 90"),
+        ("aug_scale", -0.1, r"aug_scale must be a number in \[0, 0.5\]"),
+        ("aug_elastic", float("nan"), r"aug_elastic must be a number in \[0, 100\] pixels, got nan"),
+        ("aug_thickness", 1.5, r"aug_thickness must be a number in \[0, 1\]"),
+        ("aug_elastic_sigma", 0, r"aug_elastic_sigma must be in \[0.5, 10\] pixels, got 0"),
+        ("aug_shift", 2.5, r"aug_shift must be a whole number of pixels in \[0, 8\], got 2.5"),
+    ],
+)
 def test_config_refuses_bad_strengths_naming_the_range(field, value, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**{field: value})

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from synthetic import quick_train, stop_process
 
 pytestmark = pytest.mark.browser
@@ -38,9 +37,14 @@ def trained_checkpoint(tmp_path_factory, mnist_root) -> Path:
     images = read_idx(raw / "train-images-idx3-ubyte.gz")
     labels = read_idx(raw / "train-labels-idx1-ubyte.gz").long()
     norm = Normalization(0.1307, 0.3081)
-    model = quick_train("mlp", images, labels, norm, steps=len(images) // 128, batch_size=128, lr=1e-3)  # 1 epoch, ~96 %
-    return save_checkpoint(tmp_path_factory.mktemp("browser") / "mlp.safetensors", model,
-                           {"dataset": "mnist", "norm": norm.to_dict(), "class_names": [str(i) for i in range(10)]})
+    model = quick_train(
+        "mlp", images, labels, norm, steps=len(images) // 128, batch_size=128, lr=1e-3
+    )  # 1 epoch, ~96 %
+    return save_checkpoint(
+        tmp_path_factory.mktemp("browser") / "mlp.safetensors",
+        model,
+        {"dataset": "mnist", "norm": norm.to_dict(), "class_names": [str(i) for i in range(10)]},
+    )
 
 
 def free_port() -> int:
@@ -55,9 +59,22 @@ def server(trained_checkpoint):
     import httpx
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mnistkit", "serve", str(trained_checkpoint),
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnistkit",
+            "serve",
+            str(trained_checkpoint),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 60
@@ -119,8 +136,10 @@ def zero() -> list[tuple[float, float]]:
 def predicted(page) -> tuple[str, str]:
     """(label shown, label of the highest bar) after pressing Predict."""
     page.click("#predict")
-    page.wait_for_function("document.querySelector('#chart .bar.top') !== null "
-                           "&& document.getElementById('label').textContent !== '\\u2013'")
+    page.wait_for_function(
+        "document.querySelector('#chart .bar.top') !== null "
+        "&& document.getElementById('label').textContent !== '\\u2013'"
+    )
     page.wait_for_load_state("networkidle")
     shown = page.text_content("#label")
     bars = page.eval_on_selector_all("#chart .bar", "bs => bs.map(b => [b.dataset.label, +b.dataset.p])")
@@ -148,10 +167,10 @@ def test_prediction_waits_until_the_pen_rests(page):
     page.click("#clear")
     page.wait_for_load_state("networkidle")
     before = predict_requests(page)
-    stroke(page, [(110, 40 + 10 * i) for i in range(12)])            # the left arm
-    stroke(page, [(110 + 8 * i, 150) for i in range(12)])            # the bar
+    stroke(page, [(110, 40 + 10 * i) for i in range(12)])  # the left arm
+    stroke(page, [(110 + 8 * i, 150) for i in range(12)])  # the bar
     assert predict_requests(page) == before, "a prediction was sent between strokes"
-    stroke(page, [(170, 40 + 10 * i) for i in range(21)])            # the stem
+    stroke(page, [(170, 40 + 10 * i) for i in range(21)])  # the stem
     page.wait_for_function("document.getElementById('label').textContent !== '\\u2013'", timeout=10_000)
     page.wait_for_timeout(1000)  # long enough for any further request to show up
     page.wait_for_load_state("networkidle")

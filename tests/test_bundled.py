@@ -9,12 +9,11 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import REPO
 
 from mnistkit.bundled import CARD_KEYS, MAX_BYTES, PRESET, TRAIN_COMMAND, bundled_model_path, model_card
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.config import resolve_config
-
-from conftest import REPO
 
 SHIPPED = REPO / "src" / "mnistkit" / "bundled" / "digits-cnn.safetensors"
 
@@ -37,8 +36,9 @@ def test_card_is_complete_and_matches_the_recipe_and_the_metadata(shipped):
     assert card["command"] == TRAIN_COMMAND == f"mnistkit train --preset {PRESET}"
     recipe = resolve_config(PRESET).to_dict()
     place = ("out", "name", "device", "data_dir", "download")
-    assert {k: v for k, v in card["config"].items() if k not in place} == \
-        {k: v for k, v in recipe.items() if k not in place}  # the recorded command rebuilds this recipe
+    assert {k: v for k, v in card["config"].items() if k not in place} == {
+        k: v for k, v in recipe.items() if k not in place
+    }  # the recorded command rebuilds this recipe
     assert card["config"]["augment"] and card["config"]["aug_elastic"] > 0 and card["config"]["val_size"] > 0
     assert card["seed"] == recipe["seed"] and card["data"]["dataset"] == "mnist"
     assert card["test_accuracy"] >= 99.5 and card["test_accuracy"] == shipped.meta["metrics"]["test_accuracy"]
@@ -72,8 +72,15 @@ def test_shipped_model_scores_at_least_99_5_on_real_mnist_test(shipped, mnist_ro
 def test_card_of_a_checkpoint_without_one_is_derived_from_its_metadata(synthetic_dataset, tmp_path):
     from mnistkit.training import fit
 
-    r = fit(dataset=str(synthetic_dataset), out=str(tmp_path / "run"), model="logreg", epochs=1, val_size=100,
-            echo=False, plots=False)
+    r = fit(
+        dataset=str(synthetic_dataset),
+        out=str(tmp_path / "run"),
+        model="logreg",
+        epochs=1,
+        val_size=100,
+        echo=False,
+        plots=False,
+    )
     card = model_card(tmp_path / "run")  # a run directory, as the CLI accepts
     assert set(CARD_KEYS) <= set(card) and card["name"] == "run" and card["command"] is None
     assert card["test_accuracy"] == r.test_accuracy and card["temperature"] == load_checkpoint(r.checkpoint).temperature
@@ -99,16 +106,29 @@ def _recipe_checkpoint(path, config):
     from mnistkit.models import build_model
 
     model = build_model("cnn")
-    meta = {"dataset": "mnist", "norm": {"mean": 0.1307, "std": 0.3081}, "class_names": [str(d) for d in range(10)],
-            "config": config, "temperature": 1.5,
-            "metrics": {"test_accuracy": 12.3, "val_accuracy": 11.0, "train_seconds": 1.0,
-                        "calibration": {"temperature": 1.5, "ece_bins": 15, "ece": {"test": {"before": 9, "after": 1}}}}}
+    meta = {
+        "dataset": "mnist",
+        "norm": {"mean": 0.1307, "std": 0.3081},
+        "class_names": [str(d) for d in range(10)],
+        "config": config,
+        "temperature": 1.5,
+        "metrics": {
+            "test_accuracy": 12.3,
+            "val_accuracy": 11.0,
+            "train_seconds": 1.0,
+            "calibration": {"temperature": 1.5, "ece_bins": 15, "ece": {"test": {"before": 9, "after": 1}}},
+        },
+    }
     save_checkpoint(path / "model.safetensors", model, meta)
 
 
 def _build(*args):
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "build_bundled_model.py"), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_bundled_model.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_build_script_packages_a_run_of_the_recipe_with_its_card(tmp_path):
@@ -123,9 +143,21 @@ def test_build_script_packages_a_run_of_the_recipe_with_its_card(tmp_path):
     assert json.loads(res.stdout.split("\n", 1)[1])["name"] == "digits-cnn"
     # the card of the packaged file is refreshed with a photo-benchmark result; the weights stay
     photos = tmp_path / "photos.json"
-    photos.write_text(json.dumps({"n": 200, "seed": 0, "numbers": {"read_exactly_percent": 96.0}, "conditions": {
-        "plain-28x28": {"accuracy": 99.0}, "clean-scan": {"accuracy": 98.0},
-        "photo-even": {"accuracy": 97.0}, "photo-vignette": {"accuracy": 96.0}}}))
+    photos.write_text(
+        json.dumps(
+            {
+                "n": 200,
+                "seed": 0,
+                "numbers": {"read_exactly_percent": 96.0},
+                "conditions": {
+                    "plain-28x28": {"accuracy": 99.0},
+                    "clean-scan": {"accuracy": 98.0},
+                    "photo-even": {"accuracy": 97.0},
+                    "photo-vignette": {"accuracy": 96.0},
+                },
+            }
+        )
+    )
     again = tmp_path / "again.safetensors"
     res = _build("--from-run", str(target), "--photo-benchmark", str(photos), "--target", str(again))
     assert res.returncode == 0, res.stderr

@@ -64,8 +64,16 @@ def test_calibrate_fits_on_validation_and_reports_before_and_after():
 def test_training_with_a_validation_split_stores_the_temperature(synthetic_dataset, tmp_path):
     from mnistkit.training import fit
 
-    r = fit(dataset=str(synthetic_dataset), out=str(tmp_path / "r"), model="mlp", epochs=2, batch_size=32,
-            val_size=150, echo=False, plots=False)
+    r = fit(
+        dataset=str(synthetic_dataset),
+        out=str(tmp_path / "r"),
+        model="mlp",
+        epochs=2,
+        batch_size=32,
+        val_size=150,
+        echo=False,
+        plots=False,
+    )
     ck = load_checkpoint(r.checkpoint)
     t = ck.meta["temperature"]
     assert isinstance(t, float) and 0.05 <= t <= 20 and ck.temperature == t
@@ -87,8 +95,7 @@ def test_training_with_a_validation_split_stores_the_temperature(synthetic_datas
 def test_training_without_validation_split_stores_no_temperature(synthetic_dataset, tmp_path):
     from mnistkit.training import fit
 
-    r = fit(dataset=str(synthetic_dataset), out=str(tmp_path / "r"), model="logreg", epochs=1, echo=False,
-            plots=False)
+    r = fit(dataset=str(synthetic_dataset), out=str(tmp_path / "r"), model="logreg", epochs=1, echo=False, plots=False)
     ck = load_checkpoint(r.checkpoint)
     assert "temperature" not in ck.meta and ck.temperature == 1.0
     assert r.summary["temperature"] is None and set(r.summary["ece"]) == {"test"}

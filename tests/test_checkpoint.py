@@ -52,8 +52,11 @@ def test_a_flipped_byte_is_refused(saved, where):
     path = saved[1]
     size = path.stat().st_size
     header_len = int.from_bytes(path.read_bytes()[:8], "little")
-    offset = {"tensor data": 8 + header_len + 100, "metadata": path.read_bytes().index(b'"dataset') + 3,
-              "last byte": size - 1}[where]
+    offset = {
+        "tensor data": 8 + header_len + 100,
+        "metadata": path.read_bytes().index(b'"dataset') + 3,
+        "last byte": size - 1,
+    }[where]
     _flip(path, offset)
     with pytest.raises(CheckpointError, match="corrupt|not a valid|modified"):
         load_checkpoint(path)
@@ -91,7 +94,7 @@ def test_plain_safetensors_without_our_metadata_is_refused(tmp_path):
 
 
 def test_weights_of_another_model_are_refused_with_key_lists(saved, tmp_path):
-    model, path = saved
+    _model, path = saved
     tensors, meta = load_tensors(path)
     meta = {k: v for k, v in meta.items() if k != "format"}
     meta["model"], meta["model_options"] = "logreg", {}
@@ -117,7 +120,7 @@ def test_missing_and_directory_paths(tmp_path):
 
 
 def test_failed_write_keeps_previous_checkpoint_and_leaves_no_temp(saved, monkeypatch):
-    model, path = saved
+    _model, path = saved
     before = path.read_bytes()
 
     def disk_full(*a, **k):

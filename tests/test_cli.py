@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from synthetic import run_cli
 
 from mnistkit.cli import COMMANDS
-from synthetic import run_cli  # noqa: E402
 
 MNISTKIT = [sys.executable, "-m", "mnistkit"]
 
@@ -19,6 +19,7 @@ def assert_one_line_error(code, err, pattern):
     assert len(lines) == 1, err
     assert "Traceback" not in err
     import re
+
     assert re.search(pattern, lines[0]), lines[0]
 
 
@@ -42,8 +43,10 @@ def test_importing_the_cli_does_not_import_torch():
 
 def test_train_dry_run_json_then_evaluate(synthetic_dataset, tmp_path, capsys):
     out_dir = tmp_path / "run"
-    code, out, err = run_cli(["train", "--dataset", str(synthetic_dataset), "--dry-run", "--epochs", "1",
-                              "--out", str(out_dir), "--json"], capsys)
+    code, out, err = run_cli(
+        ["train", "--dataset", str(synthetic_dataset), "--dry-run", "--epochs", "1", "--out", str(out_dir), "--json"],
+        capsys,
+    )
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["model"] == "seed-mlp" and summary["epochs"] == 1
@@ -58,22 +61,38 @@ def test_train_dry_run_json_then_evaluate(synthetic_dataset, tmp_path, capsys):
 
 
 def test_quiet_prints_only_the_accuracy_line(synthetic_dataset, tmp_path, capsys):
-    code, out, _ = run_cli(["train", "--dataset", str(synthetic_dataset), "--model", "logreg", "--epochs", "1",
-                            "--out", str(tmp_path / "q"), "--quiet"], capsys)
+    code, out, _ = run_cli(
+        [
+            "train",
+            "--dataset",
+            str(synthetic_dataset),
+            "--model",
+            "logreg",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "q"),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0
     assert out.strip().splitlines() == [out.strip()] and out.startswith("Accuracy of the model on the 200 test images")
 
 
-@pytest.mark.parametrize("args, pattern", [
-    (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
-    (["train", "--model", "resnet", "--dry-run"], "unknown model 'resnet'"),
-    (["train", "--epochs", "0"], "Invalid value for '--epochs'"),
-    (["train", "--classes", "3,x"], "not a comma-separated list"),
-    (["train", "--optimizer", "rmsprop"], "Invalid value for '--optimizer'"),
-    (["train", "--no-such-flag"], "No such option"),
-    (["evaluate", "missing.safetensors"], "checkpoint not found: missing.safetensors"),
-    (["frobnicate"], "No such command"),
-])
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+        (["train", "--model", "resnet", "--dry-run"], "unknown model 'resnet'"),
+        (["train", "--epochs", "0"], "Invalid value for '--epochs'"),
+        (["train", "--classes", "3,x"], "not a comma-separated list"),
+        (["train", "--optimizer", "rmsprop"], "Invalid value for '--optimizer'"),
+        (["train", "--no-such-flag"], "No such option"),
+        (["evaluate", "missing.safetensors"], "checkpoint not found: missing.safetensors"),
+        (["frobnicate"], "No such command"),
+    ],
+)
 def test_bad_arguments_give_one_line_and_exit_2(args, pattern, capsys, synthetic_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(args, capsys)
@@ -81,8 +100,21 @@ def test_bad_arguments_give_one_line_and_exit_2(args, pattern, capsys, synthetic
 
 
 def test_flipped_byte_checkpoint_is_one_line_exit_2(synthetic_dataset, tmp_path, capsys):
-    run_cli(["train", "--dataset", str(synthetic_dataset), "--model", "logreg", "--epochs", "1",
-             "--out", str(tmp_path / "r"), "-q"], capsys)
+    run_cli(
+        [
+            "train",
+            "--dataset",
+            str(synthetic_dataset),
+            "--model",
+            "logreg",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+            "-q",
+        ],
+        capsys,
+    )
     ck = tmp_path / "r" / "model.safetensors"
     data = bytearray(ck.read_bytes())
     data[-5] ^= 0xFF
@@ -91,10 +123,13 @@ def test_flipped_byte_checkpoint_is_one_line_exit_2(synthetic_dataset, tmp_path,
     assert_one_line_error(code, err, "corrupt or was modified")
 
 
-@pytest.mark.parametrize("damage, pattern", [
-    ("truncate", r"t10k-images-idx3-ubyte.gz.*(truncated|corrupt|payload)"),
-    ("garbage", r"t10k-images-idx3-ubyte.gz"),
-])
+@pytest.mark.parametrize(
+    "damage, pattern",
+    [
+        ("truncate", r"t10k-images-idx3-ubyte.gz.*(truncated|corrupt|payload)"),
+        ("garbage", r"t10k-images-idx3-ubyte.gz"),
+    ],
+)
 def test_broken_idx_dataset_is_one_line_exit_2(synthetic_dataset, tmp_path, capsys, damage, pattern):
     import shutil
 
@@ -117,8 +152,24 @@ def test_train_reshapes_the_tutorials_network(synthetic_dataset, tmp_path, capsy
     from mnistkit.checkpoint import load_checkpoint
 
     out_dir = tmp_path / "deeper"
-    code, _, err = run_cli(["train", "--dataset", str(synthetic_dataset), "--dry-run", "--epochs", "1",
-                            "--hidden", "64,32,16", "--activation", "tanh", "--out", str(out_dir), "--quiet"], capsys)
+    code, _, err = run_cli(
+        [
+            "train",
+            "--dataset",
+            str(synthetic_dataset),
+            "--dry-run",
+            "--epochs",
+            "1",
+            "--hidden",
+            "64,32,16",
+            "--activation",
+            "tanh",
+            "--out",
+            str(out_dir),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     ck = load_checkpoint(out_dir / "model.safetensors")
     assert ck.meta["config"]["model"] == "seed-mlp"

@@ -9,11 +9,19 @@ from mnistkit.errors import ConfigError
 def test_defaults_are_the_tutorials_recipe():
     c = TrainConfig()
     assert (c.dataset, c.model, c.optimizer, c.lr, c.batch_size, c.epochs, c.norm, c.val_size) == (
-        "mnist", "seed-mlp", "adam", 1e-3, 64, 10, "tutorial", 0)
+        "mnist",
+        "seed-mlp",
+        "adam",
+        1e-3,
+        64,
+        10,
+        "tutorial",
+        0,
+    )
 
 
 def test_precedence_defaults_model_preset_overrides():
-    assert resolve_config(model="logreg").norm == "dataset"          # the model's own training defaults
+    assert resolve_config(model="logreg").norm == "dataset"  # the model's own training defaults
     assert resolve_config(model="logreg", norm="tutorial").norm == "tutorial"
     fast = resolve_config(preset="fast")
     assert fast.preset == "fast" and fast.model == PRESETS["fast"]["model"]
@@ -26,18 +34,21 @@ def test_round_trip_through_dict():
     assert TrainConfig.from_dict(c.to_dict()) == c
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(epochs=0), "epochs must be a positive whole number, got 0"),
-    (dict(batch_size=2.5), "batch_size must be a positive whole number"),
-    (dict(schedule="step"), "unknown schedule 'step'; choose one of: none, onecycle, cosine"),
-    (dict(device="tpu"), "unknown device 'tpu'"),
-    (dict(val_size=1.5), "val_size must be 0, a fraction in"),
-    (dict(val_size=-1), "val_size must be 0"),
-    (dict(label_smoothing=1.0), r"label_smoothing must be in \[0, 1\)"),
-    (dict(positive=1, classes=(1, 2)), "either --positive"),
-    (dict(classes=(4,)), "at least two distinct classes"),
-    (dict(nesterov=True), "--nesterov applies to --optimizer sgd only"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(epochs=0), "epochs must be a positive whole number, got 0"),
+        (dict(batch_size=2.5), "batch_size must be a positive whole number"),
+        (dict(schedule="step"), "unknown schedule 'step'; choose one of: none, onecycle, cosine"),
+        (dict(device="tpu"), "unknown device 'tpu'"),
+        (dict(val_size=1.5), "val_size must be 0, a fraction in"),
+        (dict(val_size=-1), "val_size must be 0"),
+        (dict(label_smoothing=1.0), r"label_smoothing must be in \[0, 1\)"),
+        (dict(positive=1, classes=(1, 2)), "either --positive"),
+        (dict(classes=(4,)), "at least two distinct classes"),
+        (dict(nesterov=True), "--nesterov applies to --optimizer sgd only"),
+    ],
+)
 def test_bad_values_are_named(kw, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**kw)

@@ -79,11 +79,14 @@ def test_fetch_found_locally(env, capsys):
     assert code == 0 and out.strip() == f"mnist: files are in {folder}"
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["data", "info", "foo"], "unknown dataset 'foo'; choose one of: mnist, fashion-mnist"),
-    (["data", "fetch", "nope"], "unknown dataset 'nope'"),
-    (["data", "fetch", "kmnist"], "dataset 'kmnist' not found; looked in:"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["data", "info", "foo"], "unknown dataset 'foo'; choose one of: mnist, fashion-mnist"),
+        (["data", "fetch", "nope"], "unknown dataset 'nope'"),
+        (["data", "fetch", "kmnist"], "dataset 'kmnist' not found; looked in:"),
+    ],
+)
 def test_errors_are_one_line_exit_2(env, capsys, argv, needle):
     code, out, err = run(argv, capsys)
     assert code == 2 and out == ""

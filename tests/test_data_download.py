@@ -26,8 +26,12 @@ from mnistkit.errors import ConfigError, DatasetNotFoundError
 
 def tiny_files() -> dict[str, bytes]:
     """Four small gzipped IDX files: 6 train and 4 test images."""
-    tensors = [torch.full((6, 28, 28), 9, dtype=torch.uint8), torch.arange(6, dtype=torch.uint8),
-               torch.zeros(4, 28, 28, dtype=torch.uint8), torch.arange(4, dtype=torch.uint8)]
+    tensors = [
+        torch.full((6, 28, 28), 9, dtype=torch.uint8),
+        torch.arange(6, dtype=torch.uint8),
+        torch.zeros(4, 28, 28, dtype=torch.uint8),
+        torch.arange(4, dtype=torch.uint8),
+    ]
     return {name: gzip.compress(encode_idx(t), mtime=0) for name, t in zip(IDX_FILES, tensors, strict=True)}
 
 
@@ -88,8 +92,9 @@ def isolated(tmp_path, monkeypatch):
 
 def tiny_spec(*mirrors: str):
     md5 = tuple(hashlib.md5(FILES[n]).hexdigest() for n in IDX_FILES)
-    return dataclasses.replace(get_dataset_spec("mnist"), name="tiny", md5=md5, mirrors=mirrors,
-                               torchvision_name="Tiny", sizes=(6, 4))
+    return dataclasses.replace(
+        get_dataset_spec("mnist"), name="tiny", md5=md5, mirrors=mirrors, torchvision_name="Tiny", sizes=(6, 4)
+    )
 
 
 def leftovers(folder):

@@ -44,21 +44,26 @@ def read_shape(data: bytes) -> tuple[int, ...]:
     return tuple(decode_idx(data, "t").shape)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "file is empty"),
-    (b"\x00\x00", "too short"),
-    (b"\x12\x34\x08\x01" + b"\x00\x00\x00\x01" + b"\x00", "bad magic number 0x12340801"),
-    (header(0x07, (1,)) + b"\x00", "unknown IDX dtype code 0x07"),
-    (bytes([0, 0, 8, 0]), "0 dimensions"),
-    (bytes([0, 0, 8, 3]) + b"\x00\x00\x00\x02", "declares 3 dimensions"),
-    (header(0x08, (2, 28, 28)) + bytes(28 * 28),
-     "payload is 784 bytes but the header \\(2x28x28 of uint8\\) needs 1568"),
-    (header(0x08, (1, 2, 2)) + bytes(5), "payload is 5 bytes"),
-    (header(0x0C, (3,)) + bytes(11), "needs 12"),
-    (header(0x08, (0xFFFFFFFF, 0xFFFFFFFF)), "implausibly large"),
-    (b"\x1f\x8b\x08\x00garbage", "gzip data is truncated or corrupt"),
-    (gzip.compress(b"", mtime=0), "decompressed data is empty"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "file is empty"),
+        (b"\x00\x00", "too short"),
+        (b"\x12\x34\x08\x01" + b"\x00\x00\x00\x01" + b"\x00", "bad magic number 0x12340801"),
+        (header(0x07, (1,)) + b"\x00", "unknown IDX dtype code 0x07"),
+        (bytes([0, 0, 8, 0]), "0 dimensions"),
+        (bytes([0, 0, 8, 3]) + b"\x00\x00\x00\x02", "declares 3 dimensions"),
+        (
+            header(0x08, (2, 28, 28)) + bytes(28 * 28),
+            "payload is 784 bytes but the header \\(2x28x28 of uint8\\) needs 1568",
+        ),
+        (header(0x08, (1, 2, 2)) + bytes(5), "payload is 5 bytes"),
+        (header(0x0C, (3,)) + bytes(11), "needs 12"),
+        (header(0x08, (0xFFFFFFFF, 0xFFFFFFFF)), "implausibly large"),
+        (b"\x1f\x8b\x08\x00garbage", "gzip data is truncated or corrupt"),
+        (gzip.compress(b"", mtime=0), "decompressed data is empty"),
+    ],
+)
 def test_malformed_bytes_name_the_fault(data, message):
     with pytest.raises(DataFormatError, match=message):
         decode_idx(data, "some.idx")
@@ -79,12 +84,15 @@ def test_truncated_payload_inside_valid_gzip(tmp_path):
         read_idx(path)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b""), "file is empty"),
-    (lambda p: p.write_bytes(b"\x00" * 3 + b"garbage bytes here"), "unknown IDX dtype code|dimensions"),
-    (lambda p: p.mkdir(), "is a directory"),
-    (lambda p: None, "no such IDX file"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b""), "file is empty"),
+        (lambda p: p.write_bytes(b"\x00" * 3 + b"garbage bytes here"), "unknown IDX dtype code|dimensions"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: None, "no such IDX file"),
+    ],
+)
 def test_file_level_faults(tmp_path, make, message):
     path = tmp_path / "data.idx"
     make(path)

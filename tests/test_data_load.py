@@ -10,8 +10,18 @@ import pytest
 import torch
 
 import mnistkit.data as data
-from mnistkit.data import (Dataset, DatasetSpec, Split, dataset_info, get_dataset_spec, list_datasets,
-                           load_dataset, search_roots, split_validation, write_idx)
+from mnistkit.data import (
+    Dataset,
+    DatasetSpec,
+    Split,
+    dataset_info,
+    get_dataset_spec,
+    list_datasets,
+    load_dataset,
+    search_roots,
+    split_validation,
+    write_idx,
+)
 from mnistkit.data.registry import IDX_FILES
 from mnistkit.errors import ConfigError, DataFormatError, DatasetNotFoundError
 
@@ -42,6 +52,7 @@ def roots(tmp_path, monkeypatch):
 
 # --- registry -----------------------------------------------------------------------------
 
+
 def test_builtin_specs():
     assert list_datasets()[:4] == ["mnist", "fashion-mnist", "kmnist", "mnist-sample"]
     mnist = get_dataset_spec("mnist")
@@ -54,8 +65,11 @@ def test_builtin_specs():
 
 
 def test_unknown_name_lists_choices():
-    with pytest.raises(ConfigError, match=r"unknown dataset 'foo'; choose one of: mnist, fashion-mnist, kmnist, "
-                                          r"mnist-sample.* or a path"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown dataset 'foo'; choose one of: mnist, fashion-mnist, kmnist, "
+        r"mnist-sample.* or a path",
+    ):
         get_dataset_spec("foo")
     with pytest.raises(ConfigError, match="unknown dataset 'foo'"):
         load_dataset("foo")
@@ -66,9 +80,14 @@ def test_register_dataset_and_custom_loader(monkeypatch):
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY) or {})
     list_datasets()
-    made = Dataset("toy", Split(torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1, dtype=torch.int64)),
-                   Split(torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1, dtype=torch.int64)),
-                   ["a"], get_dataset_spec("mnist").norm, "memory")
+    made = Dataset(
+        "toy",
+        Split(torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1, dtype=torch.int64)),
+        Split(torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1, dtype=torch.int64)),
+        ["a"],
+        get_dataset_spec("mnist").norm,
+        "memory",
+    )
     spec = DatasetSpec("toy", "a toy", ("a",), made.norm, loader=lambda *a: made)
     data.register_dataset(spec)
     assert "toy" in list_datasets() and load_dataset("toy") is made
@@ -78,17 +97,23 @@ def test_register_dataset_and_custom_loader(monkeypatch):
 
 # --- search order and layouts ------------------------------------------------------------
 
+
 def test_search_roots_order(roots):
     spec = get_dataset_spec("fashion-mnist")
     got = search_roots(spec, roots["explicit"])
-    assert got == [roots["explicit"], roots["env"], roots["cwd"].absolute(), roots["cache"],
-                   Path("/usr/share/datasets/fashion-mnist")]
+    assert got == [
+        roots["explicit"],
+        roots["env"],
+        roots["cwd"].absolute(),
+        roots["cache"],
+        Path("/usr/share/datasets/fashion-mnist"),
+    ]
 
 
 @pytest.mark.parametrize("winner", ["explicit", "env", "cwd", "cache"])
 def test_first_root_wins(roots, winner):
     order = ["explicit", "env", "cwd", "cache"]
-    for n, key in enumerate(order[order.index(winner):]):
+    for n, key in enumerate(order[order.index(winner) :]):
         write_fake(roots[key] / "MNIST" / "raw", n_train=10 + n)
     ds = load_dataset("mnist", data_dir=roots["explicit"], download=False)
     assert len(ds.train) == 10 and ds.source == str(roots[winner] / "MNIST" / "raw")
@@ -148,9 +173,9 @@ def test_dataset_info_found_and_missing(roots):
 
 # --- split_validation ---------------------------------------------------------------------
 
+
 def _split(n: int) -> Split:
-    return Split(torch.arange(n, dtype=torch.uint8).view(n, 1, 1).expand(n, 28, 28).contiguous(),
-                 torch.arange(n) % 10)
+    return Split(torch.arange(n, dtype=torch.uint8).view(n, 1, 1).expand(n, 28, 28).contiguous(), torch.arange(n) % 10)
 
 
 def test_split_validation_deterministic_and_disjoint():
@@ -175,14 +200,24 @@ def test_split_validation_zero_means_none():
     assert split_validation(split, 0) == (split, None)
 
 
-@pytest.mark.parametrize("size, message", [(-1, "gives -1"), (10, "allowed 1 to 9"), (1.0, r"must be in \(0, 1\)"),
-                                           (1.5, "fraction"), ("5", "int count or a float"), (True, "int count")])
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        (-1, "gives -1"),
+        (10, "allowed 1 to 9"),
+        (1.0, r"must be in \(0, 1\)"),
+        (1.5, "fraction"),
+        ("5", "int count or a float"),
+        (True, "int count"),
+    ],
+)
 def test_split_validation_bad_sizes(size, message):
     with pytest.raises(ConfigError, match=message):
         split_validation(_split(10), size)
 
 
 # --- mnist-sample -------------------------------------------------------------------------
+
 
 def test_mnist_sample():
     ds = load_dataset("mnist-sample")
@@ -215,6 +250,7 @@ def test_import_is_light():
 
 
 # --- user data ----------------------------------------------------------------------------
+
 
 def test_user_idx_folder_with_test_names(tmp_path):
     names = ("train-images.idx3-ubyte", "train-labels.idx1-ubyte", "test-images.idx3-ubyte", "test-labels.idx1-ubyte")
@@ -306,6 +342,7 @@ def test_image_folder_without_split_is_carved(tmp_path):
 
 
 # --- real data (skips without it) ---------------------------------------------------------
+
 
 def test_real_mnist(mnist_root, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)

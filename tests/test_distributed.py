@@ -27,8 +27,26 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 #: 1,200 images / batch 63 = 19 full global batches + one of 3 (split 2 + 1 across two ranks):
 #: exercises unequal per-rank batches, which the gradient hook must weight exactly. fp32 (--no-amp):
 #: CPU bf16 autocast would round differently for different per-process batch shapes.
-TRAIN_ARGS = ["--model", "mlp", "--hidden", "32", "--epochs", "2", "--batch-size", "63", "--optimizer", "sgd",
-              "--lr", "0.05", "--device", "cpu", "--no-amp", "--log-every", "5", "--deterministic"]
+TRAIN_ARGS = [
+    "--model",
+    "mlp",
+    "--hidden",
+    "32",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "63",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.05",
+    "--device",
+    "cpu",
+    "--no-amp",
+    "--log-every",
+    "5",
+    "--deterministic",
+]
 
 
 def make_pattern_dataset(folder: Path, n_train: int = 1200, n_test: int = 200, seed: int = 0) -> Path:
@@ -63,14 +81,31 @@ def child_env(**extra) -> dict:
 
 def torchrun(args: list[str], timeout: float = 150, **env) -> subprocess.CompletedProcess:
     """``torchrun --nproc-per-node 2 -m mnistkit train ARGS`` bound to 127.0.0.1 on a free port."""
-    cmd = [str(TORCHRUN), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
-           str(free_port()), "-m", "mnistkit", "train", *args]
+    cmd = [
+        str(TORCHRUN),
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "mnistkit",
+        "train",
+        *args,
+    ]
     return subprocess.run(cmd, env=child_env(**env), capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def single(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnistkit", "train", *args], env=child_env(),
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "mnistkit", "train", *args],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def tensors(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -97,11 +132,18 @@ def runs(tmp_path_factory, data) -> dict:
     after_death = sorted(p.name for p in two.iterdir())
     metrics_after_death = (two / "metrics.jsonl").read_text().splitlines()
     resumed = torchrun(["--resume", str(two), "-q"])
-    return {"one": one, "two": two, "died": died, "after_death": after_death,
-            "metrics_after_death": metrics_after_death, "resumed": resumed}
+    return {
+        "one": one,
+        "two": two,
+        "died": died,
+        "after_death": after_death,
+        "metrics_after_death": metrics_after_death,
+        "resumed": resumed,
+    }
 
 
 # ----------------------------------------------------------------------------- pure functions
+
 
 def ctx(rank: int, world: int) -> DistContext:
     return DistContext(rank, world, rank, torch.device("cpu"), "gloo")
@@ -128,8 +170,8 @@ def test_batch_smaller_than_world_is_a_clear_error():
 
 def test_short_last_batch_with_fewer_samples_than_ranks_is_dropped():
     assert distributed.steps_per_epoch(10, 4, None) == 3
-    assert distributed.steps_per_epoch(9, 4, ctx(0, 2)) == 2      # last batch of 1 < 2 ranks
-    assert distributed.steps_per_epoch(10, 4, ctx(0, 2)) == 3     # last batch of 2: one each
+    assert distributed.steps_per_epoch(9, 4, ctx(0, 2)) == 2  # last batch of 1 < 2 ranks
+    assert distributed.steps_per_epoch(10, 4, ctx(0, 2)) == 3  # last batch of 2: one each
 
 
 def test_plain_process_is_not_distributed(monkeypatch):
@@ -146,11 +188,12 @@ def test_bad_timeout_is_a_config_error(monkeypatch, raw):
 
 # ----------------------------------------------------------------------------- real torchrun
 
+
 @pytest.mark.timeout(300)
 def test_a_dead_rank_fails_the_whole_job_instead_of_hanging(runs):
     died = runs["died"]
     assert died.returncode != 0
-    assert "exitcode" in died.stderr and "rank      : 1" in died.stderr   # torchrun names the dead rank
+    assert "exitcode" in died.stderr and "rank      : 1" in died.stderr  # torchrun names the dead rank
     assert "model.safetensors" not in runs["after_death"] and "last.safetensors" in runs["after_death"]
     assert len(runs["metrics_after_death"]) == 1
 
@@ -159,7 +202,7 @@ def test_a_dead_rank_fails_the_whole_job_instead_of_hanging(runs):
 def test_resume_under_torchrun_finishes_the_run(runs):
     resumed = runs["resumed"]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed.stdout.count("Accuracy of the model") == 1          # rank 0 only
+    assert resumed.stdout.count("Accuracy of the model") == 1  # rank 0 only
     assert len((runs["two"] / "metrics.jsonl").read_text().splitlines()) == 2
 
 
@@ -181,5 +224,7 @@ def test_only_rank_zero_writes_and_prints(runs):
     assert sorted(p.name for p in run.glob("log*")) == ["log.txt"]
     lines = (run / "log.txt").read_text().splitlines()
     assert sum("Accuracy of the model" in line for line in lines) == 1
-    assert sum(line.startswith("Epoch [1/2], Step [5/20]") for line in lines) == 1   # not once per rank
-    assert sum(line.startswith("Epoch [2/2], Step [5/20]") for line in lines) == 1   # the resumed run (the dead run stopped before step 5)
+    assert sum(line.startswith("Epoch [1/2], Step [5/20]") for line in lines) == 1  # not once per rank
+    assert (
+        sum(line.startswith("Epoch [2/2], Step [5/20]") for line in lines) == 1
+    )  # the resumed run (the dead run stopped before step 5)

@@ -38,7 +38,7 @@ def split_tensors(split: str, n_train: int, n_test: int):
 
 
 def mapping_text(split: str) -> str:
-    names, offset = SPLITS[split][0], SPLITS[split][1]
+    names = SPLITS[split][0]
     if split == "letters":
         return "".join(f"{i + 1} {ord(c.upper())} {ord(c)}\n" for i, c in enumerate(names))
     return "".join(f"{i} {ord(c)}\n" for i, c in enumerate(names))
@@ -60,8 +60,12 @@ def write_zip(path: Path, members: dict[str, bytes], padding: int = 0) -> Path:
         for name, data in members.items():
             zf.writestr(name, data)
         if padding:  # incompressible filler, to make a download take a while
-            zf.writestr(zipfile.ZipInfo("gzip/padding.bin"), torch.randint(0, 256, (padding,),
-                        generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes())
+            zf.writestr(
+                zipfile.ZipInfo("gzip/padding.bin"),
+                torch.randint(0, 256, (padding,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+                .numpy()
+                .tobytes(),
+            )
     return path
 
 
@@ -95,9 +99,9 @@ def test_loads_zip_or_extracted_folder_upright_with_labels_from_zero(isolated, l
     ds = load_dataset("emnist-letters", data_dir=isolated / "root", download=False)
     assert ds.class_names == [chr(c) for c in range(ord("a"), ord("z") + 1)]
     assert (len(ds.train), len(ds.test)) == (94, 47)
-    assert ds.train.labels.min() == 0 and ds.train.labels.max() == 25     # 1..26 in the files
-    assert (ds.train.images[:, BAR_ROW, :] == 255).all()                  # transposed back upright
-    assert ds.train.images[:, :, BAR_ROW].sum() == 255 * len(ds.train)     # only the bar's own pixel
+    assert ds.train.labels.min() == 0 and ds.train.labels.max() == 25  # 1..26 in the files
+    assert (ds.train.images[:, BAR_ROW, :] == 255).all()  # transposed back upright
+    assert ds.train.images[:, :, BAR_ROW].sum() == 255 * len(ds.train)  # only the bar's own pixel
     balanced = load_dataset("emnist-balanced", data_dir=isolated / "root", download=False)
     assert balanced.class_names[36:] == list("abdefghnqrt") and balanced.train.labels.max() == 46
 
@@ -110,10 +114,13 @@ def test_class_names_come_from_the_mapping_file_when_present(isolated):
     assert ds.class_names == list("ABCDEFGHIJ")
 
 
-@pytest.mark.parametrize("mapping, message", [
-    ("0 48\n1 49\n", "maps labels 0..1; expected 10 classes"),
-    ("zero forty-eight\n", "line 1 is not 'label ascii-code'"),
-])
+@pytest.mark.parametrize(
+    "mapping, message",
+    [
+        ("0 48\n1 49\n", "maps labels 0..1; expected 10 classes"),
+        ("zero forty-eight\n", "line 1 is not 'label ascii-code'"),
+    ],
+)
 def test_a_bad_mapping_file_is_refused(isolated, mapping, message):
     members = emnist_members(splits=("digits",))
     members["gzip/emnist-digits-mapping.txt"] = mapping.encode()
@@ -164,12 +171,12 @@ def test_download_verifies_the_archive_before_using_it(isolated, zip_server, mon
     url, httpd = zip_server
     monkeypatch.setenv("MNISTKIT_MIRRORS", url)
     good = write_zip(isolated / "src" / "gzip.zip", emnist_members()).read_bytes()
-    httpd.files["gzip.zip"] = good[: len(good) // 2] + bytes(len(good) - len(good) // 2)   # right size, garbage
+    httpd.files["gzip.zip"] = good[: len(good) // 2] + bytes(len(good) - len(good) // 2)  # right size, garbage
     dest = isolated / "dl"
     with pytest.raises(DatasetNotFoundError, match="download of gzip.zip failed: .*not a readable zip"):
         load_dataset("emnist-letters", data_dir=dest)
     assert not (dest / "EMNIST" / "raw" / "gzip.zip").exists()
-    assert list((dest / "EMNIST" / "raw").iterdir()) == []                # no temporary left either
+    assert list((dest / "EMNIST" / "raw").iterdir()) == []  # no temporary left either
     httpd.files["gzip.zip"] = good
     ds = load_dataset("emnist-letters", data_dir=dest)
     assert (dest / "EMNIST" / "raw" / "gzip.zip").read_bytes() == good and len(ds.train) == 94
@@ -180,9 +187,20 @@ def test_train_on_emnist_letters(isolated):
     from mnistkit import fit
 
     write_zip(isolated / "gzip.zip", emnist_members(splits=("letters",), n_train=260, n_test=52))
-    result = fit(dataset="emnist-letters", data_dir=str(isolated), download=False, model="mlp",
-                 model_options={"hidden": [16]}, epochs=1, batch_size=26, device="cpu", log_every=0,
-                 out=str(isolated / "run"), echo=False, plots=False)
+    result = fit(
+        dataset="emnist-letters",
+        data_dir=str(isolated),
+        download=False,
+        model="mlp",
+        model_options={"hidden": [16]},
+        epochs=1,
+        batch_size=26,
+        device="cpu",
+        log_every=0,
+        out=str(isolated / "run"),
+        echo=False,
+        plots=False,
+    )
     assert result.evaluation.n == 52 and len(result.evaluation.class_names) == 26
     assert isinstance(result.test_accuracy, float)
 

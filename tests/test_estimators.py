@@ -12,17 +12,17 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-import scipy.sparse as sp  # noqa: E402
-import torch  # noqa: E402
-from sklearn.datasets import load_breast_cancer, load_digits, load_iris  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
-from sklearn.linear_model import LogisticRegression as SkLogisticRegression  # noqa: E402
-from sklearn.model_selection import GridSearchCV, train_test_split  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+import scipy.sparse as sp
+import torch
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from mnistkit.estimators import LogisticRegression, MLPClassifier  # noqa: E402
+from mnistkit.estimators import LogisticRegression, MLPClassifier
 
 TIGHT = dict(tol=1e-10, max_iter=2000)  # run both solvers to the optimum
 
@@ -46,8 +46,10 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {"LogisticRegression": {}, "
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tiny check data, default max_iter
-@parametrize_with_checks([LogisticRegression(), MLPClassifier(random_state=0)],
-                         expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[type(est).__name__])
+@parametrize_with_checks(
+    [LogisticRegression(), MLPClassifier(random_state=0)],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[type(est).__name__],
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -185,8 +187,9 @@ def test_convergence_warning_when_max_iter_is_hit():
 
 def test_mlp_attributes():
     X, y = load_digits(return_X_y=True)
-    clf = MLPClassifier(hidden_layer_sizes=(32, 16), learning_rate_init=3e-3, max_iter=40, early_stopping=True,
-                        random_state=0)
+    clf = MLPClassifier(
+        hidden_layer_sizes=(32, 16), learning_rate_init=3e-3, max_iter=40, early_stopping=True, random_state=0
+    )
     with _ignore_convergence():
         clf.fit(X / 16.0, y)
     assert [w.shape for w in clf.coefs_] == [(64, 32), (32, 16), (16, 10)]
@@ -271,7 +274,7 @@ def test_csr_blocks_forward_and_backward_match_dense(n):
     import mnistkit.estimators as est
 
     x = torch.zeros(n, 20)
-    x[n // 2:, 3] = 1.0
+    x[n // 2 :, 3] = 1.0
     x[-1, 7] = 2.5
     w = torch.randn(5, 20, requires_grad=True)
     out = est._SparseLinear.apply(w, est._dense_to_csr_blocks(x))

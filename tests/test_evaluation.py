@@ -28,8 +28,8 @@ def test_class_never_predicted_has_zero_precision_not_nan():
 
 
 def _brute_auc(scores, labels):
-    pos = [s for s, l in zip(scores, labels) if l]
-    neg = [s for s, l in zip(scores, labels) if not l]
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
     return wins / (len(pos) * len(neg))
 
@@ -74,8 +74,10 @@ def _sparse_digits(n: int, seed: int = 0) -> torch.Tensor:
     return images
 
 
-@pytest.mark.parametrize("name,options", [("seed-mlp", {}), ("mlp", {"hidden": (64, 32), "dropout": 0.2}),
-                                          ("logreg", {}), ("binary-logreg", {})])
+@pytest.mark.parametrize(
+    "name,options",
+    [("seed-mlp", {}), ("mlp", {"hidden": (64, 32), "dropout": 0.2}), ("logreg", {}), ("binary-logreg", {})],
+)
 @pytest.mark.parametrize("norm", [(0.5, 0.5), (0.1307, 0.3081)])
 def test_sparse_pixel_path_gives_the_models_own_logits(name, options, norm, monkeypatch):
     """predict_logits folds the normalisation into the first Linear and leaves out the pixels that
@@ -115,11 +117,13 @@ def test_sparse_pixel_path_handles_all_black_batches_and_single_images(monkeypat
     model = build_model("seed-mlp").eval()
     black = torch.zeros(5, 28, 28, dtype=torch.uint8)
     with torch.inference_mode():
-        torch.testing.assert_close(predict_logits(model, black, TUTORIAL_NORM), model(normalize(black, TUTORIAL_NORM)),
-                                   rtol=1e-5, atol=2e-5)
+        torch.testing.assert_close(
+            predict_logits(model, black, TUTORIAL_NORM), model(normalize(black, TUTORIAL_NORM)), rtol=1e-5, atol=2e-5
+        )
         one = _sparse_digits(1)[0]  # [28, 28]
-        torch.testing.assert_close(predict_logits(model, one, TUTORIAL_NORM), model(normalize(one, TUTORIAL_NORM)),
-                                   rtol=1e-5, atol=2e-5)
+        torch.testing.assert_close(
+            predict_logits(model, one, TUTORIAL_NORM), model(normalize(one, TUTORIAL_NORM)), rtol=1e-5, atol=2e-5
+        )
     assert predict_logits(model, torch.zeros(0, 28, 28, dtype=torch.uint8), TUTORIAL_NORM).numel() == 0
 
 
@@ -137,5 +141,6 @@ def test_models_without_an_input_linear_and_small_calls_take_the_plain_path(monk
     assert _raw_pixel_forward(build_model("cnn"), TUTORIAL_NORM, images, torch.device("cpu")) is None
     assert _raw_pixel_forward(build_model("seed-mlp"), TUTORIAL_NORM, images, torch.device("cpu")) is not None
     # a model for other image sizes keeps the plain path (and its usual shape error)
-    assert _raw_pixel_forward(build_model("logreg", in_features=100), TUTORIAL_NORM, images,
-                              torch.device("cpu")) is None
+    assert (
+        _raw_pixel_forward(build_model("logreg", in_features=100), TUTORIAL_NORM, images, torch.device("cpu")) is None
+    )

@@ -9,12 +9,12 @@ import warnings
 
 import pytest
 import torch
+from synthetic import run_cli
 
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.inference import predict_logits, predict_proba
 from mnistkit.models import build_model
 from mnistkit.preprocess import Normalization
-from synthetic import run_cli  # noqa: E402
 
 NORM = Normalization(0.1307, 0.3081)
 
@@ -23,8 +23,9 @@ def make_checkpoint(tmp_path, name: str, **options):
     torch.manual_seed(0)
     model = build_model(name, **options)
     classes = ["no", "yes"] if model.mnistkit_task == "binary" else [str(i) for i in range(10)]
-    return save_checkpoint(tmp_path / f"{name}.safetensors", model,
-                           {"dataset": "mnist", "norm": NORM.to_dict(), "class_names": classes})
+    return save_checkpoint(
+        tmp_path / f"{name}.safetensors", model, {"dataset": "mnist", "norm": NORM.to_dict(), "class_names": classes}
+    )
 
 
 def uint8_batch(n: int, seed: int) -> torch.Tensor:
@@ -33,8 +34,7 @@ def uint8_batch(n: int, seed: int) -> torch.Tensor:
 
 def reference(ckpt, images):
     """What mnistkit itself computes for uint8 images: logits and probabilities."""
-    return (predict_logits(ckpt.model, images, ckpt.norm),
-            predict_proba(ckpt.model, images, ckpt.norm, ckpt.task))
+    return (predict_logits(ckpt.model, images, ckpt.norm), predict_proba(ckpt.model, images, ckpt.norm, ckpt.task))
 
 
 @pytest.mark.parametrize("name", ["logreg", "cnn", "binary-logreg"])
@@ -111,6 +111,7 @@ def test_a_failed_check_leaves_no_file_behind(tmp_path, capsys, monkeypatch):
 def test_bad_format_and_missing_checkpoint(tmp_path, capsys):
     code, _, err = run_cli(["export", tmp_path / "x.safetensors", "--format", "tflite", "--out", "m"], capsys)
     assert code == 2 and "'tflite' is not one of 'onnx', 'torchscript'" in err
-    code, _, err = run_cli(["export", tmp_path / "x.safetensors", "--format", "torchscript",
-                            "--out", tmp_path / "m.pt"], capsys)
+    code, _, err = run_cli(
+        ["export", tmp_path / "x.safetensors", "--format", "torchscript", "--out", tmp_path / "m.pt"], capsys
+    )
     assert code == 2 and "checkpoint not found" in err

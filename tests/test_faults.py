@@ -24,18 +24,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_distributed import REPO, child_env, make_pattern_dataset
+from test_emnist import emnist_members, write_zip
 
 from mnistkit.checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from mnistkit.cli import main as cli_main
 from mnistkit.data.spec import DIGITS
 from mnistkit.errors import CheckpointError
 from mnistkit.models import build_model
-from test_distributed import REPO, child_env, make_pattern_dataset
-from test_emnist import emnist_members, write_zip
 
 _REAL_REPLACE = os.replace
-TRAIN = ["--model", "mlp", "--hidden", "16", "--batch-size", "16", "--device", "cpu", "--no-amp",
-         "--log-every", "0", "-q"]
+TRAIN = [
+    "--model",
+    "mlp",
+    "--hidden",
+    "16",
+    "--batch-size",
+    "16",
+    "--device",
+    "cpu",
+    "--no-amp",
+    "--log-every",
+    "0",
+    "-q",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +63,14 @@ def run_cli(args: list[str]) -> int:
 
 
 def spawn(args: list[str], **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mnistkit", *map(str, args)], env=child_env(**env), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnistkit", *map(str, args)],
+        env=child_env(**env),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -65,6 +83,7 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 # ----------------------------------------------------------------------------- kill -9 mid-epoch
 
+
 @pytest.mark.timeout(120)
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(data, tmp_path):
     args = ["train", "--dataset", data, *TRAIN, "--epochs", "3", "--deterministic"]
@@ -73,8 +92,11 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(data, tmp
     # 30 steps per epoch, slowed to ~0.6 s per epoch so the kill lands inside epoch 2
     victim = spawn([*args, "--out", killed], MNISTKIT_TEST_STEP_DELAY="0.02")
     metrics = killed / "metrics.jsonl"
-    wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 1 or victim.poll() is not None,
-             90, "the first epoch")
+    wait_for(
+        lambda: (metrics.exists() and metrics.read_text().count("\n") >= 1) or victim.poll() is not None,
+        90,
+        "the first epoch",
+    )
     time.sleep(0.2)
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=30)
@@ -94,6 +116,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(data, tmp
 
 # ----------------------------------------------------------------------------- kill -9 mid-download
 
+
 class SlowHandler(BaseHTTPRequestHandler):
     """Serves ``gzip.zip`` in 32 KiB chunks, pausing between them while ``server.slow`` is set."""
 
@@ -107,7 +130,7 @@ class SlowHandler(BaseHTTPRequestHandler):
         self.end_headers()
         try:
             for i in range(0, len(body), 1 << 15):
-                self.wfile.write(body[i:i + (1 << 15)])
+                self.wfile.write(body[i : i + (1 << 15)])
                 if self.server.slow:
                     time.sleep(0.05)
         except (BrokenPipeError, ConnectionResetError):
@@ -135,7 +158,7 @@ def test_sigkill_mid_download_leaves_no_file_and_a_rerun_completes(tmp_path):
         proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL
         partial = parts()
-        assert partial and partial[0].stat().st_size < len(body)          # it really was mid-transfer
+        assert partial and partial[0].stat().st_size < len(body)  # it really was mid-transfer
         assert not (folder / "gzip.zip").exists()
         httpd.slow = False
         out, err = spawn(fetch, **env).communicate(timeout=60)
@@ -147,6 +170,7 @@ def test_sigkill_mid_download_leaves_no_file_and_a_rerun_completes(tmp_path):
 
 
 # ----------------------------------------------------------------------------- full / read-only disk
+
 
 def fail_on(monkeypatch, target: str, nth: int, err: int, via: str = "replace") -> None:
     """Make the ``nth`` atomic write of ``target`` fail with ``err`` (in os.replace or tempfile.mkstemp)."""
@@ -180,10 +204,10 @@ def test_full_disk_at_the_epoch_checkpoint_keeps_the_previous_one(data, tmp_path
     assert run_cli(["train", "--dataset", data, *TRAIN, "--epochs", "2", "--out", run]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0] and "previous file there is unchanged" in err[0]
-    assert load_tensors(run / "last.safetensors")[1]["progress"]["epoch"] == 1     # intact and loadable
+    assert load_tensors(run / "last.safetensors")[1]["progress"]["epoch"] == 1  # intact and loadable
     assert not list(run.glob(".*.tmp"))
     monkeypatch.setattr(os, "replace", _REAL_REPLACE)
-    assert run_cli(["train", "--resume", run]) == 0                                 # space freed: finish it
+    assert run_cli(["train", "--resume", run]) == 0  # space freed: finish it
     assert load_checkpoint(run / "model.safetensors").meta["metrics"]["epochs_run"] == 2
 
 
@@ -262,15 +286,23 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
         p = tmp / f"{name.replace(' ', '_')}.safetensors"
         p.write_bytes(blob)
         out[name] = (p, phrase)
-    out["another model's weights"] = (with_meta(tmp / "other.safetensors", model="logreg", model_options={}),
-                                     "does not fit model 'logreg'")
+    out["another model's weights"] = (
+        with_meta(tmp / "other.safetensors", model="logreg", model_options={}),
+        "does not fit model 'logreg'",
+    )
     out["unknown model"] = (with_meta(tmp / "unknown.safetensors", model="resnet-9000"), "unknown model 'resnet-9000'")
-    out["absurd options"] = (with_meta(tmp / "absurd.safetensors", model_options={"hidden": [10**9]}),
-                             "does not fit model 'mlp'")
-    out["negative width"] = (with_meta(tmp / "negative.safetensors", model_options={"hidden": [-5]}),
-                             "cannot be rebuilt")
-    out["malformed metadata"] = (with_meta(tmp / "malformed.safetensors", class_names="0123456789"),
-                                 "bad metadata field 'class_names'")
+    out["absurd options"] = (
+        with_meta(tmp / "absurd.safetensors", model_options={"hidden": [10**9]}),
+        "does not fit model 'mlp'",
+    )
+    out["negative width"] = (
+        with_meta(tmp / "negative.safetensors", model_options={"hidden": [-5]}),
+        "cannot be rebuilt",
+    )
+    out["malformed metadata"] = (
+        with_meta(tmp / "malformed.safetensors", class_names="0123456789"),
+        "bad metadata field 'class_names'",
+    )
     out["missing metadata field"] = (_without(tmp / "nofield.safetensors", "class_names"), "lacks metadata field")
     from safetensors.torch import save_file
 

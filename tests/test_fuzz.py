@@ -26,13 +26,16 @@ from mnistkit.data.spec import DIGITS
 from mnistkit.errors import CheckpointError, DataFormatError, MnistkitError
 from mnistkit.models import build_model
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                derandomize=True)
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 WORK = Path(tempfile.mkdtemp(prefix="mnistkit-fuzz-"))
 
 #: (kind, position as a fraction of the length, byte value, count)
-mutation = st.tuples(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]),
-                     st.floats(0, 1, allow_nan=False), st.integers(0, 255), st.integers(1, 16))
+mutation = st.tuples(
+    st.sampled_from(["flip", "set", "truncate", "insert", "delete"]),
+    st.floats(0, 1, allow_nan=False),
+    st.integers(0, 255),
+    st.integers(1, 16),
+)
 
 
 def mutate(data: bytes, ops) -> bytes:
@@ -49,7 +52,7 @@ def mutate(data: bytes, ops) -> bytes:
         elif kind == "insert":
             buf[i:i] = bytes([value]) * count
         elif kind == "delete":
-            del buf[i:i + count]
+            del buf[i : i + count]
     return bytes(buf)
 
 
@@ -69,8 +72,11 @@ def _decode_or_format_error(data: bytes, source: str) -> None:
 
 @pytest.mark.timeout(120)
 @FUZZ
-@given(base=st.sampled_from([IMAGES, LABELS, FLOATS]), compress=st.booleans(),
-       ops=st.lists(mutation, min_size=1, max_size=4))
+@given(
+    base=st.sampled_from([IMAGES, LABELS, FLOATS]),
+    compress=st.booleans(),
+    ops=st.lists(mutation, min_size=1, max_size=4),
+)
 def test_mutated_idx_gives_a_tensor_or_a_data_format_error(base, compress, ops):
     data = gzip.compress(base, mtime=0) if compress else base
     _decode_or_format_error(mutate(data, ops), "fuzz.gz" if compress else "fuzz")
@@ -85,8 +91,12 @@ def test_random_bytes_as_idx(data, name):
 
 @pytest.mark.timeout(60)
 @FUZZ
-@given(code=st.integers(0, 255), ndim=st.integers(0, 255), dims=st.lists(st.integers(0, 2**32 - 1), max_size=9),
-       payload=st.binary(max_size=64))
+@given(
+    code=st.integers(0, 255),
+    ndim=st.integers(0, 255),
+    dims=st.lists(st.integers(0, 2**32 - 1), max_size=9),
+    payload=st.binary(max_size=64),
+)
 def test_random_idx_headers(code, ndim, dims, payload):
     header = bytes([0, 0, code, ndim]) + b"".join(struct.pack(">I", d) for d in dims)
     _decode_or_format_error(header + payload, "header")
@@ -94,10 +104,14 @@ def test_random_idx_headers(code, ndim, dims, payload):
 
 # ----------------------------------------------------------------------------- checkpoints
 
+
 def _good_checkpoint() -> bytes:
     torch.manual_seed(0)
-    path = save_checkpoint(WORK / "good.safetensors", build_model("mlp", hidden=[4]),
-                           {"dataset": "mnist", "norm": {"mean": 0.5, "std": 0.5}, "class_names": list(DIGITS)})
+    path = save_checkpoint(
+        WORK / "good.safetensors",
+        build_model("mlp", hidden=[4]),
+        {"dataset": "mnist", "norm": {"mean": 0.5, "std": 0.5}, "class_names": list(DIGITS)},
+    )
     return path.read_bytes()
 
 
@@ -128,21 +142,27 @@ def test_random_bytes_as_checkpoint(data):
     _load_or_checkpoint_error(data)
 
 
-json_value = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                          max_leaves=8)
-tensor_entry = st.fixed_dictionaries({
-    "dtype": st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3", "X9"]) | json_value,
-    "shape": st.lists(st.integers(-2, 2**40), max_size=3) | json_value,
-    "data_offsets": st.lists(st.integers(-1, 2**40), min_size=0, max_size=3) | json_value,
-})
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+tensor_entry = st.fixed_dictionaries(
+    {
+        "dtype": st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3", "X9"]) | json_value,
+        "shape": st.lists(st.integers(-2, 2**40), max_size=3) | json_value,
+        "data_offsets": st.lists(st.integers(-1, 2**40), min_size=0, max_size=3) | json_value,
+    }
+)
 
 
 @pytest.mark.timeout(60)
 @FUZZ
-@given(entries=st.dictionaries(st.text(max_size=6), tensor_entry | json_value, max_size=3),
-       meta=st.one_of(json_value, st.dictionaries(st.sampled_from(["mnistkit", "mnistkit_sha256", "x"]), json_value)),
-       payload=st.binary(max_size=64))
+@given(
+    entries=st.dictionaries(st.text(max_size=6), tensor_entry | json_value, max_size=3),
+    meta=st.one_of(json_value, st.dictionaries(st.sampled_from(["mnistkit", "mnistkit_sha256", "x"]), json_value)),
+    payload=st.binary(max_size=64),
+)
 def test_random_safetensors_headers(entries, meta, payload):
     header = json.dumps({**entries, "__metadata__": meta}).encode()
     data = struct.pack("<Q", len(header)) + header + payload
@@ -162,6 +182,7 @@ def test_deeply_nested_header_is_a_checkpoint_error():
 
 # ----------------------------------------------------------------------------- the EMNIST archive
 
+
 @pytest.mark.timeout(120)
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(ops=st.lists(mutation, min_size=1, max_size=3))
@@ -170,8 +191,10 @@ def test_mutated_emnist_archive_gives_only_mnistkit_errors(ops):
 
     from mnistkit.data import get_dataset_spec
 
-    good = write_zip(WORK / "src" / "gzip.zip", emnist_members(splits=("digits",), n_train=20, n_test=10),
-                     ).read_bytes()
+    good = write_zip(
+        WORK / "src" / "gzip.zip",
+        emnist_members(splits=("digits",), n_train=20, n_test=10),
+    ).read_bytes()
     root = WORK / "emnist"
     root.mkdir(exist_ok=True)
     (root / "gzip.zip").write_bytes(mutate(good, ops))

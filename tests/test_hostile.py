@@ -37,6 +37,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_distributed import child_env, make_pattern_dataset
 
 from mnistkit.checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from mnistkit.data import load_dataset
@@ -48,18 +49,34 @@ from mnistkit.data.spec import DIGITS
 from mnistkit.errors import CheckpointError, ConfigError, DataFormatError, DownloadError
 from mnistkit.fileio import atomic_write_bytes, clean_stale_temporaries, current_umask, read_bytes
 from mnistkit.models import build_model
-from test_distributed import child_env, make_pattern_dataset
 
 #: Peak RSS a child may reach on any hostile input (bytes).
 RSS_LIMIT = 1024**3
-TINY = ["--model", "mlp", "--hidden", "16", "--batch-size", "32", "--device", "cpu", "--no-amp",
-        "--log-every", "0", "-q"]
+TINY = [
+    "--model",
+    "mlp",
+    "--hidden",
+    "16",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--no-amp",
+    "--log-every",
+    "0",
+    "-q",
+]
 META = {"dataset": "test", "norm": {"mean": 0.5, "std": 0.5}, "class_names": list(DIGITS)}
-PROPS = settings(max_examples=60, deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+PROPS = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 # ----------------------------------------------------------------------------- the child-process contract
+
 
 class Child:
     """What one ``mnistkit`` child did: exit code, output, and its peak resident memory."""
@@ -85,8 +102,14 @@ sys.exit(child.returncode if child.returncode >= 0 else 128 - child.returncode)
 def run_child(args, cwd: Path, timeout: float = 120, **env) -> Child:
     """Run ``python -m mnistkit ARGS`` under :data:`_REAPER`; return its outcome and its own peak RSS."""
     with tempfile.NamedTemporaryFile(prefix="mnistkit-rss-") as rss:
-        proc = subprocess.run([sys.executable, "-c", _REAPER, rss.name, *map(str, args)], cwd=cwd,
-                              env=child_env(**env), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-c", _REAPER, rss.name, *map(str, args)],
+            cwd=cwd,
+            env=child_env(**env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+        )
         peak = int(Path(rss.name).read_text() or 0)
     return Child(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"), peak)
 
@@ -115,6 +138,7 @@ def assert_refused(child: Child, needle: str, before: dict[Path, bytes] | None =
 
 # ----------------------------------------------------------------------------- corpus builders
 
+
 def gzip_bomb(header: bytes, zero_mib: int) -> bytes:
     """``header`` followed by ``zero_mib`` MiB of zeros, as a multi-member gzip of a few KB per 1 GiB:
     one compressed MiB of zeros repeated (a valid gzip file, which whole-file decompression expands)."""
@@ -135,8 +159,9 @@ def csv_row(label, pixel=0) -> list:
     return [label] + [pixel] * 784
 
 
-def retag(source: Path, dest: Path, meta_changes: dict | None = None, drop: tuple[str, ...] = (),
-          tensor_edit=None) -> Path:
+def retag(
+    source: Path, dest: Path, meta_changes: dict | None = None, drop: tuple[str, ...] = (), tensor_edit=None
+) -> Path:
     """A copy of a checkpoint or training state with edited metadata (and tensors) and a *recomputed*
     digest: integrity checks pass, so only validation by meaning can refuse it."""
     tensors, meta = load_tensors(source)
@@ -163,8 +188,7 @@ def _nested(meta: dict, dotted: str, value) -> dict:
 @pytest.fixture(scope="module")
 def good_ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.safetensors", build_model("mlp", hidden=[8]),
-                           META)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.safetensors", build_model("mlp", hidden=[8]), META)
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +197,7 @@ def idx_data(tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- IDX files
+
 
 def _idx_cases(tmp: Path) -> dict[str, tuple[Path, str]]:
     images = encode_idx(torch.zeros(10, 28, 28, dtype=torch.uint8))
@@ -279,6 +304,7 @@ def test_one_row_csv_through_the_cli_leaves_no_run_directory(tmp_path):
 
 # ----------------------------------------------------------------------------- FIFOs and devices
 
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
 def test_fifos_and_devices_are_refused_without_blocking(tmp_path):
     fifo = tmp_path / "train.csv"
@@ -314,13 +340,16 @@ def test_oversized_files_are_refused_before_reading(tmp_path):
 
 # ----------------------------------------------------------------------------- unreadable class folder
 
+
 def _image_folder(root: Path) -> Path:
     from PIL import Image
 
     for cls in ("a", "b"):
         (root / cls).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(np.full((28, 28), 40 * i + (cls == "b") * 100, dtype=np.uint8)).save(root / cls / f"{i}.png")
+            Image.fromarray(np.full((28, 28), 40 * i + (cls == "b") * 100, dtype=np.uint8)).save(
+                root / cls / f"{i}.png"
+            )
     return root
 
 
@@ -398,8 +427,9 @@ def test_nan_weights_are_refused(good_ckpt, tmp_path):
 
 
 def test_binary_checkpoint_with_ten_names_is_refused(tmp_path):
-    good = save_checkpoint(tmp_path / "b.safetensors", build_model("binary-logreg"),
-                           {**META, "class_names": ["not 3", "3"]})
+    good = save_checkpoint(
+        tmp_path / "b.safetensors", build_model("binary-logreg"), {**META, "class_names": ["not 3", "3"]}
+    )
     load_checkpoint(good)
     with pytest.raises(CheckpointError, match="names 10 classes but its model has 1 output"):
         load_checkpoint(retag(good, tmp_path / "bad.safetensors", {"class_names": list(DIGITS)}))
@@ -414,11 +444,15 @@ def test_optional_fields_when_valid_are_accepted(good_ckpt, tmp_path):
 def test_tampered_checkpoints_through_the_cli(good_ckpt, tmp_path):
     bad = retag(good_ckpt, tmp_path / "names.safetensors", {"class_names": list("abcde")})
     before = snapshot(tmp_path)
-    assert_refused(run_child(["evaluate", bad, "--device", "cpu"], cwd=tmp_path, timeout=60),
-                   "names 5 classes but its model has 10 outputs", before)
+    assert_refused(
+        run_child(["evaluate", bad, "--device", "cpu"], cwd=tmp_path, timeout=60),
+        "names 5 classes but its model has 10 outputs",
+        before,
+    )
 
 
 # ----------------------------------------------------------------------------- --resume of a tampered run
+
 
 @pytest.fixture(scope="module")
 def finished_run(idx_data, tmp_path_factory) -> Path:
@@ -469,8 +503,10 @@ STATE_CASES = {
     "string epoch": (dict(path="progress.epoch", value="1"), "progress.epoch must be a whole number"),
     "metrics not a list": (dict(path="progress.metrics", value={}), "progress.metrics must be a list"),
     "param groups a string": (dict(path="optimizer.param_groups", value="x"), "'param_groups' (a list)"),
-    "two param groups": (dict(path="optimizer.param_groups", value=[{"params": [0]}, {"params": [1]}]),
-                         "must be 1 object(s)"),
+    "two param groups": (
+        dict(path="optimizer.param_groups", value=[{"params": [0]}, {"params": [1]}]),
+        "must be 1 object(s)",
+    ),
     "string lr": (dict(path="optimizer.param_groups.0.lr", value="fast"), "param_groups[0].lr is 'fast'"),
     "betas of one": (dict(path="optimizer.param_groups.0.betas", value=[0.9]), "param_groups[0].betas"),
     "state keys": (dict(path="optimizer.state", value={"x": 1}), "optimizer.state must map"),
@@ -512,18 +548,36 @@ def test_resume_through_the_cli_is_one_line(finished_run, tmp_path):
 
 # ----------------------------------------------------------------------------- signals and debris
 
+
 @pytest.mark.timeout(180)
 def test_sigterm_is_one_line_exit_143_and_resume_cleans_stale_temporaries(idx_data, tmp_path):
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "mnistkit", "train", "--dataset", str(idx_data), *TINY, "--epochs", "3",
-            "--out", str(run)]
-    victim = subprocess.Popen(args, cwd=tmp_path, env=child_env(MNISTKIT_TEST_STEP_DELAY="0.2"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        sys.executable,
+        "-m",
+        "mnistkit",
+        "train",
+        "--dataset",
+        str(idx_data),
+        *TINY,
+        "--epochs",
+        "3",
+        "--out",
+        str(run),
+    ]
+    victim = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        env=child_env(MNISTKIT_TEST_STEP_DELAY="0.2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 90
     while not (run / "last.safetensors").exists() and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     victim.send_signal(signal.SIGTERM)
-    out, err = victim.communicate(timeout=60)
+    _out, err = victim.communicate(timeout=60)
     assert victim.returncode == 143 and err == "mnistkit: terminated\n", (victim.returncode, err)
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     stale = run / ".last.safetensors.k1ll3d_9.tmp"  # what a kill -9 mid-write leaves
@@ -546,6 +600,7 @@ def test_clean_stale_temporaries_only_takes_our_naming(tmp_path):
 
 # ----------------------------------------------------------------------------- modes of written files
 
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_atomic_writes_respect_the_umask(umask, mode, tmp_path):
     old = os.umask(umask)
@@ -561,12 +616,18 @@ def test_atomic_writes_respect_the_umask(umask, mode, tmp_path):
 
 # ----------------------------------------------------------------------------- full disks (tmpfs)
 
+
 @pytest.fixture
 def tiny_disk():
     """A 256 KiB tmpfs, mounted for the test (root on Linux only); skipped, saying why, elsewhere."""
     folder = Path(tempfile.mkdtemp(prefix="mnistkit-full-"))
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-                                            capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+        != 0
+    ):
         folder.rmdir()
         pytest.skip("mounting a small tmpfs needs root and mount permission; full-disk cases not run here")
     try:
@@ -595,14 +656,18 @@ def test_torchscript_export_on_a_full_disk(good_ckpt, tiny_disk):
 @pytest.mark.timeout(120)
 def test_full_disk_names_the_file(idx_data, tiny_disk):
     _fill(tiny_disk)
-    child = run_child(["train", "--dataset", idx_data, *TINY, "--epochs", "1", "--out", tiny_disk / "run"],
-                      cwd=tiny_disk.parent, timeout=90)
+    child = run_child(
+        ["train", "--dataset", idx_data, *TINY, "--epochs", "1", "--out", tiny_disk / "run"],
+        cwd=tiny_disk.parent,
+        timeout=90,
+    )
     assert_refused(child, f"{tiny_disk / 'run' / 'config.json'}: No space left on device")
     assert "error::" not in child.err
-    assert not [p for p in (tiny_disk / "run").iterdir()], "debris in the run directory"
+    assert not list((tiny_disk / "run").iterdir()), "debris in the run directory"
 
 
 # ----------------------------------------------------------------------------- downloads
+
 
 class _Hostile(BaseHTTPRequestHandler):
     """/flood streams zeros with no Content-Length, forever; /drip sends a byte every 0.2 s;
@@ -643,11 +708,9 @@ def hostile_server():
 @pytest.mark.timeout(60)
 def test_download_stops_at_the_expected_size(hostile_server, tmp_path):
     with pytest.raises(DownloadError, match="sent more than the 1,048,576 bytes expected"):
-        download_from_mirrors("f.gz", (hostile_server + "/flood",), tmp_path / "f.gz", lambda d: True,
-                              max_bytes=2**20)
+        download_from_mirrors("f.gz", (hostile_server + "/flood",), tmp_path / "f.gz", lambda d: True, max_bytes=2**20)
     with pytest.raises(DownloadError, match="announces 1,000,000,000,000 bytes"):
-        download_from_mirrors("f.gz", (hostile_server + "/liar",), tmp_path / "f.gz", lambda d: True,
-                              max_bytes=2**20)
+        download_from_mirrors("f.gz", (hostile_server + "/liar",), tmp_path / "f.gz", lambda d: True, max_bytes=2**20)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -667,13 +730,18 @@ def test_expected_download_sizes_come_from_the_counts():
     from mnistkit.data.files import max_download_bytes
 
     mnist = get_dataset_spec("mnist")
-    real = {"train-images-idx3-ubyte.gz": 9912422, "train-labels-idx1-ubyte.gz": 28881,
-            "t10k-images-idx3-ubyte.gz": 1648877, "t10k-labels-idx1-ubyte.gz": 4542}
+    real = {
+        "train-images-idx3-ubyte.gz": 9912422,
+        "train-labels-idx1-ubyte.gz": 28881,
+        "t10k-images-idx3-ubyte.gz": 1648877,
+        "t10k-labels-idx1-ubyte.gz": 4542,
+    }
     for name, size in real.items():
         assert size < max_download_bytes(mnist, name) < 48_000_000
 
 
 # ----------------------------------------------------------------------------- property-based
+
 
 @PROPS
 @given(st.binary(max_size=64), st.booleans(), st.integers(0, 3))
@@ -709,11 +777,24 @@ def test_csv_reader_raises_only_its_own_errors(rows, label, compress):
         assert labels is None or int(labels.max()) < 1000
 
 
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                     max_leaves=8)
-_FIELDS = ["model", "model_options", "task", "class_names", "norm", "versions", "config", "temperature", "card",
-           "norm.std", "norm.mean"]
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+_FIELDS = [
+    "model",
+    "model_options",
+    "task",
+    "class_names",
+    "norm",
+    "versions",
+    "config",
+    "temperature",
+    "card",
+    "norm.std",
+    "norm.mean",
+]
 
 
 @PROPS
@@ -721,8 +802,11 @@ _FIELDS = ["model", "model_options", "task", "class_names", "norm", "versions", 
 def test_checkpoint_metadata_raises_only_checkpoint_errors(good_ckpt, field, value):
     tensors, meta = load_tensors(good_ckpt)
     meta.pop("format")
-    meta = _nested(meta, field, value) if "." in field and isinstance(meta.get(field.split(".")[0]), dict) else \
-        {**meta, field.split(".")[0]: value}
+    meta = (
+        _nested(meta, field, value)
+        if "." in field and isinstance(meta.get(field.split(".")[0]), dict)
+        else {**meta, field.split(".")[0]: value}
+    )
     buffer = Path(tempfile.mkdtemp(prefix="mnistkit-meta-")) / "m.safetensors"
     try:
         save_tensors(buffer, tensors, meta)

@@ -33,8 +33,14 @@ def test_every_model_gets_gradients_on_every_parameter(name):
 def test_seed_mlp_is_the_tutorials_network():
     m = build_model("seed-mlp")
     sizes = [(n, tuple(p.shape)) for n, p in m.named_parameters()]
-    assert sizes == [("linear1.weight", (512, 784)), ("linear1.bias", (512,)), ("linear2.weight", (128, 512)),
-                     ("linear2.bias", (128,)), ("linear3.weight", (10, 128)), ("linear3.bias", (10,))]
+    assert sizes == [
+        ("linear1.weight", (512, 784)),
+        ("linear1.bias", (512,)),
+        ("linear2.weight", (128, 512)),
+        ("linear2.bias", (128,)),
+        ("linear3.weight", (10, 128)),
+        ("linear3.bias", (10,)),
+    ]
     x = torch.randn(3, 784)
     ref = m.linear3(torch.sigmoid(m.linear2(torch.sigmoid(m.linear1(x)))))
     torch.testing.assert_close(m(x), ref)
@@ -62,11 +68,14 @@ def test_seed_mlp_defaults_are_the_tutorials_and_same_init():
     assert a.mnistkit_options == {"hidden": (512, 128), "activation": "sigmoid"}
 
 
-@pytest.mark.parametrize("options, pattern", [
-    ({"dropout": 0.1}, r"model 'seed-mlp' has no option 'dropout'; its options are: hidden, activation"),
-    ({"activation": "swish"}, r"activation 'swish' is not one of relu, gelu, sigmoid, tanh"),
-    ({"hidden": [0]}, r"hidden sizes must be positive"),
-])
+@pytest.mark.parametrize(
+    "options, pattern",
+    [
+        ({"dropout": 0.1}, r"model 'seed-mlp' has no option 'dropout'; its options are: hidden, activation"),
+        ({"activation": "swish"}, r"activation 'swish' is not one of relu, gelu, sigmoid, tanh"),
+        ({"hidden": [0]}, r"hidden sizes must be positive"),
+    ],
+)
 def test_seed_mlp_bad_options_name_the_problem(options, pattern):
     with pytest.raises(ConfigError, match=pattern):
         build_model("seed-mlp", **options)
@@ -92,7 +101,9 @@ def test_build_model_records_name_options_and_task():
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(ConfigError, match=r"unknown model 'resnet'; choose one of: logreg, binary-logreg, seed-mlp, mlp, cnn"):
+    with pytest.raises(
+        ConfigError, match=r"unknown model 'resnet'; choose one of: logreg, binary-logreg, seed-mlp, mlp, cnn"
+    ):
         build_model("resnet")
 
 
@@ -101,11 +112,14 @@ def test_unknown_option_names_the_allowed_ones():
         build_model("mlp", depth=3)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"activation": "swish"}, "activation 'swish' is not one of relu, gelu, sigmoid, tanh"),
-    ({"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
-    ({"hidden": [0]}, "hidden sizes must be positive"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"activation": "swish"}, "activation 'swish' is not one of relu, gelu, sigmoid, tanh"),
+        ({"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
+        ({"hidden": [0]}, "hidden sizes must be positive"),
+    ],
+)
 def test_bad_model_option_values(options, message):
     with pytest.raises(ConfigError, match=message):
         build_model("mlp", **options)

@@ -18,17 +18,25 @@ def test_tutorial_notebook_runs(tmp_path, monkeypatch):
     pytest.importorskip("optuna", reason="the notebook's last step tunes: pip install 'mnistkit[tune]'")
     src = str(Path(__file__).resolve().parents[1] / "src")
     monkeypatch.setenv("PYTHONPATH", src + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for key, value in {"DATASET": "mnist-sample", "EPOCHS": "1", "TRIALS": "1", "VAL_SIZE": "1000", "LOG_EVERY": "20",
-                       "OUT": str(tmp_path / "runs")}.items():
+    for key, value in {
+        "DATASET": "mnist-sample",
+        "EPOCHS": "1",
+        "TRIALS": "1",
+        "VAL_SIZE": "1000",
+        "LOG_EVERY": "20",
+        "OUT": str(tmp_path / "runs"),
+    }.items():
         monkeypatch.setenv(f"MNISTKIT_TUTORIAL_{key}", value)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "Epoch [1/1], Step [" in text                       # the tutorial's log lines
+    assert "Epoch [1/1], Step [" in text  # the tutorial's log lines
     assert "Accuracy of the model on the 1000 test images" in text
     assert "best trial" in text and (tmp_path / "runs" / "tune" / "best.json").is_file()
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
+    images = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+    ]
     assert images, "the data grid (step 2.2) did not render"

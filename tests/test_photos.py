@@ -31,6 +31,7 @@ CLASSES = [str(i) for i in range(10)]
 
 # --- rendering photos --------------------------------------------------------------------------
 
+
 def light(size, kind: str) -> np.ndarray:
     """A multiplicative light field (H, W) on 0..1: what a phone sees besides the page."""
     w, h = size
@@ -70,7 +71,7 @@ def place(digits: list[np.ndarray], size=(520, 300), height=90, gap=30, left=60,
     x = left
     for d in digits:
         rows, cols = np.flatnonzero(d.any(1)), np.flatnonzero(d.any(0))
-        crop = Image.fromarray(d[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+        crop = Image.fromarray(d[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
         w = max(2, round(crop.width * height / crop.height))
         img.paste(crop.resize((w, height), Image.Resampling.BICUBIC), (x, top))
         x += w + gap
@@ -78,18 +79,20 @@ def place(digits: list[np.ndarray], size=(520, 300), height=90, gap=30, left=60,
 
 
 def shift_tolerant_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return min(float(np.abs(np.roll(a.astype(int), (dy, dx), (0, 1)) - b).mean())
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    return min(
+        float(np.abs(np.roll(a.astype(int), (dy, dx), (0, 1)) - b).mean()) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+    )
 
 
 # --- preprocessing of photos ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["vignette", "side-light", "shadow"])
 def test_uneven_light_gives_the_same_digit_as_even_light(kind):
     even = analyze_image(load_image(photograph(ring(), "even")))
     lit = analyze_image(load_image(photograph(ring(), kind)))
     assert lit.digits_found == 1 and even.digits_found == 1
-    rows, cols = np.nonzero(lit.digit > 64)
+    rows, _cols = np.nonzero(lit.digit > 64)
     assert rows.max() - rows.min() >= 17  # the ring fills the 20 px box, not a shadow-sized crop
     assert shift_tolerant_diff(lit.digit, even.digit) < 12
     assert lit.ink_share < 0.05
@@ -144,6 +147,7 @@ def test_jpeg_is_decoded_at_reduced_size():
 
 # --- the unsure rule -----------------------------------------------------------------------------
 
+
 def test_unsure_reasons():
     sure = analyze_image(load_image(photograph(ring(), "even")))
     p_sure, p_flat = np.eye(10)[0] * 0.97 + 0.003, np.full(10, 0.1)
@@ -157,21 +161,26 @@ def test_unsure_reasons():
     assert unsure_reason(analyze_image(two), p_sure).startswith("2 separate digits")
     blot = Image.new("L", (480, 360), 0)
     ImageDraw.Draw(blot).rectangle((200, 120, 250, 180), fill=255)
-    assert unsure_reason(analyze_image(load_image(photograph(blot, "even"))), p_sure) == \
-        "ink fills the frame: not a written digit"
+    assert (
+        unsure_reason(analyze_image(load_image(photograph(blot, "even"))), p_sure)
+        == "ink fills the frame: not a written digit"
+    )
 
 
 # --- a quickly trained model on real MNIST ---------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def mnist(mnist_root):
     from mnistkit.data.idx import read_idx
 
     raw = mnist_root / "MNIST" / "raw"
-    return (read_idx(raw / "train-images-idx3-ubyte.gz")[:20000],
-            read_idx(raw / "train-labels-idx1-ubyte.gz")[:20000].long(),
-            read_idx(raw / "t10k-images-idx3-ubyte.gz")[:300].numpy(),
-            read_idx(raw / "t10k-labels-idx1-ubyte.gz")[:300].numpy())
+    return (
+        read_idx(raw / "train-images-idx3-ubyte.gz")[:20000],
+        read_idx(raw / "train-labels-idx1-ubyte.gz")[:20000].long(),
+        read_idx(raw / "t10k-images-idx3-ubyte.gz")[:300].numpy(),
+        read_idx(raw / "t10k-labels-idx1-ubyte.gz")[:300].numpy(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +191,11 @@ def run_dir(tmp_path_factory, mnist) -> Path:
     images, labels, _, _ = mnist
     model = quick_train("logreg", images, labels, MNIST_NORM, steps=300, batch_size=256, lr=3e-3)
     folder = tmp_path_factory.mktemp("run")
-    save_checkpoint(folder / "model.safetensors", model, {"dataset": "mnist", "norm": MNIST_NORM.to_dict(),
-                                                          "class_names": CLASSES, "metrics": {"test_accuracy": 91.0}})
+    save_checkpoint(
+        folder / "model.safetensors",
+        model,
+        {"dataset": "mnist", "norm": MNIST_NORM.to_dict(), "class_names": CLASSES, "metrics": {"test_accuracy": 91.0}},
+    )
     return folder
 
 
@@ -225,8 +237,11 @@ def test_number_cli_json_and_saved_digits(run_dir, easy_digits, tmp_path, capsys
     x, y = easy_digits
     path = tmp_path / "house.jpg"
     path.write_bytes(photograph(place([x[0], x[1], x[2]]), "vignette"))
-    code, out, err = run_cli(["predict", "--model", run_dir, "--number", "--json", "--save-input",
-                              tmp_path / "seen", path], capsys, monkeypatch)
+    code, out, err = run_cli(
+        ["predict", "--model", run_dir, "--number", "--json", "--save-input", tmp_path / "seen", path],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0 and err == ""
     doc = json.loads(out)[0]
     assert doc["number"] == "".join(str(v) for v in y[:3]) and len(doc["digits"]) == 3
@@ -237,10 +252,14 @@ def test_checkpoint_forms_agree_and_save_input_writes_what_the_model_saw(run_dir
     path = tmp_path / "zero.jpg"
     path.write_bytes(photograph(ring(), "shadow"))
     _, old, _ = run_cli(["predict", run_dir, path, "--min-confidence", "0"], capsys, monkeypatch)
-    _, old_file, _ = run_cli(["predict", run_dir / "model.safetensors", path, "--min-confidence", "0"],
-                             capsys, monkeypatch)
-    code, new, _ = run_cli(["predict", "--model", run_dir, path, "--min-confidence", "0",
-                            "--save-input", tmp_path / "seen"], capsys, monkeypatch)
+    _, old_file, _ = run_cli(
+        ["predict", run_dir / "model.safetensors", path, "--min-confidence", "0"], capsys, monkeypatch
+    )
+    code, new, _ = run_cli(
+        ["predict", "--model", run_dir, path, "--min-confidence", "0", "--save-input", tmp_path / "seen"],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0 and old == new == old_file and new.startswith(f"{path}  ")
     saved = np.asarray(Image.open(tmp_path / "seen" / "zero.png"))
     assert np.array_equal(saved, preprocess_image(load_image(path)))
@@ -253,16 +272,18 @@ def test_unsure_inputs_print_a_question_mark(run_dir, tmp_path, capsys, monkeypa
     two = ring()
     ImageDraw.Draw(two).ellipse((80, 60, 150, 170), outline=255, width=9)
     (tmp_path / "two.jpg").write_bytes(photograph(two, "even"))
-    code, out, _ = run_cli(["predict", "--model", run_dir, tmp_path / "blank.jpg", tmp_path / "two.jpg"],
-                           capsys, monkeypatch)
+    code, out, _ = run_cli(
+        ["predict", "--model", run_dir, tmp_path / "blank.jpg", tmp_path / "two.jpg"], capsys, monkeypatch
+    )
     lines = out.splitlines()
     assert code == 0 and [line.split("  ")[1] for line in lines] == ["?", "?"]
     assert "(no ink found)" in lines[0] and "2 separate digits" in lines[1]
     code, out, _ = run_cli(["predict", "--model", run_dir, tmp_path / "two.jpg", "--json"], capsys, monkeypatch)
     doc = json.loads(out)[0]
     assert doc["unsure"] is True and doc["reason"].startswith("2 separate digits")
-    code, _, err = run_cli(["predict", "--model", run_dir, tmp_path / "two.jpg", "--min-confidence", "2"],
-                           capsys, monkeypatch)
+    code, _, err = run_cli(
+        ["predict", "--model", run_dir, tmp_path / "two.jpg", "--min-confidence", "2"], capsys, monkeypatch
+    )
     assert code == 2 and "--min-confidence must be between 0 and 1, got 2.0" in err
 
 
@@ -311,15 +332,24 @@ def test_python_api_takes_paths_arrays_and_pil_images(run_dir, easy_digits, tmp_
 
 # --- hostile inputs (one line, exit 2, bounded memory, no hang) -----------------------------------
 
+
 def _run(args, stdin=None, timeout=120):
     """The real CLI in a subprocess -> (exit code, stdout, stderr, its peak RSS in MB)."""
-    code = ("import resource, subprocess, sys; "
-            f"p = subprocess.run({[sys.executable, '-m', 'mnistkit', *map(str, args)]!r}, "
-            "capture_output=True, text=True, stdin=sys.stdin); "
-            "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024; "
-            "print(p.returncode, rss, sep='|'); print(p.stdout, end=''); print(p.stderr, end='', file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                          stdin=stdin, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    code = (
+        "import resource, subprocess, sys; "
+        f"p = subprocess.run({[sys.executable, '-m', 'mnistkit', *map(str, args)]!r}, "
+        "capture_output=True, text=True, stdin=sys.stdin); "
+        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024; "
+        "print(p.returncode, rss, sep='|'); print(p.stdout, end=''); print(p.stderr, end='', file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=stdin,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     first, _, rest = done.stdout.partition("\n")
     rc, rss = first.split("|")
     return int(rc), rest, done.stderr, float(rss)
@@ -354,7 +384,6 @@ def test_image_errors_name_the_file_once(tmp_path):
         load_image(bad, max_bytes=10)
     sparse = tmp_path / "big.png"
     with open(sparse, "wb") as f:
-        f.truncate(3 * 1024 ** 3)  # 3 GB that occupy no disk: refused by its size, before any read
-    with pytest.raises(InputImageError, match=r"big\.png: is 3,221,225,472 bytes; a file may be at most 67,108,864"
-                       ):
+        f.truncate(3 * 1024**3)  # 3 GB that occupy no disk: refused by its size, before any read
+    with pytest.raises(InputImageError, match=r"big\.png: is 3,221,225,472 bytes; a file may be at most 67,108,864"):
         load_image(sparse)

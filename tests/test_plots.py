@@ -29,9 +29,19 @@ def assert_png(path: Path, min_width: int = 200, min_height: int = 150) -> None:
 
 def fake_metrics(epochs: int = 3, with_val: bool = True) -> list[dict]:
     """Metrics rows shaped like the trainer's metrics.jsonl."""
-    return [{"epoch": e, "train_loss": 1.0 / e, "train_accuracy": 85.0 + e,
-             "val_loss": 1.1 / e if with_val else None, "val_accuracy": 84.0 + e if with_val else None,
-             "lr": 0.1, "seconds": 1.5, "elapsed": 1.5 * e} for e in range(1, epochs + 1)]
+    return [
+        {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "train_accuracy": 85.0 + e,
+            "val_loss": 1.1 / e if with_val else None,
+            "val_accuracy": 84.0 + e if with_val else None,
+            "lr": 0.1,
+            "seconds": 1.5,
+            "elapsed": 1.5 * e,
+        }
+        for e in range(1, epochs + 1)
+    ]
 
 
 def fake_confusion(c: int = 10, seed: int = 0) -> np.ndarray:
@@ -52,8 +62,14 @@ def fake_mistakes(k: int = 12, seed: int = 0) -> dict:
 
 def test_save_run_plots_writes_every_plot(tmp_path):
     weights = np.random.default_rng(0).normal(size=(10, 784))
-    written = plots.save_run_plots(tmp_path, metrics=fake_metrics(), confusion=fake_confusion(),
-                                   class_names=CLASS_NAMES, mistakes=fake_mistakes(), weights=weights)
+    written = plots.save_run_plots(
+        tmp_path,
+        metrics=fake_metrics(),
+        confusion=fake_confusion(),
+        class_names=CLASS_NAMES,
+        mistakes=fake_mistakes(),
+        weights=weights,
+    )
     assert [p.name for p in written] == ["curves.png", "confusion.png", "mistakes.png", "weights.png"]
     for path in written:
         assert path.parent == tmp_path / "plots"
@@ -61,17 +77,21 @@ def test_save_run_plots_writes_every_plot(tmp_path):
 
 
 def test_one_epoch_without_validation_still_plots(tmp_path):
-    written = plots.save_run_plots(tmp_path, metrics=fake_metrics(1, with_val=False),
-                                   confusion=fake_confusion(2).tolist(), class_names=["not 3", "3"],
-                                   mistakes=None, weights=None)
+    written = plots.save_run_plots(
+        tmp_path,
+        metrics=fake_metrics(1, with_val=False),
+        confusion=fake_confusion(2).tolist(),
+        class_names=["not 3", "3"],
+        mistakes=None,
+        weights=None,
+    )
     assert [p.name for p in written] == ["curves.png", "confusion.png"]
     for path in written:
         assert_png(path)
 
 
 def test_binary_weights_and_long_class_names(tmp_path):
-    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     plots.save_figure(plots.plot_weights(np.ones((1, 784)), ["not 3", "3"]), tmp_path / "w.png")
     plots.save_figure(plots.plot_confusion(fake_confusion(), names), tmp_path / "c.png")
     assert_png(tmp_path / "w.png")
@@ -102,10 +122,12 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch):
 
 
 def test_importing_mnistkit_does_not_import_matplotlib():
-    code = ("import sys, mnistkit, mnistkit.cli, mnistkit.plots, mnistkit.report, mnistkit.tb; "
-            "import mnistkit.cli.show, mnistkit.cli.report; "
-            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
-            "assert 'torch.utils.tensorboard' not in sys.modules")
+    code = (
+        "import sys, mnistkit, mnistkit.cli, mnistkit.plots, mnistkit.report, mnistkit.tb; "
+        "import mnistkit.cli.show, mnistkit.cli.report; "
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
+        "assert 'torch.utils.tensorboard' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -12,15 +12,15 @@ import pytest
 import torch
 
 pytest.importorskip("PIL")
-from PIL import Image  # noqa: E402
+from PIL import Image
+from synthetic import quick_train, run_cli
 
-from mnistkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from mnistkit.data.kaggle import read_kaggle_csv  # noqa: E402
-from mnistkit.inference import predict_proba  # noqa: E402
-from mnistkit.models import build_model  # noqa: E402
-from mnistkit.prediction import load_images, predict_files  # noqa: E402
-from mnistkit.preprocess import Normalization  # noqa: E402
-from synthetic import quick_train, run_cli  # noqa: E402
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint
+from mnistkit.data.kaggle import read_kaggle_csv
+from mnistkit.inference import predict_proba
+from mnistkit.models import build_model
+from mnistkit.prediction import load_images, predict_files
+from mnistkit.preprocess import Normalization
 
 MNIST_NORM = Normalization(0.1307, 0.3081)
 CLASSES = [str(i) for i in range(10)]
@@ -47,7 +47,10 @@ def ckpt_path(tmp_path_factory, mnist_root) -> Path:
     raw = mnist_root / "MNIST" / "raw"
     images = read_idx(raw / "train-images-idx3-ubyte.gz")[:20000]
     labels = read_idx(raw / "train-labels-idx1-ubyte.gz")[:20000].long()
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.safetensors", quick_train("logreg", images, labels, MNIST_NORM, steps=300, batch_size=256, lr=3e-3))
+    return write_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "m.safetensors",
+        quick_train("logreg", images, labels, MNIST_NORM, steps=300, batch_size=256, lr=3e-3),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,7 @@ def test_lines_for_a_folder_recursive_and_sorted(ckpt_path, digit_dir, mnist_tes
     paths = [line.split("  ")[0] for line in lines]
     assert paths == sorted(str(p) for p in digit_dir.rglob("*.png")) and len(lines) == 6
     for line in lines:
-        path, label, p = line.split("  ")
+        _path, label, p = line.split("  ")
         assert label in CLASSES and 0 < float(p) <= 1
     # Labels match the model on the raw MNIST tensor.
     ckpt = load_checkpoint(ckpt_path)
@@ -86,7 +89,7 @@ def test_mnist_pngs_give_exactly_the_raw_tensor_predictions(ckpt_path, mnist_tes
     for i in range(200):
         paths.append(str(tmp_path / f"{i:03d}.png"))
         Image.fromarray(images[i].numpy()).save(paths[-1])
-    names, tensor, failures = load_images(paths)
+    _names, tensor, failures = load_images(paths)
     assert failures == [] and torch.equal(tensor, images[:200])  # byte-identical model input
     ckpt = load_checkpoint(ckpt_path)
     result = predict_files(ckpt, paths)
@@ -98,8 +101,11 @@ def test_mnist_pngs_give_exactly_the_raw_tensor_predictions(ckpt_path, mnist_tes
 
 
 def test_json_with_top_k(ckpt_path, digit_dir, capsys, monkeypatch):
-    code, out, _ = run_cli(["predict", ckpt_path, digit_dir / "d0.png", digit_dir / "d1.png",
-                            "--json", "--top-k", "3"], capsys, monkeypatch)
+    code, out, _ = run_cli(
+        ["predict", ckpt_path, digit_dir / "d0.png", digit_dir / "d1.png", "--json", "--top-k", "3"],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0
     doc = json.loads(out)
     assert [d["path"] for d in doc] == [str(digit_dir / "d0.png"), str(digit_dir / "d1.png")]
@@ -128,8 +134,15 @@ def test_stdin_dash(ckpt_path, digit_dir, capsys, monkeypatch):
 def test_bad_files_among_good_ones(ckpt_path, digit_dir, tmp_path, capsys, monkeypatch):
     (tmp_path / "text.png").write_text("definitely not a PNG")
     (tmp_path / "empty.jpg").write_bytes(b"")
-    args = ["predict", ckpt_path, digit_dir / "d0.png", tmp_path / "text.png", tmp_path / "empty.jpg",
-            tmp_path / "missing.png", digit_dir / "d1.png"]
+    args = [
+        "predict",
+        ckpt_path,
+        digit_dir / "d0.png",
+        tmp_path / "text.png",
+        tmp_path / "empty.jpg",
+        tmp_path / "missing.png",
+        digit_dir / "d1.png",
+    ]
     code, out, err = run_cli(args, capsys, monkeypatch)
     assert code == 2
     assert [line.split("  ")[0] for line in out.splitlines()] == [str(digit_dir / "d0.png"), str(digit_dir / "d1.png")]
@@ -141,9 +154,20 @@ def test_bad_files_among_good_ones(ckpt_path, digit_dir, tmp_path, capsys, monke
 
 def test_exit_code_2_reaches_the_process(ckpt_path, digit_dir, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x00\x01garbage")
-    done = subprocess.run([sys.executable, "-m", "mnistkit", "predict", str(ckpt_path),
-                           str(digit_dir / "d0.png"), str(tmp_path / "bad.png")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistkit",
+            "predict",
+            str(ckpt_path),
+            str(digit_dir / "d0.png"),
+            str(tmp_path / "bad.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert len(done.stdout.splitlines()) == 1 and len(done.stderr.splitlines()) == 1
     assert "bad.png" in done.stderr
@@ -160,8 +184,9 @@ def _write_kaggle_csv(path: Path, images: torch.Tensor, labels: torch.Tensor | N
 def test_kaggle_csv_in_submission_out_with_accuracy(ckpt_path, mnist_test, tmp_path, capsys, monkeypatch):
     images, labels = mnist_test
     _write_kaggle_csv(tmp_path / "train.csv", images[:300], labels[:300])
-    code, out, err = run_cli(["predict", ckpt_path, "--csv", tmp_path / "train.csv", "--out", tmp_path / "sub.csv"],
-                             capsys, monkeypatch)
+    code, out, err = run_cli(
+        ["predict", ckpt_path, "--csv", tmp_path / "train.csv", "--out", tmp_path / "sub.csv"], capsys, monkeypatch
+    )
     assert code == 0 and err == ""
     sub = (tmp_path / "sub.csv").read_text().splitlines()
     assert sub[0] == "ImageId,Label" and len(sub) == 301
@@ -195,8 +220,9 @@ def test_bad_csv_and_bad_usage_are_one_line_exit_2(ckpt_path, tmp_path, capsys, 
 def test_class_names_are_printed(tmp_path, digit_dir, capsys, monkeypatch):
     model = build_model("logreg")
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    path = save_checkpoint(tmp_path / "named.safetensors", model,
-                           {"dataset": "x", "norm": MNIST_NORM.to_dict(), "class_names": names})
+    path = save_checkpoint(
+        tmp_path / "named.safetensors", model, {"dataset": "x", "norm": MNIST_NORM.to_dict(), "class_names": names}
+    )
     # An untrained model is unsure of everything: --min-confidence 0 shows its plain guess.
     code, out, _ = run_cli(["predict", path, digit_dir / "d0.png", "--min-confidence", "0"], capsys, monkeypatch)
     assert code == 0 and out.split("  ")[1] in names

@@ -49,8 +49,9 @@ def center_of_mass(a: np.ndarray) -> tuple[float, float]:
 def shift_tolerant_diff(a: np.ndarray, b: np.ndarray) -> float:
     """Mean |a - b| under the best whole-pixel shift of at most 1 (centring of near-symmetric
     digits can land either side of a half pixel)."""
-    return min(float(np.abs(np.roll(a.astype(int), (dy, dx), (0, 1)) - b).mean())
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    return min(
+        float(np.abs(np.roll(a.astype(int), (dy, dx), (0, 1)) - b).mean()) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+    )
 
 
 def assert_mnist_framed(out: np.ndarray) -> None:
@@ -63,10 +64,17 @@ def assert_mnist_framed(out: np.ndarray) -> None:
     assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1, (cy, cx)
 
 
-@pytest.mark.parametrize("fmt,mode,kw", [
-    ("PNG", "L", {}), ("JPEG", "RGB", {"quality": 85}), ("BMP", "RGB", {}),
-    ("TIFF", "L", {}), ("GIF", "P", {}), ("PNG", "RGB", {}),
-])
+@pytest.mark.parametrize(
+    "fmt,mode,kw",
+    [
+        ("PNG", "L", {}),
+        ("JPEG", "RGB", {"quality": 85}),
+        ("BMP", "RGB", {}),
+        ("TIFF", "L", {}),
+        ("GIF", "P", {}),
+        ("PNG", "RGB", {}),
+    ],
+)
 def test_paper_digit_in_every_format_is_centred_bright_on_dark(fmt, mode, kw):
     img = paper_digit(mode="RGB" if mode in ("RGB", "P") else "L")
     if mode == "P":
@@ -135,10 +143,16 @@ def test_thin_vertical_stroke_keeps_its_aspect_ratio():
     assert rows.max() - rows.min() + 1 == 20 and cols.max() - cols.min() + 1 <= 3
 
 
-@pytest.mark.parametrize("img", [
-    Image.new("L", (200, 300), 255), Image.new("RGB", (50, 50), "black"), Image.new("L", (28, 28), 255),
-    Image.new("RGBA", (64, 64), (0, 0, 0, 0)),
-], ids=["white-paper", "black", "white-28", "transparent"])
+@pytest.mark.parametrize(
+    "img",
+    [
+        Image.new("L", (200, 300), 255),
+        Image.new("RGB", (50, 50), "black"),
+        Image.new("L", (28, 28), 255),
+        Image.new("RGBA", (64, 64), (0, 0, 0, 0)),
+    ],
+    ids=["white-paper", "black", "white-28", "transparent"],
+)
 def test_blank_image_gives_blank_digit(img):
     out = preprocess_image(load_image(encode(img, "PNG")))
     assert out.shape == (28, 28) and out.dtype == np.uint8 and not out.any()
@@ -165,19 +179,25 @@ def test_image_to_tensor_is_uint8_28x28(tmp_path):
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width x height`` but holds no pixels: a decompression-bomb stand-in."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"", "empty file"),
-    (b"hello, I am text, not a picture\n", "not an image"),
-    (_png_header_only(8000, 8000), "64,000,000 pixels, over the limit of 50,000,000"),
-    (_png_header_only(20000, 20000), "over the limit"),
-    (encode(paper_digit(), "PNG")[:200], "cannot decode image"),
-], ids=["empty", "text", "huge", "bomb", "truncated"])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"", "empty file"),
+        (b"hello, I am text, not a picture\n", "not an image"),
+        (_png_header_only(8000, 8000), "64,000,000 pixels, over the limit of 50,000,000"),
+        (_png_header_only(20000, 20000), "over the limit"),
+        (encode(paper_digit(), "PNG")[:200], "cannot decode image"),
+    ],
+    ids=["empty", "text", "huge", "bomb", "truncated"],
+)
 def test_bad_files_raise_input_image_error_naming_the_file(tmp_path, content, match):
     path = tmp_path / "bad-input.png"
     path.write_bytes(content)
@@ -194,9 +214,11 @@ def test_missing_file_and_pixel_limit_argument(tmp_path):
 
 
 def test_importing_mnistkit_loads_no_pil_fastapi_or_onnx():
-    code = ("import sys, mnistkit, mnistkit.preprocess, mnistkit.preprocess.image, mnistkit.prediction, "
-            "mnistkit.serving, mnistkit.cli; "
-            "bad = [m for m in ('PIL', 'fastapi', 'onnx', 'onnxruntime', 'uvicorn') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, mnistkit, mnistkit.preprocess, mnistkit.preprocess.image, mnistkit.prediction, "
+        "mnistkit.serving, mnistkit.cli; "
+        "bad = [m for m in ('PIL', 'fastapi', 'onnx', 'onnxruntime', 'uvicorn') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -32,8 +32,17 @@ def test_tuned_presets_train_no_augmentation_for_mlps(name):
 def test_every_preset_dry_runs(synthetic_dataset, tmp_path, name):
     # a preset's validation count (digits-bundled: 5,000 of MNIST) is too large for 600 images: a fraction
     val = {"val_size": 0.1} if resolve_config(preset=name).val_size else {}
-    r = fit(dataset=str(synthetic_dataset), out=str(tmp_path / name), preset=name, dry_run=True, epochs=1,
-            echo=False, plots=False, device="cpu", **val)
+    r = fit(
+        dataset=str(synthetic_dataset),
+        out=str(tmp_path / name),
+        preset=name,
+        dry_run=True,
+        epochs=1,
+        echo=False,
+        plots=False,
+        device="cpu",
+        **val,
+    )
     assert r.checkpoint.exists() and 0 <= r.test_accuracy <= 100
 
 
@@ -78,7 +87,7 @@ def test_cpu_autocast_follows_amp_and_the_cpu(monkeypatch):
     assert loop._autocast is precision.autocast  # training and inference share one rule
     assert precision.autocast(cpu, False) is contextlib.nullcontext
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
-    assert precision.autocast(cpu, True) is contextlib.nullcontext   # emulated bf16 would be slower: stay fp32
+    assert precision.autocast(cpu, True) is contextlib.nullcontext  # emulated bf16 would be slower: stay fp32
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     with precision.autocast(cpu, True)():
         assert torch.is_autocast_enabled("cpu")
@@ -95,8 +104,17 @@ def test_train_one_epoch_has_no_per_step_host_sync(synthetic_dataset, tmp_path, 
         return real_item(self)
 
     monkeypatch.setattr(torch.Tensor, "item", counting_item)
-    fit(dataset=str(synthetic_dataset), out=str(tmp_path / "r"), model="mlp", epochs=1, batch_size=8,
-        log_every=0, echo=False, plots=False, device="cpu")
+    fit(
+        dataset=str(synthetic_dataset),
+        out=str(tmp_path / "r"),
+        model="mlp",
+        epochs=1,
+        batch_size=8,
+        log_every=0,
+        echo=False,
+        plots=False,
+        device="cpu",
+    )
     assert len(calls) < 600 // 8  # 75 steps: fewer .item() calls than steps
 
 

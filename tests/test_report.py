@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import run_cli
 
 from mnistkit.errors import ConfigError
 from mnistkit.report import load_run, write_report
-from synthetic import run_cli  # noqa: E402
 
 pytest.importorskip("matplotlib")
 
@@ -24,46 +24,104 @@ DIGITS = [str(i) for i in range(10)]
 DESKTOP, PHONE = 1280, 390
 
 
-def write_fake_run(run_dir: Path, *, epochs: int = 3, accuracy: float = 91.5, with_plots: bool = True,
-                   model: str = "logreg", class_names=DIGITS) -> Path:
+def write_fake_run(
+    run_dir: Path,
+    *,
+    epochs: int = 3,
+    accuracy: float = 91.5,
+    with_plots: bool = True,
+    model: str = "logreg",
+    class_names=DIGITS,
+) -> Path:
     """A run directory with every file the trainer writes (per the run-dir contract)."""
     from mnistkit.plots import save_run_plots
 
     run_dir.mkdir(parents=True)
-    config = {"dataset": "mnist", "model": model, "model_options": {"num_classes": 10}, "epochs": epochs,
-              "batch_size": 64, "lr": 0.1, "optimizer": "sgd", "schedule": "constant", "seed": 0}
-    metrics = [{"epoch": e, "train_loss": 0.9 / e, "train_accuracy": accuracy - 6 + e, "val_loss": 1.0 / e,
-                "val_accuracy": accuracy - 5 + e, "lr": 0.1, "seconds": 2.0, "elapsed": 2.0 * e}
-               for e in range(1, epochs + 1)]
+    config = {
+        "dataset": "mnist",
+        "model": model,
+        "model_options": {"num_classes": 10},
+        "epochs": epochs,
+        "batch_size": 64,
+        "lr": 0.1,
+        "optimizer": "sgd",
+        "schedule": "constant",
+        "seed": 0,
+    }
+    metrics = [
+        {
+            "epoch": e,
+            "train_loss": 0.9 / e,
+            "train_accuracy": accuracy - 6 + e,
+            "val_loss": 1.0 / e,
+            "val_accuracy": accuracy - 5 + e,
+            "lr": 0.1,
+            "seconds": 2.0,
+            "elapsed": 2.0 * e,
+        }
+        for e in range(1, epochs + 1)
+    ]
     (run_dir / "config.json").write_text(json.dumps(config, indent=2))
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     with (run_dir / "metrics.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(metrics[0]))
         writer.writeheader()
         writer.writerows(metrics)
-    log = [f"Epoch [{e}/{epochs}], Step [{s}/938], Loss: {0.9 / e / s * 100:.4f}"
-           for e in range(1, epochs + 1) for s in (100, 200, 300)]
+    log = [
+        f"Epoch [{e}/{epochs}], Step [{s}/938], Loss: {0.9 / e / s * 100:.4f}"
+        for e in range(1, epochs + 1)
+        for s in (100, 200, 300)
+    ]
     log.append(f"Accuracy of the model on the 10000 test images: {accuracy:.2f} %")
     (run_dir / "log.txt").write_text("\n".join(log) + "\n")
     confusion = np.full((10, 10), 3)
     np.fill_diagonal(confusion, 970)
-    per_class = [{"class": name, "precision": 0.95, "recall": 0.94, "f1": 0.945, "support": 1000}
-                 for name in class_names]
-    (run_dir / "eval.json").write_text(json.dumps({
-        "split": "test", "n": 10000, "accuracy": accuracy, "loss": 0.31, "per_class": per_class,
-        "confusion": confusion.tolist()}))
-    (run_dir / "summary.json").write_text(json.dumps({
-        "dataset": "mnist", "model": model, "epochs": epochs, "test_accuracy": accuracy,
-        "train_seconds": 2.0 * epochs, "checkpoint": str(run_dir / "model.safetensors")}))
+    per_class = [
+        {"class": name, "precision": 0.95, "recall": 0.94, "f1": 0.945, "support": 1000} for name in class_names
+    ]
+    (run_dir / "eval.json").write_text(
+        json.dumps(
+            {
+                "split": "test",
+                "n": 10000,
+                "accuracy": accuracy,
+                "loss": 0.31,
+                "per_class": per_class,
+                "confusion": confusion.tolist(),
+            }
+        )
+    )
+    (run_dir / "summary.json").write_text(
+        json.dumps(
+            {
+                "dataset": "mnist",
+                "model": model,
+                "epochs": epochs,
+                "test_accuracy": accuracy,
+                "train_seconds": 2.0 * epochs,
+                "checkpoint": str(run_dir / "model.safetensors"),
+            }
+        )
+    )
     (run_dir / "model.safetensors").write_bytes(b"\0" * 16)
     if with_plots:
         rng = np.random.default_rng(0)
         images = np.zeros((8, 28, 28), np.uint8)
         images[:, 5:23, 11:17] = 255
-        mistakes = {"images": images, "true": np.arange(8), "pred": (np.arange(8) + 1) % 10,
-                    "prob": rng.uniform(0.5, 1, 8)}
-        save_run_plots(run_dir, metrics=metrics, confusion=confusion, class_names=list(class_names),
-                       mistakes=mistakes, weights=rng.normal(size=(10, 784)) if model == "logreg" else None)
+        mistakes = {
+            "images": images,
+            "true": np.arange(8),
+            "pred": (np.arange(8) + 1) % 10,
+            "prob": rng.uniform(0.5, 1, 8),
+        }
+        save_run_plots(
+            run_dir,
+            metrics=metrics,
+            confusion=confusion,
+            class_names=list(class_names),
+            mistakes=mistakes,
+            weights=rng.normal(size=(10, 784)) if model == "logreg" else None,
+        )
     return run_dir
 
 
@@ -71,8 +129,10 @@ def write_fake_run(run_dir: Path, *, epochs: int = 3, accuracy: float = 91.5, wi
 def runs(tmp_path_factory) -> tuple[Path, Path]:
     """Two fake runs (made once per module: plotting is the slow part)."""
     root = tmp_path_factory.mktemp("runs")
-    return (write_fake_run(root / "logreg-3ep", epochs=3, accuracy=91.5),
-            write_fake_run(root / "cnn-1ep", epochs=1, accuracy=97.9, model="cnn"))
+    return (
+        write_fake_run(root / "logreg-3ep", epochs=3, accuracy=91.5),
+        write_fake_run(root / "cnn-1ep", epochs=1, accuracy=97.9, model="cnn"),
+    )
 
 
 # --------------------------------------------------------------------------- HTML as text
@@ -147,8 +207,12 @@ def test_comparison_defaults_to_cwd(runs, tmp_path, capsys, monkeypatch):
 
 
 def _chromium_path() -> str | None:
-    for candidate in (os.environ.get("MNISTKIT_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser")):
+    for candidate in (
+        os.environ.get("MNISTKIT_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
@@ -162,8 +226,10 @@ def browser():
     if path is None:
         pytest.skip("chromium not found (set MNISTKIT_CHROMIUM to its path)")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        b = p.chromium.launch(
+            executable_path=path,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         yield b
         b.close()
 

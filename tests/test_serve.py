@@ -18,22 +18,22 @@ import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw
+from synthetic import quick_train
 
-import mnistkit.inference  # noqa: E402
-import mnistkit.serving.app as app_module  # noqa: E402
-from mnistkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from mnistkit.config import TrainConfig  # noqa: E402
-from mnistkit.inference import checkpoint_proba  # noqa: E402
-from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE  # noqa: E402
-from mnistkit.preprocess import Normalization  # noqa: E402
-from mnistkit.preprocess.image import load_image, preprocess_image  # noqa: E402
-from mnistkit.serving.app import ApiError, create_app, parse_pixels_json, public_metadata  # noqa: E402
-from mnistkit.serving.limits import MAX_BODY_BYTES, MAX_JSON_BYTES, SERVE_MAX_PIXELS, Limits  # noqa: E402
-from synthetic import quick_train  # noqa: E402
+import mnistkit.inference
+import mnistkit.serving.app as app_module
+from mnistkit.checkpoint import load_checkpoint, save_checkpoint
+from mnistkit.config import TrainConfig
+from mnistkit.inference import checkpoint_proba
+from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
+from mnistkit.preprocess import Normalization
+from mnistkit.preprocess.image import load_image, preprocess_image
+from mnistkit.serving.app import ApiError, create_app, parse_pixels_json, public_metadata
+from mnistkit.serving.limits import MAX_BODY_BYTES, MAX_JSON_BYTES, SERVE_MAX_PIXELS, Limits
 
 NORM = Normalization(0.1307, 0.3081)
 CLASSES = [str(i) for i in range(10)]
@@ -48,8 +48,10 @@ def mnist_digits(mnist_root, split: str, count: int):
 
     raw = mnist_root / "MNIST" / "raw"
     prefix = "train" if split == "train" else "t10k"
-    return (read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")[:count],
-            read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")[:count].long())
+    return (
+        read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")[:count],
+        read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")[:count].long(),
+    )
 
 
 def save_trained(path, mnist_root):
@@ -57,8 +59,17 @@ def save_trained(path, mnist_root):
     images, labels = mnist_digits(mnist_root, "train", 20000)
     model = quick_train("logreg", images, labels, NORM, steps=300, batch_size=256, lr=3e-3)
     config = TrainConfig(data_dir=SECRET_DIRS[0], out=SECRET_DIRS[1]).to_dict()
-    return save_checkpoint(path, model, {"dataset": "mnist", "norm": NORM.to_dict(), "class_names": CLASSES,
-                                         "temperature": TEMPERATURE, "config": config})
+    return save_checkpoint(
+        path,
+        model,
+        {
+            "dataset": "mnist",
+            "norm": NORM.to_dict(),
+            "class_names": CLASSES,
+            "temperature": TEMPERATURE,
+            "config": config,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +117,12 @@ def as_scan(digit: torch.Tensor) -> bytes:
 def header_only_png(width: int, height: int, bit_depth: int = 8) -> bytes:
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0))
-            + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def expected(ckpt, digit: np.ndarray) -> dict:
@@ -140,12 +155,13 @@ def test_uploads_raw_bodies_and_json_give_the_library_probabilities(client, ckpt
     for digit, label in zip(images, labels):
         scan = as_scan(digit)
         reference = preprocess_image(load_image(scan))
-        up = assert_matches_library(client.post("/predict?preview=1", files={"file": ("d.png", scan, "image/png")}),
-                                    ckpt, reference)
-        raw = assert_matches_library(client.post("/predict?preview=true", content=scan,
-                                                 headers={"Content-Type": "image/png"}), ckpt, reference)
-        as_json = assert_matches_library(client.post("/predict", json={"pixels": digit.tolist()}), ckpt,
-                                         digit.numpy())
+        up = assert_matches_library(
+            client.post("/predict?preview=1", files={"file": ("d.png", scan, "image/png")}), ckpt, reference
+        )
+        raw = assert_matches_library(
+            client.post("/predict?preview=true", content=scan, headers={"Content-Type": "image/png"}), ckpt, reference
+        )
+        as_json = assert_matches_library(client.post("/predict", json={"pixels": digit.tolist()}), ckpt, digit.numpy())
         assert up["label"] == raw["label"]
         right += as_json["label"] == str(int(label))
     assert right >= 16, f"{right}/20 MNIST test digits right: the trained model or the served path is broken"
@@ -205,10 +221,20 @@ def test_healthz_model_docs_and_page(client, ckpt_path):
 
 
 def test_public_metadata_cuts_absolute_paths_everywhere():
-    meta = {"a": "/x/y/z.csv", "b": ["C:\\Users\\me\\d", "relative/kept", "https://example.org/x"],
-            "cmd": "mnistkit train --out /srv/runs/r1 --data-dir=/data/mnist", "n": 3, "slash": "a / b"}
-    assert public_metadata(meta) == {"a": "z.csv", "b": ["d", "relative/kept", "https://example.org/x"],
-                                     "cmd": "mnistkit train --out r1 --data-dir=mnist", "n": 3, "slash": "a / b"}
+    meta = {
+        "a": "/x/y/z.csv",
+        "b": ["C:\\Users\\me\\d", "relative/kept", "https://example.org/x"],
+        "cmd": "mnistkit train --out /srv/runs/r1 --data-dir=/data/mnist",
+        "n": 3,
+        "slash": "a / b",
+    }
+    assert public_metadata(meta) == {
+        "a": "z.csv",
+        "b": ["d", "relative/kept", "https://example.org/x"],
+        "cmd": "mnistkit train --out r1 --data-dir=mnist",
+        "n": 3,
+        "slash": "a / b",
+    }
 
 
 def _too_big_stream():
@@ -225,14 +251,27 @@ BAD_REQUESTS = {
     "empty-upload": (dict(files={"file": ("x.png", b"", "image/png")}), 400, "empty file"),
     "empty-body": (dict(content=b"", headers={"Content-Type": "image/png"}), 400, "empty request body"),
     "no-file-field": (dict(data={"other": "1"}, files={"nope": ("a", b"x")}), 400, "field named 'file'"),
-    "too-big": (dict(content=b"\0" * (MAX_BODY_BYTES + 1), headers={"Content-Type": "image/png"}), 413, "over the limit"),
+    "too-big": (
+        dict(content=b"\0" * (MAX_BODY_BYTES + 1), headers={"Content-Type": "image/png"}),
+        413,
+        "over the limit",
+    ),
     "too-big-chunked": (dict(content=_too_big_stream, headers={"Content-Type": "image/png"}), 413, "over the limit"),
-    "pixel-bomb": (dict(files={"file": ("bomb.png", header_only_png(9000, 9000), "image/png")}), 400,
-                   f"81,000,000 pixels, over the limit of {SERVE_MAX_PIXELS:,}"),
-    "big-16-bit": (dict(files={"file": ("big.png", header_only_png(7000, 7000, 16), "image/png")}), 400,
-                   f"over the limit of {SERVE_MAX_PIXELS:,}"),
-    "just-over-the-server-limit": (dict(content=header_only_png(2001, 2000), headers={"Content-Type": "image/png"}),
-                                   400, "4,002,000 pixels"),
+    "pixel-bomb": (
+        dict(files={"file": ("bomb.png", header_only_png(9000, 9000), "image/png")}),
+        400,
+        f"81,000,000 pixels, over the limit of {SERVE_MAX_PIXELS:,}",
+    ),
+    "big-16-bit": (
+        dict(files={"file": ("big.png", header_only_png(7000, 7000, 16), "image/png")}),
+        400,
+        f"over the limit of {SERVE_MAX_PIXELS:,}",
+    ),
+    "just-over-the-server-limit": (
+        dict(content=header_only_png(2001, 2000), headers={"Content-Type": "image/png"}),
+        400,
+        "4,002,000 pixels",
+    ),
     "truncated": (dict(files={"file": ("t.png", png_bytes(drawing())[:300], "image/png")}), 400, "cannot decode"),
     "bad-json": (_json_body("{not json"), 400, "not valid JSON"),
     "json-list": (dict(json=[1, 2, 3]), 422, "field 'pixels'"),
@@ -242,7 +281,7 @@ BAD_REQUESTS = {
     "out-of-range": (dict(json={"pixels": [[300] * 28] * 28}), 422, "between 0 and 255"),
     "negative": (dict(json={"pixels": [[-1] * 28] * 28}), 422, "between 0 and 255"),
     "strings": (dict(json={"pixels": [["0"] * 28] * 28}), 422, "must be numbers"),
-    "huge-int": (dict(json={"pixels": [[10 ** 400] * 28] + [[0] * 28] * 27}), 422, "a number of 401 characters"),
+    "huge-int": (dict(json={"pixels": [[10**400] * 28] + [[0] * 28] * 27}), 422, "a number of 401 characters"),
     "5000-digit-int": (_json_body('{"pixels": ' + "9" * 5000 + "}"), 422, "5,000 characters"),
     "long-float": (_json_body('{"pixels": [[0.' + "1" * 40 + "]]}"), 422, "42 characters"),
     "deep-nesting": (_json_body("[" * 100_000 + "]" * 100_000), 413, "over the limit"),
@@ -253,8 +292,11 @@ BAD_REQUESTS = {
     "booleans": (dict(json={"pixels": [[True] * 28] * 28}), 422, "must be numbers"),
     "wrong-type": (dict(content=b"hello", headers={"Content-Type": "text/plain"}), 415, "unsupported Content-Type"),
     "no-type": (dict(content=b"hello"), 415, "unsupported Content-Type"),
-    "bad-multipart": (dict(content=b"--xx\r\ngarbage", headers={"Content-Type": "multipart/form-data; boundary=xx"}),
-                      400, "field named 'file'|malformed multipart"),
+    "bad-multipart": (
+        dict(content=b"--xx\r\ngarbage", headers={"Content-Type": "multipart/form-data; boundary=xx"}),
+        400,
+        "field named 'file'|malformed multipart",
+    ),
 }
 
 
@@ -266,8 +308,9 @@ def test_bad_input_is_a_json_4xx_and_the_next_request_works(client, ckpt, case):
     r = client.post("/predict", **kwargs)
     assert r.status_code == status, r.text
     assert list(r.json()) == ["error"] and re.search(message, r.json()["error"]), r.json()
-    assert_matches_library(client.post("/predict?preview=1", files={"file": ("d.png", png_bytes(drawing()),
-                                                                              "image/png")}), ckpt)
+    assert_matches_library(
+        client.post("/predict?preview=1", files={"file": ("d.png", png_bytes(drawing()), "image/png")}), ckpt
+    )
 
 
 def test_framework_errors_use_the_same_json_shape(client):
@@ -305,8 +348,11 @@ def test_one_preprocessing_path_for_predict_serve_and_folder_training(client, tm
 def test_json_pixels_reach_the_model_unchanged(client, monkeypatch):
     seen = []
     real = mnistkit.inference.predict_proba
-    monkeypatch.setattr(mnistkit.inference, "predict_proba",
-                        lambda m, images, *a, **k: (seen.append(images.clone()), real(m, images, *a, **k))[1])
+    monkeypatch.setattr(
+        mnistkit.inference,
+        "predict_proba",
+        lambda m, images, *a, **k: (seen.append(images.clone()), real(m, images, *a, **k))[1],
+    )
     pixels = np.zeros((28, 28), np.uint8)
     pixels[6:22, 12:16] = 255
     pixels[6:22, 16] = 128
@@ -315,10 +361,18 @@ def test_json_pixels_reach_the_model_unchanged(client, monkeypatch):
     assert torch.equal(seen[0][0], torch.from_numpy(pixels))
 
 
-pixel_values = st.one_of(st.integers(-10**30, 10**30), st.floats(allow_nan=True, allow_infinity=True),
-                         st.booleans(), st.none(), st.text(max_size=3))
-json_values = st.recursive(pixel_values, lambda inner: st.lists(inner, max_size=30)
-                           | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=60)
+pixel_values = st.one_of(
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+json_values = st.recursive(
+    pixel_values,
+    lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=60,
+)
 
 
 def _check_parse(body: bytes) -> None:
@@ -340,8 +394,13 @@ def _grid_with(cells) -> dict:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(json_values, st.fixed_dictionaries({"pixels": json_values}),
-                 st.lists(st.tuples(st.integers(0, 27), st.integers(0, 27), pixel_values), max_size=4).map(_grid_with)))
+@given(
+    st.one_of(
+        json_values,
+        st.fixed_dictionaries({"pixels": json_values}),
+        st.lists(st.tuples(st.integers(0, 27), st.integers(0, 27), pixel_values), max_size=4).map(_grid_with),
+    )
+)
 def test_json_pixel_parser_property_structured(doc):
     _check_parse(json.dumps(doc).encode())
 
@@ -378,8 +437,9 @@ def test_large_images_cannot_starve_small_requests(ckpt_path, ckpt, monkeypatch)
             while not started.is_set():
                 await asyncio.sleep(0.01)
             refused = await c.post("/predict", content=big, headers={"Content-Type": "image/png"})
-            light = await asyncio.gather(*(c.post("/predict?preview=1", files={"file": ("d.png", small, "image/png")})
-                                           for _ in range(8)))
+            light = await asyncio.gather(
+                *(c.post("/predict?preview=1", files={"file": ("d.png", small, "image/png")}) for _ in range(8))
+            )
             release.set()
             return refused, light, await heavy
 

@@ -63,11 +63,13 @@ def ckpt(run_dir):
 def test_real_server_answers_like_the_library(server, ckpt):
     base, _, log_path = server
     data = png_bytes(drawing())
-    body = assert_matches_library(httpx.post(base + "/predict?preview=1", files={"file": ("d.png", data, "image/png")}),
-                                  ckpt)
+    body = assert_matches_library(
+        httpx.post(base + "/predict?preview=1", files={"file": ("d.png", data, "image/png")}), ckpt
+    )
     assert body["label"] == "0"
-    assert_matches_library(httpx.post(base + "/predict", json={"pixels": body["preview"]}), ckpt,
-                           np.array(body["preview"], np.uint8))
+    assert_matches_library(
+        httpx.post(base + "/predict", json={"pixels": body["preview"]}), ckpt, np.array(body["preview"], np.uint8)
+    )
     assert "serving" in log_path.read_text() and str(REPO) not in httpx.get(base + "/model").text
 
 
@@ -115,8 +117,12 @@ def test_slow_headers_and_slow_bodies_are_cut_off(server):
 def test_busy_port_is_one_line_exit_2(server, run_dir):
     base, _, _ = server
     port = base.rsplit(":", 1)[1]
-    busy = subprocess.run([sys.executable, "-m", "mnistkit", "serve", str(run_dir), "--port", port],
-                          capture_output=True, text=True, timeout=60)
+    busy = subprocess.run(
+        [sys.executable, "-m", "mnistkit", "serve", str(run_dir), "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert busy.returncode == 2 and busy.stdout == ""
     assert busy.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
     assert "another program is using it" in busy.stderr and "serving" not in busy.stderr
@@ -127,17 +133,23 @@ def test_short_mixed_load_no_server_errors_bounded_memory(server, ckpt):
     """60 good requests at concurrency 8 while large PNGs, hostile JSON and trickling clients run beside them:
     every good answer is the library's, no 5xx, no traceback, peak RSS under 1 GB."""
     base, proc, log_path = server
-    bodies = [("png-over-pixel-limit", load_test.big_png(2100, 2100), "image/png"),
-              ("png-just-under-limit", load_test.big_png(1500, 1500), "image/png"),
-              ("json-30000-deep", b"[" * 30000 + b"]" * 30000, "application/json"),
-              ("json-5000-digit-int", b'{"pixels": ' + b"9" * 5000 + b"}", "application/json")]
-    from mnistkit.preprocess.image import load_image, preprocess_image
+    bodies = [
+        ("png-over-pixel-limit", load_test.big_png(2100, 2100), "image/png"),
+        ("png-just-under-limit", load_test.big_png(1500, 1500), "image/png"),
+        ("json-30000-deep", b"[" * 30000 + b"]" * 30000, "application/json"),
+        ("json-5000-digit-int", b'{"pixels": ' + b"9" * 5000 + b"}", "application/json"),
+    ]
     from test_serve import expected
 
-    want = {"png": expected(ckpt, preprocess_image(load_image(load_test.drawing_png()))),
-            "json": expected(ckpt, np.array(load_test.GOOD_PIXELS["pixels"], np.uint8))}
-    stats = asyncio.run(asyncio.wait_for(load_test.run_mixed(base + "/predict", "mixed", 60, 8, 60, bodies, 4, want),
-                                         120))
+    from mnistkit.preprocess.image import load_image, preprocess_image
+
+    want = {
+        "png": expected(ckpt, preprocess_image(load_image(load_test.drawing_png()))),
+        "json": expected(ckpt, np.array(load_test.GOOD_PIXELS["pixels"], np.uint8)),
+    }
+    stats = asyncio.run(
+        asyncio.wait_for(load_test.run_mixed(base + "/predict", "mixed", 60, 8, 60, bodies, 4, want), 120)
+    )
     assert stats["requests"] == 60 and stats["errors"] == 0, stats["first_errors"]
     assert stats["server_errors"] == 0 and stats["attack_server_errors"] == 0, stats["attack"]
     attack = stats["attack"]
@@ -147,5 +159,6 @@ def test_short_mixed_load_no_server_errors_bounded_memory(server, ckpt):
     assert peak is not None and peak < 1024, f"server peak RSS {peak:.0f} MB"
     assert "Traceback" not in log_path.read_text()
     # and the server still answers like the library afterwards
-    assert_matches_library(httpx.post(base + "/predict?preview=1", files={"file": ("d.png", png_bytes(drawing()),
-                                                                                    "image/png")}), ckpt)
+    assert_matches_library(
+        httpx.post(base + "/predict?preview=1", files={"file": ("d.png", png_bytes(drawing()), "image/png")}), ckpt
+    )

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic import run_cli
 
 from mnistkit.cli import show as show_cmd
 from mnistkit.errors import ConfigError
-from synthetic import run_cli  # noqa: E402
 
 Image = pytest.importorskip("PIL.Image")
 pytest.importorskip("matplotlib")
@@ -32,9 +32,10 @@ def real_mnist_root() -> Path | None:
 
 def read_idx(path: Path) -> np.ndarray:
     """Minimal IDX reader (big-endian dims after a 4-byte magic), so these tests need no data module."""
-    raw = gzip.open(path).read()
+    with gzip.open(path) as f:
+        raw = f.read()
     ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -43,7 +44,7 @@ def synthetic_split(n: int = 200):
     labels = torch.arange(n) % 10
     images = torch.zeros(n, 28, 28, dtype=torch.uint8)
     for i, k in enumerate(labels.tolist()):
-        images[i, 4:24, 2 * k + 2: 2 * k + 6] = 255
+        images[i, 4:24, 2 * k + 2 : 2 * k + 6] = 255
     return images, labels
 
 
@@ -89,8 +90,9 @@ def test_show_with_real_data_module(tmp_path, capsys):
         pytest.skip("real MNIST not found: set MNISTKIT_DATA to a folder holding MNIST/raw/*.gz")
     pytest.importorskip("mnistkit.data", reason="mnistkit.data is not written yet")
     out = tmp_path / "grid.png"
-    code, _, err = run_cli(["show", "--split", "test", "--n", "9", "--classes", "3,8",
-                            "--data-dir", str(root), "--out", str(out)], capsys)
+    code, _, err = run_cli(
+        ["show", "--split", "test", "--n", "9", "--classes", "3,8", "--data-dir", str(root), "--out", str(out)], capsys
+    )
     assert code == 0, err
     assert_grid_png(out)
 
@@ -106,12 +108,15 @@ def test_open_without_display_says_so_and_still_saves(fake_loader, tmp_path, cap
     assert out.is_file()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--n", "0"], "--n must be between 1 and 400, got 0"),
-    (["--n", "401"], "--n must be between 1 and 400, got 401"),
-    (["--split", "val"], "--split must be one of train, test, got 'val'"),
-    (["--classes", "3,12"], "--classes: unknown class '12'; use indices 0..9 or names: 0, 1, 2"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n", "0"], "--n must be between 1 and 400, got 0"),
+        (["--n", "401"], "--n must be between 1 and 400, got 401"),
+        (["--split", "val"], "--split must be one of train, test, got 'val'"),
+        (["--classes", "3,12"], "--classes: unknown class '12'; use indices 0..9 or names: 0, 1, 2"),
+    ],
+)
 def test_bad_options_are_one_line_errors(fake_loader, tmp_path, capsys, args, message):
     code, _, err = run_cli(["show", "--out", str(tmp_path / "x.png"), *args], capsys)
     assert code == 2
@@ -128,8 +133,7 @@ def test_missing_matplotlib_is_one_line_hint(fake_loader, tmp_path, capsys, monk
 
 
 def test_parse_classes_accepts_names_and_indices():
-    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     assert show_cmd.parse_classes("shirt, Ankle boot,0", names) == [0, 6, 9]
     assert show_cmd.parse_classes(None, names) is None
     with pytest.raises(ConfigError, match="unknown class 'sock'"):

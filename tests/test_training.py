@@ -28,8 +28,16 @@ def test_run_directory_holds_config_metrics_log_checkpoint(synthetic_dataset, tm
     assert FINAL_LINE.match(out[-1]) and "200 test images" in out[-1]
     assert r.test_accuracy >= 90
     run = tmp_path / "run"
-    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "metrics.csv", "log.txt",
-                                                "eval.json", "summary.json", "model.safetensors", "last.safetensors"}
+    assert {p.name for p in run.iterdir()} >= {
+        "config.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "log.txt",
+        "eval.json",
+        "summary.json",
+        "model.safetensors",
+        "last.safetensors",
+    }
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2]
     assert set(rows[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
@@ -49,8 +57,15 @@ def test_default_step_count_matches_tutorial_arithmetic(synthetic_dataset, tmp_p
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(synthetic_dataset, tmp_path, monkeypatch):
-    kw = dict(model="mlp", model_options={"hidden": [32], "dropout": 0.2}, epochs=3, batch_size=50,
-              schedule="onecycle", deterministic=True, seed=7)
+    kw = dict(
+        model="mlp",
+        model_options={"hidden": [32], "dropout": 0.2},
+        epochs=3,
+        batch_size=50,
+        schedule="onecycle",
+        deterministic=True,
+        seed=7,
+    )
     full = _fit(synthetic_dataset, tmp_path / "full", **kw)
 
     real_epoch = loop.train_one_epoch
@@ -102,22 +117,33 @@ def test_two_class_subset_with_mlp(synthetic_dataset, tmp_path):
     assert r.test_accuracy > 90
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(model="binary-logreg"), "binary: choose the task with --positive N"),
-    (dict(model="seed-mlp", classes=(1, 2, 3)), "always has 10 outputs"),
-    (dict(model="logreg", positive=12), "--positive 12 is not a class index of this dataset"),
-    (dict(early_stopping=2), "early_stopping needs a validation split"),
-    (dict(lr=-1.0), r"lr must be a number in \(0, 100\)"),
-    (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'; choose one of: adam, adamw, sgd, adagrad"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(model="binary-logreg"), "binary: choose the task with --positive N"),
+        (dict(model="seed-mlp", classes=(1, 2, 3)), "always has 10 outputs"),
+        (dict(model="logreg", positive=12), "--positive 12 is not a class index of this dataset"),
+        (dict(early_stopping=2), "early_stopping needs a validation split"),
+        (dict(lr=-1.0), r"lr must be a number in \(0, 100\)"),
+        (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'; choose one of: adam, adamw, sgd, adagrad"),
+    ],
+)
 def test_bad_training_options(synthetic_dataset, tmp_path, kw, message):
     with pytest.raises(ConfigError, match=message):
         _fit(synthetic_dataset, tmp_path / "x", epochs=1, **kw)
 
 
 def test_validation_split_and_early_stopping_keep_best_weights(synthetic_dataset, tmp_path):
-    r = _fit(synthetic_dataset, tmp_path / "v", model="mlp", epochs=40, val_size=0.2, early_stopping=2,
-             lr=0.05, batch_size=32)
+    r = _fit(
+        synthetic_dataset,
+        tmp_path / "v",
+        model="mlp",
+        epochs=40,
+        val_size=0.2,
+        early_stopping=2,
+        lr=0.05,
+        batch_size=32,
+    )
     rows = r.metrics
     assert all(row["val_accuracy"] is not None for row in rows)
     assert len(rows) < 40  # stopped early
@@ -129,8 +155,18 @@ def test_validation_split_and_early_stopping_keep_best_weights(synthetic_dataset
 
 @pytest.mark.parametrize("optimizer, schedule", [("sgd", "cosine"), ("adamw", "onecycle"), ("adagrad", "none")])
 def test_every_optimizer_and_schedule_learns(synthetic_dataset, tmp_path, optimizer, schedule):
-    r = _fit(synthetic_dataset, tmp_path / "o", model="logreg", epochs=3, optimizer=optimizer, schedule=schedule,
-             lr=0.05 if optimizer != "adamw" else 0.01, batch_size=32, weight_decay=1e-4, label_smoothing=0.1)
+    r = _fit(
+        synthetic_dataset,
+        tmp_path / "o",
+        model="logreg",
+        epochs=3,
+        optimizer=optimizer,
+        schedule=schedule,
+        lr=0.05 if optimizer != "adamw" else 0.01,
+        batch_size=32,
+        weight_decay=1e-4,
+        label_smoothing=0.1,
+    )
     assert r.test_accuracy > 85
 
 
@@ -140,6 +176,14 @@ def test_dry_run_trains_two_steps_per_epoch(synthetic_dataset, tmp_path):
 
 
 def test_augmented_cnn_trains(synthetic_dataset, tmp_path):
-    r = _fit(synthetic_dataset, tmp_path / "c", model="cnn", model_options={"widths": [4, 8]}, epochs=2,
-             augment=True, batch_size=64, lr=3e-3)
+    r = _fit(
+        synthetic_dataset,
+        tmp_path / "c",
+        model="cnn",
+        model_options={"widths": [4, 8]},
+        epochs=2,
+        augment=True,
+        batch_size=64,
+        lr=3e-3,
+    )
     assert r.test_accuracy > 50

@@ -14,8 +14,9 @@ from mnistkit.errors import ConfigError
 
 optuna = pytest.importorskip("optuna", reason="mnistkit tune needs optuna: pip install 'mnistkit[tune]'")
 
-from mnistkit.tuning.space import default_space, parse_space, read_space_file  # noqa: E402
 from synthetic import run_cli  # noqa: E402
+
+from mnistkit.tuning.space import default_space, parse_space, read_space_file  # noqa: E402
 
 #: A tiny space: trials of a second or two on the synthetic data.
 TINY_SPACE = """
@@ -34,11 +35,30 @@ def tiny_space(tmp_path) -> Path:
 
 
 def tune_args(dataset, out, space, trials=3):
-    return ["tune", "--dataset", dataset, "--model", "mlp", "--val-size", 200, "--space", space,
-            "--trials", trials, "--out", out, "--deterministic", "--sampler-seed", 1, "--pruner", "none"]
+    return [
+        "tune",
+        "--dataset",
+        dataset,
+        "--model",
+        "mlp",
+        "--val-size",
+        200,
+        "--space",
+        space,
+        "--trials",
+        trials,
+        "--out",
+        out,
+        "--deterministic",
+        "--sampler-seed",
+        1,
+        "--pruner",
+        "none",
+    ]
 
 
 # ----------------------------------------------------------------------------- spaces
+
 
 @pytest.mark.parametrize("model", ["logreg", "binary-logreg", "seed-mlp", "mlp", "cnn"])
 def test_every_model_has_a_valid_default_space(model):
@@ -50,30 +70,37 @@ def test_every_model_has_a_valid_default_space(model):
         assert params["widths"].kind == "layers" and "dropout" in params
 
 
-@pytest.mark.parametrize("space, pattern", [
-    ({"learning_rate": {"low": 1, "high": 2}},
-     r"unknown option 'learning_rate' for model 'mlp'; tunable options are: epochs, batch_size, lr"),
-    ({"seed": 3}, r"unknown option 'seed'"),
-    ({"dropout": {"low": 0.5, "high": 0.1}}, r"dropout: empty range: low 0.5 is above high 0.1"),
-    ({"lr": {"low": "1e-3", "high": 0.1}}, r"lr: low must be a number, got '1e-3'"),
-    ({"lr": {"low": 0, "high": 0.1, "log": True}}, r"lr: a log range needs low > 0"),
-    ({"optimizer": {"choices": []}}, r"optimizer: choices must be a non-empty list"),
-    ({"optimizer": {"choices": ["adam", "rmsprop"]}}, r"optimizer: unknown optimizer 'rmsprop'; choose one of"),
-    ({"epochs": {"low": 1.5, "high": 3}}, r"epochs: must be whole numbers, got 1.5"),
-    ({"activation": {"choices": ["relu", 3]}}, r"activation: wrong type int \(3\); expected str"),
-    ({"hidden": {"layers": [0, 2], "width": [8, 16]}}, r"hidden.layers: must be >= 1, got 0"),
-    ({"hidden": {"layers": [1, 2]}}, r"hidden: expected \{ layers = \[min, max\], width = \[min, max\] \}"),
-    ({"lr": {"low": 1e-3, "high": 1e-2, "scale": "log"}}, r"lr: expected \{ low, high\[, log\]\[, step\] \}"),
-])
+@pytest.mark.parametrize(
+    "space, pattern",
+    [
+        (
+            {"learning_rate": {"low": 1, "high": 2}},
+            r"unknown option 'learning_rate' for model 'mlp'; tunable options are: epochs, batch_size, lr",
+        ),
+        ({"seed": 3}, r"unknown option 'seed'"),
+        ({"dropout": {"low": 0.5, "high": 0.1}}, r"dropout: empty range: low 0.5 is above high 0.1"),
+        ({"lr": {"low": "1e-3", "high": 0.1}}, r"lr: low must be a number, got '1e-3'"),
+        ({"lr": {"low": 0, "high": 0.1, "log": True}}, r"lr: a log range needs low > 0"),
+        ({"optimizer": {"choices": []}}, r"optimizer: choices must be a non-empty list"),
+        ({"optimizer": {"choices": ["adam", "rmsprop"]}}, r"optimizer: unknown optimizer 'rmsprop'; choose one of"),
+        ({"epochs": {"low": 1.5, "high": 3}}, r"epochs: must be whole numbers, got 1.5"),
+        ({"activation": {"choices": ["relu", 3]}}, r"activation: wrong type int \(3\); expected str"),
+        ({"hidden": {"layers": [0, 2], "width": [8, 16]}}, r"hidden.layers: must be >= 1, got 0"),
+        ({"hidden": {"layers": [1, 2]}}, r"hidden: expected \{ layers = \[min, max\], width = \[min, max\] \}"),
+        ({"lr": {"low": 1e-3, "high": 1e-2, "scale": "log"}}, r"lr: expected \{ low, high\[, log\]\[, step\] \}"),
+    ],
+)
 def test_bad_spaces_are_named_on_one_line(space, pattern):
     with pytest.raises(ConfigError, match=pattern):
         parse_space(space, "mlp")
 
 
 def test_space_files_in_toml_yaml_and_json_mean_the_same(tmp_path):
-    spaces = {"s.toml": 'lr = { low = 0.001, high = 0.01, log = true }\noptimizer = { choices = ["adam", "sgd"] }\n',
-              "s.yaml": "lr: {low: 0.001, high: 0.01, log: true}\noptimizer: {choices: [adam, sgd]}\n",
-              "s.json": '{"lr": {"low": 0.001, "high": 0.01, "log": true}, "optimizer": {"choices": ["adam", "sgd"]}}'}
+    spaces = {
+        "s.toml": 'lr = { low = 0.001, high = 0.01, log = true }\noptimizer = { choices = ["adam", "sgd"] }\n',
+        "s.yaml": "lr: {low: 0.001, high: 0.01, log: true}\noptimizer: {choices: [adam, sgd]}\n",
+        "s.json": '{"lr": {"low": 0.001, "high": 0.01, "log": true}, "optimizer": {"choices": ["adam", "sgd"]}}',
+    }
     parsed = []
     for name, text in spaces.items():
         (tmp_path / name).write_text(text)
@@ -103,22 +130,34 @@ def test_storage_errors_are_one_line(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- a study end to end
 
+
 def _weights(path: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(path))
 
 
-def test_tune_writes_everything_and_best_json_reproduces_the_best_trial(synthetic_dataset, tmp_path, tiny_space,
-                                                                         capsys):
+def test_tune_writes_everything_and_best_json_reproduces_the_best_trial(
+    synthetic_dataset, tmp_path, tiny_space, capsys
+):
     out = tmp_path / "study"
     code, stdout, err = run_cli(tune_args(synthetic_dataset, out, tiny_space) + ["--json"], capsys)
     assert code == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["counts"] == {"COMPLETE": 3}
-    for name in ("study.journal", "trials.csv", "best.json", "report.html", "summary.json",
-                 "best-run/model.safetensors", "best-run/report.html", "plots/history.png", "plots/slice.png",
-                 "plots/parallel.png", "plots/importances.png"):
+    for name in (
+        "study.journal",
+        "trials.csv",
+        "best.json",
+        "report.html",
+        "summary.json",
+        "best-run/model.safetensors",
+        "best-run/report.html",
+        "plots/history.png",
+        "plots/slice.png",
+        "plots/parallel.png",
+        "plots/importances.png",
+    ):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["COMPLETE"] * 3
@@ -143,8 +182,9 @@ def test_tune_writes_everything_and_best_json_reproduces_the_best_trial(syntheti
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     # rerunning resumes: asking for 4 trials runs one more, the first three are kept as they were
-    code, stdout, err = run_cli(tune_args(synthetic_dataset, out, tiny_space, trials=4) + ["--json", "--no-plots"],
-                                capsys)
+    code, stdout, err = run_cli(
+        tune_args(synthetic_dataset, out, tiny_space, trials=4) + ["--json", "--no-plots"], capsys
+    )
     assert code == 0, err
     again = json.loads(stdout.strip().splitlines()[-1])
     assert again["counts"] == {"COMPLETE": 4}
@@ -167,8 +207,7 @@ def test_train_config_file_errors(tmp_path, capsys):
     assert code == 2 and "missing.json: no such training config" in err
 
 
-def test_ctrl_c_saves_what_is_done_and_a_rerun_resumes(synthetic_dataset, tmp_path, tiny_space, capsys,
-                                                         monkeypatch):
+def test_ctrl_c_saves_what_is_done_and_a_rerun_resumes(synthetic_dataset, tmp_path, tiny_space, capsys, monkeypatch):
     from mnistkit.tuning import study as study_module
 
     real = study_module.PruningHook.on_epoch_end
@@ -187,8 +226,9 @@ def test_ctrl_c_saves_what_is_done_and_a_rerun_resumes(synthetic_dataset, tmp_pa
     assert [r["state"] for r in rows] == ["COMPLETE", "FAIL"]
     assert json.loads((out / "best.json").read_text())["model"] == "mlp"
     monkeypatch.setattr(study_module.PruningHook, "on_epoch_end", real)
-    code, stdout, err = run_cli(tune_args(synthetic_dataset, out, tiny_space, trials=2) + ["--json", "--no-plots"],
-                                capsys)
+    code, stdout, err = run_cli(
+        tune_args(synthetic_dataset, out, tiny_space, trials=2) + ["--json", "--no-plots"], capsys
+    )
     assert code == 0, err
     assert json.loads(stdout.strip().splitlines()[-1])["counts"] == {"COMPLETE": 2, "FAIL": 1}
 
@@ -198,8 +238,11 @@ def test_pruned_trials_stop_early_and_keep_no_state(synthetic_dataset, tmp_path)
     from mnistkit.config import resolve_config
     from mnistkit.tuning.study import StudySettings, Worker, make_objective
 
-    settings = StudySettings(resolve_config(dataset=str(synthetic_dataset), model="mlp", val_size=200, epochs=3),
-                             parse_space({"hidden": [16]}, "mlp"), trials=2)
+    settings = StudySettings(
+        resolve_config(dataset=str(synthetic_dataset), model="mlp", val_size=200, epochs=3),
+        parse_space({"hidden": [16]}, "mlp"),
+        trials=2,
+    )
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=101.0))
     study.optimize(make_objective(settings, Worker(tmp_path)), n_trials=2)
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
@@ -211,8 +254,9 @@ def test_pruned_trials_stop_early_and_keep_no_state(synthetic_dataset, tmp_path)
 
 def test_local_workers_share_one_journal(synthetic_dataset, tmp_path, tiny_space, capsys):
     out = tmp_path / "study"
-    code, stdout, err = run_cli(tune_args(synthetic_dataset, out, tiny_space, trials=4)
-                                + ["--workers", 2, "--json", "--no-plots"], capsys)
+    code, stdout, err = run_cli(
+        tune_args(synthetic_dataset, out, tiny_space, trials=4) + ["--workers", 2, "--json", "--no-plots"], capsys
+    )
     assert code == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["counts"] == {"COMPLETE": 4}
@@ -242,9 +286,15 @@ def test_progress_counts_trials_and_shows_the_best():
 
     study = optuna.create_study(direction="maximize")
     for value, state in ((97.0, "COMPLETE"), (98.5, "COMPLETE"), (None, "PRUNED"), (None, "FAIL")):
-        study.add_trial(optuna.trial.create_trial(
-            state=optuna.trial.TrialState[state], value=value, params={}, distributions={},
-            intermediate_values={1: 90.0} if state == "PRUNED" else None))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState[state],
+                value=value,
+                params={},
+                distributions={},
+                intermediate_values={1: 90.0} if state == "PRUNED" else None,
+            )
+        )
     progress = TuneProgress(study, target=6, timeout=None, workers=2, live=False, echo=False)
     snap = progress.snapshot()
     assert snap["counts"] == {"COMPLETE": 2, "PRUNED": 1, "FAIL": 1}

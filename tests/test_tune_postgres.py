@@ -27,7 +27,7 @@ optuna = pytest.importorskip("optuna", reason="mnistkit tune needs optuna: pip i
 pytest.importorskip("psycopg", reason="PostgreSQL storage needs psycopg: pip install 'mnistkit[tune]'")
 
 REPO = Path(__file__).resolve().parents[1]
-SPACE = 'lr = { low = 1e-3, high = 1e-2, log = true }\nhidden = { layers = [1, 2], width = [8, 32] }\nepochs = 12\n'
+SPACE = "lr = { low = 1e-3, high = 1e-2, log = true }\nhidden = { layers = [1, 2], width = [8, 32] }\nepochs = 12\n"
 
 
 def _pg_bin() -> Path | None:
@@ -69,26 +69,45 @@ def postgres_url():
     if user is not None:
         info = pwd.getpwnam(user)
         os.chown(tmp, info.pw_uid, info.pw_gid)
-    subprocess.run(_as_user(user) + [str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                                     "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+    subprocess.run(
+        _as_user(user)
+        + [str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
     port = _free_port()
-    server = subprocess.Popen(_as_user(user) + [str(pg / "postgres"), "-D", str(data), "-p", str(port),
-                                                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={tmp}",
-                                                "-c", "fsync=off"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        _as_user(user)
+        + [
+            str(pg / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={tmp}",
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         import psycopg
 
         deadline = time.monotonic() + 30
         while True:
             try:
-                with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
-                                     autocommit=True) as conn:
+                with psycopg.connect(
+                    f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True
+                ) as conn:
                     conn.execute("CREATE DATABASE optuna")
                 break
             except psycopg.OperationalError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"PostgreSQL did not start: {server.stderr.read().decode()[-500:]}")
+                    raise RuntimeError(f"PostgreSQL did not start: {server.stderr.read().decode()[-500:]}") from None
                 time.sleep(0.2)
         yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
     finally:
@@ -101,10 +120,17 @@ def postgres_url():
 
 
 def _worker(args: list, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "mnistkit", "tune", *map(str, args)], env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnistkit", "tune", *map(str, args)],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _wait_for(condition, timeout: float, what: str):
@@ -121,8 +147,27 @@ def test_two_workers_one_killed_mid_trial(postgres_url, synthetic_dataset, tmp_p
     space = tmp_path / "space.toml"
     space.write_text(SPACE)
     common = ["--storage", postgres_url, "--study", "pg", "--heartbeat", 1, "--no-plots"]
-    a = _worker(["--dataset", synthetic_dataset, "--model", "mlp", "--val-size", 200, "--space", space,
-                 "--trials", 6, "--pruner", "none", "--out", tmp_path / "a", "--quiet", *common], tmp_path / "a.log")
+    a = _worker(
+        [
+            "--dataset",
+            synthetic_dataset,
+            "--model",
+            "mlp",
+            "--val-size",
+            200,
+            "--space",
+            space,
+            "--trials",
+            6,
+            "--pruner",
+            "none",
+            "--out",
+            tmp_path / "a",
+            "--quiet",
+            *common,
+        ],
+        tmp_path / "a.log",
+    )
     storage = optuna.storages.RDBStorage(postgres_url)
 
     def study():
@@ -135,10 +180,15 @@ def test_two_workers_one_killed_mid_trial(postgres_url, synthetic_dataset, tmp_p
     # the second worker joins with only the storage and the study: the settings come from the database
     b = _worker(["--out", tmp_path / "b", "--json", *common], tmp_path / "b.log")
     try:
-        victim = _wait_for(lambda: [t for t in study().get_trials(states=(optuna.trial.TrialState.RUNNING,))
-                                    if t.user_attrs.get("worker", "").endswith(f":{a.pid}")
-                                    and t.intermediate_values], 60,  # training, past its first epoch
-                           "a running trial of worker A")[0]
+        victim = _wait_for(
+            lambda: [
+                t
+                for t in study().get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                if t.user_attrs.get("worker", "").endswith(f":{a.pid}") and t.intermediate_values
+            ],
+            60,  # training, past its first epoch
+            "a running trial of worker A",
+        )[0]
         a.send_signal(signal.SIGKILL)
         a.wait(timeout=10)
         assert b.wait(timeout=120) == 0, (tmp_path / "b.log").read_text()

@@ -22,8 +22,16 @@ def resolve_checkpoint_path(path: str | Path | None) -> Path:
     return p
 
 
-def evaluate_checkpoint(checkpoint, split: str = "test", dataset: str | None = None, data_dir=None,
-                        download: bool = True, batch_size: int = 1024, device: str = "auto", bf16: bool = False):
+def evaluate_checkpoint(
+    checkpoint,
+    split: str = "test",
+    dataset: str | None = None,
+    data_dir=None,
+    download: bool = True,
+    batch_size: int = 1024,
+    device: str = "auto",
+    bf16: bool = False,
+):
     """Load a checkpoint, rebuild the split it was trained for, and score it."""
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.config import TrainConfig, resolve_device
@@ -34,14 +42,22 @@ def evaluate_checkpoint(checkpoint, split: str = "test", dataset: str | None = N
     ck = load_checkpoint(resolve_checkpoint_path(checkpoint), device=dev)
     saved = dict(ck.meta.get("config") or {})
     cfg = TrainConfig.from_dict(saved) if saved else TrainConfig(dataset=ck.meta.get("dataset", "mnist"))
-    cfg = cfg.replace(dataset=dataset or cfg.dataset, data_dir=data_dir or cfg.data_dir, download=download,
-                      dry_run=False, early_stopping=0)
+    cfg = cfg.replace(
+        dataset=dataset or cfg.dataset,
+        data_dir=data_dir or cfg.data_dir,
+        download=download,
+        dry_run=False,
+        early_stopping=0,
+    )
     if split == "val" and not cfg.val_size:
         raise ConfigError("--split val: this model was trained without a validation split (--val-size 0)")
     data = prepare_data(cfg, ck.task)
     if len(data.class_names) != len(ck.class_names):
-        raise ConfigError(f"dataset {cfg.dataset!r} has {len(data.class_names)} classes but the checkpoint "
-                          f"predicts {len(ck.class_names)}")
-    x, y = {"test": (data.test_x, data.test_y), "val": (data.val_x, data.val_y),
-            "train": (data.train_x, data.train_y)}[split]
+        raise ConfigError(
+            f"dataset {cfg.dataset!r} has {len(data.class_names)} classes but the checkpoint "
+            f"predicts {len(ck.class_names)}"
+        )
+    x, y = {"test": (data.test_x, data.test_y), "val": (data.val_x, data.val_y), "train": (data.train_x, data.train_y)}[
+        split
+    ]
     return evaluate(ck.model, x, y, ck.norm, ck.class_names, ck.task, split, batch_size, dev, bf16)

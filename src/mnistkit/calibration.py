@@ -23,8 +23,7 @@ ECE_BINS = 15
 TEMPERATURE_RANGE = (0.05, 20.0)
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, task: str = "multiclass",
-                    max_iter: int = 50) -> float:
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, task: str = "multiclass", max_iter: int = 50) -> float:
     """The ``T > 0`` minimising the mean negative log-likelihood of ``logits / T`` on ``labels``.
 
     The search runs over ``log T`` (so ``T`` stays positive and the problem is smooth) with
@@ -60,7 +59,6 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     conf, pred = probs.float().max(1)
     correct = (pred == labels.long()).float()
     idx = (conf * bins).ceil().long().clamp(1, bins) - 1
-    count = torch.bincount(idx, minlength=bins).float()
     conf_sum = torch.bincount(idx, weights=conf, minlength=bins)
     correct_sum = torch.bincount(idx, weights=correct, minlength=bins)
     return 100.0 * float((conf_sum - correct_sum).abs().sum() / len(labels))
@@ -75,12 +73,16 @@ class Calibration:
     bins: int = ECE_BINS
 
     def to_dict(self) -> dict:
-        return {"temperature": self.temperature, "ece_bins": self.bins,
-                "ece": {s: {k: round(v, 3) for k, v in d.items()} for s, d in self.ece.items()}}
+        return {
+            "temperature": self.temperature,
+            "ece_bins": self.bins,
+            "ece": {s: {k: round(v, 3) for k, v in d.items()} for s, d in self.ece.items()},
+        }
 
 
-def calibrate(task: str, val: tuple[torch.Tensor, torch.Tensor] | None,
-              others: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Calibration:
+def calibrate(
+    task: str, val: tuple[torch.Tensor, torch.Tensor] | None, others: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> Calibration:
     """Fit a temperature on the validation ``(logits, labels)`` and report ECE before and after it
     on that split and on each of ``others`` (e.g. ``{"test": (logits, labels)}``).
 

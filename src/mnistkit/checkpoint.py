@@ -26,8 +26,16 @@ import torch
 from mnistkit.errors import CheckpointError, MnistkitError
 from mnistkit.fileio import atomic_write_bytes, read_bytes
 
-__all__ = ["Checkpoint", "FORMAT", "META_FIELDS", "atomic_write_bytes", "load_checkpoint", "load_tensors",
-           "save_checkpoint", "save_tensors"]
+__all__ = [
+    "FORMAT",
+    "META_FIELDS",
+    "Checkpoint",
+    "atomic_write_bytes",
+    "load_checkpoint",
+    "load_tensors",
+    "save_checkpoint",
+    "save_tensors",
+]
 
 FORMAT = "mnistkit-checkpoint/1"
 _MAX_HEADER = 100 * 1024 * 1024  # bytes; a larger header is not a checkpoint of ours
@@ -127,7 +135,9 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"checkpoint {path} has unreadable metadata") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} has unsupported checkpoint format {meta.get('format') if isinstance(meta, dict) else None!r}; expected {FORMAT}")
+        raise CheckpointError(
+            f"{path} has unsupported checkpoint format {meta.get('format') if isinstance(meta, dict) else None!r}; expected {FORMAT}"
+        )
     return tensors, meta
 
 
@@ -138,11 +148,17 @@ def _read_header(path: Path, data: bytes) -> dict:
     (n,) = struct.unpack("<Q", data[:8])
     if n == 0 or n > min(_MAX_HEADER, len(data) - 8):
         pickled = data[:1] == b"\x80" or data[:2] == b"PK" or path.suffix in (".pt", ".pth", ".pkl", ".ckpt")
-        hint = (" (it looks like a pickle/torch.save file, which mnistkit never loads: unpickling can run "
-                "arbitrary code; use a model.safetensors written by mnistkit train)") if pickled else ""
+        hint = (
+            (
+                " (it looks like a pickle/torch.save file, which mnistkit never loads: unpickling can run "
+                "arbitrary code; use a model.safetensors written by mnistkit train)"
+            )
+            if pickled
+            else ""
+        )
         raise CheckpointError(f"{path} is not a safetensors checkpoint{hint}")
     try:
-        header = json.loads(data[8:8 + n])
+        header = json.loads(data[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # deep nesting: not ours either
         raise CheckpointError(f"{path} is not a valid safetensors checkpoint (corrupt header)") from None
     if not isinstance(header, dict):
@@ -152,13 +168,21 @@ def _read_header(path: Path, data: bytes) -> dict:
 
 def _check_length(path: Path, data: bytes, header: dict) -> None:
     """Name truncation plainly: the header says where the last tensor ends; the file must reach it."""
-    ends = [e["data_offsets"][1] for k, e in header.items()
-            if k != "__metadata__" and isinstance(e, dict) and isinstance(e.get("data_offsets"), list)
-            and len(e["data_offsets"]) == 2 and isinstance(e["data_offsets"][1], int)]
+    ends = [
+        e["data_offsets"][1]
+        for k, e in header.items()
+        if k != "__metadata__"
+        and isinstance(e, dict)
+        and isinstance(e.get("data_offsets"), list)
+        and len(e["data_offsets"]) == 2
+        and isinstance(e["data_offsets"][1], int)
+    ]
     n = struct.unpack("<Q", data[:8])[0]
     needed = 8 + n + max(ends, default=0)
     if len(data) < needed:
-        raise CheckpointError(f"checkpoint {path} is corrupt (truncated): {len(data)} bytes, its header describes {needed}")
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt (truncated): {len(data)} bytes, its header describes {needed}"
+        )
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:
@@ -208,8 +232,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     except MnistkitError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be rebuilt: {exc}") from None
     except Exception as exc:  # the options come from an untrusted file; the builder may reject them any way
-        raise CheckpointError(f"checkpoint {path} cannot be rebuilt: model {meta['model']!r} with options "
-                              f"{options}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+        raise CheckpointError(
+            f"checkpoint {path} cannot be rebuilt: model {meta['model']!r} with options "
+            f"{options}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        ) from None
     _check_fits(skeleton, tensors, path)
     _check_consistency(meta, skeleton, path)
     check_finite(tensors, path)
@@ -243,11 +269,20 @@ META_FIELDS: tuple[MetaField, ...] = (
     MetaField("model", True, lambda v: isinstance(v, str) and bool(v), "a model name"),
     MetaField("model_options", False, lambda v: isinstance(v, dict), "an object of model options"),
     MetaField("task", True, lambda v: v in ("multiclass", "binary"), '"multiclass" or "binary"'),
-    MetaField("class_names", True, lambda v: isinstance(v, list) and 2 <= len(v) <= _max_classes()
-              and all(isinstance(c, str) for c in v), "a list of 2 to 1000 strings"),
-    MetaField("norm", True, lambda v: isinstance(v, dict) and _finite_number(v.get("mean"))
-              and _finite_number(v.get("std")) and v["std"] > 0,
-              "{mean, std}: finite numbers, std > 0"),
+    MetaField(
+        "class_names",
+        True,
+        lambda v: isinstance(v, list) and 2 <= len(v) <= _max_classes() and all(isinstance(c, str) for c in v),
+        "a list of 2 to 1000 strings",
+    ),
+    MetaField(
+        "norm",
+        True,
+        lambda v: (
+            isinstance(v, dict) and _finite_number(v.get("mean")) and _finite_number(v.get("std")) and v["std"] > 0
+        ),
+        "{mean, std}: finite numbers, std > 0",
+    ),
     MetaField("versions", False, _str_dict, "an object of strings"),
     MetaField("config", False, lambda v: isinstance(v, dict), "an object"),
     MetaField("metrics", False, lambda v: isinstance(v, dict), "an object"),
@@ -269,8 +304,9 @@ def _check_meta(meta: dict, path) -> None:
     for field in META_FIELDS:
         if field.name not in meta:
             if field.required:
-                raise CheckpointError(f"checkpoint {path} lacks metadata field {field.name!r}; "
-                                      "it was not written by save_checkpoint")
+                raise CheckpointError(
+                    f"checkpoint {path} lacks metadata field {field.name!r}; it was not written by save_checkpoint"
+                )
             continue
         value = meta[field.name]
         try:
@@ -279,8 +315,9 @@ def _check_meta(meta: dict, path) -> None:
             ok = False
         if not ok:
             shown = json.dumps(value)[:60] if not isinstance(value, str) else repr(value[:60])
-            raise CheckpointError(f"checkpoint {path} has a bad metadata field {field.name!r}: {shown}; "
-                                  f"expected {field.expected}")
+            raise CheckpointError(
+                f"checkpoint {path} has a bad metadata field {field.name!r}: {shown}; expected {field.expected}"
+            )
 
 
 def _check_consistency(meta: dict, skeleton: torch.nn.Module, path) -> None:
@@ -293,9 +330,11 @@ def _check_consistency(meta: dict, skeleton: torch.nn.Module, path) -> None:
     if task == "binary" and outputs != 1:
         raise CheckpointError(f"checkpoint {path} is binary but its model has {outputs} outputs; binary models have 1")
     if outputs is not None and len(meta["class_names"]) != expected:
-        raise CheckpointError(f"checkpoint {path} names {len(meta['class_names'])} classes but its model has "
-                              f"{outputs} output{'s' if outputs != 1 else ''}"
-                              f"{' (2 classes)' if task == 'binary' else ''}; the metadata does not fit the weights")
+        raise CheckpointError(
+            f"checkpoint {path} names {len(meta['class_names'])} classes but its model has "
+            f"{outputs} output{'s' if outputs != 1 else ''}"
+            f"{' (2 classes)' if task == 'binary' else ''}; the metadata does not fit the weights"
+        )
 
 
 def _output_count(skeleton: torch.nn.Module) -> int | None:
@@ -312,8 +351,10 @@ def check_finite(tensors: dict[str, torch.Tensor], path, prefix: str = "") -> No
     """Refuse NaN or infinite weights: they would give NaN probabilities for every input."""
     for name, t in tensors.items():
         if name.startswith(prefix) and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"checkpoint {path} has non-finite values (NaN or infinity) in {name}; "
-                                  "the model diverged or the file was tampered with")
+            raise CheckpointError(
+                f"checkpoint {path} has non-finite values (NaN or infinity) in {name}; "
+                "the model diverged or the file was tampered with"
+            )
 
 
 def _check_fits(model: torch.nn.Module, tensors: dict, path) -> None:

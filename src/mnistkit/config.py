@@ -27,51 +27,59 @@ class TrainConfig:
     """Everything that defines a training run. Units are in the comments."""
 
     # data
-    dataset: str = "mnist"          # registry name or a path (IDX folder, Kaggle CSV, image folder)
-    data_dir: str | None = None     # where to look first for the dataset's files
-    download: bool = True           # download missing files from the registry's mirrors
-    norm: str = "tutorial"          # "tutorial": mean 0.5, std 0.5 -> [-1, 1]; "dataset": the dataset's mean/std
-    val_size: float = 0             # validation split carved from train: count (>= 1) or fraction (< 1); 0 = none
-    positive: int | None = None     # binary task: this class against the rest
+    dataset: str = "mnist"  # registry name or a path (IDX folder, Kaggle CSV, image folder)
+    data_dir: str | None = None  # where to look first for the dataset's files
+    download: bool = True  # download missing files from the registry's mirrors
+    norm: str = "tutorial"  # "tutorial": mean 0.5, std 0.5 -> [-1, 1]; "dataset": the dataset's mean/std
+    val_size: float = 0  # validation split carved from train: count (>= 1) or fraction (< 1); 0 = none
+    positive: int | None = None  # binary task: this class against the rest
     classes: tuple[int, ...] | None = None  # train on these classes only (two classes for a binary task)
-    augment: bool = field(default=False, metadata={"help": "Augment training batches on the device as the "
-                          "--aug-* options say (alone: random +-2 px shifts)."})
+    augment: bool = field(
+        default=False,
+        metadata={
+            "help": "Augment training batches on the device as the --aug-* options say (alone: random +-2 px shifts)."
+        },
+    )
     aug_shift: int = field(default=2, metadata={"help": "Max random shift per axis, in pixels."})
     aug_rotate: float = field(default=0.0, metadata={"help": "Max random rotation, in degrees."})
     aug_scale: float = field(default=0.0, metadata={"help": "Max relative size change: factor in [1-S, 1+S]."})
-    aug_elastic: float = field(default=0.0, metadata={
-        "help": "Elastic distortion strength (Simard's alpha, pixels; 34 moves ink ~1-2 px); 0 = off."})
-    aug_elastic_sigma: float = field(default=4.0, metadata={
-        "help": "Smoothness of the elastic field: Gaussian std in pixels."})
-    aug_thickness: float = field(default=0.0, metadata={
-        "help": "Stroke thickness: max blend toward 3x3 dilation or erosion, 0..1; 0 = off."})
+    aug_elastic: float = field(
+        default=0.0,
+        metadata={"help": "Elastic distortion strength (Simard's alpha, pixels; 34 moves ink ~1-2 px); 0 = off."},
+    )
+    aug_elastic_sigma: float = field(
+        default=4.0, metadata={"help": "Smoothness of the elastic field: Gaussian std in pixels."}
+    )
+    aug_thickness: float = field(
+        default=0.0, metadata={"help": "Stroke thickness: max blend toward 3x3 dilation or erosion, 0..1; 0 = off."}
+    )
     # model
     model: str = "seed-mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
     # optimisation
     epochs: int = 10
-    batch_size: int = 64            # global batch size (split across ranks when distributed)
-    lr: float = 1e-3                # peak learning rate
+    batch_size: int = 64  # global batch size (split across ranks when distributed)
+    lr: float = 1e-3  # peak learning rate
     optimizer: str = "adam"
-    momentum: float = 0.9           # sgd only
-    nesterov: bool = False          # sgd only
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
     weight_decay: float = 0.0
-    schedule: str = "none"          # per-step learning-rate schedule
+    schedule: str = "none"  # per-step learning-rate schedule
     label_smoothing: float = 0.0
-    early_stopping: int = 0         # patience in epochs on validation loss; 0 = off (needs val_size)
+    early_stopping: int = 0  # patience in epochs on validation loss; 0 = off (needs val_size)
     # execution
     seed: int = 0
-    deterministic: bool = False     # deterministic kernels: identical weights run to run on CPU
-    device: str = "auto"            # auto picks cuda, then mps, then cpu
-    amp: bool = True                # bf16 autocast on CUDA and on CPUs with native bf16 matmul; weights stay fp32
-    compile: bool = False           # torch.compile the model
+    deterministic: bool = False  # deterministic kernels: identical weights run to run on CPU
+    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 matmul; weights stay fp32
+    compile: bool = False  # torch.compile the model
     eval_batch_size: int = 1024
-    log_every: int = 100            # steps between tutorial-style log lines; 0 = none
+    log_every: int = 100  # steps between tutorial-style log lines; 0 = none
     # output
-    out: str | None = None          # run directory; default runs/<name>
+    out: str | None = None  # run directory; default runs/<name>
     name: str | None = None
     preset: str | None = None
-    dry_run: bool = False           # a few steps per epoch on a data subset: smoke test
+    dry_run: bool = False  # a few steps per epoch on a data subset: smoke test
 
     def __post_init__(self):
         if self.classes is not None:
@@ -130,7 +138,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         """Rebuild from a saved dict; unknown keys (from newer versions) raise ConfigError."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -141,7 +149,7 @@ class TrainConfig:
                 raise ConfigError(f"config key {f.name!r} is {str(d[f.name])[:40]!r}; expected {f.type}")
         return cls(**d)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -154,28 +162,74 @@ PRESETS: dict[str, dict[str, Any]] = {
     # of 2 seeds). Label smoothing was worth +0.5 point at this budget; batch 256 beat 512/1024 per
     # epoch; 1024 wide was no better per second; SGD-nesterov 0.4 was 0.1 point behind Adam.
     # bench, 2 threads: test 98.21 +- 0.07 % (5 seeds) in 1.34 s of training.
-    "fast": dict(model="mlp", model_options={"hidden": [512], "activation": "relu"}, epochs=2,
-                 batch_size=256, lr=6e-3, schedule="onecycle", label_smoothing=0.1, norm="dataset",
-                 log_every=0),
+    "fast": dict(
+        model="mlp",
+        model_options={"hidden": [512], "activation": "relu"},
+        epochs=2,
+        batch_size=256,
+        lr=6e-3,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        norm="dataset",
+        log_every=0,
+    ),
     # best-mlp: a plain MLP, no augmentation; dropout and label smoothing instead (val 98.57 %, seed 0;
     # dropout 0.35 gave 98.47 %). bench, 2 threads: test 98.74 +- 0.07 % (3 seeds) in 41 s.
-    "best-mlp": dict(model="mlp", model_options={"hidden": [1024, 1024], "activation": "relu", "dropout": 0.2},
-                     epochs=12, batch_size=256, lr=2e-3, optimizer="adamw", weight_decay=0.05,
-                     schedule="onecycle", label_smoothing=0.1, norm="dataset", log_every=0),
+    "best-mlp": dict(
+        model="mlp",
+        model_options={"hidden": [1024, 1024], "activation": "relu", "dropout": 0.2},
+        epochs=12,
+        batch_size=256,
+        lr=2e-3,
+        optimizer="adamw",
+        weight_decay=0.05,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        norm="dataset",
+        log_every=0,
+    ),
     # cnn: the default 3-stage SmallCNN (32-64-128) with +-2 px shifts: val 99.30 % after 4 epochs,
     # 99.41 % after 7, 99.48 % after 8 (seed 0). bench, 2 threads: test 99.54 +- 0.02 % in 118.5 s
     # (pool before ReLU and MaskDropout; before them, 126 s). Widths 16-64-128: 24 % faster, val 99.37 %.
-    "cnn": dict(model="cnn", epochs=8, batch_size=128, lr=4e-3, optimizer="adamw", weight_decay=5e-4,
-                schedule="onecycle", label_smoothing=0.1, augment=True, norm="dataset", log_every=0),
+    "cnn": dict(
+        model="cnn",
+        epochs=8,
+        batch_size=128,
+        lr=4e-3,
+        optimizer="adamw",
+        weight_decay=5e-4,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        augment=True,
+        norm="dataset",
+        log_every=0,
+    ),
     # digits-bundled: the model shipped inside the package (mnistkit.bundled; `make bundled-model`). The cnn
     # recipe with augmentation for real handwriting (slant, size, wobble, pen width) and a 5,000-image
     # validation split that fits the temperature. Strength chosen on that split (seed 0, 8 epochs, never the
     # test set): +-6 deg, +-6 % size, elastic 20, thickness 0.3 gave val 99.26 %; the stronger +-10 deg,
     # +-10 %, elastic 34, thickness 0.5 gave 99.12 %. Test: 99.50 %, temperature 0.43 (ECE 9.5 % -> 0.2 %).
-    "digits-bundled": dict(model="cnn", epochs=8, batch_size=128, lr=4e-3, optimizer="adamw", weight_decay=5e-4,
-                           schedule="onecycle", label_smoothing=0.1, augment=True, aug_shift=2, aug_rotate=6.0,
-                           aug_scale=0.06, aug_elastic=20.0, aug_elastic_sigma=4.0, aug_thickness=0.3,
-                           norm="dataset", val_size=5000, seed=0, log_every=0),
+    "digits-bundled": dict(
+        model="cnn",
+        epochs=8,
+        batch_size=128,
+        lr=4e-3,
+        optimizer="adamw",
+        weight_decay=5e-4,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        augment=True,
+        aug_shift=2,
+        aug_rotate=6.0,
+        aug_scale=0.06,
+        aug_elastic=20.0,
+        aug_elastic_sigma=4.0,
+        aug_thickness=0.3,
+        norm="dataset",
+        val_size=5000,
+        seed=0,
+        log_every=0,
+    ),
 }
 
 
@@ -260,11 +314,14 @@ def _matches_annotation(annotation: str, value: Any) -> bool:
     """Does a JSON value fit a field annotation such as ``"int | None"`` or ``"tuple[int, ...] | None"``?"""
     is_int = isinstance(value, int) and not isinstance(value, bool)
     kinds = {
-        "None": value is None, "str": isinstance(value, str), "bool": isinstance(value, bool), "int": is_int,
+        "None": value is None,
+        "str": isinstance(value, str),
+        "bool": isinstance(value, bool),
+        "int": is_int,
         "float": is_int or isinstance(value, float),
         "dict": isinstance(value, dict) and all(isinstance(k, str) for k in value),
-        "tuple": isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool)
-                                                           for v in value),
+        "tuple": isinstance(value, (list, tuple))
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
     }
     return any(kinds.get(part.strip().split("[")[0], True) for part in annotation.split("|"))
 

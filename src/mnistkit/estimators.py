@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 import concurrent.futures
 import contextlib
+import itertools
 import numbers
 import warnings
 
@@ -51,7 +52,9 @@ LBFGS_HISTORY = 30  # L-BFGS memory (pairs); 30 converges in ~half the iteration
 SPARSE_MAX_DENSITY = 0.35  # CPU: a dense X with fewer nonzeros than this goes through CSR matmuls
 SPARSE_MIN_SIZE = 2_000_000  # ...if it has at least this many entries (small X: CSR set-up is not worth it)
 CENTRE_ROWS = 10_000  # rows averaged for the centring vector mu
-CSR_BLOCKS = 8  # row blocks a dense X is converted to CSR in, two threads (MNIST: 8 -> 0.97 s fit, 4 -> 1.04, 2 -> 1.05)
+CSR_BLOCKS = (
+    8  # row blocks a dense X is converted to CSR in, two threads (MNIST: 8 -> 0.97 s fit, 4 -> 1.04, 2 -> 1.05)
+)
 SMALL_PROBLEM = 1_000_000  # entries of X below which fits run on one CPU thread (thread hand-offs cost more)
 PRECOND_MAX_FEATURES = 4096  # L-BFGS preconditioner (a d x d Cholesky) only up to this many features
 PRECOND_ROWS = 10_000  # rows sampled for its feature covariance (it only shapes the steps, not the optimum)
@@ -70,7 +73,9 @@ def _resolve_device(device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device={device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'") from None
+        raise ValueError(
+            f"device={device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but torch finds no CUDA GPU; use device='cpu' or 'auto'")
     if dev.type == "mps" and not torch.backends.mps.is_available():
@@ -134,8 +139,13 @@ def _csr_tensor(indptr, indices, values, shape, device) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            torch.as_tensor(indptr, dtype=torch.int32), torch.as_tensor(indices, dtype=torch.int32),
-            torch.as_tensor(values), size=shape, device=device, check_invariants=False)
+            torch.as_tensor(indptr, dtype=torch.int32),
+            torch.as_tensor(indices, dtype=torch.int32),
+            torch.as_tensor(values),
+            size=shape,
+            device=device,
+            check_invariants=False,
+        )
 
 
 def _dense_to_csr(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,7 +181,7 @@ def _dense_to_csr_blocks(x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tens
     lose nothing (a sum over blocks for ``x.T @ g``).
     """
     bounds = np.linspace(0, x.shape[0], CSR_BLOCKS + 1).astype(int)
-    blocks = [x[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    blocks = [x[lo:hi] for lo, hi in itertools.pairwise(bounds) if hi > lo]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         return list(pool.map(_dense_to_csr, blocks))
 
@@ -190,7 +200,7 @@ class _SparseLinear(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad, start = None, 0
         for xb, xtb in ctx.blocks:
-            part = xtb @ grad_out[start:start + xb.shape[0]]
+            part = xtb @ grad_out[start : start + xb.shape[0]]
             grad = part if grad is None else grad.add_(part)
             start += xb.shape[0]
         return grad.t(), None
@@ -272,7 +282,7 @@ class _Preconditioner:
     """
 
     def __init__(self, data: _Design, lam: float):
-        self.scale = PRECOND_CURVATURE ** -0.5
+        self.scale = PRECOND_CURVATURE**-0.5
         self.chol = None
         d = data.mu.shape[0]
         if d > PRECOND_MAX_FEATURES:
@@ -306,8 +316,24 @@ def _rows(X, idx, dtype, device) -> torch.Tensor:
     return _tensor(rows, dtype, device)
 
 
-def _minibatch_train(est, model, X, target, task, penalty, dtype, device, optimizer, batch_size, max_iter, tol,
-                     n_iter_no_change, seed, X_val=None, y_val=None):
+def _minibatch_train(
+    est,
+    model,
+    X,
+    target,
+    task,
+    penalty,
+    dtype,
+    device,
+    optimizer,
+    batch_size,
+    max_iter,
+    tol,
+    n_iter_no_change,
+    seed,
+    X_val=None,
+    y_val=None,
+):
     """Epochs of shuffled minibatches; stops when the loss (or validation score) stops improving.
 
     ``penalty(model, n_batch)`` returns the regulariser for one batch. Sets ``est.n_iter_``,
@@ -320,12 +346,12 @@ def _minibatch_train(est, model, X, target, task, penalty, dtype, device, optimi
     best, best_state, stall = np.inf, None, 0
     est.loss_curve_, est.validation_scores_ = [], []
     model.train()  # the only mode switch during training; predictions use coefficients / eval mode
-    for epoch in range(1, max_iter + 1):
+    for epoch in range(1, max_iter + 1):  # noqa: B007 (the count after the loop is n_iter_)
         # one epoch: sum of per-sample losses / n
         total = 0.0
         order = gen.permutation(n)
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             rows = torch.from_numpy(idx).to(device)
             xb = _rows(X, idx, dtype, device) if x_all is None else x_all[rows]
             yb = y_all[rows]
@@ -420,8 +446,19 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     (1, 30)
     """
 
-    def __init__(self, C=1.0, *, max_iter=100, tol=1e-4, solver="lbfgs", batch_size=256, learning_rate=0.01,
-                 n_iter_no_change=5, device="cpu", random_state=None):
+    def __init__(
+        self,
+        C=1.0,
+        *,
+        max_iter=100,
+        tol=1e-4,
+        solver="lbfgs",
+        batch_size=256,
+        learning_rate=0.01,
+        n_iter_no_change=5,
+        device="cpu",
+        random_state=None,
+    ):
         self.C = C
         self.max_iter = max_iter
         self.tol = tol
@@ -456,8 +493,11 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         task = "binary" if binary else "multiclass"
         dtype = torch.float32 if X.dtype == np.float32 else torch.float64
         n, d = X.shape
-        model = (build_model("binary-logreg", in_features=d) if binary
-                 else build_model("logreg", in_features=d, num_classes=len(self.classes_)))
+        model = (
+            build_model("binary-logreg", in_features=d)
+            if binary
+            else build_model("logreg", in_features=d, num_classes=len(self.classes_))
+        )
         model = model.to(device=device, dtype=dtype)
         k = 1 if binary else len(self.classes_)
         with _cpu_threads_for(n * d, device):
@@ -473,7 +513,10 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         if not converged:
             warnings.warn(
                 f"{self.solver} did not converge in max_iter={self.max_iter} iterations (tol={self.tol}); "
-                "increase max_iter or scale the data (e.g. StandardScaler)", ConvergenceWarning, stacklevel=2)
+                "increase max_iter or scale the data (e.g. StandardScaler)",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
     def _fit_lbfgs(self, model, X, codes, task, k, dtype, device):
@@ -493,9 +536,16 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         # converged point by handing L-BFGS a zero gradient there. The loss-change test only ends
         # a line search that no longer moves; at sklearn's 64 * eps it would stop float32 fits early.
         eps = torch.finfo(dtype).eps
-        opt = torch.optim.LBFGS([v, u], lr=1, max_iter=self.max_iter, max_eval=2 * self.max_iter + 20,
-                                tolerance_grad=0.0, tolerance_change=eps * 1e-2,
-                                history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [v, u],
+            lr=1,
+            max_iter=self.max_iter,
+            max_eval=2 * self.max_iter + 20,
+            tolerance_grad=0.0,
+            tolerance_change=eps * 1e-2,
+            history_size=LBFGS_HISTORY,
+            line_search_fn="strong_wolfe",
+        )
         target = y if task == "multiclass" else y.to(dtype)
         last = {}
 
@@ -537,9 +587,21 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             optimizer = torch.optim.SGD(model.parameters(), lr=self.learning_rate, momentum=0.9)
         target = codes if task == "multiclass" else codes.astype(np.float64)
         converged = _minibatch_train(
-            self, model, X, target, task, lambda m, nb: 0.5 * lam * (m.linear.weight ** 2).sum(), dtype, device,
-            optimizer, min(self.batch_size, n), self.max_iter, self.tol, self.n_iter_no_change,
-            _seed_from(self.random_state))
+            self,
+            model,
+            X,
+            target,
+            task,
+            lambda m, nb: 0.5 * lam * (m.linear.weight**2).sum(),
+            dtype,
+            device,
+            optimizer,
+            min(self.batch_size, n),
+            self.max_iter,
+            self.tol,
+            self.n_iter_no_change,
+            _seed_from(self.random_state),
+        )
         del self.loss_curve_, self.validation_scores_, self.loss_
         n_iter, self.n_iter_ = self.n_iter_, None
         return weight, bias, n_iter, converged
@@ -574,8 +636,11 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         """The fitted model as the registry's torch module (``"logreg"`` or ``"binary-logreg"``), in eval mode."""
         check_is_fitted(self)
         k, d = self.coef_.shape
-        model = (build_model("binary-logreg", in_features=d) if len(self.classes_) == 2
-                 else build_model("logreg", in_features=d, num_classes=k))
+        model = (
+            build_model("binary-logreg", in_features=d)
+            if len(self.classes_) == 2
+            else build_model("logreg", in_features=d, num_classes=k)
+        )
         with torch.no_grad():
             model.linear.weight.copy_(torch.as_tensor(self.coef_))
             model.linear.bias.copy_(torch.as_tensor(self.intercept_))
@@ -635,9 +700,23 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     [(64, 64), (64, 10)]
     """
 
-    def __init__(self, hidden_layer_sizes=(100,), *, activation="relu", alpha=1e-4, batch_size="auto",
-                 learning_rate_init=1e-3, max_iter=200, tol=1e-4, n_iter_no_change=10, early_stopping=False,
-                 validation_fraction=0.1, dropout=0.0, device="cpu", random_state=None):
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        *,
+        activation="relu",
+        alpha=1e-4,
+        batch_size="auto",
+        learning_rate_init=1e-3,
+        max_iter=200,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        dropout=0.0,
+        device="cpu",
+        random_state=None,
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.alpha = alpha
@@ -653,8 +732,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _check_params(self):
-        sizes = (self.hidden_layer_sizes,) if isinstance(self.hidden_layer_sizes, numbers.Integral) \
+        sizes = (
+            (self.hidden_layer_sizes,)
+            if isinstance(self.hidden_layer_sizes, numbers.Integral)
             else tuple(self.hidden_layer_sizes)
+        )
         if not all(isinstance(h, numbers.Integral) and h > 0 for h in sizes):
             raise ValueError(f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}")
         _check_choice("activation", self.activation, ("relu", "gelu", "tanh", "sigmoid"))
@@ -681,12 +763,19 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if self.early_stopping:
             from sklearn.model_selection import train_test_split
 
-            X, X_val, codes, y_val = train_test_split(X, codes, test_size=self.validation_fraction,
-                                                      random_state=seed, stratify=codes)
+            X, X_val, codes, y_val = train_test_split(
+                X, codes, test_size=self.validation_fraction, random_state=seed, stratify=codes
+            )
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global generator
             torch.manual_seed(seed)
-            model = build_model("mlp", hidden=sizes, activation=self.activation, dropout=self.dropout,
-                                in_features=X.shape[1], num_classes=len(self.classes_)).to(device)
+            model = build_model(
+                "mlp",
+                hidden=sizes,
+                activation=self.activation,
+                dropout=self.dropout,
+                in_features=X.shape[1],
+                num_classes=len(self.classes_),
+            ).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate_init)
         weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
         batch = min(200, X.shape[0]) if self.batch_size == "auto" else min(self.batch_size, X.shape[0])
@@ -695,9 +784,24 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             return 0.5 * self.alpha / nb * sum((w * w).sum() for w in weights)
 
         with _cpu_threads_for(X.shape[0] * X.shape[1], device):
-            converged = _minibatch_train(self, model, X, codes, "multiclass", penalty, torch.float32, device,
-                                         optimizer, batch, self.max_iter, self.tol, self.n_iter_no_change,
-                                         seed, X_val, y_val)
+            converged = _minibatch_train(
+                self,
+                model,
+                X,
+                codes,
+                "multiclass",
+                penalty,
+                torch.float32,
+                device,
+                optimizer,
+                batch,
+                self.max_iter,
+                self.tol,
+                self.n_iter_no_change,
+                seed,
+                X_val,
+                y_val,
+            )
         if not self.early_stopping:
             del self.validation_scores_
         linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -706,8 +810,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         # Predictions run in float64 so that they do not depend on how rows are batched.
         self.model_ = model.cpu().double().eval()
         if not converged:
-            warnings.warn(f"Adam did not converge in max_iter={self.max_iter} epochs (tol={self.tol}); "
-                          "increase max_iter", ConvergenceWarning, stacklevel=2)
+            warnings.warn(
+                f"Adam did not converge in max_iter={self.max_iter} epochs (tol={self.tol}); increase max_iter",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
     def _logits(self, X) -> np.ndarray:

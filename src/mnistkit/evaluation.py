@@ -23,7 +23,7 @@ class EvalResult:
     confusion: list[list[int]]
     class_names: list[str]
     binary: dict | None = None
-    predictions: torch.Tensor | None = field(default=None, repr=False)    # int64 [N]
+    predictions: torch.Tensor | None = field(default=None, repr=False)  # int64 [N]
     probabilities: torch.Tensor | None = field(default=None, repr=False)  # float32 [N, C]
 
     def to_dict(self) -> dict:
@@ -45,11 +45,17 @@ def per_class_scores(cm: torch.Tensor, class_names: list[str]) -> list[dict]:
     predicted, support = cm.sum(0), cm.sum(1)
     precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
     recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
-                     torch.zeros_like(tp))
+    f1 = torch.where(
+        precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), torch.zeros_like(tp)
+    )
     return [
-        {"class": name, "precision": round(100 * float(p), 2), "recall": round(100 * float(r), 2),
-         "f1": round(100 * float(f), 2), "support": int(s)}
+        {
+            "class": name,
+            "precision": round(100 * float(p), 2),
+            "recall": round(100 * float(r), 2),
+            "f1": round(100 * float(f), 2),
+            "support": int(s),
+        }
         for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
     ]
 
@@ -65,7 +71,7 @@ def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
     ranks = torch.empty_like(sorted_scores)
     ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
     # average ranks over ties
-    uniq, inverse, counts = torch.unique(sorted_scores, return_inverse=True, return_counts=True)
+    _uniq, inverse, counts = torch.unique(sorted_scores, return_inverse=True, return_counts=True)
     first = torch.cumsum(counts, 0) - counts + 1
     avg = (first + (counts - 1) / 2.0).double()
     ranks[order] = avg[inverse]
@@ -86,9 +92,18 @@ def binary_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     }
 
 
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, norm: Normalization,
-             class_names: list[str], task: str = "multiclass", split: str = "test",
-             batch_size: int = 1024, device=None, bf16: bool = False) -> EvalResult:
+def evaluate(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    norm: Normalization,
+    class_names: list[str],
+    task: str = "multiclass",
+    split: str = "test",
+    batch_size: int = 1024,
+    device=None,
+    bf16: bool = False,
+) -> EvalResult:
     """Score ``model`` on uint8 ``images [N, 28, 28]`` with int ``labels [N]`` (eval mode, inference mode;
     ``bf16``: see :func:`mnistkit.inference.predict_logits`)."""
     logits = predict_logits(model, images, norm, batch_size, device, bf16)
@@ -99,8 +114,14 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     cm = confusion_matrix(labels, pred, len(class_names))
     acc = 100.0 * float((pred == labels).double().mean()) if len(labels) else float("nan")
     return EvalResult(
-        split=split, n=len(labels), accuracy=round(acc, 2), loss=round(loss, 5),
-        per_class=per_class_scores(cm, class_names), confusion=cm.tolist(), class_names=list(class_names),
+        split=split,
+        n=len(labels),
+        accuracy=round(acc, 2),
+        loss=round(loss, 5),
+        per_class=per_class_scores(cm, class_names),
+        confusion=cm.tolist(),
+        class_names=list(class_names),
         binary=binary_scores(logits, labels) if task == "binary" else None,
-        predictions=pred, probabilities=probs,
+        predictions=pred,
+        probabilities=probs,
     )

@@ -47,8 +47,9 @@ TOLERANCE = 1e-4
 CHECK_BATCHES = (1, 7)
 INPUT_NAME = "pixels"
 OUTPUT_NAMES = ("logits", "probabilities")
-INPUT_CONTRACT = ("float32 [N, 1, 28, 28], pixel values 0..255, MNIST-framed (bright ink on black); "
-                  "normalisation is inside the model")
+INPUT_CONTRACT = (
+    "float32 [N, 1, 28, 28], pixel values 0..255, MNIST-framed (bright ink on black); normalisation is inside the model"
+)
 EXTRA_HINT = "pip install 'mnistkit[export]'"
 
 
@@ -97,8 +98,7 @@ def export_checkpoint(checkpoint_path: str | Path, fmt: str, out: str | Path) ->
         _require_onnx()
     ckpt = load_checkpoint(resolve_checkpoint_path(checkpoint_path))
     wrapper = PixelModel(ckpt.model, ckpt.norm.mean, ckpt.norm.std, ckpt.task).eval()
-    meta = {"class_names": ckpt.class_names, "norm": ckpt.meta["norm"], "input": INPUT_CONTRACT,
-            "mnistkit": ckpt.meta}
+    meta = {"class_names": ckpt.class_names, "norm": ckpt.meta["norm"], "input": INPUT_CONTRACT, "mnistkit": ckpt.meta}
     out = Path(out)
     if fmt == "onnx":
         blob = export_onnx(wrapper, meta)
@@ -107,8 +107,10 @@ def export_checkpoint(checkpoint_path: str | Path, fmt: str, out: str | Path) ->
         blob = export_torchscript(wrapper, meta)
         diff = check_torchscript(wrapper, blob)
     if not diff <= TOLERANCE:
-        raise ExportError(f"exported {fmt} model differs from the PyTorch model by {diff:.2e} "
-                          f"(allowed {TOLERANCE:.0e}); nothing was written to {out}")
+        raise ExportError(
+            f"exported {fmt} model differs from the PyTorch model by {diff:.2e} "
+            f"(allowed {TOLERANCE:.0e}); nothing was written to {out}"
+        )
     try:  # the one write: temp file + rename, so a full disk leaves nothing behind
         atomic_write_bytes(out, blob)
     except OSError as exc:
@@ -163,14 +165,24 @@ def export_onnx(wrapper: PixelModel, meta: dict) -> bytes:
         with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
             try:
                 torch.onnx.export(
-                    wrapper, (example,), str(path), dynamo=True, verbose=False, external_data=False,
-                    input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                    dynamic_shapes=({0: torch.export.Dim("batch")},))
+                    wrapper,
+                    (example,),
+                    str(path),
+                    dynamo=True,
+                    verbose=False,
+                    external_data=False,
+                    input_names=[INPUT_NAME],
+                    output_names=list(OUTPUT_NAMES),
+                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                )
             except OSError as exc:
-                raise ExportError(f"ONNX export failed: cannot write a temporary file in {folder}: "
-                                  f"{exc.strerror or exc}") from None
+                raise ExportError(
+                    f"ONNX export failed: cannot write a temporary file in {folder}: {exc.strerror or exc}"
+                ) from None
             except Exception as exc:  # the exporter raises many internal types; report one line
-                raise ExportError(f"ONNX export failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+                raise ExportError(
+                    f"ONNX export failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                ) from None
         model = onnx.load(str(path))
     for key, value in meta.items():
         entry = model.metadata_props.add()

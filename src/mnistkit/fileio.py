@@ -153,7 +153,7 @@ class BoundedStream:
         buffer = memoryview(np.empty(n, dtype=np.uint8))
         got = 0
         while got < n:
-            piece = self._readinto(buffer[got:got + min(CHUNK, n - got)])
+            piece = self._readinto(buffer[got : got + min(CHUNK, n - got)])
             if not piece:
                 break
             got += piece
@@ -164,7 +164,9 @@ class BoundedStream:
             count = self._f.readinto(view)  # type: ignore[attr-defined]
         except (OSError, EOFError, zlib.error) as exc:
             if not self.gzipped:
-                raise _fail(self.error, self.path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+                raise _fail(
+                    self.error, self.path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+                ) from None
             raise _fail(self.error, self.path, f"gzip data is truncated or corrupt ({exc})") from None
         self.produced += count or 0
         self._check_bounds()
@@ -173,8 +175,11 @@ class BoundedStream:
     def read_exact(self, n: int, what: str) -> bytes:
         data = self.read(n)
         if len(data) != n:
-            raise _fail(self.error, self.path, f"ends after {self.produced:,} bytes, inside {what} "
-                        f"({n:,} bytes needed); the file is truncated")
+            raise _fail(
+                self.error,
+                self.path,
+                f"ends after {self.produced:,} bytes, inside {what} ({n:,} bytes needed); the file is truncated",
+            )
         return data
 
     def at_end(self) -> bool:
@@ -185,7 +190,9 @@ class BoundedStream:
             piece = self._f.read(n)
         except (OSError, EOFError, zlib.error) as exc:
             if not self.gzipped:
-                raise _fail(self.error, self.path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+                raise _fail(
+                    self.error, self.path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+                ) from None
             raise _fail(self.error, self.path, f"gzip data is truncated or corrupt ({exc})") from None
         self.produced += len(piece)
         self._check_bounds()
@@ -193,14 +200,25 @@ class BoundedStream:
 
     def _check_bounds(self) -> None:
         if self.produced > self.limit:
-            raise _fail(self.error, self.path, f"holds more than {self.limit:,} bytes"
-                        f"{' after decompression' if self.gzipped else ''}; a {self.what} may be at most "
-                        f"{self.limit:,}")
-        if (self.gzipped and self.produced > EXPANSION_ALLOWANCE
-                and self.produced > MAX_EXPANSION * max(1, self.compressed_size)):
-            raise _fail(self.error, self.path, f"gzip data expands more than {MAX_EXPANSION}x "
-                        f"({self.compressed_size:,} bytes to over {self.produced:,}); refusing a "
-                        "decompression bomb")
+            raise _fail(
+                self.error,
+                self.path,
+                f"holds more than {self.limit:,} bytes"
+                f"{' after decompression' if self.gzipped else ''}; a {self.what} may be at most "
+                f"{self.limit:,}",
+            )
+        if (
+            self.gzipped
+            and self.produced > EXPANSION_ALLOWANCE
+            and self.produced > MAX_EXPANSION * max(1, self.compressed_size)
+        ):
+            raise _fail(
+                self.error,
+                self.path,
+                f"gzip data expands more than {MAX_EXPANSION}x "
+                f"({self.compressed_size:,} bytes to over {self.produced:,}); refusing a "
+                "decompression bomb",
+            )
 
 
 def open_stream(path: str | os.PathLike, limit: int, error: type[MnistkitError], what: str = "file") -> BoundedStream:
@@ -209,6 +227,7 @@ def open_stream(path: str | os.PathLike, limit: int, error: type[MnistkitError],
 
 
 # ----------------------------------------------------------------------------- writing
+
 
 def current_umask() -> int:
     """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""

@@ -17,9 +17,14 @@ SPARSE_MIN_IMAGES = 4096
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, norm: Normalization,
-                   batch_size: int = 1024, device: str | torch.device | None = None,
-                   bf16: bool = False) -> torch.Tensor:
+def predict_logits(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    norm: Normalization,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    bf16: bool = False,
+) -> torch.Tensor:
     """Logits for uint8 images ``[N, 28, 28]``, computed in eval mode in batches; returned on the CPU.
 
     Normalisation happens per batch on ``device`` (the model's device by default), so a
@@ -40,12 +45,16 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, norm: Normaliza
     cast = autocast(device, bf16)
     forward = _raw_pixel_forward(model, norm, images, device)
     if forward is None:
+
         def forward(batch):
             return model(normalize(batch, norm))
+
     try:
         with cast():
-            outs = [forward(images[i:i + batch_size].to(device, non_blocking=True)).float().cpu()
-                    for i in range(0, len(images), batch_size)]
+            outs = [
+                forward(images[i : i + batch_size].to(device, non_blocking=True)).float().cpu()
+                for i in range(0, len(images), batch_size)
+            ]
     finally:
         model.train(was_training)
     if not outs:
@@ -94,19 +103,28 @@ def _raw_pixel_forward(model, norm, images, device) -> _SparsePixelForward | Non
     image, enough images to repay the fold), else None. On CUDA it would cost a host sync per
     batch for little gain."""
     split = getattr(model, "split_input_layer", None)
-    if (split is None or device.type != "cpu" or images.dtype != torch.uint8
-            or len(images) < SPARSE_MIN_IMAGES):
+    if split is None or device.type != "cpu" or images.dtype != torch.uint8 or len(images) < SPARSE_MIN_IMAGES:
         return None
     linear, head = split()
-    if (not isinstance(linear, torch.nn.Linear) or linear.weight.dtype != torch.float32
-            or images.shape[1:].numel() != linear.in_features):
+    if (
+        not isinstance(linear, torch.nn.Linear)
+        or linear.weight.dtype != torch.float32
+        or images.shape[1:].numel() != linear.in_features
+    ):
         return None
     return _SparsePixelForward(linear, head, norm)
 
 
-def predict_proba(model: torch.nn.Module, images: torch.Tensor, norm: Normalization, task: str = "multiclass",
-                  batch_size: int = 1024, device: str | torch.device | None = None,
-                  bf16: bool = False, temperature: float = 1.0) -> torch.Tensor:
+def predict_proba(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    norm: Normalization,
+    task: str = "multiclass",
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    bf16: bool = False,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Class probabilities ``[N, C]`` (binary models give ``[N, 2]``: not-positive, positive).
 
     ``temperature`` divides the logits first (a checkpoint's calibration; 1.0 leaves them as they are).
@@ -115,12 +133,18 @@ def predict_proba(model: torch.nn.Module, images: torch.Tensor, norm: Normalizat
     return _proba(logits / temperature if temperature != 1.0 else logits, task)
 
 
-def checkpoint_proba(checkpoint, images: torch.Tensor, batch_size: int = 1024,
-                     device: str | torch.device | None = None, bf16: bool = False) -> torch.Tensor:
+def checkpoint_proba(
+    checkpoint,
+    images: torch.Tensor,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    bf16: bool = False,
+) -> torch.Tensor:
     """:func:`predict_proba` with everything a :class:`~mnistkit.checkpoint.Checkpoint` knows: its model,
     normalisation, task and calibration temperature. Predict and serve call this."""
-    return predict_proba(checkpoint.model, images, checkpoint.norm, checkpoint.task, batch_size, device, bf16,
-                         checkpoint.temperature)
+    return predict_proba(
+        checkpoint.model, images, checkpoint.norm, checkpoint.task, batch_size, device, bf16, checkpoint.temperature
+    )
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

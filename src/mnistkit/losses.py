@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def classification_loss(logits: torch.Tensor, targets: torch.Tensor, task: str, label_smoothing: float = 0.0,
-                        reduction: str = "mean") -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor, targets: torch.Tensor, task: str, label_smoothing: float = 0.0, reduction: str = "mean"
+) -> torch.Tensor:
     """Cross-entropy for ``task="multiclass"`` (logits ``[N, C]``, int targets ``[N]``),
     binary cross-entropy with logits for ``task="binary"`` (logits ``[N]``, 0/1 targets ``[N]``).
 

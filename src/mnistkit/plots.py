@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -29,8 +29,15 @@ MAX_ANNOTATED_CLASSES = 20
 RUN_PLOT_NAMES = ("curves.png", "confusion.png", "mistakes.png", "weights.png")
 
 #: Font sizes (pt) a notch above matplotlib's defaults: reports show plots scaled down on phones.
-STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
-         "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.titlesize": 13}
+STYLE = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "legend.fontsize": 10,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "figure.titlesize": 13,
+}
 
 _TRAIN_COLOR = "#1f77b4"
 _VAL_COLOR = "#d62728"
@@ -146,8 +153,7 @@ def plot_sample_grid(images, labels, class_names: Sequence[str], title: str | No
     return fig
 
 
-def save_sample_grid(images, labels, class_names: Sequence[str], out: Path | str,
-                     title: str | None = None) -> Path:
+def save_sample_grid(images, labels, class_names: Sequence[str], out: Path | str, title: str | None = None) -> Path:
     """Draw :func:`plot_sample_grid` and save it to ``out`` as PNG."""
     return save_figure(plot_sample_grid(images, labels, class_names, title), out)
 
@@ -226,8 +232,12 @@ def plot_confusion(confusion, class_names: Sequence[str]):
     image = ax.imshow(masked, cmap="Blues", norm=norm, interpolation="nearest")
     ax.set_facecolor("white")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="count (log scale)")
-    ax.set_xticks(range(c), labels=names, rotation=45 if max(map(len, names)) > 2 else 0,
-                  ha="right" if max(map(len, names)) > 2 else "center")
+    ax.set_xticks(
+        range(c),
+        labels=names,
+        rotation=45 if max(map(len, names)) > 2 else 0,
+        ha="right" if max(map(len, names)) > 2 else "center",
+    )
     ax.set_yticks(range(c), labels=names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -246,8 +256,7 @@ def _annotate_counts(ax, cm: np.ndarray, norm) -> None:
         if count == 0:
             continue
         dark = norm(count) > 0.6
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=fontsize,
-                color="white" if dark else "black")
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=fontsize, color="white" if dark else "black")
 
 
 @_styled
@@ -264,9 +273,12 @@ def plot_mistakes(mistakes: dict, class_names: Sequence[str]):
     for i in range(k):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(f"true: {_label(class_names, int(true[i]))}\n"
-                     f"pred: {_label(class_names, int(pred[i]))} ({_percent_floor(prob[i])})",
-                     fontsize=10, pad=3)
+        ax.set_title(
+            f"true: {_label(class_names, int(true[i]))}\n"
+            f"pred: {_label(class_names, int(pred[i]))} ({_percent_floor(prob[i])})",
+            fontsize=10,
+            pad=3,
+        )
         ax.set_axis_off()
     fig.suptitle(f"{k} most confident test mistakes")
     return fig
@@ -300,19 +312,26 @@ def plot_weights(weights, class_names: Sequence[str]):
     axes = []
     for i in range(c):
         ax = fig.add_subplot(rows, cols, i + 1)
-        image = ax.imshow(w[i].reshape(28, 28), cmap="RdBu_r", vmin=-limit, vmax=limit,
-                          interpolation="nearest")
+        image = ax.imshow(w[i].reshape(28, 28), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
         ax.set_title(titles[i])
         ax.set_axis_off()
         axes.append(ax)
-    fig.suptitle("logistic-regression weights (red: ink here raises the score, blue: lowers it)",
-                 fontsize=10 if c > 1 else 8)
+    fig.suptitle(
+        "logistic-regression weights (red: ink here raises the score, blue: lowers it)", fontsize=10 if c > 1 else 8
+    )
     fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
     return fig
 
 
-def save_run_plots(run_dir: Path, *, metrics: list[dict], confusion, class_names: list[str],
-                   mistakes: dict | None, weights: np.ndarray | None) -> list[Path]:
+def save_run_plots(
+    run_dir: Path,
+    *,
+    metrics: list[dict],
+    confusion,
+    class_names: list[str],
+    mistakes: dict | None,
+    weights: np.ndarray | None,
+) -> list[Path]:
     """Write a finished run's figures into ``run_dir/plots`` and return their paths.
 
     Called by the trainer at the end of each run. Always writes ``curves.png``
@@ -355,8 +374,15 @@ def plot_compare_curves(runs: dict[str, Sequence[dict]], panels: Sequence[str] =
             for ax, panel in zip(axes, panels):
                 xs, ys = _column(metrics, f"{split}_{panel}")
                 if xs:
-                    ax.plot(xs, ys, style, color=color, label=f"{name} ({split})", markersize=3,
-                            alpha=1.0 if split == "val" else 0.6)
+                    ax.plot(
+                        xs,
+                        ys,
+                        style,
+                        color=color,
+                        label=f"{name} ({split})",
+                        markersize=3,
+                        alpha=1.0 if split == "val" else 0.6,
+                    )
     for ax, panel in zip(axes, panels):
         _style_epoch_axis(ax, f"{panel} (solid: val, dashed: train)", _PANEL_LABELS[panel])
     return fig

@@ -22,9 +22,10 @@ function :func:`predict` (``mnistkit.predict(...)``).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,6 +49,7 @@ MAX_BOX_FILL = 0.4
 #: Ink over more than this share of the whole picture: a texture or a dark photo, not a written digit.
 MAX_INK_SHARE = 0.35
 
+
 @dataclass
 class Prediction:
     """One input's prediction: the best label, its probability, the ``top`` (label, p) pairs, and
@@ -62,8 +64,14 @@ class Prediction:
     digit: np.ndarray | None = field(default=None, repr=False)  #: the 28x28 uint8 the model saw
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "label": self.label, "probability": self.probability,
-                "top": [[lab, p] for lab, p in self.top], "unsure": self.unsure, "reason": self.reason}
+        return {
+            "path": self.path,
+            "label": self.label,
+            "probability": self.probability,
+            "top": [[lab, p] for lab, p in self.top],
+            "unsure": self.unsure,
+            "reason": self.reason,
+        }
 
 
 @dataclass
@@ -78,13 +86,14 @@ class PredictResult:
 class CsvResult:
     """Predicted class indices for every CSV row, and the accuracy when the CSV had labels."""
 
-    predicted: "torch.Tensor"
-    labels: "torch.Tensor | None"
+    predicted: torch.Tensor
+    labels: torch.Tensor | None
     accuracy: float | None
 
 
-def unsure_reason(analysis: "DigitAnalysis", probabilities: Sequence[float],
-                  min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> str | None:
+def unsure_reason(
+    analysis: DigitAnalysis, probabilities: Sequence[float], min_confidence: float = DEFAULT_MIN_CONFIDENCE
+) -> str | None:
     """Why this input is not a confidently read single digit, or ``None`` when it is.
 
     ``analysis`` is what preprocessing found (:func:`mnistkit.preprocess.image.analyze_image`),
@@ -142,8 +151,9 @@ def _decode(name: str, stdin: bytes | None, max_pixels: int | None = None):
     return load_image(source, max_pixels or MAX_PIXELS, name="<stdin>" if name == STDIN else name)
 
 
-def analyze_inputs(names: Sequence[str], stdin: bytes | None = None
-                   ) -> tuple[list[str], list["DigitAnalysis"], list[tuple[str, str]]]:
+def analyze_inputs(
+    names: Sequence[str], stdin: bytes | None = None
+) -> tuple[list[str], list[DigitAnalysis], list[tuple[str, str]]]:
     """Decode and analyse each named input -> (names that worked, their analyses, failures)."""
     from mnistkit.preprocess.image import analyze_image
 
@@ -157,29 +167,29 @@ def analyze_inputs(names: Sequence[str], stdin: bytes | None = None
     return ok, analyses, failures
 
 
-def analyze_files(paths: Sequence[str]) -> list["DigitAnalysis"]:
+def analyze_files(paths: Sequence[str]) -> list[DigitAnalysis]:
     """Analyses of image files that must all be readable (benchmarks, scripts): the first bad one raises."""
     from mnistkit.preprocess.image import analyze_image
 
     return [analyze_image(_decode(str(p), None)) for p in paths]
 
 
-def load_images(names: Sequence[str], stdin: bytes | None = None
-                ) -> tuple[list[str], "torch.Tensor", list[tuple[str, str]]]:
+def load_images(
+    names: Sequence[str], stdin: bytes | None = None
+) -> tuple[list[str], torch.Tensor, list[tuple[str, str]]]:
     """Decode and preprocess each named input -> (names that worked, uint8 ``[N, 28, 28]``, failures)."""
-    import torch
 
     ok, analyses, failures = analyze_inputs(names, stdin)
     return ok, _stack([a.digit for a in analyses]), failures
 
 
-def _stack(digits: Sequence[np.ndarray]) -> "torch.Tensor":
+def _stack(digits: Sequence[np.ndarray]) -> torch.Tensor:
     import torch
 
     return torch.from_numpy(np.stack(digits)) if len(digits) else torch.empty(0, 28, 28, dtype=torch.uint8)
 
 
-def probabilities(checkpoint: "Checkpoint", digits: "np.ndarray | torch.Tensor", bf16: bool = False) -> np.ndarray:
+def probabilities(checkpoint: Checkpoint, digits: np.ndarray | torch.Tensor, bf16: bool = False) -> np.ndarray:
     """Calibrated class probabilities, float32 ``[N, classes]``, for uint8 ``[N, 28, 28]`` digits."""
     import torch
 
@@ -191,9 +201,15 @@ def probabilities(checkpoint: "Checkpoint", digits: "np.ndarray | torch.Tensor",
     return checkpoint_proba(checkpoint, images, bf16=bf16).float().numpy()
 
 
-def top_predictions(checkpoint: "Checkpoint", images: "torch.Tensor", names: Sequence[str],
-                    top_k: int = 1, bf16: bool = False, analyses: Sequence["DigitAnalysis"] | None = None,
-                    min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> list[Prediction]:
+def top_predictions(
+    checkpoint: Checkpoint,
+    images: torch.Tensor,
+    names: Sequence[str],
+    top_k: int = 1,
+    bf16: bool = False,
+    analyses: Sequence[DigitAnalysis] | None = None,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+) -> list[Prediction]:
     """Run the model on uint8 ``[N, 28, 28]`` images; the ``top_k`` most likely labels for each.
 
     With ``analyses`` (what preprocessing found), each prediction also says whether it is unsure.
@@ -218,16 +234,22 @@ def _check_top_k(top_k: int, num_classes: int) -> None:
         raise ConfigError(f"--top-k must be between 1 and the number of classes ({num_classes}), got {top_k}")
 
 
-def predict_files(checkpoint: "Checkpoint", inputs: Sequence[str], top_k: int = 1,
-                  stdin: bytes | None = None, bf16: bool = False,
-                  min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> PredictResult:
+def predict_files(
+    checkpoint: Checkpoint,
+    inputs: Sequence[str],
+    top_k: int = 1,
+    stdin: bytes | None = None,
+    bf16: bool = False,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+) -> PredictResult:
     """Predict every image among ``inputs`` (files, folders, ``-``); unreadable ones become failures."""
     _check_top_k(top_k, len(checkpoint.class_names))
     check_min_confidence(min_confidence)
     names, folder_failures = expand_inputs(inputs)
     names, analyses, failures = analyze_inputs(names, stdin)
-    preds = top_predictions(checkpoint, _stack([a.digit for a in analyses]), names, top_k, bf16,
-                            analyses, min_confidence)
+    preds = top_predictions(
+        checkpoint, _stack([a.digit for a in analyses]), names, top_k, bf16, analyses, min_confidence
+    )
     return PredictResult(preds, folder_failures + failures)
 
 
@@ -245,7 +267,7 @@ def save_inputs(predictions: Sequence[Prediction], folder: str | Path) -> list[P
     return _save_pngs([(_stem(p.path), p.digit) for p in predictions if p.digit is not None], folder)
 
 
-def save_number_inputs(readings: Sequence["NumberReading"], folder: str | Path) -> list[Path]:
+def save_number_inputs(readings: Sequence[NumberReading], folder: str | Path) -> list[Path]:
     """Write each number's digits as the model saw them: ``<stem>-1.png``, ``<stem>-2.png``, ... left to right."""
     return _save_pngs([(f"{_stem(r.path)}-{k}", d) for r in readings for k, d in enumerate(r.images, 1)], folder)
 
@@ -279,6 +301,7 @@ def _save_pngs(items: Sequence[tuple[str, np.ndarray]], folder: str | Path) -> l
 
 # --- numbers ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class NumberReading:
     """A written number read digit by digit, left to right.
@@ -297,29 +320,40 @@ class NumberReading:
         return not self.digits or any(u for _, _, u in self.digits)
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "number": self.text, "unsure": self.unsure,
-                "digits": [{"label": lab, "probability": p, "unsure": u} for lab, p, u in self.digits]}
+        return {
+            "path": self.path,
+            "number": self.text,
+            "unsure": self.unsure,
+            "digits": [{"label": lab, "probability": p, "unsure": u} for lab, p, u in self.digits],
+        }
 
 
-def read_number(checkpoint: "Checkpoint", image, name: str = "<image>",
-                min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> NumberReading:
+def read_number(
+    checkpoint: Checkpoint, image, name: str = "<image>", min_confidence: float = DEFAULT_MIN_CONFIDENCE
+) -> NumberReading:
     """Read a photographed or scanned number (a PIL image or a 2-D array) digit by digit."""
     from mnistkit.preprocess.image import analyze_number
 
     analyses = analyze_number(image)
-    proba = probabilities(checkpoint, np.stack([a.digit for a in analyses]) if analyses
-                          else np.zeros((0, 28, 28), np.uint8))
+    proba = probabilities(
+        checkpoint, np.stack([a.digit for a in analyses]) if analyses else np.zeros((0, 28, 28), np.uint8)
+    )
     digits = []
     for a, p in zip(analyses, proba):
         k = int(np.argmax(p))
-        digits.append((checkpoint.class_names[k], round(float(p[k]), 6),
-                       unsure_reason(a, p, min_confidence) is not None))
+        digits.append(
+            (checkpoint.class_names[k], round(float(p[k]), 6), unsure_reason(a, p, min_confidence) is not None)
+        )
     return NumberReading(name, "".join(lab for lab, _, _ in digits), digits, [a.digit for a in analyses])
 
 
-def read_number_files(checkpoint: "Checkpoint", names: Sequence[str], stdin: bytes | None = None,
-                      min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                      failures: list[tuple[str, str]] | None = None) -> list[NumberReading]:
+def read_number_files(
+    checkpoint: Checkpoint,
+    names: Sequence[str],
+    stdin: bytes | None = None,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    failures: list[tuple[str, str]] | None = None,
+) -> list[NumberReading]:
     """:func:`read_number` for each file; unreadable files go to ``failures`` (raise when it is None)."""
     readings = []
     for name in names:
@@ -342,8 +376,10 @@ def format_number_line(reading: NumberReading) -> str:
 
 # --- the Python API --------------------------------------------------------------------------------
 
-def predict(images: Any, model: Any = None, *, top_k: int = 1,
-            min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> list[Prediction]:
+
+def predict(
+    images: Any, model: Any = None, *, top_k: int = 1, min_confidence: float = DEFAULT_MIN_CONFIDENCE
+) -> list[Prediction]:
     """Predict digits in photos, scans, drawings or arrays: ``mnistkit.predict``.
 
     Parameters
@@ -383,11 +419,12 @@ def predict(images: Any, model: Any = None, *, top_k: int = 1,
 
             item = load_image(item, name=name)
         analyses.append(analyze_image(item))
-    return top_predictions(checkpoint, _stack([a.digit for a in analyses]), names, top_k,
-                           analyses=analyses, min_confidence=min_confidence)
+    return top_predictions(
+        checkpoint, _stack([a.digit for a in analyses]), names, top_k, analyses=analyses, min_confidence=min_confidence
+    )
 
 
-def _as_checkpoint(model: Any) -> "Checkpoint":
+def _as_checkpoint(model: Any) -> Checkpoint:
     from mnistkit.api import resolve_checkpoint_path
     from mnistkit.checkpoint import Checkpoint, load_checkpoint
 
@@ -398,9 +435,7 @@ def _as_checkpoint(model: Any) -> "Checkpoint":
 
 def _as_items(images: Any) -> tuple[list, list[str]]:
     """One input or a sequence of them -> (items, names for messages)."""
-    if isinstance(images, np.ndarray) and images.ndim == 3:
-        items = list(images)
-    elif isinstance(images, (list, tuple)):
+    if (isinstance(images, np.ndarray) and images.ndim == 3) or isinstance(images, (list, tuple)):
         items = list(images)
     else:
         items = [images]
@@ -411,14 +446,16 @@ def _as_items(images: Any) -> tuple[list, list[str]]:
         elif isinstance(item, (bytes, bytearray, np.ndarray)) or hasattr(item, "mode"):
             names.append(f"<image {i}>")
         else:
-            raise ConfigError(f"cannot predict a {type(item).__name__}: give paths, file bytes, PIL images "
-                              "or 2-D NumPy arrays")
+            raise ConfigError(
+                f"cannot predict a {type(item).__name__}: give paths, file bytes, PIL images or 2-D NumPy arrays"
+            )
     return items, names
 
 
 # --- Kaggle "Digit Recognizer" CSV --------------------------------------------------------------
 
-def predict_csv(checkpoint: "Checkpoint", path: str | Path, bf16: bool = False) -> CsvResult:
+
+def predict_csv(checkpoint: Checkpoint, path: str | Path, bf16: bool = False) -> CsvResult:
     """Predict every row of a Digit Recognizer CSV; score it when it has a ``label`` column."""
     from mnistkit.data.kaggle import read_kaggle_csv
     from mnistkit.inference import checkpoint_proba
@@ -428,13 +465,15 @@ def predict_csv(checkpoint: "Checkpoint", path: str | Path, bf16: bool = False) 
     accuracy = None
     if labels is not None:
         if int(labels.max()) >= len(checkpoint.class_names):
-            raise DataFormatError(f"{path}: label {int(labels.max())} is out of range for a model "
-                                  f"with {len(checkpoint.class_names)} classes")
+            raise DataFormatError(
+                f"{path}: label {int(labels.max())} is out of range for a model "
+                f"with {len(checkpoint.class_names)} classes"
+            )
         accuracy = float((predicted == labels).float().mean()) * 100
     return CsvResult(predicted, labels, accuracy)
 
 
-def submission_csv(predicted: "torch.Tensor", class_names: Sequence[str]) -> str:
+def submission_csv(predicted: torch.Tensor, class_names: Sequence[str]) -> str:
     """Kaggle's submission format: ``ImageId,Label`` with ImageId counting from 1."""
     buf = io.StringIO()
     buf.write("ImageId,Label\n")

@@ -17,9 +17,9 @@ import csv
 import html
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from mnistkit.errors import ConfigError, DataFormatError
 from mnistkit.plots import RUN_PLOT_NAMES  # cheap: plots imports matplotlib only inside functions
@@ -29,8 +29,14 @@ REQUIRED_FILES = ("config.json", "metrics.jsonl")
 #: Files that make a report richer; a run without them (e.g. interrupted) still reports.
 OPTIONAL_FILES = ("summary.json", "eval.json", "log.txt")
 #: Image types inlined from ``plots/``, by suffix.
-IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
-               ".gif": "image/gif", ".svg": "image/svg+xml", ".webp": "image/webp"}
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+    ".webp": "image/webp",
+}
 #: Longer logs keep only their last lines, so a report stays small.
 MAX_LOG_LINES = 2000
 #: Plot order in reports: the trainer's standard plots first, anything else after, by name.
@@ -146,11 +152,15 @@ def load_run(run_dir: Path | str) -> RunRecord:
     metrics_path = run_dir / "metrics.jsonl"
     if not metrics_path.is_file() and (run_dir / "metrics.csv").is_file():
         metrics_path = run_dir / "metrics.csv"
-    missing = [name for name in REQUIRED_FILES
-               if not (run_dir / name).is_file() and not (name == "metrics.jsonl" and metrics_path.is_file())]
+    missing = [
+        name
+        for name in REQUIRED_FILES
+        if not (run_dir / name).is_file() and not (name == "metrics.jsonl" and metrics_path.is_file())
+    ]
     if missing:
-        raise ConfigError(f"{run_dir} is not a complete run directory: missing {', '.join(missing)} "
-                          "(written by `mnistkit train`)")
+        raise ConfigError(
+            f"{run_dir} is not a complete run directory: missing {', '.join(missing)} (written by `mnistkit train`)"
+        )
     metrics = _read_jsonl(metrics_path) if metrics_path.suffix == ".jsonl" else _read_metrics_csv(metrics_path)
     optional = {name: run_dir / name for name in OPTIONAL_FILES}
     return RunRecord(
@@ -159,7 +169,9 @@ def load_run(run_dir: Path | str) -> RunRecord:
         metrics=metrics,
         summary=_read_json(optional["summary.json"]) if optional["summary.json"].is_file() else {},
         evaluation=_read_json(optional["eval.json"]) if optional["eval.json"].is_file() else {},
-        log=optional["log.txt"].read_text(encoding="utf-8", errors="replace") if optional["log.txt"].is_file() else None,
+        log=optional["log.txt"].read_text(encoding="utf-8", errors="replace")
+        if optional["log.txt"].is_file()
+        else None,
         plots=_plot_files(run_dir),
         missing=[name for name, p in optional.items() if not p.is_file()],
     )
@@ -194,16 +206,19 @@ def _cell(value) -> str:
     return f'<td class="num">{_e(value)}</td>' if numeric else f"<td>{_e(value)}</td>"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence], table_id: str | None = None,
-           highlight: int | None = None) -> str:
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence], table_id: str | None = None, highlight: int | None = None
+) -> str:
     """An HTML table in a horizontally scrolling wrapper (so wide tables fit a phone).
 
     Row number ``highlight`` is marked as the best one.
     """
     ident = f' id="{html.escape(table_id)}"' if table_id else ""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "\n".join(('<tr class="best">' if r == highlight else "<tr>") + "".join(map(_cell, row)) + "</tr>"
-                     for r, row in enumerate(rows))
+    body = "\n".join(
+        ('<tr class="best">' if r == highlight else "<tr>") + "".join(map(_cell, row)) + "</tr>"
+        for r, row in enumerate(rows)
+    )
     return f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
 
 
@@ -257,11 +272,13 @@ def _page(title: str, body: str) -> str:
     """Wrap ``body`` in a complete, responsive HTML document (viewport meta, inline CSS)."""
     from mnistkit import __version__
 
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<meta name=\"generator\" content=\"mnistkit {html.escape(__version__)}\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            f"{body}\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<meta name="generator" content="mnistkit {html.escape(__version__)}">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"{body}\n</body>\n</html>\n"
+    )
 
 
 # --------------------------------------------------------------------------- one run
@@ -296,8 +313,10 @@ def _results_rows(run: RunRecord) -> list[tuple[str, object]]:
 
 def _per_class_html(evaluation: dict) -> str:
     """Precision, recall, F1 and support per class, from eval.json."""
-    rows = [(r.get("class"), r.get("precision"), r.get("recall"), r.get("f1"), r.get("support"))
-            for r in evaluation.get("per_class") or []]
+    rows = [
+        (r.get("class"), r.get("precision"), r.get("recall"), r.get("f1"), r.get("support"))
+        for r in evaluation.get("per_class") or []
+    ]
     if not rows:
         return '<p class="note">No per-class metrics (eval.json missing or empty).</p>'
     return _table(("class", "precision %", "recall %", "F1 %", "support"), rows, "per-class")
@@ -326,10 +345,15 @@ def _log_html(log: str | None) -> str:
 def render_run_html(run: RunRecord) -> str:
     """The single-run report: results, per-class table, plots, epochs, config and log."""
     subtitle = " \u00b7 ".join(f"{k}: {_fmt(run.get(k))}" for k in ("dataset", "model", "epochs"))
-    plots = "\n".join(_plot_html(p) for p in run.plots) \
+    plots = (
+        "\n".join(_plot_html(p) for p in run.plots)
         or '<p class="note">No plots in this run (plots/ is missing or empty).</p>'
-    missing = (f'<p class="note">Not found in {html.escape(str(run.path))}: '
-               f'{html.escape(", ".join(run.missing))}.</p>') if run.missing else ""
+    )
+    missing = (
+        (f'<p class="note">Not found in {html.escape(str(run.path))}: {html.escape(", ".join(run.missing))}.</p>')
+        if run.missing
+        else ""
+    )
     config_rows = [(k, v) for k, v in run.config.items()]
     body = f"""<h1>mnistkit run: {html.escape(run.name)}</h1>
 <p class="sub">{html.escape(subtitle)}</p>
@@ -369,13 +393,34 @@ def _unique_names(runs: list[RunRecord]) -> None:
 
 def _comparison_rows(runs: list[RunRecord]) -> tuple[list[str], list[list]]:
     """Headers and one row per run for the comparison table (options that differ get their own table)."""
-    headers = ["run", "dataset", "model", "epochs", "test acc (%)", "test loss", "best val acc (%)",
-               "final train loss", "final train acc (%)", "train seconds"]
+    headers = [
+        "run",
+        "dataset",
+        "model",
+        "epochs",
+        "test acc (%)",
+        "test loss",
+        "best val acc (%)",
+        "final train loss",
+        "final train acc (%)",
+        "train seconds",
+    ]
     rows = []
     for r in runs:
-        rows.append([r.name, r.get("dataset"), r.get("model"), len(r.metrics), r.test_accuracy,
-                     r.evaluation.get("loss"), _best_val(r)[0], r.last.get("train_loss"),
-                     r.last.get("train_accuracy"), r.summary.get("train_seconds", r.last.get("elapsed"))])
+        rows.append(
+            [
+                r.name,
+                r.get("dataset"),
+                r.get("model"),
+                len(r.metrics),
+                r.test_accuracy,
+                r.evaluation.get("loss"),
+                _best_val(r)[0],
+                r.last.get("train_loss"),
+                r.last.get("train_accuracy"),
+                r.summary.get("train_seconds", r.last.get("elapsed")),
+            ]
+        )
     return headers, rows
 
 
@@ -419,11 +464,16 @@ def _curves_pngs(runs: list[RunRecord]) -> list[tuple[str, bytes]]:
 def render_comparison_html(runs: list[RunRecord]) -> str:
     """The comparison report: a metrics table per run, config differences and overlaid curves."""
     _unique_names(runs)
-    curves = "\n".join(_figure_html(png, "image/png", f"{panel.capitalize()} per epoch, all runs")
-                       for panel, png in _curves_pngs(runs)) \
+    curves = (
+        "\n".join(
+            _figure_html(png, "image/png", f"{panel.capitalize()} per epoch, all runs")
+            for panel, png in _curves_pngs(runs)
+        )
         or '<p class="note">No run has metrics to plot.</p>'
-    missing = "".join(f'<p class="note">{html.escape(r.name)}: no {html.escape(", ".join(r.missing))}.</p>'
-                      for r in runs if r.missing)
+    )
+    missing = "".join(
+        f'<p class="note">{html.escape(r.name)}: no {html.escape(", ".join(r.missing))}.</p>' for r in runs if r.missing
+    )
     body = f"""<h1>mnistkit: comparing {len(runs)} runs</h1>
 <p class="sub">{html.escape(", ".join(str(r.path) for r in runs))}</p>
 {missing}

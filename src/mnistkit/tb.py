@@ -34,8 +34,9 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package: "
-                              "pip install 'mnistkit[tensorboard]'") from None
+            raise ConfigError(
+                "--tensorboard needs the tensorboard package: pip install 'mnistkit[tensorboard]'"
+            ) from None
         self.log_dir = Path(log_dir)
         self._writer = SummaryWriter(log_dir=str(self.log_dir))
 
@@ -52,7 +53,7 @@ class TensorBoardLogger:
         """Flush and close the event file."""
         self._writer.close()
 
-    def __enter__(self) -> "TensorBoardLogger":
+    def __enter__(self) -> TensorBoardLogger:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -19,9 +19,26 @@ TRAIN_COMMAND = f"mnistkit train --preset {PRESET}"
 #: The shipped file must stay small enough to live in a wheel.
 MAX_BYTES = 2 * 1024 * 1024
 #: Keys every model card has (``None`` where a value is unknown, with a note saying why).
-CARD_KEYS = ("name", "architecture", "model_options", "parameters", "command", "data", "seed", "config",
-             "test_accuracy", "val_accuracy", "temperature", "ece", "ece_bins", "photo_benchmark", "train_seconds",
-             "versions", "created", "notes")
+CARD_KEYS = (
+    "name",
+    "architecture",
+    "model_options",
+    "parameters",
+    "command",
+    "data",
+    "seed",
+    "config",
+    "test_accuracy",
+    "val_accuracy",
+    "temperature",
+    "ece",
+    "ece_bins",
+    "photo_benchmark",
+    "train_seconds",
+    "versions",
+    "created",
+    "notes",
+)
 
 
 def bundled_model_path() -> Path:
@@ -30,7 +47,8 @@ def bundled_model_path() -> Path:
     if not path.is_file():
         raise CheckpointError(
             f"this install has no bundled model ({path} is missing): give a checkpoint or run directory, "
-            "or rebuild it with `make bundled-model`")
+            "or rebuild it with `make bundled-model`"
+        )
     return path
 
 
@@ -62,23 +80,42 @@ def model_card(checkpoint=None) -> dict:
     card = meta.get("card")
     if isinstance(card, dict):
         return dict(card)
-    name = Path(path).parent.name if path is not None and Path(path).name == "model.safetensors" else \
-        (Path(path).stem if path is not None else str(meta.get("model")))
-    return card_from_metadata(meta, params, name, command=None,
-                              notes=["this checkpoint has no model card: the fields come from its training metadata"])
+    name = (
+        Path(path).parent.name
+        if path is not None and Path(path).name == "model.safetensors"
+        else (Path(path).stem if path is not None else str(meta.get("model")))
+    )
+    return card_from_metadata(
+        meta,
+        params,
+        name,
+        command=None,
+        notes=["this checkpoint has no model card: the fields come from its training metadata"],
+    )
 
 
-def card_from_metadata(meta: dict, parameters: int, name: str, command: str | None, *, photo_benchmark: dict | None = None,
-                       notes: list[str] | None = None) -> dict:
+def card_from_metadata(
+    meta: dict,
+    parameters: int,
+    name: str,
+    command: str | None,
+    *,
+    photo_benchmark: dict | None = None,
+    notes: list[str] | None = None,
+) -> dict:
     """A model card from a checkpoint's metadata (what :func:`mnistkit.training.fit` stores)."""
     config = meta.get("config") or {}
     metrics = meta.get("metrics") or {}
     cal = metrics.get("calibration") or {}
     n_val = config.get("val_size") or 0
-    data = {"dataset": meta.get("dataset"), "train": "the dataset's training split"
-            + (f" less {n_val} images held out for validation (seed {config.get('seed')})" if n_val else ""),
-            "test": "the dataset's test split (scored once, after training)",
-            "norm": meta.get("norm"), "classes": meta.get("class_names")}
+    data = {
+        "dataset": meta.get("dataset"),
+        "train": "the dataset's training split"
+        + (f" less {n_val} images held out for validation (seed {config.get('seed')})" if n_val else ""),
+        "test": "the dataset's test split (scored once, after training)",
+        "norm": meta.get("norm"),
+        "classes": meta.get("class_names"),
+    }
     if photo_benchmark is None:
         photo_benchmark = {"accuracy": None, "note": "not measured: run bench/photos.py on this checkpoint"}
     return {

@@ -138,8 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: say so on one line unless debugging
         if os.environ.get("MNISTKIT_DEBUG"):
             raise
-        click.echo(f"{prog}: internal error: {type(exc).__name__}: {_one_line(exc)} "
-                   "(set MNISTKIT_DEBUG=1 for the traceback)", err=True)
+        click.echo(
+            f"{prog}: internal error: {type(exc).__name__}: {_one_line(exc)} (set MNISTKIT_DEBUG=1 for the traceback)",
+            err=True,
+        )
         code = 1
     finally:
         for sig, handler in previous.items():

@@ -10,9 +10,12 @@ import json
 
 import click
 
-_DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
-                         help="Folder searched first and downloaded into (default: $MNISTKIT_DATA, "
-                              "./data, then the user cache dir).")
+_DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Folder searched first and downloaded into (default: $MNISTKIT_DATA, ./data, then the user cache dir).",
+)
 
 
 @click.group()

@@ -15,15 +15,27 @@ from mnistkit.cli.options import print_json_line
 @click.option("--download/--no-download", default=True, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-@click.option("--bf16", is_flag=True, help="bf16 autocast where the hardware has it: faster, may flip a few "
-              "borderline predictions.  [default: exact fp32]")
+@click.option(
+    "--bf16",
+    is_flag=True,
+    help="bf16 autocast where the hardware has it: faster, may flip a few "
+    "borderline predictions.  [default: exact fp32]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def evaluate(checkpoint, split, dataset, data_dir, download, batch_size, device, bf16, as_json):
     """Score a checkpoint (a .safetensors file or a run directory) on a dataset split."""
     from mnistkit.api import evaluate_checkpoint
 
-    result = evaluate_checkpoint(checkpoint, split=split, dataset=dataset, data_dir=data_dir, download=download,
-                                 batch_size=batch_size, device=device, bf16=bf16)
+    result = evaluate_checkpoint(
+        checkpoint,
+        split=split,
+        dataset=dataset,
+        data_dir=data_dir,
+        download=download,
+        batch_size=batch_size,
+        device=device,
+        bf16=bf16,
+    )
     if as_json:
         print_json_line(result.to_dict())
         return
@@ -38,12 +50,14 @@ def _print_tables(r) -> None:
     console.print(f"Accuracy of the model on the {r.n} {r.split} images: {r.accuracy:.2f} %", highlight=False)
     if r.binary:
         b = r.binary
-        console.print(f"Precision {b['precision']:.2f} %  Recall {b['recall']:.2f} %  ROC AUC {b['roc_auc']:.4f}",
-                      highlight=False)
+        console.print(
+            f"Precision {b['precision']:.2f} %  Recall {b['recall']:.2f} %  ROC AUC {b['roc_auc']:.4f}", highlight=False
+        )
     t = Table("class", "precision %", "recall %", "F1 %", "support", title="Per class")
     for row in r.per_class:
-        t.add_row(row["class"], f"{row['precision']:.2f}", f"{row['recall']:.2f}", f"{row['f1']:.2f}",
-                  str(row["support"]))
+        t.add_row(
+            row["class"], f"{row['precision']:.2f}", f"{row['recall']:.2f}", f"{row['f1']:.2f}", str(row["support"])
+        )
     console.print(t)
     cm = Table("true \\ pred", *[n[:8] for n in r.class_names], title="Confusion matrix")
     for name, row in zip(r.class_names, r.confusion):

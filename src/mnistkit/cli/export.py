@@ -7,8 +7,13 @@ import click
 
 @click.command()
 @click.argument("checkpoint", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), required=True,
-              help="onnx (needs the export extra) or torchscript.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "torchscript"]),
+    required=True,
+    help="onnx (needs the export extra) or torchscript.",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
 def export(checkpoint, fmt, out):
     """Export CHECKPOINT (a .safetensors file or a run directory) for use outside mnistkit.
@@ -21,6 +26,8 @@ def export(checkpoint, fmt, out):
     from mnistkit.export import export_checkpoint
 
     result = export_checkpoint(checkpoint, fmt, out)
-    click.echo(f"wrote {result.path} ({result.format}; max |difference| vs PyTorch "
-               f"{result.max_abs_diff:.1e} on batches of 1 and 7)")
+    click.echo(
+        f"wrote {result.path} ({result.format}; max |difference| vs PyTorch "
+        f"{result.max_abs_diff:.1e} on batches of 1 and 7)"
+    )
     return 0

@@ -8,8 +8,7 @@ from mnistkit.cli.options import print_json_line
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object {architectures, bundled} instead of text.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {architectures, bundled} instead of text.")
 def models(as_json):
     """List the model architectures `mnistkit train --model` accepts, and the pretrained digit model
     that `mnistkit predict` uses when no checkpoint is given, with its model card."""
@@ -18,8 +17,9 @@ def models(as_json):
     from mnistkit.models import get_model_spec, list_models
 
     specs = [get_model_spec(name) for name in list_models()]
-    architectures = [{"name": s.name, "task": s.task, "description": s.description, "options": s.defaults}
-                     for s in specs]
+    architectures = [
+        {"name": s.name, "task": s.task, "description": s.description, "options": s.defaults} for s in specs
+    ]
     try:
         path = bundled_model_path()
         bundled = {"path": str(path), "bytes": path.stat().st_size, "card": model_card(path)}
@@ -45,31 +45,41 @@ def models(as_json):
 
 def card_lines(card: dict) -> list[str]:
     """A model card as short ``key: value`` lines for the terminal (``predict --about`` shows the same)."""
+
     def pct(v):
         return f"{v:.2f} %" if isinstance(v, (int, float)) else "not measured"
 
-    lines = [f"name: {card.get('name')}  ({card.get('architecture')} {card.get('model_options')}, "
-             f"{card.get('parameters'):,} parameters)" if card.get("parameters") is not None else
-             f"name: {card.get('name')}  ({card.get('architecture')})"]
+    lines = [
+        f"name: {card.get('name')}  ({card.get('architecture')} {card.get('model_options')}, "
+        f"{card.get('parameters'):,} parameters)"
+        if card.get("parameters") is not None
+        else f"name: {card.get('name')}  ({card.get('architecture')})"
+    ]
     if card.get("command"):
         lines.append(f"trained with: {card['command']}  (seed {card.get('seed')})")
     data = card.get("data") or {}
     if data:
         lines.append(f"data: {data.get('dataset')}: {data.get('train')}")
     dataset = data.get("dataset") or "MNIST"
-    lines.append(f"{dataset} test accuracy: {pct(card.get('test_accuracy'))}; "
-                 f"validation: {pct(card.get('val_accuracy'))}")
+    lines.append(
+        f"{dataset} test accuracy: {pct(card.get('test_accuracy'))}; validation: {pct(card.get('val_accuracy'))}"
+    )
     t = card.get("temperature")
     ece = card.get("ece") or {}
     if t is not None:
         order = sorted(ece, key=lambda split: (split != "val", split))  # validation (fitted on) first
-        parts = [f"{split} {ece[split]['before']:.2f} % -> {ece[split]['after']:.2f} %" for split in order
-                 if ece[split].get("after") is not None]
+        parts = [
+            f"{split} {ece[split]['before']:.2f} % -> {ece[split]['after']:.2f} %"
+            for split in order
+            if ece[split].get("after") is not None
+        ]
         lines.append(f"calibration: temperature {t:.3f}; ECE ({card.get('ece_bins')} bins) {', '.join(parts)}")
     photo = card.get("photo_benchmark") or {}
     if photo.get("accuracy") is None:
         lines.append(f"photo benchmark: {photo.get('note') or 'not measured'}")
     else:
-        lines.append(f"photo benchmark (bench/photos.py, {photo.get('accuracy_is', 'accuracy')}): {pct(photo['accuracy'])}")
+        lines.append(
+            f"photo benchmark (bench/photos.py, {photo.get('accuracy_is', 'accuracy')}): {pct(photo['accuracy'])}"
+        )
     lines += [f"note: {n}" for n in card.get("notes") or []]
     return lines

@@ -13,29 +13,58 @@ from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 
 @click.command()
 @click.argument("inputs", nargs=-1, metavar="[CHECKPOINT] [INPUT]...")
-@click.option("--model", "model_path", type=click.Path(),
-              help="Checkpoint (.safetensors) or run directory to use.  [default: the bundled digit model]")
-@click.option("--number", is_flag=True,
-              help="Each INPUT is a written number (2026, a postcode): read its digits left to right.")
-@click.option("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE, show_default=True,
-              help="Report predictions whose top probability is below this as unsure ('?').")
-@click.option("--save-input", "save_dir", type=click.Path(file_okay=False),
-              help="Write the 28x28 image each input became (PNG) into this folder: what the model saw.")
-@click.option("--about", is_flag=True, help="Print the model's card (what it is, how it was trained, "
-              "its accuracy) and exit.")
-@click.option("--top-k", type=int, default=1, show_default=True,
-              help="Show the K most likely labels for each image.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON list of {path, label, probability, top, unsure, reason} instead of lines.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
-              help="A Kaggle Digit Recognizer CSV (pixel0..pixel783, optional label) instead of images.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False),
-              help="With --csv: write the ImageId,Label submission here (default: standard output).")
-@click.option("--bf16", is_flag=True, help="bf16 autocast where the hardware has it: faster for large batches, "
-              "may flip a few borderline predictions.  [default: exact fp32]")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(),
+    help="Checkpoint (.safetensors) or run directory to use.  [default: the bundled digit model]",
+)
+@click.option(
+    "--number", is_flag=True, help="Each INPUT is a written number (2026, a postcode): read its digits left to right."
+)
+@click.option(
+    "--min-confidence",
+    type=float,
+    default=DEFAULT_MIN_CONFIDENCE,
+    show_default=True,
+    help="Report predictions whose top probability is below this as unsure ('?').",
+)
+@click.option(
+    "--save-input",
+    "save_dir",
+    type=click.Path(file_okay=False),
+    help="Write the 28x28 image each input became (PNG) into this folder: what the model saw.",
+)
+@click.option(
+    "--about", is_flag=True, help="Print the model's card (what it is, how it was trained, its accuracy) and exit."
+)
+@click.option("--top-k", type=int, default=1, show_default=True, help="Show the K most likely labels for each image.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON list of {path, label, probability, top, unsure, reason} instead of lines.",
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False),
+    help="A Kaggle Digit Recognizer CSV (pixel0..pixel783, optional label) instead of images.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    help="With --csv: write the ImageId,Label submission here (default: standard output).",
+)
+@click.option(
+    "--bf16",
+    is_flag=True,
+    help="bf16 autocast where the hardware has it: faster for large batches, "
+    "may flip a few borderline predictions.  [default: exact fp32]",
+)
 @click.pass_context
-def predict(ctx, inputs, model_path, number, min_confidence, save_dir, about, top_k, as_json, csv_path,
-            out_path, bf16):
+def predict(ctx, inputs, model_path, number, min_confidence, save_dir, about, top_k, as_json, csv_path, out_path, bf16):
     """Predict the digit in each INPUT: image files, folders (searched recursively), or - for stdin.
 
     With no CHECKPOINT and no --model, the bundled pretrained digit model is used.
@@ -101,13 +130,21 @@ def _echo_failures(failures) -> None:
         click.echo(f"mnistkit predict: error: {' '.join(message.split())}", err=True)
 
 
-def _predict_images(ckpt, inputs, top_k: int, as_json: bool, bf16: bool = False,
-                    min_confidence: float = DEFAULT_MIN_CONFIDENCE, save_dir: str | None = None) -> int:
+def _predict_images(
+    ckpt,
+    inputs,
+    top_k: int,
+    as_json: bool,
+    bf16: bool = False,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    save_dir: str | None = None,
+) -> int:
     """Print predictions and one stderr line per failed input; returns how many failed."""
     from mnistkit.prediction import format_line, predict_files, save_inputs
 
-    result = predict_files(ckpt, inputs, top_k=top_k, stdin=_read_stdin(inputs), bf16=bf16,
-                           min_confidence=min_confidence)
+    result = predict_files(
+        ckpt, inputs, top_k=top_k, stdin=_read_stdin(inputs), bf16=bf16, min_confidence=min_confidence
+    )
     _echo_failures(result.failures)
     if save_dir:
         save_inputs(result.predictions, save_dir)
@@ -164,5 +201,4 @@ def _predict_csv(ckpt, csv_path: str, out_path: str | None, bf16: bool = False) 
     else:
         click.echo(text, nl=False)
     if result.accuracy is not None:
-        click.echo(f"accuracy: {result.accuracy:.2f}% on {len(result.labels)} labelled rows",
-                   err=out_path is None)
+        click.echo(f"accuracy: {result.accuracy:.2f}% on {len(result.labels)} labelled rows", err=out_path is None)

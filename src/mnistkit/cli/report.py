@@ -7,8 +7,12 @@ import click
 
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="HTML file to write (default: RUN_DIR/report.html for one run, ./report.html for several).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="HTML file to write (default: RUN_DIR/report.html for one run, ./report.html for several).",
+)
 def report(run_dirs, out):
     """Write an HTML report for RUN_DIR, or compare several run directories.
 

@@ -12,24 +12,52 @@ SERVE_HINT = "pip install 'mnistkit[serve]'"
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(), required=False)
-@click.option("--model", "model_path", type=click.Path(), metavar="CHECKPOINT|RUN_DIR",
-              help="Checkpoint file or run directory to serve (the same as the CHECKPOINT argument). "
-                   "[default: the bundled digit model]")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on (0.0.0.0 exposes the server to your network; see the README "
-                   "on running behind a reverse proxy).")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535),
-              help="TCP port.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Torch threads per inference; 1 is fastest for one small image at a time.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=DEFAULT_MIN_CONFIDENCE, show_default=True,
-              help="Report predictions whose calibrated top probability is below this as unsure (as `mnistkit predict`).")
-@click.option("--max-pixels", type=click.IntRange(1), default=L.SERVE_MAX_PIXELS, show_default=True,
-              help="Largest uploaded image in pixels (width x height), checked from the header before decoding.")
-@click.option("--request-timeout", type=click.FloatRange(0.1, 3600), default=L.HEADER_TIMEOUT_S, show_default=True,
-              metavar="SECONDS",
-              help="A client must send a request's headers, and then its body, within this many seconds each; "
-                   "else the connection is closed (a late body gets 408).")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(),
+    metavar="CHECKPOINT|RUN_DIR",
+    help="Checkpoint file or run directory to serve (the same as the CHECKPOINT argument). "
+    "[default: the bundled digit model]",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on (0.0.0.0 exposes the server to your network; see the README "
+    "on running behind a reverse proxy).",
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Torch threads per inference; 1 is fastest for one small image at a time.",
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_MIN_CONFIDENCE,
+    show_default=True,
+    help="Report predictions whose calibrated top probability is below this as unsure (as `mnistkit predict`).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1),
+    default=L.SERVE_MAX_PIXELS,
+    show_default=True,
+    help="Largest uploaded image in pixels (width x height), checked from the header before decoding.",
+)
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=L.HEADER_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="A client must send a request's headers, and then its body, within this many seconds each; "
+    "else the connection is closed (a late body gets 408).",
+)
 def serve(checkpoint, model_path, host, port, threads, min_confidence, max_pixels, request_timeout):
     """Serve CHECKPOINT (a .safetensors file or a run directory; default: the bundled digit model):
     a drawing and photo page at /, POST /predict, /healthz, /model, /docs."""

@@ -46,8 +46,10 @@ def parse_classes(spec: str | None, class_names: list[str]) -> list[int] | None:
         elif item.isdigit() and int(item) < len(class_names):
             indices.append(int(item))
         else:
-            raise ConfigError(f"--classes: unknown class {item!r}; use indices 0..{len(class_names) - 1} "
-                              f"or names: {', '.join(class_names)}")
+            raise ConfigError(
+                f"--classes: unknown class {item!r}; use indices 0..{len(class_names) - 1} "
+                f"or names: {', '.join(class_names)}"
+            )
     return sorted(set(indices))
 
 
@@ -85,13 +87,20 @@ def display_available() -> bool:
 @click.command()
 @click.option("--dataset", default="mnist", show_default=True, help="Dataset name or path.")
 @click.option("--split", default="train", show_default=True, help="Which split to draw from: train or test.")
-@click.option("--n", "n", type=int, default=64, show_default=True, help=f"Images in the grid ({MIN_IMAGES}..{MAX_IMAGES}).")
+@click.option(
+    "--n", "n", type=int, default=64, show_default=True, help=f"Images in the grid ({MIN_IMAGES}..{MAX_IMAGES})."
+)
 @click.option("--classes", default=None, help="Only these classes, by index or name, e.g. 3,8 (default: all).")
-@click.option("--out", type=click.Path(dir_okay=False), default="grid.png", show_default=True,
-              help="PNG file to write.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default="grid.png", show_default=True, help="PNG file to write."
+)
 @click.option("--open", "open_window", is_flag=True, help="Also show the grid in a window (needs a display).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Folder holding the dataset files (default: mnistkit's cache).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder holding the dataset files (default: mnistkit's cache).",
+)
 @click.option("--download/--no-download", default=True, show_default=True, help="Download missing dataset files.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing the samples.")
 def show(dataset, split, n, classes, out, open_window, data_dir, download, seed):

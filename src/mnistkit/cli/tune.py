@@ -8,37 +8,95 @@ from mnistkit.cli.options import model_options_from, print_json_line
 from mnistkit.cli.train import train as _train
 
 #: train options that make no sense for a search (each trial has its own folder, log and test-free end)
-NOT_TUNE_OPTIONS = {"out", "name", "resume", "tensorboard", "quiet", "as_json", "log_every", "early_stopping",
-                    "config_file"}
+NOT_TUNE_OPTIONS = {
+    "out",
+    "name",
+    "resume",
+    "tensorboard",
+    "quiet",
+    "as_json",
+    "log_every",
+    "early_stopping",
+    "config_file",
+}
 
 
 @click.command()
-@click.option("--trials", type=click.IntRange(min=1), default=None,
-              help="Finished trials the study should have (a rerun resumes towards it).  [default: 50]")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds after which no new trial starts; running ones stop at their next epoch end.")
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Finished trials the study should have (a rerun resumes towards it).  [default: 50]",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds after which no new trial starts; running ones stop at their next epoch end.",
+)
 @click.option("--study", "study_name", default=None, help="Study name in the storage.  [default: mnistkit]")
-@click.option("--storage", default=None,
-              help="postgresql://USER:PASS@HOST/DB (or mysql://, sqlite:///, a journal file) shared by workers "
-                   "on many machines.  [default: OUT/study.journal]")
-@click.option("--space", type=click.Path(dir_okay=False), default=None,
-              help="Search space file (TOML, YAML or JSON) replacing the model's default space.")
-@click.option("--workers", type=click.IntRange(min=1), default=1,
-              help="Worker processes on this machine sharing the study; torch threads are split.  [default: 1]")
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default=None,
-              help="Stop unpromising trials early, judged on validation accuracy per epoch.  [default: median]")
-@click.option("--heartbeat", type=click.IntRange(min=1), default=30,
-              help="Seconds between a trial's heartbeats on a database; a trial silent for twice that is "
-                   "failed and retried.  [default: 30]")
+@click.option(
+    "--storage",
+    default=None,
+    help="postgresql://USER:PASS@HOST/DB (or mysql://, sqlite:///, a journal file) shared by workers "
+    "on many machines.  [default: OUT/study.journal]",
+)
+@click.option(
+    "--space",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Search space file (TOML, YAML or JSON) replacing the model's default space.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Worker processes on this machine sharing the study; torch threads are split.  [default: 1]",
+)
+@click.option(
+    "--pruner",
+    type=click.Choice(["median", "hyperband", "none"]),
+    default=None,
+    help="Stop unpromising trials early, judged on validation accuracy per epoch.  [default: median]",
+)
+@click.option(
+    "--heartbeat",
+    type=click.IntRange(min=1),
+    default=30,
+    help="Seconds between a trial's heartbeats on a database; a trial silent for twice that is "
+    "failed and retried.  [default: 30]",
+)
 @click.option("--sampler-seed", type=int, default=None, help="Seed of the TPE sampler (reproducible searches).")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output folder (storage, trials.csv, best.json, best-run/, plots, report).  "
-                   "[default: runs/tune-STUDY]")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output folder (storage, trials.csv, best.json, best-run/, plots, report).  [default: runs/tune-STUDY]",
+)
 @click.option("--plots/--no-plots", default=True, help="Draw Optuna's plots (PNG) for the report.  [default: on]")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final line.")
 @click.option("--json", "as_json", is_flag=True, help="End stdout with one JSON object: the study's summary.")
-def tune(trials, timeout, study_name, storage, space, workers, pruner, heartbeat, sampler_seed, out, plots, quiet, as_json,
-         hidden, activation, dropout, model_option, compile_, **opts):
+def tune(
+    trials,
+    timeout,
+    study_name,
+    storage,
+    space,
+    workers,
+    pruner,
+    heartbeat,
+    sampler_seed,
+    out,
+    plots,
+    quiet,
+    as_json,
+    hidden,
+    activation,
+    dropout,
+    model_option,
+    compile_,
+    **opts,
+):
     """Search hyperparameters for a model with Optuna and keep the best as a training config.
 
     Trials are scored on a validation split carved from the training data (--val-size, default
@@ -53,14 +111,29 @@ def tune(trials, timeout, study_name, storage, space, workers, pruner, heartbeat
     if model_options:
         opts["model_options"] = model_options
     name = study_name or "mnistkit"
-    summary = run_tune(trials=trials, timeout=timeout, study=study_name, storage=storage, space=space,
-                       workers=workers, pruner=pruner, heartbeat=heartbeat, sampler_seed=sampler_seed,
-                       out=out or f"runs/tune-{name}", echo=not (quiet or as_json), plots=plots, compile=compile_,
-                       **opts)
+    summary = run_tune(
+        trials=trials,
+        timeout=timeout,
+        study=study_name,
+        storage=storage,
+        space=space,
+        workers=workers,
+        pruner=pruner,
+        heartbeat=heartbeat,
+        sampler_seed=sampler_seed,
+        out=out or f"runs/tune-{name}",
+        echo=not (quiet or as_json),
+        plots=plots,
+        compile=compile_,
+        **opts,
+    )
     best = summary.get("best")
     if quiet:
-        click.echo(f"Best trial {best['number']}: validation {best['val_accuracy']:.2f} %, test "
-                   f"{best['test_accuracy']:.2f} %" if best else "No trial completed")
+        click.echo(
+            f"Best trial {best['number']}: validation {best['val_accuracy']:.2f} %, test {best['test_accuracy']:.2f} %"
+            if best
+            else "No trial completed"
+        )
     if as_json:
         print_json_line(summary)
 

@@ -25,9 +25,19 @@ from mnistkit.data.registry import get_dataset_spec, is_registered, list_dataset
 from mnistkit.data.spec import DatasetSpec
 
 __all__ = [
-    "Dataset", "DatasetSpec", "Split", "dataset_info", "fetch_dataset", "get_dataset_spec",
-    "list_datasets", "load_dataset", "read_idx", "register_dataset", "search_roots",
-    "split_validation", "write_idx",
+    "Dataset",
+    "DatasetSpec",
+    "Split",
+    "dataset_info",
+    "fetch_dataset",
+    "get_dataset_spec",
+    "list_datasets",
+    "load_dataset",
+    "read_idx",
+    "register_dataset",
+    "search_roots",
+    "split_validation",
+    "write_idx",
 ]
 
 
@@ -49,8 +59,12 @@ def _resolve(name_or_path) -> DatasetSpec | Path:
     return get_dataset_spec(name_or_path)  # raises ConfigError listing the choices
 
 
-def load_dataset(name_or_path: str | os.PathLike | DatasetSpec, data_dir: str | os.PathLike | None = None,
-                 download: bool = True, progress: bool = False) -> Dataset:
+def load_dataset(
+    name_or_path: str | os.PathLike | DatasetSpec,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    progress: bool = False,
+) -> Dataset:
     """Load a dataset's train and test splits into memory as uint8/int64 tensors.
 
     ``name_or_path`` is a registered name (:func:`list_datasets`), a spec, or a
@@ -66,8 +80,7 @@ def load_dataset(name_or_path: str | os.PathLike | DatasetSpec, data_dir: str | 
     return target.load(data_dir, download=download, progress=progress)
 
 
-def fetch_dataset(name: str | DatasetSpec, data_dir: str | os.PathLike | None = None,
-                  progress: bool = True) -> Path:
+def fetch_dataset(name: str | DatasetSpec, data_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Make a registered dataset present locally (download + md5 check); return its folder/file.
 
     A path to your own data is already local: it is returned if it exists.
@@ -95,12 +108,16 @@ def dataset_info(name: str | DatasetSpec, data_dir: str | os.PathLike | None = N
     spec = target
     location = spec.locate(data_dir)
     info = {
-        "name": spec.name, "description": spec.description, "classes": list(spec.class_names),
+        "name": spec.name,
+        "description": spec.description,
+        "classes": list(spec.class_names),
         "norm": spec.norm.to_dict(),
         "sizes": {"train": spec.sizes[0], "test": spec.sizes[1]} if spec.sizes else None,
-        "found": location is not None, "location": str(location) if location else None,
+        "found": location is not None,
+        "location": str(location) if location else None,
         "searched": [str(r) for r in search_roots(spec, data_dir)] if spec.files else [],
-        "files": {}, "mirrors": list(mirrors_for(spec)) if spec.files else [],
+        "files": {},
+        "mirrors": list(mirrors_for(spec)) if spec.files else [],
     }
     for file_name in spec.files:
         path = find_file(location, file_name) if location else None
@@ -113,9 +130,18 @@ def _custom_info(path: Path) -> dict:
     from mnistkit.data.custom import load_custom
 
     ds = load_custom(path)
-    return {"name": ds.name, "description": "your own data", "classes": ds.class_names,
-            "norm": ds.norm.to_dict(), "sizes": {"train": len(ds.train), "test": len(ds.test)},
-            "found": True, "location": ds.source, "searched": [], "files": {}, "mirrors": []}
+    return {
+        "name": ds.name,
+        "description": "your own data",
+        "classes": ds.class_names,
+        "norm": ds.norm.to_dict(),
+        "sizes": {"train": len(ds.train), "test": len(ds.test)},
+        "found": True,
+        "location": ds.source,
+        "searched": [],
+        "files": {},
+        "mirrors": [],
+    }
 
 
 def _md5_status(spec: DatasetSpec, file_name: str, path: Path | None) -> str:

@@ -25,8 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnistkit.data.dataset import (MAX_CLASSES, Dataset, Split, compute_normalization, make_split,
-                                   numbered_class_names, seeded_permutation)
+from mnistkit.data.dataset import (
+    MAX_CLASSES,
+    Dataset,
+    Split,
+    compute_normalization,
+    make_split,
+    numbered_class_names,
+    seeded_permutation,
+)
 from mnistkit.data.files import read_idx_splits
 from mnistkit.errors import DataFormatError, DatasetNotFoundError, InputImageError
 from mnistkit.fileio import regular_file_size
@@ -36,29 +43,31 @@ CARVED_TEST_FRACTION = 0.1
 #: Seed of the permutation that picks the carved test rows (same split on every run).
 CARVED_SPLIT_SEED = 0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm")
-_IDX_PREFIXES = (("train-images", "train-labels"), ("t10k-images", "t10k-labels"),
-                 ("test-images", "test-labels"))
+_IDX_PREFIXES = (("train-images", "train-labels"), ("t10k-images", "t10k-labels"), ("test-images", "test-labels"))
 
 
 def looks_like_path(name: str) -> bool:
     """A dataset argument is a path when it exists or looks like one (separator, .csv)."""
     text = str(name)
-    return (Path(text).expanduser().exists() or "/" in text or "\\" in text
-            or text.endswith((".csv", ".csv.gz")))
+    return Path(text).expanduser().exists() or "/" in text or "\\" in text or text.endswith((".csv", ".csv.gz"))
 
 
 def load_custom(path: str | Path) -> Dataset:
     """Load a user-supplied IDX folder, Kaggle CSV or image folder (see the module docstring)."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise DatasetNotFoundError(f"{path}: no such file or folder; expected a dataset name, a folder "
-                                   "of IDX files, a Kaggle-style CSV or an image folder")
+        raise DatasetNotFoundError(
+            f"{path}: no such file or folder; expected a dataset name, a folder "
+            "of IDX files, a Kaggle-style CSV or an image folder"
+        )
     if not path.is_dir():
         regular_file_size(path, DataFormatError, "dataset file")  # refuses FIFOs and devices by name
         if path.name.endswith((".csv", ".csv.gz")):
             return load_kaggle_csv(path)
-        raise DataFormatError(f"{path}: unsupported file; expected a .csv (label,pixel0..pixel783) "
-                              "or a folder of IDX files or class sub-folders")
+        raise DataFormatError(
+            f"{path}: unsupported file; expected a .csv (label,pixel0..pixel783) "
+            "or a folder of IDX files or class sub-folders"
+        )
     idx = find_idx_files(path)
     if idx is not None:
         return read_idx_splits(path.name, idx)
@@ -76,9 +85,11 @@ def carve_test(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor
 
 # --- folder of IDX files -------------------------------------------------------------------
 
+
 def _first_match(folder: Path, prefix: str) -> Path | None:
-    matches = sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith(prefix)
-                     and not p.name.startswith("."))
+    matches = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.name.startswith(prefix) and not p.name.startswith(".")
+    )
     gz = [p for p in matches if p.name.endswith(".gz")]
     return (gz or matches or [None])[0]
 
@@ -92,11 +103,11 @@ def find_idx_files(folder: Path) -> list[Path] | None:
         test = [_first_match(folder, images_prefix), _first_match(folder, labels_prefix)]
         if all(test):
             return train + test  # type: ignore[return-value]
-    raise DataFormatError(f"{folder}: has train-images/train-labels but no t10k-* or test-* images "
-                          "and labels files")
+    raise DataFormatError(f"{folder}: has train-images/train-labels but no t10k-* or test-* images and labels files")
 
 
 # --- Kaggle CSV ----------------------------------------------------------------------------
+
 
 def load_kaggle_csv(path: Path) -> Dataset:
     """Kaggle Digit Recognizer CSV -> Dataset with a carved test split (module docstring)."""
@@ -104,20 +115,30 @@ def load_kaggle_csv(path: Path) -> Dataset:
 
     images, labels = read_kaggle_csv(path)
     if labels is None:
-        raise DataFormatError(f"{path}: no 'label' column; a CSV without labels (like Kaggle's test.csv) "
-                              "cannot be trained on; expected label,pixel0,...,pixel783")
+        raise DataFormatError(
+            f"{path}: no 'label' column; a CSV without labels (like Kaggle's test.csv) "
+            "cannot be trained on; expected label,pixel0,...,pixel783"
+        )
     if len(labels) < 2:
-        raise DataFormatError(f"{path}: {len(labels)} data row; at least 2 are needed (one to train on, "
-                              "one held out as the test split)")
+        raise DataFormatError(
+            f"{path}: {len(labels)} data row; at least 2 are needed (one to train on, one held out as the test split)"
+        )
     classes = numbered_class_names([labels], str(path))
     train_mask, test_mask = carve_test(images, labels)
     train = make_split(images[train_mask], labels[train_mask], len(classes), str(path))
     test = make_split(images[test_mask], labels[test_mask], len(classes), str(path))
-    return Dataset(name=path.name, train=train, test=test, class_names=classes,
-                   norm=compute_normalization(train.images), source=str(path))
+    return Dataset(
+        name=path.name,
+        train=train,
+        test=test,
+        class_names=classes,
+        norm=compute_normalization(train.images),
+        source=str(path),
+    )
 
 
 # --- image folder --------------------------------------------------------------------------
+
 
 def _entries(folder: Path) -> list[os.DirEntry]:
     """A folder's entries; a folder we cannot list is an error, never silently empty."""
@@ -125,8 +146,9 @@ def _entries(folder: Path) -> list[os.DirEntry]:
         with os.scandir(folder) as it:
             return list(it)
     except OSError as exc:
-        raise DataFormatError(f"{folder}: cannot list this folder ({exc.strerror or exc}); "
-                              "fix its permissions or remove it") from None
+        raise DataFormatError(
+            f"{folder}: cannot list this folder ({exc.strerror or exc}); fix its permissions or remove it"
+        ) from None
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -158,8 +180,7 @@ def _read_class_folders(folder: Path, classes: list[str]) -> Split:
     images, labels = [], []
     for class_dir in _class_folders(folder):
         if class_dir.name not in classes:
-            raise DataFormatError(f"{class_dir}: class {class_dir.name!r} is not among the training "
-                                  f"classes {classes}")
+            raise DataFormatError(f"{class_dir}: class {class_dir.name!r} is not among the training classes {classes}")
         for file in _image_files(class_dir):
             try:
                 array = preprocess_image(load_image(file))
@@ -178,8 +199,10 @@ def load_image_folder(folder: Path) -> Dataset:
     class_root = folder / "train" if has_split else folder
     classes = [p.name for p in _class_folders(class_root)]
     if not classes:
-        raise DataFormatError(f"{folder}: not a dataset; expected IDX files (train-images-idx3-ubyte.gz, ...), "
-                              "or one sub-folder of images per class (optionally under train/ and test/)")
+        raise DataFormatError(
+            f"{folder}: not a dataset; expected IDX files (train-images-idx3-ubyte.gz, ...), "
+            "or one sub-folder of images per class (optionally under train/ and test/)"
+        )
     try:
         import mnistkit.preprocess.image  # noqa: F401  (fail early with a clear message)
     except ImportError as exc:
@@ -190,5 +213,11 @@ def load_image_folder(folder: Path) -> Dataset:
     else:
         train_mask, test_mask = carve_test(train.images, train.labels)
         train, test = train.subset(train_mask), train.subset(test_mask)
-    return Dataset(name=folder.name, train=train, test=test, class_names=classes,
-                   norm=compute_normalization(train.images), source=str(folder))
+    return Dataset(
+        name=folder.name,
+        train=train,
+        test=test,
+        class_names=classes,
+        norm=compute_normalization(train.images),
+        source=str(folder),
+    )

@@ -62,8 +62,9 @@ def make_split(images: torch.Tensor, labels: torch.Tensor, num_classes: int, sou
     ``source`` names the files in the error message, so a user knows which to fix.
     """
     if images.dim() != 3 or tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataFormatError(f"{source}: images have shape {tuple(images.shape)}; "
-                              f"expected [N, {IMAGE_SIZE}, {IMAGE_SIZE}]")
+        raise DataFormatError(
+            f"{source}: images have shape {tuple(images.shape)}; expected [N, {IMAGE_SIZE}, {IMAGE_SIZE}]"
+        )
     if images.dtype != torch.uint8:
         raise DataFormatError(f"{source}: images are {images.dtype}; expected uint8 pixels 0-255")
     if labels.dim() != 1:
@@ -71,12 +72,13 @@ def make_split(images: torch.Tensor, labels: torch.Tensor, num_classes: int, sou
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise DataFormatError(f"{source}: labels are {labels.dtype}; expected integers")
     if labels.shape[0] != images.shape[0]:
-        raise DataFormatError(f"{source}: {labels.shape[0]} labels for {images.shape[0]} images; "
-                              "the counts must match")
+        raise DataFormatError(f"{source}: {labels.shape[0]} labels for {images.shape[0]} images; the counts must match")
     labels = labels.to(torch.int64)
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise DataFormatError(f"{source}: labels range {int(labels.min())}..{int(labels.max())}; "
-                              f"allowed 0..{num_classes - 1} for {num_classes} classes")
+        raise DataFormatError(
+            f"{source}: labels range {int(labels.min())}..{int(labels.max())}; "
+            f"allowed 0..{num_classes - 1} for {num_classes} classes"
+        )
     return Split(images.contiguous(), labels.contiguous())
 
 
@@ -89,8 +91,10 @@ def numbered_class_names(labels: list[torch.Tensor], source: str, at_least: int 
             top, low = max(top, int(t.max())), min(low, int(t.min()))
     if low < 0 or top >= MAX_CLASSES:
         bad = low if low < 0 else top
-        raise DataFormatError(f"{source}: label {bad} is out of range; labels are class indices "
-                              f"0..{MAX_CLASSES - 1} (at most {MAX_CLASSES} classes)")
+        raise DataFormatError(
+            f"{source}: label {bad} is out of range; labels are class indices "
+            f"0..{MAX_CLASSES - 1} (at most {MAX_CLASSES} classes)"
+        )
     return [str(i) for i in range(max(at_least, top + 1))]
 
 
@@ -120,8 +124,10 @@ def _validation_count(n: int, val_size: int | float) -> int:
     else:
         count = int(val_size)
     if count < 1 or count >= n:
-        raise ConfigError(f"val_size {val_size!r} gives {count} validation samples; allowed 1 to "
-                          f"{n - 1} for a training split of {n} (or 0 for no validation split)")
+        raise ConfigError(
+            f"val_size {val_size!r} gives {count} validation samples; allowed 1 to "
+            f"{n - 1} for a training split of {n} (or 0 for no validation split)"
+        )
     return count
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import socket
 import sys
 import time
 import urllib.error
@@ -71,8 +70,14 @@ def clean_stale_parts(folder: Path, max_age_s: float = STALE_PART_AGE_S) -> None
             pass
 
 
-def download_from_mirrors(file_name: str, mirrors: tuple[str, ...], dest: Path,
-                          accept_md5, progress: bool = False, max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
+def download_from_mirrors(
+    file_name: str,
+    mirrors: tuple[str, ...],
+    dest: Path,
+    accept_md5,
+    progress: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[str]:
     """Fetch ``file_name`` from the first mirror that serves it intact, into ``dest``.
 
     ``accept_md5(digest) -> bool`` decides whether the bytes are the right file;
@@ -102,9 +107,9 @@ class _MirrorFailure(Exception):
 
 @dataclass(frozen=True)
 class _Limits:
-    timeout: float      # seconds per read
-    deadline: float     # time.monotonic() by which the file must be complete
-    allowed: float      # the deadline in seconds, for messages
+    timeout: float  # seconds per read
+    deadline: float  # time.monotonic() by which the file must be complete
+    allowed: float  # the deadline in seconds, for messages
     max_bytes: int
 
 
@@ -133,8 +138,9 @@ def _stream(url: str, out, limits: _Limits, progress: bool) -> tuple[str, int, i
     received = 0
     timeout = limits.timeout
     try:
-        with urllib.request.urlopen(url, timeout=max(0.001, min(timeout, limits.deadline - time.monotonic()))) \
-                as response:
+        with urllib.request.urlopen(
+            url, timeout=max(0.001, min(timeout, limits.deadline - time.monotonic()))
+        ) as response:
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             if expected is not None and expected > limits.max_bytes:
@@ -145,8 +151,10 @@ def _stream(url: str, out, limits: _Limits, progress: bool) -> tuple[str, int, i
                     if received > limits.max_bytes:
                         raise _MirrorFailure(f"sent more than the {limits.max_bytes:,} bytes expected; cut off")
                     if time.monotonic() > limits.deadline:
-                        raise _MirrorFailure(f"not complete within the {limits.allowed:g} s deadline "
-                                             f"({received:,} bytes received; MNISTKIT_DOWNLOAD_DEADLINE)")
+                        raise _MirrorFailure(
+                            f"not complete within the {limits.allowed:g} s deadline "
+                            f"({received:,} bytes received; MNISTKIT_DOWNLOAD_DEADLINE)"
+                        )
                     out.write(chunk)
                     digest.update(chunk)
                     advance(len(chunk))
@@ -156,7 +164,7 @@ def _stream(url: str, out, limits: _Limits, progress: bool) -> tuple[str, int, i
         raise _MirrorFailure(f"unreachable ({exc.reason})") from None
     except http.client.IncompleteRead as exc:
         raise _MirrorFailure(f"truncated: connection closed after {received + len(exc.partial)} bytes") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise _MirrorFailure(f"timed out after {timeout:g} s (MNISTKIT_DOWNLOAD_TIMEOUT)") from None
     except (http.client.HTTPException, ConnectionError, ValueError) as exc:
         raise _MirrorFailure(f"{type(exc).__name__}: {exc}") from None
@@ -177,8 +185,13 @@ class _progress_bar:
         from rich.console import Console
         from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-        self._progress = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                                  console=Console(stderr=True), transient=True)
+        self._progress = Progress(
+            *Progress.get_default_columns(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
         self._progress.start()
         task = self._progress.add_task(self.url.rsplit("/", 1)[-1], total=self.total)
         return lambda n: self._progress.advance(task, n)

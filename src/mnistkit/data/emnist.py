@@ -35,9 +35,9 @@ from mnistkit.data.dataset import Dataset, make_split
 from mnistkit.data.download import clean_stale_parts, download_from_mirrors
 from mnistkit.data.files import download_root, find_file, mirrors_for, not_found_error, search_roots
 from mnistkit.data.idx import MAX_PAYLOAD_BYTES, decode_idx
-from mnistkit.fileio import EXPANSION_ALLOWANCE, MAX_EXPANSION, read_bytes
 from mnistkit.data.spec import DIGITS, DatasetSpec
 from mnistkit.errors import DataFormatError, DatasetNotFoundError, DownloadError
+from mnistkit.fileio import EXPANSION_ALLOWANCE, MAX_EXPANSION, read_bytes
 from mnistkit.preprocess.tensor import Normalization
 
 ARCHIVE = "gzip.zip"
@@ -65,16 +65,27 @@ SPLITS: dict[str, tuple[tuple[str, ...], int, tuple[int, int], str]] = {
 
 def member_names(split: str) -> tuple[str, str, str, str]:
     """Train images, train labels, test images, test labels file names of ``split`` (no folder)."""
-    return tuple(f"emnist-{split}-{part}-ubyte.gz" for part in
-                 ("train-images-idx3", "train-labels-idx1", "test-images-idx3", "test-labels-idx1"))
+    return tuple(
+        f"emnist-{split}-{part}-ubyte.gz"
+        for part in ("train-images-idx3", "train-labels-idx1", "test-images-idx3", "test-labels-idx1")
+    )
 
 
 def emnist_specs() -> list[DatasetSpec]:
     """One registry entry per split, all sharing the NIST archive."""
     return [
-        DatasetSpec(name=f"emnist-{split}", description=f"EMNIST {split}: {desc}", class_names=names,
-                    norm=EMNIST_NORM, mirrors=MIRRORS, torchvision_name="EMNIST", sizes=sizes,
-                    loader=load_emnist, fetcher=fetch_emnist, locator=locate_emnist)
+        DatasetSpec(
+            name=f"emnist-{split}",
+            description=f"EMNIST {split}: {desc}",
+            class_names=names,
+            norm=EMNIST_NORM,
+            mirrors=MIRRORS,
+            torchvision_name="EMNIST",
+            sizes=sizes,
+            loader=load_emnist,
+            fetcher=fetch_emnist,
+            locator=locate_emnist,
+        )
         for split, (names, _, sizes, desc) in SPLITS.items()
     ]
 
@@ -87,6 +98,7 @@ def split_of(spec: DatasetSpec) -> str:
 
 
 # ----------------------------------------------------------------------------- finding
+
 
 def _candidate_folders(root: Path) -> list[Path]:
     return [root / "EMNIST" / "raw", root / "EMNIST", root / "emnist", root]
@@ -150,21 +162,22 @@ def verify_archive(path: Path, split: str) -> None:
 #: A mapping file is 62 short lines; anything near this size is not one.
 MAX_MAPPING_BYTES = 1024**2
 
+
 def load_emnist(spec: DatasetSpec, data_dir=None, download: bool = True, progress: bool = False) -> Dataset:
     """Read one split (archive or extracted files) into memory, transposed upright, labels from 0."""
     split = split_of(spec)
     where = fetch_emnist(spec, data_dir, progress) if download else locate_emnist(spec, data_dir)
     if where is None:
-        raise not_found_error(spec, data_dir, "download=False, so nothing was downloaded "
-                              f"(run `mnistkit data fetch {spec.name}`)")
+        raise not_found_error(
+            spec, data_dir, f"download=False, so nothing was downloaded (run `mnistkit data fetch {spec.name}`)"
+        )
     raw, mapping = _read_members(where, split)
     names, offset = class_names_for(split, mapping, where), SPLITS[split][1]
     tensors = [decode_idx(data, source) for data, source in raw]
     train_x, train_y, test_x, test_y = tensors
     train = make_split(_upright(train_x, raw[0][1]), train_y.long() - offset, len(names), f"{raw[0][1]} + {raw[1][1]}")
     test = make_split(_upright(test_x, raw[2][1]), test_y.long() - offset, len(names), f"{raw[2][1]} + {raw[3][1]}")
-    return Dataset(name=spec.name, train=train, test=test, class_names=list(names), norm=spec.norm,
-                   source=str(where))
+    return Dataset(name=spec.name, train=train, test=test, class_names=list(names), norm=spec.norm, source=str(where))
 
 
 def _upright(images, source: str):
@@ -219,10 +232,12 @@ def _read_zip(path: Path, names, mapping_name: str) -> tuple[list[tuple[bytes, s
                     raise DataFormatError(f"{path}: lacks {member}; is it NIST's EMNIST gzip.zip?")
                 out.append((_checked_member(zf, path, member, MAX_PAYLOAD_BYTES), f"{path}:{member}"))
             member = f"{ARCHIVE_FOLDER}/{mapping_name}"
-            mapping = (_checked_member(zf, path, member, MAX_MAPPING_BYTES).decode("ascii", errors="replace")
-                       if member in present else None)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, NotImplementedError,
-            RuntimeError) as exc:
+            mapping = (
+                _checked_member(zf, path, member, MAX_MAPPING_BYTES).decode("ascii", errors="replace")
+                if member in present
+                else None
+            )
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, NotImplementedError, RuntimeError) as exc:
         where = f" ({member})" if member else ""
         raise DataFormatError(f"{path}{where}: corrupt or unreadable zip archive ({exc})") from None
     return out, mapping
@@ -243,9 +258,12 @@ def class_names_for(split: str, mapping: str | None, source) -> tuple[str, ...]:
             label, codes = int(parts[0]), [int(p) for p in parts[1:]]
             names[label - offset] = chr(codes[-1])
         except (ValueError, IndexError, OverflowError):
-            raise DataFormatError(f"{source}: emnist-{split}-mapping.txt line {number} is not "
-                                  f"'label ascii-code': {line.strip()[:40]!r}") from None
+            raise DataFormatError(
+                f"{source}: emnist-{split}-mapping.txt line {number} is not 'label ascii-code': {line.strip()[:40]!r}"
+            ) from None
     if sorted(names) != list(range(len(known))):
-        raise DataFormatError(f"{source}: emnist-{split}-mapping.txt maps labels {min(names, default=0) + offset}.."
-                              f"{max(names, default=-1) + offset}; expected {len(known)} classes from {offset}")
+        raise DataFormatError(
+            f"{source}: emnist-{split}-mapping.txt maps labels {min(names, default=0) + offset}.."
+            f"{max(names, default=-1) + offset}; expected {len(known)} classes from {offset}"
+        )
     return tuple(names[i] for i in range(len(known)))

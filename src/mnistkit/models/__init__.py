@@ -8,8 +8,8 @@ checkpoint that stores ``(name, options)`` can always rebuild its network, and
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from torch import nn
 
@@ -93,4 +93,7 @@ def build_model(name: str, **options) -> nn.Module:
 
 def _ensure_registered() -> None:
     """Import the modules whose decorators fill the registry (cheap, torch only)."""
-    from mnistkit.models import linear, mlp, cnn  # noqa: F401  (order = listing order)
+    # Import order is listing order (simplest model first), so isort must not sort these.
+    from mnistkit.models import linear  # noqa: F401  # isort: skip
+    from mnistkit.models import mlp  # noqa: F401  # isort: skip
+    from mnistkit.models import cnn  # noqa: F401  # isort: skip

@@ -58,13 +58,21 @@ def _squeeze_last(h: torch.Tensor) -> torch.Tensor:
 LINEAR_TRAIN_DEFAULTS = {"norm": "dataset", "schedule": "cosine"}
 
 
-@register_model("logreg", "multiclass", "multinomial logistic regression (one linear layer, softmax in the loss)",
-                train_defaults=LINEAR_TRAIN_DEFAULTS)
+@register_model(
+    "logreg",
+    "multiclass",
+    "multinomial logistic regression (one linear layer, softmax in the loss)",
+    train_defaults=LINEAR_TRAIN_DEFAULTS,
+)
 def logreg(in_features: int = 784, num_classes: int = 10) -> nn.Module:
     return LogisticRegression(in_features, num_classes)
 
 
-@register_model("binary-logreg", "binary", "binary logistic regression: sigmoid on one logit (tutorial section 1)",
-                train_defaults=LINEAR_TRAIN_DEFAULTS)
+@register_model(
+    "binary-logreg",
+    "binary",
+    "binary logistic regression: sigmoid on one logit (tutorial section 1)",
+    train_defaults=LINEAR_TRAIN_DEFAULTS,
+)
 def binary_logreg(in_features: int = 784) -> nn.Module:
     return BinaryLogisticRegression(in_features)

@@ -75,8 +75,11 @@ class SeedMLP(nn.Module):
         return self.linear1, self._head
 
 
-@register_model("seed-mlp", "multiclass", "the tutorial's network: 784-512-128-10, sigmoid hidden layers "
-                "(--hidden and --activation reshape it)")
+@register_model(
+    "seed-mlp",
+    "multiclass",
+    "the tutorial's network: 784-512-128-10, sigmoid hidden layers (--hidden and --activation reshape it)",
+)
 def seed_mlp(hidden: tuple = (512, 128), activation: str = "sigmoid") -> nn.Module:
     return SeedMLP(tuple(hidden), activation)
 

@@ -8,4 +8,4 @@
 
 from mnistkit.preprocess.tensor import TUTORIAL_NORM, Normalization, fold_into_linear, normalize
 
-__all__ = ["Normalization", "TUTORIAL_NORM", "fold_into_linear", "normalize"]
+__all__ = ["TUTORIAL_NORM", "Normalization", "fold_into_linear", "normalize"]

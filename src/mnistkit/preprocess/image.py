@@ -36,9 +36,10 @@ Needs Pillow and SciPy (the ``images`` or ``serve`` extra); they are imported on
 from __future__ import annotations
 
 import io
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Union
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -106,7 +107,7 @@ ONE_DIGIT_WIDTH = 0.8
 #: "clearly two wide"; wide single digits (a flat 0 or 2) reach ~1.5.
 TOUCHING_WIDTH = 1.6
 
-ImageSource = Union[str, Path, bytes, bytearray]
+ImageSource = str | Path | bytes | bytearray
 
 
 @dataclass(frozen=True)
@@ -128,14 +129,20 @@ class DigitAnalysis:
     framed: bool = False
 
     def to_dict(self) -> dict:
-        return {"digits_found": self.digits_found, "ink_share": round(self.ink_share, 4),
-                "box_fill": round(self.box_fill, 4), "framed": self.framed}
+        return {
+            "digits_found": self.digits_found,
+            "ink_share": round(self.ink_share, 4),
+            "box_fill": round(self.box_fill, 4),
+            "framed": self.framed,
+        }
 
 
 # --- reading and decoding -------------------------------------------------------------------------
 
-def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, *, name: str | None = None,
-               max_bytes: int = MAX_FILE_BYTES) -> "PILImage.Image":
+
+def load_image(
+    source: ImageSource, max_pixels: int = MAX_PIXELS, *, name: str | None = None, max_bytes: int = MAX_FILE_BYTES
+) -> PILImage.Image:
     """Decode an image file (a path, or its bytes) into an upright PIL image, reduced in size.
 
     ``name`` is what error messages call the input (default: the path, or
@@ -160,8 +167,8 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, *, name: str |
             width, height = img.size
             if width * height > max_pixels:
                 raise InputImageError(
-                    f"{label}: image is {width}x{height} = {width * height:,} pixels, "
-                    f"over the limit of {max_pixels:,}")
+                    f"{label}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
+                )
             img.seek(0)  # animated GIF / multi-page TIFF: the first frame
             if img.format == "JPEG" and img.mode in ("L", "RGB"):
                 # Luma only (the model reads grey; no colour conversion), at 1/2, 1/4 or 1/8 scale
@@ -174,11 +181,11 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, *, name: str |
     except InputImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise InputImageError(f"{label}: image is over the limit of {max_pixels:,} pixels "
-                              f"(a decompression bomb?): {exc}") from None
-    except Image.UnidentifiedImageError:
         raise InputImageError(
-            f"{label}: not an image (or not one of {', '.join(ALLOWED_FORMATS)})") from None
+            f"{label}: image is over the limit of {max_pixels:,} pixels (a decompression bomb?): {exc}"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise InputImageError(f"{label}: not an image (or not one of {', '.join(ALLOWED_FORMATS)})") from None
     except Exception as exc:
         raise InputImageError(f"{label}: cannot decode image ({type(exc).__name__}: {exc})") from None
 
@@ -214,7 +221,8 @@ def read_limited(stream: IO[bytes], label: str, max_bytes: int = MAX_FILE_BYTES)
 
 # --- the one preprocessing path -------------------------------------------------------------------
 
-def preprocess_image(img: "PILImage.Image | np.ndarray") -> np.ndarray:
+
+def preprocess_image(img: PILImage.Image | np.ndarray) -> np.ndarray:
     """A PIL image (or a 2-D array of 0..255 values) -> uint8 ``(28, 28)``, bright ink on black.
 
     The single function every image goes through before normalisation. A blank
@@ -223,7 +231,7 @@ def preprocess_image(img: "PILImage.Image | np.ndarray") -> np.ndarray:
     return analyze_image(img).digit
 
 
-def analyze_image(img: "PILImage.Image | np.ndarray") -> DigitAnalysis:
+def analyze_image(img: PILImage.Image | np.ndarray) -> DigitAnalysis:
     """:func:`preprocess_image`'s work, also saying what it found (see :class:`DigitAnalysis`).
 
     The unsure rule (:func:`mnistkit.prediction.unsure_reason`) reads the findings.
@@ -242,7 +250,7 @@ def analyze_image(img: "PILImage.Image | np.ndarray") -> DigitAnalysis:
     return DigitAnalysis(digit, _count_digits(groups), ink_share, _box_fill(digit))
 
 
-def analyze_number(img: "PILImage.Image | np.ndarray") -> list[DigitAnalysis]:
+def analyze_number(img: PILImage.Image | np.ndarray) -> list[DigitAnalysis]:
     """A written number -> one analysis (and MNIST-framed 28x28 digit) per digit, left to right.
 
     Ink pieces are grouped by column overlap (the strokes of a 4 or a 5 are one
@@ -264,7 +272,7 @@ def analyze_number(img: "PILImage.Image | np.ndarray") -> list[DigitAnalysis]:
     return [DigitAnalysis(d, 1, ink_share, _box_fill(d)) for d in digits]
 
 
-def _merge_narrow_neighbours(groups: list["_Group"]) -> list["_Group"]:
+def _merge_narrow_neighbours(groups: list[_Group]) -> list[_Group]:
     """Left-to-right groups -> the same, with neighbours that touch or overlap in columns (no
     gap of :data:`DIGIT_GAP` of the height between them) joined when together they are still
     no wider than one digit (:data:`ONE_DIGIT_WIDTH` of their height): the two strokes of a 4,
@@ -275,15 +283,16 @@ def _merge_narrow_neighbours(groups: list["_Group"]) -> list["_Group"]:
             prev = out[-1]
             left, right = min(prev.left, group.left), max(prev.right, group.right)
             top, bottom = min(prev.top, group.top), max(prev.bottom, group.bottom)
-            if (group.left - prev.right <= DIGIT_GAP * (bottom - top)
-                    and right - left <= ONE_DIGIT_WIDTH * (bottom - top)):
+            if group.left - prev.right <= DIGIT_GAP * (bottom - top) and right - left <= ONE_DIGIT_WIDTH * (
+                bottom - top
+            ):
                 out[-1] = _Group(prev.mask | group.mask, prev.area + group.area, left, right, top, bottom)
                 continue
         out.append(group)
     return out
 
 
-def image_to_tensor(source: ImageSource, max_pixels: int = MAX_PIXELS) -> "torch.Tensor":
+def image_to_tensor(source: ImageSource, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """Convenience: :func:`load_image` + :func:`preprocess_image` -> ``torch.uint8 [28, 28]``."""
     import torch
 
@@ -299,7 +308,7 @@ def _framed_analysis(digit: np.ndarray) -> DigitAnalysis:
     return DigitAnalysis(digit, _count_digits(groups), fill, fill, framed=True)
 
 
-def _count_digits(groups: list["_Group"]) -> int:
+def _count_digits(groups: list[_Group]) -> int:
     """The largest group, plus every other group at least :data:`OTHER_DIGIT` of its size and
     :data:`SHORT` of its height (a far-off dash or underline is not another digit)."""
     main = max(groups, key=lambda g: g.area)
@@ -312,7 +321,8 @@ def _box_fill(digit: np.ndarray) -> float:
 
 # --- grayscale ------------------------------------------------------------------------------------
 
-def to_grayscale(img: "PILImage.Image | np.ndarray") -> np.ndarray:
+
+def to_grayscale(img: PILImage.Image | np.ndarray) -> np.ndarray:
     """Any PIL mode (or an array) -> uint8 ``(H, W)``; transparency is composited on white paper."""
     if isinstance(img, np.ndarray):
         return _array_to_uint8(img)
@@ -383,6 +393,7 @@ def shrink(gray: np.ndarray) -> np.ndarray:
 
 # --- finding the ink ------------------------------------------------------------------------------
 
+
 def ink_map(gray: np.ndarray, paper_is_light: bool) -> np.ndarray:
     """:func:`ink_contrast` in the right polarity.
 
@@ -419,7 +430,7 @@ def _dark_ink_votes(gray: np.ndarray, patches: int = 8) -> float:
     (median - mean): positive when dark marks are the minority, negative for light marks."""
     h, w = gray.shape
     ph, pw = max(1, h // patches), max(1, w // patches)
-    grid = gray[:ph * patches, :pw * patches].reshape(patches, ph, patches, pw).swapaxes(1, 2)
+    grid = gray[: ph * patches, : pw * patches].reshape(patches, ph, patches, pw).swapaxes(1, 2)
     grid = grid.reshape(patches * patches, ph * pw)
     lo, med, hi = np.percentile(grid, (1, 50, 99), axis=1)
     mean = grid.mean(axis=1, dtype=np.float32)
@@ -478,7 +489,7 @@ def _even_paper_level(smooth: np.ndarray) -> int | None:
     ch, cw = h // EVEN_GRID, w // EVEN_GRID
     if ch < 2 or cw < 2:
         return None
-    cells = smooth[:ch * EVEN_GRID, :cw * EVEN_GRID].reshape(EVEN_GRID, ch, EVEN_GRID, cw)
+    cells = smooth[: ch * EVEN_GRID, : cw * EVEN_GRID].reshape(EVEN_GRID, ch, EVEN_GRID, cw)
     peaks = cells.max(axis=(1, 3))
     low, high = int(peaks.min()), int(peaks.max())
     return high if high - low <= EVEN_LIGHT else None
@@ -578,7 +589,8 @@ def find_pieces(mask: np.ndarray, min_share: float = SPECK) -> tuple[list[_Group
         rows, cols = boxes[i]
         piece = [cols.start, cols.stop, rows.start, rows.stop, [i + 1]]
         if merged and _column_overlap(merged[-1], piece) >= SAME_DIGIT_OVERLAP * min(
-                merged[-1][1] - merged[-1][0], piece[1] - piece[0]):
+            merged[-1][1] - merged[-1][0], piece[1] - piece[0]
+        ):
             _absorb(merged[-1], piece)
         else:
             merged.append(piece)
@@ -627,7 +639,7 @@ def split_touching(mask: np.ndarray) -> list[np.ndarray]:
     if width <= TOUCHING_WIDTH * height:
         return [mask]
     parts = max(2, round(width / (0.8 * height)))
-    column_ink = mask[:, cols[0]:cols[-1] + 1].sum(axis=0)
+    column_ink = mask[:, cols[0] : cols[-1] + 1].sum(axis=0)
     cuts = [cols[0]]
     for k in range(1, parts):
         centre = k * width // parts
@@ -635,7 +647,7 @@ def split_touching(mask: np.ndarray) -> list[np.ndarray]:
         cuts.append(cols[0] + lo + int(np.argmin(column_ink[lo:hi])))
     cuts.append(cols[-1] + 1)
     out = []
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         part = np.zeros_like(mask)
         part[:, a:b] = mask[:, a:b]
         part_rows = np.flatnonzero(part.any(axis=1))
@@ -695,7 +707,7 @@ def fit_box(ink: np.ndarray) -> np.ndarray:
 
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
-    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     h, w = crop.shape
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # PIL wants (width, height)
@@ -726,5 +738,5 @@ def center_by_mass(digit: np.ndarray) -> np.ndarray:
     top = int(np.clip(np.ceil(CENTER - cy - 0.5 - 1e-6), 0, SIDE - h))
     left = int(np.clip(np.ceil(CENTER - cx - 0.5 - 1e-6), 0, SIDE - w))
     out = np.zeros((SIDE, SIDE), np.float32)
-    out[top:top + h, left:left + w] = digit
+    out[top : top + h, left : left + w] = digit
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

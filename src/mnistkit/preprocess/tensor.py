@@ -45,8 +45,9 @@ def pixel_affine(norm: Normalization) -> tuple[float, float]:
     return 1.0 / (PIXEL_MAX * norm.std), norm.mean / norm.std
 
 
-def fold_into_linear(weight: torch.Tensor, bias: torch.Tensor | None,
-                     norm: Normalization) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_into_linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, norm: Normalization
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The weight and bias of a linear layer that takes *raw* pixels (0..255, flattened) and gives
     what ``weight``/``bias`` give on ``normalize``-d ones: ``W' = W * scale``, ``b' = b - shift * W 1``.
 

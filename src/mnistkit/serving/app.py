@@ -52,22 +52,49 @@ from starlette.requests import ClientDisconnect
 from mnistkit.errors import InputImageError
 from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, unsure_reason
 from mnistkit.preprocess.image import ALLOWED_FORMATS, SIDE, DigitAnalysis, analyze_image, load_image
-from mnistkit.serving.limits import (HEAVY_NICE, MAX_BODY_BYTES, MAX_JSON_BYTES, MAX_JSON_DEPTH,
-                                     MAX_NUMBER_CHARS, SERVE_MAX_PIXELS, Limits)
+from mnistkit.serving.limits import (
+    HEAVY_NICE,
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_NUMBER_CHARS,
+    SERVE_MAX_PIXELS,
+    Limits,
+)
 
 #: Content types ``POST /predict`` accepts.
 MULTIPART, JSON_TYPE = "multipart/form-data", "application/json"
 
-_PIXELS_SCHEMA = {"type": "array", "minItems": SIDE, "maxItems": SIDE, "items": {
-    "type": "array", "minItems": SIDE, "maxItems": SIDE, "items": {"type": "number", "minimum": 0, "maximum": 255}}}
+_PIXELS_SCHEMA = {
+    "type": "array",
+    "minItems": SIDE,
+    "maxItems": SIDE,
+    "items": {
+        "type": "array",
+        "minItems": SIDE,
+        "maxItems": SIDE,
+        "items": {"type": "number", "minimum": 0, "maximum": 255},
+    },
+}
 _PREDICT_DOC = {
-    "parameters": [{"name": "preview", "in": "query", "required": False, "schema": {"type": "boolean"},
-                    "description": "also return `preview`: the 28x28 image the model was given (rows of ints 0-255)"}],
+    "parameters": [
+        {
+            "name": "preview",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "boolean"},
+            "description": "also return `preview`: the 28x28 image the model was given (rows of ints 0-255)",
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
-            MULTIPART: {"schema": {"type": "object", "required": ["file"],
-                                   "properties": {"file": {"type": "string", "format": "binary"}}}},
+            MULTIPART: {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
             JSON_TYPE: {"schema": {"type": "object", "required": ["pixels"], "properties": {"pixels": _PIXELS_SCHEMA}}},
             "image/png": {"schema": {"type": "string", "format": "binary"}},
         },
@@ -98,8 +125,12 @@ class Lane:
         self.name = name
         self.capacity = workers + queue
         self.in_flight = 0  # only touched on the event loop: no lock needed
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix=f"mnistkit-{name.replace(' ', '-')}",
-                                       initializer=_lower_priority if nice else None, initargs=(nice,) if nice else ())
+        self.pool = ThreadPoolExecutor(
+            workers,
+            thread_name_prefix=f"mnistkit-{name.replace(' ', '-')}",
+            initializer=_lower_priority if nice else None,
+            initargs=(nice,) if nice else (),
+        )
 
     async def run(self, fn, *args):
         if self.in_flight >= self.capacity:
@@ -119,8 +150,12 @@ def _lower_priority(nice: int) -> None:
         pass
 
 
-def create_app(checkpoint_path: str | Path | None = None, *, limits: Limits | None = None,
-               min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> FastAPI:
+def create_app(
+    checkpoint_path: str | Path | None = None,
+    *,
+    limits: Limits | None = None,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+) -> FastAPI:
     """Load the checkpoint (a file, a run directory, or ``None`` for the bundled model) once and
     build the app around it. Checkpoint problems raise :class:`~mnistkit.errors.CheckpointError`."""
     from mnistkit.api import resolve_checkpoint_path
@@ -128,8 +163,11 @@ def create_app(checkpoint_path: str | Path | None = None, *, limits: Limits | No
 
     limits = limits or Limits()
     ckpt = load_checkpoint(resolve_checkpoint_path(checkpoint_path))
-    app = FastAPI(title="mnistkit", description="Predict handwritten digits with an mnistkit checkpoint.",
-                  version=str((ckpt.meta.get("versions") or {}).get("mnistkit", "")))
+    app = FastAPI(
+        title="mnistkit",
+        description="Predict handwritten digits with an mnistkit checkpoint.",
+        version=str((ckpt.meta.get("versions") or {}).get("mnistkit", "")),
+    )
     app.state.checkpoint = ckpt
     app.state.limits = limits
     light = Lane("small inputs", limits.light_workers, limits.light_queue)
@@ -153,9 +191,17 @@ def create_app(checkpoint_path: str | Path | None = None, *, limits: Limits | No
         """The checkpoint's metadata: model, task, dataset, normalisation, class names, metrics, versions."""
         return public_meta
 
-    @app.post("/predict", openapi_extra=_PREDICT_DOC, response_class=JSONResponse,
-              responses={200: {"description": "{label, probability, probabilities: {class name: p}, unsure, "
-                                              "reason (when unsure), preview (with ?preview=1)}"}})
+    @app.post(
+        "/predict",
+        openapi_extra=_PREDICT_DOC,
+        response_class=JSONResponse,
+        responses={
+            200: {
+                "description": "{label, probability, probabilities: {class name: p}, unsure, "
+                "reason (when unsure), preview (with ?preview=1)}"
+            }
+        },
+    )
     async def predict(request: Request) -> JSONResponse:
         """Predict one digit from an uploaded image or from 28x28 JSON pixels."""
         kind = _content_kind(request.headers.get("content-type", ""))
@@ -167,8 +213,11 @@ def create_app(checkpoint_path: str | Path | None = None, *, limits: Limits | No
         except TimeoutError:
             raise ApiError(408, f"request body not received within {limits.body_timeout_s:g} s") from None
         if not body:
-            raise ApiError(400, "empty request body: send an image file (multipart field 'file') "
-                                "or JSON {\"pixels\": 28x28 numbers 0-255}")
+            raise ApiError(
+                400,
+                "empty request body: send an image file (multipart field 'file') "
+                'or JSON {"pixels": 28x28 numbers 0-255}',
+            )
         if kind == "json":
             pixels = parse_pixels_json(body)
             result = await light.run(predict_pixels, ckpt, pixels, min_confidence, preview)
@@ -184,8 +233,10 @@ def create_app(checkpoint_path: str | Path | None = None, *, limits: Limits | No
 
 
 #: The page loads nothing from elsewhere; the policy makes the browser enforce that.
-_PAGE_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-             "img-src 'self' data: blob:; connect-src 'self'")
+_PAGE_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'"
+)
 
 
 def _content_kind(content_type: str) -> str:
@@ -197,8 +248,11 @@ def _content_kind(content_type: str) -> str:
         return "json"
     if media.startswith("image/") or media == "application/octet-stream":
         return "image"
-    raise ApiError(415, f"unsupported Content-Type {media or '(none)'!r}; send {MULTIPART} with a field "
-                        f"'file', {JSON_TYPE} with {{\"pixels\": ...}}, or an image/* body")
+    raise ApiError(
+        415,
+        f"unsupported Content-Type {media or '(none)'!r}; send {MULTIPART} with a field "
+        f"'file', {JSON_TYPE} with {{\"pixels\": ...}}, or an image/* body",
+    )
 
 
 def _flag(value: str | None, name: str) -> bool:
@@ -296,9 +350,13 @@ def json_depth(body: bytes) -> int:
 def _bounded_number(convert):
     def parse(token: str):
         if len(token) > MAX_NUMBER_CHARS:
-            raise ApiError(422, f"'pixels' values must be numbers 0-255; got a number of {len(token):,} characters "
-                                f"(at most {MAX_NUMBER_CHARS})")
+            raise ApiError(
+                422,
+                f"'pixels' values must be numbers 0-255; got a number of {len(token):,} characters "
+                f"(at most {MAX_NUMBER_CHARS})",
+            )
         return convert(token)
+
     return parse
 
 
@@ -315,8 +373,10 @@ def parse_pixels_json(body: bytes) -> np.ndarray:
         raise ApiError(413, f"JSON body of {len(body):,} bytes is over the limit of {MAX_JSON_BYTES:,} bytes")
     depth = json_depth(body)
     if depth > MAX_JSON_DEPTH:
-        raise ApiError(422, f"JSON nested {depth:,} levels deep; at most {MAX_JSON_DEPTH} "
-                            "(send {\"pixels\": 28 rows of 28 numbers})")
+        raise ApiError(
+            422,
+            f'JSON nested {depth:,} levels deep; at most {MAX_JSON_DEPTH} (send {{"pixels": 28 rows of 28 numbers}})',
+        )
     try:
         doc = json.loads(body, parse_int=_parse_int, parse_float=_parse_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -340,8 +400,15 @@ def parse_pixels_json(body: bytes) -> np.ndarray:
 
 # ---------------------------------------------------------------------- prediction (worker threads)
 
-def predict_image_bytes(ckpt, data: bytes, name: str, max_pixels: int = SERVE_MAX_PIXELS,
-                        min_confidence: float = DEFAULT_MIN_CONFIDENCE, preview: bool = False) -> dict:
+
+def predict_image_bytes(
+    ckpt,
+    data: bytes,
+    name: str,
+    max_pixels: int = SERVE_MAX_PIXELS,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    preview: bool = False,
+) -> dict:
     """Decode + preprocess + predict one uploaded image (runs in a worker thread)."""
     try:
         analysis = analyze_image(load_image(data, max_pixels, name=name))
@@ -350,14 +417,16 @@ def predict_image_bytes(ckpt, data: bytes, name: str, max_pixels: int = SERVE_MA
     return predict_digit(ckpt, analysis, min_confidence, preview)
 
 
-def predict_pixels(ckpt, pixels: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                   preview: bool = False) -> dict:
+def predict_pixels(
+    ckpt, pixels: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDENCE, preview: bool = False
+) -> dict:
     """Predict 28x28 JSON pixels, through the same preprocessing as images (runs in a worker thread)."""
     return predict_digit(ckpt, analyze_image(pixels), min_confidence, preview)
 
 
-def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                  preview: bool = False) -> dict:
+def predict_digit(
+    ckpt, analysis: DigitAnalysis, min_confidence: float = DEFAULT_MIN_CONFIDENCE, preview: bool = False
+) -> dict:
     """What preprocessing found (its uint8 ``(28, 28)`` digit and more) -> the response body of
     ``POST /predict``; "unsure" is :func:`mnistkit.prediction.unsure_reason`, the CLI's rule too."""
     import torch
@@ -369,8 +438,12 @@ def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float = DEFAULT
     names = ckpt.class_names
     best = max(range(len(proba)), key=proba.__getitem__)
     reason = unsure_reason(analysis, proba, min_confidence)
-    result = {"label": names[best], "probability": round(proba[best], 6),
-              "probabilities": {n: round(p, 6) for n, p in zip(names, proba)}, "unsure": reason is not None}
+    result = {
+        "label": names[best],
+        "probability": round(proba[best], 6),
+        "probabilities": {n: round(p, 6) for n, p in zip(names, proba)},
+        "unsure": reason is not None,
+    }
     if reason is not None:
         result["reason"] = reason
     if preview:

@@ -80,7 +80,9 @@ def bind(host: str, port: int) -> socket.socket:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
-        hint = "; another program is using it: stop it or choose another --port" if exc.errno == errno.EADDRINUSE else ""
+        hint = (
+            "; another program is using it: stop it or choose another --port" if exc.errno == errno.EADDRINUSE else ""
+        )
         # create_server repeats the address in strerror; name-lookup errors have their own codes
         reason = exc.strerror if isinstance(exc, socket.gaierror) or not exc.errno else os.strerror(exc.errno)
         raise ConfigError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
@@ -92,9 +94,17 @@ def uvicorn_config(app, limits: Limits | None = None):
 
     timeout = (limits or Limits()).header_timeout_s
     protocol = type("DeadlineH11Protocol", (DeadlineH11Protocol,), {"header_timeout_s": timeout})
-    return uvicorn.Config(app, http=protocol, timeout_keep_alive=KEEP_ALIVE_S, limit_concurrency=LIMIT_CONCURRENCY,
-                          h11_max_incomplete_event_size=MAX_HEADER_BYTES, lifespan="off",
-                          log_level="warning", access_log=False, server_header=False)
+    return uvicorn.Config(
+        app,
+        http=protocol,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        limit_concurrency=LIMIT_CONCURRENCY,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
 
 
 def serve_forever(app, sock: socket.socket, limits: Limits | None = None) -> None:

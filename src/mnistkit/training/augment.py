@@ -30,20 +30,26 @@ class Augmentation:
     ``--augment`` (+-2 px shifts).
     """
 
-    shift: int = 2                # max |offset| in pixels, per axis
-    rotate: float = 0.0           # max |angle| in degrees
-    scale: float = 0.0            # max relative size change: size factor in [1 - scale, 1 + scale]
-    elastic: float = 0.0          # Simard's alpha: displacement scale in pixels before smoothing
-    elastic_sigma: float = 4.0    # smoothing of the displacement field, Gaussian std in pixels
-    thickness: float = 0.0        # max blend toward the 3x3 dilation (thicker) or erosion (thinner), 0..1
+    shift: int = 2  # max |offset| in pixels, per axis
+    rotate: float = 0.0  # max |angle| in degrees
+    scale: float = 0.0  # max relative size change: size factor in [1 - scale, 1 + scale]
+    elastic: float = 0.0  # Simard's alpha: displacement scale in pixels before smoothing
+    elastic_sigma: float = 4.0  # smoothing of the displacement field, Gaussian std in pixels
+    thickness: float = 0.0  # max blend toward the 3x3 dilation (thicker) or erosion (thinner), 0..1
 
     @classmethod
-    def from_config(cls, cfg) -> "Augmentation | None":
+    def from_config(cls, cfg) -> Augmentation | None:
         """The augmentation a :class:`~mnistkit.config.TrainConfig` asks for; None when ``augment`` is off."""
         if not cfg.augment:
             return None
-        return cls(shift=cfg.aug_shift, rotate=cfg.aug_rotate, scale=cfg.aug_scale, elastic=cfg.aug_elastic,
-                   elastic_sigma=cfg.aug_elastic_sigma, thickness=cfg.aug_thickness)
+        return cls(
+            shift=cfg.aug_shift,
+            rotate=cfg.aug_rotate,
+            scale=cfg.aug_scale,
+            elastic=cfg.aug_elastic,
+            elastic_sigma=cfg.aug_elastic_sigma,
+            thickness=cfg.aug_thickness,
+        )
 
     @property
     def warps(self) -> bool:
@@ -57,15 +63,18 @@ class Augmentation:
         if self.warps:
             grid = random_affine_grids(len(x), x.shape[-2:], self.rotate, self.scale, generator).to(x.device)
             if self.elastic:
-                grid = grid + elastic_displacement(len(x), x.shape[-2:], self.elastic, self.elastic_sigma,
-                                                   generator).to(x.device)
+                grid = grid + elastic_displacement(
+                    len(x), x.shape[-2:], self.elastic, self.elastic_sigma, generator
+                ).to(x.device)
             x = warp(x, grid, fill)
         if self.thickness:
             x = random_thickness(x, self.thickness, generator)
         return x
 
 
-def random_shift(x: torch.Tensor, max_shift: int, fill: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_shift(
+    x: torch.Tensor, max_shift: int, fill: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Translate each image of ``x [B, 1, H, W]`` by its own random integer offset in
     ``[-max_shift, max_shift]`` pixels, filling uncovered pixels with ``fill`` (the background)."""
     b, c, h, w = x.shape
@@ -78,8 +87,13 @@ def random_shift(x: torch.Tensor, max_shift: int, fill: float, generator: torch.
     return padded.gather(2, idx).view(b, c, h, w)
 
 
-def random_affine_grids(batch: int, size: torch.Size | tuple[int, int], max_degrees: float, max_scale: float,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+def random_affine_grids(
+    batch: int,
+    size: torch.Size | tuple[int, int],
+    max_degrees: float,
+    max_scale: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """:func:`affine_grids` for a uniform angle in ``[-max_degrees, max_degrees]`` and a uniform size
     factor in ``[1 - max_scale, 1 + max_scale]`` per image."""
     degrees = (torch.rand(batch, generator=generator) * 2 - 1) * max_degrees
@@ -99,8 +113,9 @@ def affine_grids(degrees: torch.Tensor, factor: torch.Tensor, size: torch.Size |
     return F.affine_grid(theta, [len(degrees), 1, h, w], align_corners=False)
 
 
-def elastic_displacement(batch: int, size: torch.Size | tuple[int, int], alpha: float, sigma: float,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+def elastic_displacement(
+    batch: int, size: torch.Size | tuple[int, int], alpha: float, sigma: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """An elastic displacement ``[B, H, W, 2]`` in ``grid_sample`` units: uniform noise in [-1, 1]
     per pixel and axis, smoothed by a Gaussian of std ``sigma`` pixels, scaled by ``alpha`` pixels
     (Simard et al.'s recipe; on 28x28 digits alpha 34, sigma 4 moves pixels by about 1-2 px)."""
@@ -148,10 +163,12 @@ def _max3x3(x: torch.Tensor) -> torch.Tensor:
     """3x3 max filter of ``x [B, C, H, W]`` (edges: the pixels inside), as two separable passes of
     shifted maxima; ``max_pool2d(x, 3, stride=1, padding=1)`` is the same values but ~30x slower on
     the CPU (measured, batch 128, one thread)."""
+
     def along(t, dim):
         n = t.shape[dim]
         out = t.clone()
         out.narrow(dim, 1, n - 1).copy_(torch.maximum(t.narrow(dim, 1, n - 1), t.narrow(dim, 0, n - 1)))
         out.narrow(dim, 0, n - 1).copy_(torch.maximum(out.narrow(dim, 0, n - 1), t.narrow(dim, 1, n - 1)))
         return out
+
     return along(along(x, -1), -2)

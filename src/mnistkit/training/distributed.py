@@ -36,7 +36,7 @@ DEFAULT_TIMEOUT_S = 300.0
 #: Environment variables torchrun sets for every worker.
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 
-_ACTIVE: "DistContext | None" = None
+_ACTIVE: DistContext | None = None
 
 
 @dataclass
@@ -60,7 +60,7 @@ class DistContext:
 
         Every rank gets at least one sample as long as the global batch has ``world`` or more.
         """
-        local = global_idx[self.rank::self.world]
+        local = global_idx[self.rank :: self.world]
         self.grad_scale = len(local) * self.world / max(len(global_idx), 1)
         return local
 
@@ -117,21 +117,26 @@ def init_distributed(device: torch.device) -> tuple[DistContext | None, torch.de
 
     missing = [v for v in TORCHRUN_VARS if v not in os.environ]
     if missing:
-        raise ConfigError(f"WORLD_SIZE is set but {', '.join(missing)} are not; start distributed "
-                          "training with torchrun (e.g. torchrun --nproc-per-node 2 -m mnistkit train ...)")
+        raise ConfigError(
+            f"WORLD_SIZE is set but {', '.join(missing)} are not; start distributed "
+            "training with torchrun (e.g. torchrun --nproc-per-node 2 -m mnistkit train ...)"
+        )
     rank, world, local_rank = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0)
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices; "
-                              "use --nproc-per-node <= the number of GPUs")
+            raise ConfigError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices; "
+                "use --nproc-per-node <= the number of GPUs"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     elif device.type == "cpu":
         backend = "gloo"
     else:
-        raise ConfigError(f"distributed training supports cpu (gloo) and cuda (nccl), not {device.type}; "
-                          "pass --device cpu")
+        raise ConfigError(
+            f"distributed training supports cpu (gloo) and cuda (nccl), not {device.type}; pass --device cpu"
+        )
     owns = not dist.is_initialized()
     if owns:
         dist.init_process_group(backend=backend, timeout=dist_timeout(), rank=rank, world_size=world)
@@ -147,8 +152,10 @@ def current() -> DistContext | None:
 def check_batch_size(batch_size: int, ctx: DistContext | None) -> None:
     """Every rank needs at least one sample of each full global batch."""
     if ctx is not None and batch_size < ctx.world:
-        raise ConfigError(f"--batch-size {batch_size} is smaller than the world size {ctx.world}: every "
-                          f"rank needs a sample of each global batch; use --batch-size >= {ctx.world}")
+        raise ConfigError(
+            f"--batch-size {batch_size} is smaller than the world size {ctx.world}: every "
+            f"rank needs a sample of each global batch; use --batch-size >= {ctx.world}"
+        )
 
 
 def steps_per_epoch(n: int, batch_size: int, ctx: DistContext | None) -> int:

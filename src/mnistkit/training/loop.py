@@ -13,10 +13,10 @@ import io
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -26,9 +26,9 @@ from mnistkit.errors import ConfigError
 from mnistkit.fileio import clean_stale_temporaries
 from mnistkit.losses import classification_loss
 from mnistkit.models import build_model, get_model_spec
+from mnistkit.precision import autocast as _autocast
 from mnistkit.preprocess import TUTORIAL_NORM, Normalization, normalize
 from mnistkit.training import distributed
-from mnistkit.precision import autocast as _autocast
 from mnistkit.training.augment import Augmentation
 from mnistkit.training.optim import current_lr, make_optimizer, make_scheduler
 from mnistkit.training.reporting import RunLog
@@ -57,8 +57,8 @@ class RunResult:
 class TaskData:
     """Tensors and labels for the chosen task (all classes, a subset, or one-vs-rest)."""
 
-    train_x: torch.Tensor   # uint8 [N, 28, 28]
-    train_y: torch.Tensor   # int64 [N]
+    train_x: torch.Tensor  # uint8 [N, 28, 28]
+    train_y: torch.Tensor  # int64 [N]
     val_x: torch.Tensor | None
     val_y: torch.Tensor | None
     test_x: torch.Tensor
@@ -78,6 +78,7 @@ class StopTraining(Exception):
 
 # ----------------------------------------------------------------------------- setup
 
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python and torch; with ``deterministic`` also force deterministic kernels."""
     random.seed(seed)
@@ -86,6 +87,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=False)
         torch.backends.cudnn.benchmark = False
         import os
+
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
@@ -116,8 +118,10 @@ def prepare_data(cfg: TrainConfig, task: str, log=None) -> TaskData:
             vx, vy = _subset(vx, vy, remap)
         names = [names[c] for c in cfg.classes]
     elif task == "binary":
-        raise ConfigError(f"model {cfg.model!r} is binary: choose the task with --positive N (one class "
-                          "against the rest) or --classes A,B (two classes)")
+        raise ConfigError(
+            f"model {cfg.model!r} is binary: choose the task with --positive N (one class "
+            "against the rest) or --classes A,B (two classes)"
+        )
     if task == "binary" and len(names) != 2:
         raise ConfigError(f"model {cfg.model!r} is binary but --classes names {len(names)} classes; give exactly two")
 
@@ -146,8 +150,9 @@ def make_model(cfg: TrainConfig, num_classes: int):
     options = dict(cfg.model_options)
     if spec.task == "multiclass" and num_classes != 10:
         if "num_classes" not in spec.defaults:
-            raise ConfigError(f"model {cfg.model!r} always has 10 outputs; with {num_classes} classes use "
-                              "--model mlp, logreg or cnn")
+            raise ConfigError(
+                f"model {cfg.model!r} always has 10 outputs; with {num_classes} classes use --model mlp, logreg or cnn"
+            )
         options.setdefault("num_classes", num_classes)
     return build_model(cfg.model, **options)
 
@@ -165,8 +170,10 @@ def prepare_run_dir(run_dir: Path, resuming: bool) -> Path:
     Temporaries of our atomic writes (``.NAME.*.tmp``) left by a killed run are deleted here.
     """
     if not resuming and (run_dir / CHECKPOINT_FILE).exists():
-        raise ConfigError(f"run directory {run_dir} already holds a finished run; choose another --out "
-                          f"or continue it with --resume {run_dir}")
+        raise ConfigError(
+            f"run directory {run_dir} already holds a finished run; choose another --out "
+            f"or continue it with --resume {run_dir}"
+        )
     if not resuming and (run_dir / STATE_FILE).exists():
         raise ConfigError(f"run directory {run_dir} holds an interrupted run; continue it with --resume {run_dir}")
     try:
@@ -179,14 +186,27 @@ def prepare_run_dir(run_dir: Path, resuming: bool) -> Path:
 
 # ----------------------------------------------------------------------------- the loop
 
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The RNG for one epoch's shuffling and augmentation: a pure function of (seed, epoch),
     which is what makes resuming at an epoch boundary bit-identical."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def train_one_epoch(model, optimizer, scheduler, x, y, cfg: TrainConfig, task: str, epoch: int,
-                    log: RunLog, autocast, fill: float, step_limit: int | None = None) -> dict:
+def train_one_epoch(
+    model,
+    optimizer,
+    scheduler,
+    x,
+    y,
+    cfg: TrainConfig,
+    task: str,
+    epoch: int,
+    log: RunLog,
+    autocast,
+    fill: float,
+    step_limit: int | None = None,
+) -> dict:
     """One pass over ``x`` (normalised, on device) in shuffled batches; returns loss/accuracy sums."""
     n = len(x)
     gen = epoch_generator(cfg.seed, epoch)
@@ -202,7 +222,7 @@ def train_one_epoch(model, optimizer, scheduler, x, y, cfg: TrainConfig, task: s
     augment = Augmentation.from_config(cfg)  # None when --augment is off
     model.train()
     for step in range(1, steps + 1):
-        idx = perm[(step - 1) * bs: step * bs]
+        idx = perm[(step - 1) * bs : step * bs]
         if dist_ctx is not None:
             idx = dist_ctx.take_shard(idx)  # this rank's part of the global batch
         xb, yb = x.index_select(0, idx), y.index_select(0, idx)
@@ -245,17 +265,25 @@ def validate(model, x, y, task: str, batch_size: int) -> dict:
     model.eval()
     loss_sum, correct = 0.0, 0
     for i in range(0, len(x), batch_size):
-        logits = model(x[i:i + batch_size]).float()
-        yb = y[i:i + batch_size]
+        logits = model(x[i : i + batch_size]).float()
+        yb = y[i : i + batch_size]
         loss_sum += float(classification_loss(logits, yb, task, reduction="sum"))
         correct += int(_correct(logits, yb, task))
     model.train()
     return {"val_loss": loss_sum / len(x), "val_accuracy": 100.0 * correct / len(x)}
 
 
-def fit(config: TrainConfig | None = None, *, resume: str | Path | None = None, echo: bool = True,
-        progress: bool | None = None, tensorboard: str | None = None, plots: bool = True,
-        hooks: Sequence = (), **overrides) -> RunResult:
+def fit(
+    config: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    echo: bool = True,
+    progress: bool | None = None,
+    tensorboard: str | None = None,
+    plots: bool = True,
+    hooks: Sequence = (),
+    **overrides,
+) -> RunResult:
     """Train a model and write its run directory; the Python twin of ``mnistkit train``.
 
     Parameters
@@ -319,15 +347,22 @@ def fit(config: TrainConfig | None = None, *, resume: str | Path | None = None, 
             log.line(f"Resuming {run_dir} after epoch {progress_state['epoch']}/{cfg.epochs}")
         for epoch in range(progress_state["epoch"] + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            row = {"epoch": epoch, **train_one_epoch(train_model, optimizer, scheduler, x, y, cfg, spec.task, epoch,
-                                                      log, autocast, fill, step_limit)}
+            row = {
+                "epoch": epoch,
+                **train_one_epoch(
+                    train_model, optimizer, scheduler, x, y, cfg, spec.task, epoch, log, autocast, fill, step_limit
+                ),
+            }
             _sync(device)
             row["seconds"] = round(time.perf_counter() - t0, 4)
             progress_state["train_seconds"] += row["seconds"]
             row["elapsed"] = round(progress_state["train_seconds"], 4)
             row["lr"] = current_lr(optimizer)
-            row.update(validate(model, vx, vy, spec.task, cfg.eval_batch_size) if vx is not None
-                       else {"val_loss": None, "val_accuracy": None})
+            row.update(
+                validate(model, vx, vy, spec.task, cfg.eval_batch_size)
+                if vx is not None
+                else {"val_loss": None, "val_accuracy": None}
+            )
             progress_state["metrics"].append(row)
             stop, best_state = _early_stopping(cfg, progress_state, row, model, best_state)
             if dist_ctx is not None:
@@ -341,15 +376,26 @@ def fit(config: TrainConfig | None = None, *, resume: str | Path | None = None, 
             for hook in hooks:
                 hook.on_epoch_end(epoch, row)
             if stop:
-                log.line(f"Early stopping after epoch {epoch}: validation loss has not improved for "
-                         f"{cfg.early_stopping} epochs; keeping the best weights")
+                log.line(
+                    f"Early stopping after epoch {epoch}: validation loss has not improved for "
+                    f"{cfg.early_stopping} epochs; keeping the best weights"
+                )
                 break
         if best_state is not None:
             model.load_state_dict(best_state)
         if not main:  # rank 0 evaluates and writes; the others wait for it, then leave
             dist_ctx.barrier()
-            return RunResult(run_dir, run_dir / CHECKPOINT_FILE, float("nan"), round(progress_state["train_seconds"], 3),
-                             progress_state["metrics"], None, cfg, {"rank": dist_ctx.rank}, model)
+            return RunResult(
+                run_dir,
+                run_dir / CHECKPOINT_FILE,
+                float("nan"),
+                round(progress_state["train_seconds"], 3),
+                progress_state["metrics"],
+                None,
+                cfg,
+                {"rank": dist_ctx.rank},
+                model,
+            )
         result = _finish(cfg, data, model, device, run_dir, progress_state, log, plots)
         if dist_ctx is not None:
             dist_ctx.barrier()
@@ -371,15 +417,18 @@ def _resolve_run(config, resume, overrides) -> tuple[TrainConfig, Path]:
         allowed = {"device", "data_dir"}
         bad = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
         if config is not None or bad:
-            raise ConfigError(f"--resume continues a run with its saved config; drop {', '.join('--' + b.replace('_', '-') for b in bad) or 'the config'}")
+            raise ConfigError(
+                f"--resume continues a run with its saved config; drop {', '.join('--' + b.replace('_', '-') for b in bad) or 'the config'}"
+            )
         saved.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return TrainConfig.from_dict(saved), run_dir
         except ConfigError as exc:
             raise ConfigError(f"--resume {run_dir}: config.json is not a usable config: {exc}") from None
         except (TypeError, ValueError) as exc:  # values of the wrong JSON type for the dataclass
-            raise ConfigError(f"--resume {run_dir}: config.json is not a usable config "
-                              f"({' '.join(str(exc).split())[:120]})") from None
+            raise ConfigError(
+                f"--resume {run_dir}: config.json is not a usable config ({' '.join(str(exc).split())[:120]})"
+            ) from None
     cfg = config if config is not None else resolve_config(**overrides)
     if config is not None and overrides:
         cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
@@ -402,33 +451,56 @@ def _finish(cfg, data: TaskData, model, device, run_dir: Path, st: dict, log: Ru
     from mnistkit.evaluation import evaluate
 
     spec_task = getattr(model, "mnistkit_task", "multiclass")
-    ev = evaluate(model, data.test_x, data.test_y, data.norm, data.class_names, spec_task, "test",
-                  cfg.eval_batch_size, device)
+    ev = evaluate(
+        model, data.test_x, data.test_y, data.norm, data.class_names, spec_task, "test", cfg.eval_batch_size, device
+    )
     cal = calibration_step(model, data, spec_task, cfg.eval_batch_size, device, log)
     log.line(f"Accuracy of the model on the {ev.n} test images: {ev.accuracy:.2f} %")  # the tutorial's last line
     if ev.binary:
         b = ev.binary
         log.line(f"Precision: {b['precision']:.2f} %, Recall: {b['recall']:.2f} %, ROC AUC: {b['roc_auc']:.4f}")
     final = st["metrics"][-1] if st["metrics"] else {}
-    metrics = {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "train_seconds": round(st["train_seconds"], 3),
-               "epochs_run": len(st["metrics"]), "val_accuracy": final.get("val_accuracy"),
-               "binary": ev.binary, "calibration": cal.to_dict()}
-    meta = {"dataset": data.dataset_name, "norm": data.norm.to_dict(), "class_names": data.class_names,
-            "config": cfg.to_dict(), "metrics": metrics}
+    metrics = {
+        "test_accuracy": ev.accuracy,
+        "test_loss": ev.loss,
+        "train_seconds": round(st["train_seconds"], 3),
+        "epochs_run": len(st["metrics"]),
+        "val_accuracy": final.get("val_accuracy"),
+        "binary": ev.binary,
+        "calibration": cal.to_dict(),
+    }
+    meta = {
+        "dataset": data.dataset_name,
+        "norm": data.norm.to_dict(),
+        "class_names": data.class_names,
+        "config": cfg.to_dict(),
+        "metrics": metrics,
+    }
     if cal.temperature is not None:
         meta["temperature"] = cal.temperature  # Checkpoint.temperature: predict and serve divide logits by it
     ckpt = save_checkpoint(run_dir / CHECKPOINT_FILE, model, meta)
-    atomic_write_bytes(run_dir / "eval.json", json.dumps({**ev.to_dict(), "calibration": cal.to_dict()},
-                                                         indent=2).encode())
-    summary = {"dataset": data.dataset_name, "model": cfg.model, "preset": cfg.preset, "epochs": cfg.epochs,
-               "test_accuracy": ev.accuracy, "train_seconds": round(st["train_seconds"], 3),
-               "checkpoint": str(ckpt), "run_dir": str(run_dir), "device": str(device),
-               "n_train": len(data.train_x), "n_test": ev.n, "binary": ev.binary, **cal.to_dict()}
+    atomic_write_bytes(
+        run_dir / "eval.json", json.dumps({**ev.to_dict(), "calibration": cal.to_dict()}, indent=2).encode()
+    )
+    summary = {
+        "dataset": data.dataset_name,
+        "model": cfg.model,
+        "preset": cfg.preset,
+        "epochs": cfg.epochs,
+        "test_accuracy": ev.accuracy,
+        "train_seconds": round(st["train_seconds"], 3),
+        "checkpoint": str(ckpt),
+        "run_dir": str(run_dir),
+        "device": str(device),
+        "n_train": len(data.train_x),
+        "n_test": ev.n,
+        "binary": ev.binary,
+        **cal.to_dict(),
+    }
     atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
     if plots:
         _save_plots(run_dir, st["metrics"], ev, data, model, log)
-    return RunResult(run_dir, ckpt, ev.accuracy, round(st["train_seconds"], 3), st["metrics"], ev, cfg, summary,
-                     model)
+    return RunResult(run_dir, ckpt, ev.accuracy, round(st["train_seconds"], 3), st["metrics"], ev, cfg, summary, model)
 
 
 def calibration_step(model, data: TaskData, task: str, batch_size: int, device, log: RunLog):
@@ -444,8 +516,10 @@ def calibration_step(model, data: TaskData, task: str, batch_size: int, device, 
     cal = calibrate(task, val, {"test": logits_and_labels(data.test_x, data.test_y)})
     if cal.temperature is not None:  # without a split the tutorial's output stays as it was (ECE: eval.json)
         ece = ", ".join(f"{split} {d['before']:.2f} % -> {d['after']:.2f} %" for split, d in cal.ece.items())
-        log.line(f"Calibration: temperature {cal.temperature:.3f} fitted on the validation split; "
-                 f"expected calibration error ({cal.bins} bins): {ece}")
+        log.line(
+            f"Calibration: temperature {cal.temperature:.3f} fitted on the validation split; "
+            f"expected calibration error ({cal.bins} bins): {ece}"
+        )
     return cal
 
 
@@ -453,6 +527,7 @@ def _save_plots(run_dir, metrics, ev, data: TaskData, model, log: RunLog) -> Non
     """Curves, confusion matrix, worst mistakes and (logreg) weight images, when matplotlib is installed."""
     try:
         import matplotlib  # noqa: F401
+
         from mnistkit.plots import save_run_plots
     except ImportError:
         log.line("(plots skipped: install mnistkit[plots] for curves, confusion matrix and mistakes)")
@@ -462,13 +537,23 @@ def _save_plots(run_dir, metrics, ev, data: TaskData, model, log: RunLog) -> Non
     wrong = (pred != true).nonzero().flatten()
     order = probs[wrong, pred[wrong]].argsort(descending=True)[:36]
     sel = wrong[order]
-    mistakes = {"images": data.test_x[sel].numpy(), "true": true[sel].numpy(), "pred": pred[sel].numpy(),
-                "prob": probs[sel, pred[sel]].numpy()}
+    mistakes = {
+        "images": data.test_x[sel].numpy(),
+        "true": true[sel].numpy(),
+        "pred": pred[sel].numpy(),
+        "prob": probs[sel, pred[sel]].numpy(),
+    }
     weights = None
     if getattr(model, "mnistkit_name", "") == "logreg":
         weights = model.linear.weight.detach().float().cpu().numpy()
-    save_run_plots(run_dir, metrics=metrics, confusion=ev.confusion, class_names=data.class_names,
-                   mistakes=mistakes, weights=weights)
+    save_run_plots(
+        run_dir,
+        metrics=metrics,
+        confusion=ev.confusion,
+        class_names=data.class_names,
+        mistakes=mistakes,
+        weights=weights,
+    )
 
 
 def _write_metrics(run_dir: Path, rows: list[dict]) -> None:

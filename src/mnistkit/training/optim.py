@@ -31,8 +31,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
     """A per-step schedule, or None. OneCycle warms up for 25 % of the steps then anneals."""
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=0.25,
-            div_factor=25.0, final_div_factor=1e3, cycle_momentum=cfg.optimizer == "sgd")
+            optimizer,
+            max_lr=cfg.lr,
+            total_steps=max(total_steps, 1),
+            pct_start=0.25,
+            div_factor=25.0,
+            final_div_factor=1e3,
+            cycle_momentum=cfg.optimizer == "sgd",
+        )
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     return None

@@ -15,7 +15,8 @@ class RunLog:
 
     def __init__(self, log_path: Path | None, echo: bool = True, progress: bool | None = None):
         self.echo = echo
-        self._file = open(log_path, "a", buffering=1, encoding="utf-8") if log_path is not None else None
+        # held open for the whole run (closed by close()), so not a with-block
+        self._file = open(log_path, "a", buffering=1, encoding="utf-8") if log_path is not None else None  # noqa: SIM115
         self.use_progress = echo and (sys.stdout.isatty() if progress is None else progress)
         self._progress = None
         self._task = None
@@ -35,8 +36,13 @@ class RunLog:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         if self._progress is None:
-            self._progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeRemainingColumn(), transient=True)
+            self._progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
             self._progress.start()
         if self._task is not None:
             self._progress.remove_task(self._task)

@@ -34,8 +34,12 @@ def save_state(run_dir: Path, model, optimizer, scheduler, progress: dict, best_
             else:
                 scalars[key] = value
         opt_meta["state"][str(pid)] = scalars
-    meta = {"kind": "training-state", "progress": progress, "optimizer": opt_meta,
-            "scheduler": scheduler.state_dict() if scheduler is not None else None}
+    meta = {
+        "kind": "training-state",
+        "progress": progress,
+        "optimizer": opt_meta,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+    }
     return save_tensors(run_dir / STATE_FILE, tensors, meta)
 
 
@@ -59,9 +63,9 @@ _PROGRESS_FIELDS = {
 
 def check_state_meta(meta: dict, path: Path, n_groups: int) -> None:
     """The state's metadata has the shape :func:`save_state` writes, so resuming cannot crash inside torch."""
+
     def bad(what: str):
-        return CheckpointError(f"{path} is not a usable training state: {what}; "
-                               "start a new run instead of --resume")
+        return CheckpointError(f"{path} is not a usable training state: {what}; start a new run instead of --resume")
 
     progress, opt = meta.get("progress"), meta.get("optimizer")
     if not isinstance(progress, dict):
@@ -69,12 +73,17 @@ def check_state_meta(meta: dict, path: Path, n_groups: int) -> None:
     for key, (check, expected) in _PROGRESS_FIELDS.items():
         if key not in progress or not check(progress[key]):
             raise bad(f"progress.{key} must be {expected}, got {str(progress.get(key))[:40]!r}")
-    if not isinstance(opt, dict) or not isinstance(opt.get("param_groups"), list) \
-            or not isinstance(opt.get("state"), dict):
+    if (
+        not isinstance(opt, dict)
+        or not isinstance(opt.get("param_groups"), list)
+        or not isinstance(opt.get("state"), dict)
+    ):
         raise bad("'optimizer' must be an object with 'param_groups' (a list) and 'state' (an object)")
     groups = opt["param_groups"]
-    if len(groups) != n_groups or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
-                                          and all(_is_int(p) for p in g["params"]) for g in groups):
+    if len(groups) != n_groups or not all(
+        isinstance(g, dict) and isinstance(g.get("params"), list) and all(_is_int(p) for p in g["params"])
+        for g in groups
+    ):
         raise bad(f"optimizer.param_groups must be {n_groups} object(s) each listing its 'params' indices")
     if not all(isinstance(k, str) and k.isdigit() and isinstance(v, dict) for k, v in opt["state"].items()):
         raise bad("optimizer.state must map parameter indices to objects")
@@ -97,8 +106,10 @@ def _check_group_values(saved_groups: list, live_groups: list, path: Path) -> No
     for i, (saved, live) in enumerate(zip(saved_groups, live_groups)):
         for key, current in live.items():
             if key != "params" and key in saved and not _same_kind(current, saved[key]):
-                raise CheckpointError(f"{path} is not a usable training state: optimizer.param_groups[{i}].{key} "
-                                      f"is {str(saved[key])[:40]!r}, expected a value like {current!r}")
+                raise CheckpointError(
+                    f"{path} is not a usable training state: optimizer.param_groups[{i}].{key} "
+                    f"is {str(saved[key])[:40]!r}, expected a value like {current!r}"
+                )
 
 
 def load_state(run_dir: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
@@ -133,7 +144,9 @@ def load_state(run_dir: Path, model, optimizer, scheduler) -> tuple[dict, dict |
         if scheduler is not None and meta.get("scheduler") is not None:
             scheduler.load_state_dict(meta["scheduler"])
     except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
-        raise CheckpointError(f"{path}: the optimizer or schedule state does not fit this run "
-                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+        raise CheckpointError(
+            f"{path}: the optimizer or schedule state does not fit this run "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+        ) from None
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
     return meta["progress"], best

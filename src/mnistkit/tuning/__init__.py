@@ -26,10 +26,23 @@ DEFAULT_STUDY = "mnistkit"
 DEFAULT_HEARTBEAT = 30
 
 
-def tune(*, trials: int | None = None, timeout: float | None = None, study: str | None = None,
-         storage: str | None = None, space: str | Path | dict | None = None, workers: int = 1, pruner: str | None = None,
-         out: str | Path = "runs/tune", heartbeat: int = DEFAULT_HEARTBEAT, sampler_seed: int | None = None,
-         echo: bool = True, live: bool | None = None, plots: bool = True, **train_options) -> dict:
+def tune(
+    *,
+    trials: int | None = None,
+    timeout: float | None = None,
+    study: str | None = None,
+    storage: str | None = None,
+    space: str | Path | dict | None = None,
+    workers: int = 1,
+    pruner: str | None = None,
+    out: str | Path = "runs/tune",
+    heartbeat: int = DEFAULT_HEARTBEAT,
+    sampler_seed: int | None = None,
+    echo: bool = True,
+    live: bool | None = None,
+    plots: bool = True,
+    **train_options,
+) -> dict:
     """Search hyperparameters for one model; returns the summary also written to ``OUT/summary.json``.
 
     ``train_options`` are ``mnistkit train``'s options (``model``, ``dataset``, ``val_size``...): the
@@ -41,8 +54,16 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
     """
     from mnistkit.config import resolve_config
     from mnistkit.tuning.space import default_space, parse_space, preset_points, read_space_file
-    from mnistkit.tuning.study import (StudySettings, agree_settings, make_pruner, open_storage, open_study,
-                                       quiet_optuna, redact, storage_url)
+    from mnistkit.tuning.study import (
+        StudySettings,
+        agree_settings,
+        make_pruner,
+        open_storage,
+        open_study,
+        quiet_optuna,
+        redact,
+        storage_url,
+    )
 
     _check_counts(trials, timeout, workers, heartbeat)
     quiet_optuna()
@@ -56,8 +77,9 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
     else:
         raw_space = read_space_file(space) if space is not None else default_space(base.model)
         where = f"--space {space}" if space is not None else "search space"
-    wanted = StudySettings(base, parse_space(raw_space, base.model, where),
-                           trials or DEFAULT_TRIALS, pruner or "median")
+    wanted = StudySettings(
+        base, parse_space(raw_space, base.model, where), trials or DEFAULT_TRIALS, pruner or "median"
+    )
     make_pruner(wanted.pruner)  # validates the name before anything is created
     store = open_storage(storage, out, heartbeat)
     study_name = study or DEFAULT_STUDY
@@ -72,13 +94,17 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
         st.set_user_attr("mnistkit_settings", settings.to_dict())
     where = redact(storage_url(storage, out))
     log = print if echo else (lambda *_: None)
-    log(f"Study {study_name!r} in {where}: {settings.base.model}, up to {settings.trials} trials"
-        + (f", {timeout:g} s budget" if timeout else "") + (f", {workers} workers" if workers > 1 else ""))
+    log(
+        f"Study {study_name!r} in {where}: {settings.base.model}, up to {settings.trials} trials"
+        + (f", {timeout:g} s budget" if timeout else "")
+        + (f", {workers} workers" if workers > 1 else "")
+    )
+
+    import sys
 
     from mnistkit.tuning.outputs import write_outputs
     from mnistkit.tuning.progress import TuneProgress
 
-    import sys
     show_live = sys.stdout.isatty() if live is None else live
     started = time.monotonic()
     try:
@@ -86,9 +112,21 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
             if workers == 1:
                 _run_here(st, settings, out, timeout, sampler_seed, started)
             else:
-                _run_workers(st, settings, out, timeout, workers, dict(storage=storage, study=study_name,
-                             heartbeat=heartbeat, sampler_seed=sampler_seed,
-                             per_worker={k: v for k, v in explicit.items()}), log)
+                _run_workers(
+                    st,
+                    settings,
+                    out,
+                    timeout,
+                    workers,
+                    dict(
+                        storage=storage,
+                        study=study_name,
+                        heartbeat=heartbeat,
+                        sampler_seed=sampler_seed,
+                        per_worker=dict(explicit.items()),
+                    ),
+                    log,
+                )
     except KeyboardInterrupt:
         log("Interrupted: saving the trials done so far (rerun the same command to resume)")
         write_outputs(st, out, settings, where, log, plots=plots)
@@ -97,8 +135,10 @@ def tune(*, trials: int | None = None, timeout: float | None = None, study: str 
     summary["seconds"] = round(time.monotonic() - started, 1)
     best = summary["best"]
     if best:
-        log(f"Best trial {best['number']}: validation {best['val_accuracy']:.2f} %, "
-            f"test {best['test_accuracy']:.2f} %; config in {out / 'best.json'}, report {out / 'report.html'}")
+        log(
+            f"Best trial {best['number']}: validation {best['val_accuracy']:.2f} %, "
+            f"test {best['test_accuracy']:.2f} %; config in {out / 'best.json'}, report {out / 'report.html'}"
+        )
     else:
         log(f"No trial completed; see {out / 'trials.csv'}")
     return summary
@@ -139,8 +179,11 @@ def _run_workers(st, settings, out: Path, timeout, workers: int, open_args: dict
     procs = []
     for i in range(workers):
         seed = None if open_args["sampler_seed"] is None else open_args["sampler_seed"] + i
-        p = ctx.Process(target=_worker_main, name=f"mnistkit-tune-{i}",
-                        args=(dict(open_args, sampler_seed=seed), str(out), timeout, threads))
+        p = ctx.Process(
+            target=_worker_main,
+            name=f"mnistkit-tune-{i}",
+            args=(dict(open_args, sampler_seed=seed), str(out), timeout, threads),
+        )
         p.start()
         procs.append(p)
     try:
@@ -153,8 +196,10 @@ def _run_workers(st, settings, out: Path, timeout, workers: int, open_args: dict
                 alive.remove(p)
                 if p.exitcode != 0:
                     lost = fail_worker_trials(st, f"{socket.gethostname()}:{p.pid}")
-                    log(f"Worker {p.name} exited with code {p.exitcode}"
-                        + (f"; trial(s) {', '.join(map(str, lost))} queued again" if lost else ""))
+                    log(
+                        f"Worker {p.name} exited with code {p.exitcode}"
+                        + (f"; trial(s) {', '.join(map(str, lost))} queued again" if lost else "")
+                    )
         if counts(st).get("WAITING", 0):
             run_worker(st, settings, Worker(out, timeout=timeout))
     except KeyboardInterrupt:
@@ -169,8 +214,16 @@ def _worker_main(open_args: dict, out: str, timeout, threads: int) -> None:
     """Entry point of a local worker process: open the study, run trials quietly."""
     import torch
 
-    from mnistkit.tuning.study import (StudySettings, SETTINGS_ATTR, Worker, make_pruner, open_storage, open_study,
-                                       quiet_optuna, run_worker)
+    from mnistkit.tuning.study import (
+        SETTINGS_ATTR,
+        StudySettings,
+        Worker,
+        make_pruner,
+        open_storage,
+        open_study,
+        quiet_optuna,
+        run_worker,
+    )
 
     torch.set_num_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))

@@ -33,8 +33,9 @@ STUDY_PLOTS = {
 def complete_trials(study) -> list:
     import optuna
 
-    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.value is not None]
+    return [
+        t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.value is not None
+    ]
 
 
 def best_trial(study):
@@ -45,8 +46,9 @@ def best_trial(study):
 
 def write_trials_csv(study, out: Path) -> Path:
     """One row per trial: number, state, value (validation accuracy), times, parameters, worker."""
-    frame = study.trials_dataframe(attrs=("number", "state", "value", "datetime_start", "datetime_complete",
-                                          "duration", "params", "user_attrs"))
+    frame = study.trials_dataframe(
+        attrs=("number", "state", "value", "datetime_start", "datetime_complete", "duration", "params", "user_attrs")
+    )
     frame = frame.drop(columns=[c for c in frame.columns if c == "user_attrs_config"])
     frame = frame.rename(columns={"value": "val_accuracy"})
     return atomic_write_bytes(out / TRIALS_CSV, frame.to_csv(index=False).encode())
@@ -72,8 +74,11 @@ def finish_best_run(trial, out: Path, log) -> Path:
 
     dest = out / BEST_RUN
     marker = dest / "trial.json"
-    if (dest / CHECKPOINT_FILE).exists() and marker.exists() \
-            and json.loads(marker.read_text()).get("number") == trial.number:
+    if (
+        (dest / CHECKPOINT_FILE).exists()
+        and marker.exists()
+        and json.loads(marker.read_text()).get("number") == trial.number
+    ):
         return dest  # already scored: the test set is used once per best trial
     src = trial_dir(out, trial.number)
     tmp = out / f".{BEST_RUN}.tmp"
@@ -88,8 +93,10 @@ def finish_best_run(trial, out: Path, log) -> Path:
         cfg = TrainConfig.from_dict({**trial.user_attrs["config"], "out": str(tmp)})
         fit(cfg, echo=False, progress=False)
         (tmp / STATE_FILE).unlink(missing_ok=True)
-    atomic_write_bytes(tmp / "trial.json", json.dumps({"number": trial.number, "val_accuracy": trial.value,
-                                                       "params": trial.params}, indent=2).encode())
+    atomic_write_bytes(
+        tmp / "trial.json",
+        json.dumps({"number": trial.number, "val_accuracy": trial.value, "params": trial.params}, indent=2).encode(),
+    )
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
@@ -107,10 +114,10 @@ def save_study_plots(study, out: Path) -> dict[str, str]:
         import matplotlib.pyplot as plt
         from optuna.visualization import matplotlib as ovm
     except ImportError:
-        return {name: "matplotlib is not installed (pip install 'mnistkit[plots]')" for name in STUDY_PLOTS}
-    from mnistkit.plots import DPI, STYLE
-
+        return dict.fromkeys(STUDY_PLOTS, "matplotlib is not installed (pip install 'mnistkit[plots]')")
     import warnings
+
+    from mnistkit.plots import DPI, STYLE
 
     folder = out / PLOTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -139,32 +146,41 @@ def write_report(study, out: Path, summary: dict, skipped: dict[str, str]) -> Pa
     from mnistkit.report import _figure_html, _page, _table
 
     best = summary.get("best") or {}
-    results = [("study", summary["study"]), ("storage", summary["storage"]),
-               *((f"trials {k.lower()}", v) for k, v in summary["counts"].items()),
-               ("best trial", best.get("number")), ("best validation accuracy (%)", best.get("val_accuracy")),
-               ("its test accuracy (%)", best.get("test_accuracy")),
-               ("validation images", summary.get("val_size"))]
+    results = [
+        ("study", summary["study"]),
+        ("storage", summary["storage"]),
+        *((f"trials {k.lower()}", v) for k, v in summary["counts"].items()),
+        ("best trial", best.get("number")),
+        ("best validation accuracy (%)", best.get("val_accuracy")),
+        ("its test accuracy (%)", best.get("test_accuracy")),
+        ("validation images", summary.get("val_size")),
+    ]
     figures = []
     for name, (_, caption) in STUDY_PLOTS.items():
         path = out / PLOTS_DIR / name
         if name in skipped or not path.exists():
-            figures.append(f'<p class="note">{html.escape(name)} skipped: {html.escape(skipped.get(name, "missing"))}</p>')
+            figures.append(
+                f'<p class="note">{html.escape(name)} skipped: {html.escape(skipped.get(name, "missing"))}</p>'
+            )
         else:
             figures.append(_figure_html(path.read_bytes(), "image/png", caption))
     rows, headers = _trial_rows(study)
     numbers = [r[0] for r in rows]
     highlight = numbers.index(best["number"]) if best.get("number") in numbers else None
     config = best.get("config") or {}
-    run_link = (f'<p>The best trial\'s run: <a href="{BEST_RUN}/report.html">{BEST_RUN}/report.html</a>; '
-                f'reproduce it with <code>mnistkit train --config {BEST_CONFIG} --deterministic</code>.</p>'
-                if best else "")
-    body = f"""<h1>mnistkit tune: {html.escape(summary['study'])}</h1>
-<p class="sub">model: {html.escape(str(summary.get('model')))} \u00b7 objective: validation accuracy</p>
+    run_link = (
+        f'<p>The best trial\'s run: <a href="{BEST_RUN}/report.html">{BEST_RUN}/report.html</a>; '
+        f"reproduce it with <code>mnistkit train --config {BEST_CONFIG} --deterministic</code>.</p>"
+        if best
+        else ""
+    )
+    body = f"""<h1>mnistkit tune: {html.escape(summary["study"])}</h1>
+<p class="sub">model: {html.escape(str(summary.get("model")))} \u00b7 objective: validation accuracy</p>
 <h2>Results</h2>
 {_table(("", "value"), results, "metrics")}
 {run_link}
 <h2>Plots</h2>
-{''.join(figures)}
+{"".join(figures)}
 <h2>Trials</h2>
 {_table(headers, rows, "trials", highlight=highlight)}
 <h2>Best config</h2>
@@ -202,18 +218,31 @@ def write_outputs(study, out: Path, settings, storage: str, log, score_best: boo
     best = None
     if trial is not None:
         write_best_config(trial, out)
-        best = {"number": trial.number, "val_accuracy": trial.value, "params": trial.params,
-                "config": trial.user_attrs["config"], "test_accuracy": None, "run_dir": None}
+        best = {
+            "number": trial.number,
+            "val_accuracy": trial.value,
+            "params": trial.params,
+            "config": trial.user_attrs["config"],
+            "test_accuracy": None,
+            "run_dir": None,
+        }
         if score_best:
             run_dir = finish_best_run(trial, out, log)
             run_summary = json.loads((run_dir / "summary.json").read_text())
             best.update(test_accuracy=run_summary["test_accuracy"], run_dir=str(run_dir))
             _best_run_report(run_dir)
-    skipped = save_study_plots(study, out) if plots else {name: "not drawn (--no-plots)" for name in STUDY_PLOTS}
-    summary = {"study": study.study_name, "storage": storage, "model": settings.base.model,
-               "val_size": settings.base.val_size, "trials_requested": settings.trials,
-               "counts": dict(sorted(counts(study).items())), "best": best,
-               "best_config": str(out / BEST_CONFIG) if best else None, "out": str(out)}
+    skipped = save_study_plots(study, out) if plots else dict.fromkeys(STUDY_PLOTS, "not drawn (--no-plots)")
+    summary = {
+        "study": study.study_name,
+        "storage": storage,
+        "model": settings.base.model,
+        "val_size": settings.base.val_size,
+        "trials_requested": settings.trials,
+        "counts": dict(sorted(counts(study).items())),
+        "best": best,
+        "best_config": str(out / BEST_CONFIG) if best else None,
+        "out": str(out),
+    }
     write_report(study, out, summary, skipped)
     atomic_write_bytes(out / SUMMARY, json.dumps(summary, indent=2, default=str).encode())
     return summary

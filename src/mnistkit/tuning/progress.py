@@ -14,8 +14,16 @@ import time
 class TuneProgress:
     """Poll ``study`` and show its state; use as a context manager around the workers."""
 
-    def __init__(self, study, target: int, timeout: float | None, workers: int, live: bool, echo: bool = True,
-                 interval: float = 1.0):
+    def __init__(
+        self,
+        study,
+        target: int,
+        timeout: float | None,
+        workers: int,
+        live: bool,
+        echo: bool = True,
+        interval: float = 1.0,
+    ):
         self.study = study
         self.target = target
         self.timeout = timeout
@@ -49,8 +57,13 @@ class TuneProgress:
         if self.timeout is not None:
             budget = max(0.0, self.timeout - elapsed)
             left = budget if left is None else min(left, budget)
-        return {"counts": counts, "best": best, "elapsed": elapsed, "left": 0.0 if not remaining else left,
-                "trials": trials}
+        return {
+            "counts": counts,
+            "best": best,
+            "elapsed": elapsed,
+            "left": 0.0 if not remaining else left,
+            "trials": trials,
+        }
 
     # ------------------------------------------------------------------ display
 
@@ -62,13 +75,18 @@ class TuneProgress:
         table.add_column(style="bold")
         table.add_column()
         done = c.get("COMPLETE", 0) + c.get("PRUNED", 0)
-        table.add_row("trials", f"{done}/{self.target} done: {c.get('COMPLETE', 0)} complete, "
-                                f"{c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} failed, "
-                                f"{c.get('RUNNING', 0)} running, {c.get('WAITING', 0)} queued")
+        table.add_row(
+            "trials",
+            f"{done}/{self.target} done: {c.get('COMPLETE', 0)} complete, "
+            f"{c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} failed, "
+            f"{c.get('RUNNING', 0)} running, {c.get('WAITING', 0)} queued",
+        )
         best = snap["best"]
         table.add_row("best", f"{best.value:.2f} % validation accuracy (trial {best.number})" if best else "-")
-        table.add_row("time", f"{_clock(snap['elapsed'])} elapsed, "
-                              f"{_clock(snap['left']) if snap['left'] is not None else '?'} left")
+        table.add_row(
+            "time",
+            f"{_clock(snap['elapsed'])} elapsed, {_clock(snap['left']) if snap['left'] is not None else '?'} left",
+        )
         return table
 
     def _lines(self, snap: dict) -> None:
@@ -78,10 +96,16 @@ class TuneProgress:
             if t.number in self._seen or not t.state.is_finished():
                 continue
             self._seen.add(t.number)
-            value = f"val {t.value:.2f} %" if t.value is not None else (
-                f"after epoch {max(t.intermediate_values)}" if t.intermediate_values else "")
-            print(f"trial {t.number} {t.state.name.lower()} {value}".rstrip()
-                  + (f" | best {best.value:.2f} % (trial {best.number})" if best else ""), flush=True)
+            value = (
+                f"val {t.value:.2f} %"
+                if t.value is not None
+                else (f"after epoch {max(t.intermediate_values)}" if t.intermediate_values else "")
+            )
+            print(
+                f"trial {t.number} {t.state.name.lower()} {value}".rstrip()
+                + (f" | best {best.value:.2f} % (trial {best.number})" if best else ""),
+                flush=True,
+            )
 
     def refresh(self) -> None:
         snap = self.snapshot()
@@ -120,7 +144,7 @@ class TuneProgress:
 
 
 def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

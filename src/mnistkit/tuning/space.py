@@ -29,8 +29,19 @@ from typing import Any
 from mnistkit.errors import ConfigError
 
 #: TrainConfig fields a space may vary (data, seed and execution options are the command's).
-TUNABLE_TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "nesterov", "weight_decay",
-                         "schedule", "label_smoothing", "augment", "norm")
+TUNABLE_TRAIN_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "schedule",
+    "label_smoothing",
+    "augment",
+    "norm",
+)
 #: Model options that are structural lists, searched as a layer count and a width per layer.
 LAYER_OPTIONS = ("hidden", "widths")
 #: Model options that are never searched (they follow from the data).
@@ -71,6 +82,7 @@ class Param:
 
 # ----------------------------------------------------------------------------- defaults
 
+
 def default_space(model: str) -> dict[str, dict]:
     """The default search space for ``model``, in file form, chosen by what the registry says it has.
 
@@ -106,13 +118,15 @@ def default_space(model: str) -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------- files
 
+
 def read_space_file(path: str | Path) -> dict:
     """Parse a TOML, YAML or JSON space file into a dict (not yet validated)."""
     p = Path(path)
     where = f"--space {p}"
     if p.suffix.lower() not in SPACE_SUFFIXES:
-        raise ConfigError(f"{where}: unknown format {p.suffix or '(no suffix)'!r}; use one of "
-                          f"{', '.join(SPACE_SUFFIXES)}")
+        raise ConfigError(
+            f"{where}: unknown format {p.suffix or '(no suffix)'!r}; use one of {', '.join(SPACE_SUFFIXES)}"
+        )
     try:
         if p.stat().st_size > MAX_SPACE_BYTES:
             raise ConfigError(f"{where}: too large for a search space ({p.stat().st_size:,} bytes)")
@@ -150,6 +164,7 @@ def _first_line(exc: Exception) -> str:
 
 # ----------------------------------------------------------------------------- validation
 
+
 def parse_space(raw: dict, model: str, where: str = "search space") -> list[Param]:
     """Validate a space (file form) for ``model``; return its params in a stable order.
 
@@ -163,8 +178,9 @@ def parse_space(raw: dict, model: str, where: str = "search space") -> list[Para
     params = []
     for name, entry in raw.items():
         if name not in allowed:
-            raise ConfigError(f"{where}: unknown option {name!r} for model {model!r}; tunable options are: "
-                              f"{', '.join(allowed)}")
+            raise ConfigError(
+                f"{where}: unknown option {name!r} for model {model!r}; tunable options are: {', '.join(allowed)}"
+            )
         param = _parse_entry(name, entry, f"{where}: {name}", is_layers=name in LAYER_OPTIONS)
         _check_values(param, model, f"{where}: {name}")
         params.append(param)
@@ -179,8 +195,9 @@ def _parse_entry(name: str, entry, where: str, is_layers: bool) -> Param:
         return Param(name, "fixed", value=entry["value"])
     if is_layers:
         if keys != {"layers", "width"}:
-            raise ConfigError(f"{where}: expected {{ layers = [min, max], width = [min, max] }}, got keys "
-                              f"{', '.join(sorted(keys))}")
+            raise ConfigError(
+                f"{where}: expected {{ layers = [min, max], width = [min, max] }}, got keys {', '.join(sorted(keys))}"
+            )
         lo, hi = _int_pair(entry["layers"], f"{where}.layers", minimum=1)
         wlo, whi = _int_pair(entry["width"], f"{where}.width", minimum=1)
         return Param(name, "layers", low=lo, high=hi, width=(wlo, whi))
@@ -196,8 +213,10 @@ def _parse_entry(name: str, entry, where: str, is_layers: bool) -> Param:
         return Param(name, "categorical", choices=tuple(choices))
     unknown = keys - {"low", "high", "log", "step", "type"}
     if unknown or not {"low", "high"} <= keys:
-        raise ConfigError(f"{where}: expected {{ low, high[, log][, step] }}, {{ choices = [...] }} or a fixed "
-                          f"value, got keys {', '.join(sorted(keys))}")
+        raise ConfigError(
+            f"{where}: expected {{ low, high[, log][, step] }}, {{ choices = [...] }} or a fixed "
+            f"value, got keys {', '.join(sorted(keys))}"
+        )
     low, high, log, step = entry["low"], entry["high"], entry.get("log", False), entry.get("step")
     for label, v in (("low", low), ("high", high)) + ((("step", step),) if step is not None else ()):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -217,8 +236,11 @@ def _parse_entry(name: str, entry, where: str, is_layers: bool) -> Param:
 
 
 def _int_pair(value, where: str, minimum: int) -> tuple[int, int]:
-    if (not isinstance(value, list) or len(value) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int) for v in value)):
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+    ):
         raise ConfigError(f"{where}: expected [min, max] whole numbers, got {value!r}")
     lo, hi = value
     if lo < minimum:
@@ -238,8 +260,13 @@ def _check_values(param: Param, model: str, where: str) -> None:
 
     if param.kind == "layers":
         return
-    samples = (list(param.choices) if param.kind == "categorical"
-               else [param.value] if param.kind == "fixed" else [param.low, param.high])
+    samples = (
+        list(param.choices)
+        if param.kind == "categorical"
+        else [param.value]
+        if param.kind == "fixed"
+        else [param.low, param.high]
+    )
     for value in samples:
         if param.name in TUNABLE_TRAIN_OPTIONS:
             if param.name in ("epochs", "batch_size") and (isinstance(value, bool) or not isinstance(value, int)):
@@ -259,11 +286,17 @@ def _check_model_value(name: str, value, model: str, where: str) -> None:
     from mnistkit.models import get_model_spec
 
     default = get_model_spec(model).defaults[name]
-    types = _OPTION_TYPES.get(name) or ((int, float) if isinstance(default, (int, float))
-                                        else (list, tuple) if isinstance(default, (list, tuple)) else (type(default),))
+    types = _OPTION_TYPES.get(name) or (
+        (int, float)
+        if isinstance(default, (int, float))
+        else (list, tuple)
+        if isinstance(default, (list, tuple))
+        else (type(default),)
+    )
     if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, types):
-        raise ConfigError(f"{where}: wrong type {type(value).__name__} ({value!r}); expected "
-                          f"{' or '.join(t.__name__ for t in types)}")
+        raise ConfigError(
+            f"{where}: wrong type {type(value).__name__} ({value!r}); expected {' or '.join(t.__name__ for t in types)}"
+        )
     if name == "activation" and value not in ACTIVATION_NAMES:
         raise ConfigError(f"{where}: unknown activation {value!r}; choose from {', '.join(ACTIVATION_NAMES)}")
     if name == "dropout" and not 0 <= value < 1:
@@ -271,6 +304,7 @@ def _check_model_value(name: str, value, model: str, where: str) -> None:
 
 
 # ----------------------------------------------------------------------------- sampling
+
 
 def suggest(trial, params: list[Param]) -> tuple[dict, dict]:
     """Ask ``trial`` for one point; returns ``(train option overrides, model options)``."""
@@ -297,6 +331,7 @@ def space_to_dict(params: list[Param]) -> dict:
 
 
 # ----------------------------------------------------------------------------- warm start
+
 
 def preset_points(params: list[Param], base) -> dict[str, dict]:
     """The hand-tuned presets for this model that the space can express, as trial parameters.

@@ -45,14 +45,22 @@ class StudySettings:
     pruner: str = "median"
 
     def to_dict(self) -> dict:
-        return {"base_config": self.base.to_dict(), "space": space_to_dict(self.params), "trials": self.trials,
-                "pruner": self.pruner}
+        return {
+            "base_config": self.base.to_dict(),
+            "space": space_to_dict(self.params),
+            "trials": self.trials,
+            "pruner": self.pruner,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StudySettings":
+    def from_dict(cls, d: dict) -> StudySettings:
         base = TrainConfig.from_dict(d["base_config"])
-        return cls(base, parse_space(d["space"], base.model, "stored search space"), int(d["trials"]),
-                   d.get("pruner", "median"))
+        return cls(
+            base,
+            parse_space(d["space"], base.model, "stored search space"),
+            int(d["trials"]),
+            d.get("pruner", "median"),
+        )
 
 
 @dataclass
@@ -60,9 +68,9 @@ class Worker:
     """Where and how one process runs trials."""
 
     out: Path
-    timeout: float | None = None       # seconds after which no new trial starts
-    seed: int | None = None            # sampler seed (None: random)
-    echo: bool = False                 # print each trial's training log
+    timeout: float | None = None  # seconds after which no new trial starts
+    seed: int | None = None  # sampler seed (None: random)
+    echo: bool = False  # print each trial's training log
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -74,6 +82,7 @@ class Worker:
 
 
 # ----------------------------------------------------------------------------- storage and study
+
 
 def quiet_optuna() -> None:
     """Optuna logs every trial (and a traceback per failed one) and warns about experimental
@@ -121,16 +130,26 @@ def open_storage(url: str | None, out: Path, heartbeat: int):
             raise ConfigError(f"--storage {path}: cannot open the journal file ({exc.strerror or exc})") from None
     scheme = url.split("://", 1)[0].split("+", 1)[0]
     if scheme not in ("postgresql", "mysql", "sqlite"):
-        raise ConfigError(f"--storage {redact(url)}: unknown scheme {scheme!r}; use postgresql://, mysql://, "
-                          "sqlite:/// or a journal file path")
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
-        or optuna.storages.RetryFailedTrialCallback
+        raise ConfigError(
+            f"--storage {redact(url)}: unknown scheme {scheme!r}; use postgresql://, mysql://, "
+            "sqlite:/// or a journal file path"
+        )
+    retry = (
+        getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    )
     try:
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
-                          grace_period=2 * heartbeat, heartbeat_stale_trial_callback=retry(max_retry=MAX_RETRY))
+        return RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=heartbeat,
+            grace_period=2 * heartbeat,
+            heartbeat_stale_trial_callback=retry(max_retry=MAX_RETRY),
+        )
     except ImportError as exc:
-        raise ConfigError(f"--storage {redact(url)}: the database driver is missing ({exc}); "
-                          "install mnistkit[tune] (PostgreSQL) or a MySQL driver") from None
+        raise ConfigError(
+            f"--storage {redact(url)}: the database driver is missing ({exc}); "
+            "install mnistkit[tune] (PostgreSQL) or a MySQL driver"
+        ) from None
     except Exception as exc:  # sqlalchemy's OperationalError & co: unreachable, bad credentials
         raise ConfigError(f"--storage {redact(url)}: cannot connect ({_first_line(exc)})") from None
 
@@ -162,14 +181,17 @@ def open_study(storage, name: str, seed: int | None, trials: int):
 
     # TPE over the joint space (layers make it conditional: group=True); fewer random start-up
     # trials than Optuna's 10 so a 15-minute budget gets to the model-based part.
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                         n_startup_trials=max(3, min(8, trials // 4)))
-    return optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
-                               load_if_exists=True)
+    sampler = optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, group=True, n_startup_trials=max(3, min(8, trials // 4))
+    )
+    return optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", sampler=sampler, load_if_exists=True
+    )
 
 
-def agree_settings(study, wanted: StudySettings, explicit: dict, space_given: bool,
-                   pruner_given: bool = False) -> StudySettings:
+def agree_settings(
+    study, wanted: StudySettings, explicit: dict, space_given: bool, pruner_given: bool = False
+) -> StudySettings:
     """The study's stored settings, checked against what this command asked for; stored if new.
 
     ``explicit`` are the training options given on this command line; a worker joining an
@@ -183,8 +205,9 @@ def agree_settings(study, wanted: StudySettings, explicit: dict, space_given: bo
         return wanted
     settings = StudySettings.from_dict(stored)
     base = settings.base.to_dict()
-    clash = [k for k, v in explicit.items()
-             if k not in PER_WORKER_OPTIONS and k in base and _normal(base[k]) != _normal(v)]
+    clash = [
+        k for k, v in explicit.items() if k not in PER_WORKER_OPTIONS and k in base and _normal(base[k]) != _normal(v)
+    ]
     if space_given and space_to_dict(wanted.params) != stored["space"]:
         clash.append("space")
     if pruner_given and wanted.pruner != settings.pruner:
@@ -192,8 +215,10 @@ def agree_settings(study, wanted: StudySettings, explicit: dict, space_given: bo
         clash.append("pruner")
     if clash:
         shown = ", ".join(f"{k}={base.get(k, '(file)')!r}" for k in clash)
-        raise ConfigError(f"study {study.study_name!r} already tunes with {shown}; drop those options to join it, "
-                          "or pick another --study")
+        raise ConfigError(
+            f"study {study.study_name!r} already tunes with {shown}; drop those options to join it, "
+            "or pick another --study"
+        )
     per_worker = {k: v for k, v in explicit.items() if k in PER_WORKER_OPTIONS}
     if per_worker:
         settings.base = settings.base.replace(**per_worker)
@@ -207,6 +232,7 @@ def _normal(v):
 
 # ----------------------------------------------------------------------------- one trial
 
+
 class PruningHook:
     """Per-epoch hook for :func:`mnistkit.training.fit`: report validation accuracy, prune, and stop
     after the last epoch before the test evaluation (the test set is for the best trial only)."""
@@ -219,6 +245,7 @@ class PruningHook:
 
     def on_epoch_end(self, epoch: int, row: dict) -> None:
         import optuna
+
         from mnistkit.training.loop import StopTraining
 
         self.value = row["val_accuracy"]
@@ -241,9 +268,14 @@ def trial_config(settings: StudySettings, trial, out: Path) -> TrainConfig:
     """The complete training config of one trial: the base config with the sampled values."""
     train_opts, model_opts = suggest(trial, settings.params)
     base = settings.base
-    return base.replace(**train_opts, model_options={**base.model_options, **model_opts},
-                        out=str(trial_dir(out, trial.number)), name=None, early_stopping=0,
-                        preset=None)
+    return base.replace(
+        **train_opts,
+        model_options={**base.model_options, **model_opts},
+        out=str(trial_dir(out, trial.number)),
+        name=None,
+        early_stopping=0,
+        preset=None,
+    )
 
 
 def make_objective(settings: StudySettings, worker: Worker):
@@ -251,11 +283,11 @@ def make_objective(settings: StudySettings, worker: Worker):
 
     def objective(trial):
         import optuna
+        import torch
+
         from mnistkit.training import fit
         from mnistkit.training.loop import StopTraining
         from mnistkit.training.state import STATE_FILE
-
-        import torch
 
         trial.set_user_attr("worker", worker.name)
         trial.set_user_attr("torch_threads", torch.get_num_threads())  # CPU float sums can depend on it
@@ -294,6 +326,7 @@ def drop_stale_states(study, out: Path) -> None:
     training in another process keeps its files whatever the timing.
     """
     import optuna
+
     from mnistkit.training.state import STATE_FILE
 
     trials = study.get_trials(deepcopy=False)
@@ -306,6 +339,7 @@ def drop_stale_states(study, out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- the worker loop
+
 
 def counts(study) -> dict[str, int]:
     """Trials by state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
@@ -333,8 +367,9 @@ def should_start(study, target: int, worker: Worker) -> bool:
 
 def _retried(study) -> int:
     """Failed trials that were queued again (a dead worker's), which are not the config's fault."""
-    return sum(1 for t in study.get_trials(deepcopy=False) if "failed_trial" in t.system_attrs
-               and t.state.name != "WAITING")
+    return sum(
+        1 for t in study.get_trials(deepcopy=False) if "failed_trial" in t.system_attrs and t.state.name != "WAITING"
+    )
 
 
 def run_worker(study, settings: StudySettings, worker: Worker, stop=None) -> None:
@@ -350,8 +385,9 @@ def run_worker(study, settings: StudySettings, worker: Worker, stop=None) -> Non
     while stop is None or not stop():
         fail_stale_trials(study)
         if should_start(study, target, worker):
-            study.optimize(objective, n_trials=1, catch=(ConfigError,),
-                           callbacks=[lambda s, t: drop_stale_states(s, worker.out)])
+            study.optimize(
+                objective, n_trials=1, catch=(ConfigError,), callbacks=[lambda s, t: drop_stale_states(s, worker.out)]
+            )
             continue
         c = counts(study)
         if not c.get("RUNNING", 0):
@@ -372,8 +408,9 @@ def fail_worker_trials(study, worker_name: str) -> list[int]:
 
     import optuna
 
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
-        or optuna.storages.RetryFailedTrialCallback
+    retry = (
+        getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    )
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get("worker") == worker_name:
