@@ -90,7 +90,7 @@ def calibrate(
     flatter it), so the temperature is None and only the uncalibrated ECE is reported.
     """
     t = fit_temperature(*val, task) if val is not None and len(val[1]) else None
-    splits = ({"val": val} if t is not None else {}) | others
+    splits = ({"val": val} if t is not None and val is not None else {}) | others
     ece = {}
     for name, (logits, labels) in splits.items():
         ece[name] = {"before": expected_calibration_error(predict_proba(logits, task), labels)}

@@ -249,6 +249,10 @@ def _finite_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _positive_finite(v) -> bool:
+    return _finite_number(v) and float(v) > 0
+
+
 def _str_dict(v) -> bool:
     return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
 
@@ -288,7 +292,7 @@ META_FIELDS: tuple[MetaField, ...] = (
     MetaField("metrics", False, lambda v: isinstance(v, dict), "an object"),
     MetaField("dataset", False, lambda v: isinstance(v, str), "a string"),
     MetaField("created", False, lambda v: isinstance(v, str), "a string"),
-    MetaField("temperature", False, lambda v: _finite_number(v) and v > 0, "a positive finite number"),
+    MetaField("temperature", False, _positive_finite, "a positive finite number"),
     MetaField("card", False, lambda v: isinstance(v, dict), "an object"),
 )
 

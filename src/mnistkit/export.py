@@ -72,6 +72,9 @@ class PixelModel(nn.Module):
     float rounding.
     """
 
+    scale: torch.Tensor  # buffers, declared for the type checker
+    shift: torch.Tensor
+
     def __init__(self, model: nn.Module, mean: float, std: float, task: str):
         super().__init__()
         self.model = model

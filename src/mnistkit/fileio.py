@@ -150,7 +150,7 @@ class BoundedStream:
         """
         import numpy as np
 
-        buffer = memoryview(np.empty(n, dtype=np.uint8))
+        buffer = memoryview(np.empty(n, dtype=np.uint8))  # type: ignore[arg-type]  # ndarray is a buffer
         got = 0
         while got < n:
             piece = self._readinto(buffer[got : got + min(CHUNK, n - got)])
@@ -286,9 +286,9 @@ def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     Only call this for a folder that no other live process is writing to (a run
     directory being resumed): the temporaries are deleted whatever their age.
     """
-    removed = []
+    removed: list[Path] = []
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(os.fspath(folder)))
     except OSError:
         return removed
     for entry in entries:

@@ -43,11 +43,7 @@ def predict_logits(
     was_training = model.training
     model.eval()
     cast = autocast(device, bf16)
-    forward = _raw_pixel_forward(model, norm, images, device)
-    if forward is None:
-
-        def forward(batch):
-            return model(normalize(batch, norm))
+    forward = _raw_pixel_forward(model, norm, images, device) or _normalised_forward(model, norm)
 
     try:
         with cast():
@@ -96,6 +92,15 @@ class _SparsePixelForward:
             return None
         kept = x.amax(0).nonzero().squeeze(1)
         return kept if len(kept) <= self.keep_limit else None
+
+
+def _normalised_forward(model: torch.nn.Module, norm: Normalization):
+    """The plain path: normalise the uint8 batch, then the whole model."""
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return model(normalize(batch, norm))
+
+    return forward
 
 
 def _raw_pixel_forward(model, norm, images, device) -> _SparsePixelForward | None:

@@ -14,6 +14,7 @@ import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ MAX_ANNOTATED_CLASSES = 20
 RUN_PLOT_NAMES = ("curves.png", "confusion.png", "mistakes.png", "weights.png")
 
 #: Font sizes (pt) a notch above matplotlib's defaults: reports show plots scaled down on phones.
-STYLE = {
+STYLE: dict[str, Any] = {
     "font.size": 11,
     "axes.titlesize": 12,
     "axes.labelsize": 11,
@@ -108,7 +109,8 @@ def show_png(path: Path | str) -> bool:
     height, width = image.shape[:2]
     fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     fig.figimage(image)
-    fig.canvas.manager.set_window_title(f"mnistkit: {Path(path).name}")
+    if fig.canvas.manager is not None:
+        fig.canvas.manager.set_window_title(f"mnistkit: {Path(path).name}")
     plt.show()
     return True
 

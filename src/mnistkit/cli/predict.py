@@ -200,5 +200,5 @@ def _predict_csv(ckpt, csv_path: str, out_path: str | None, bf16: bool = False) 
         click.echo(f"wrote {len(result.predicted)} predictions to {out_path}")
     else:
         click.echo(text, nl=False)
-    if result.accuracy is not None:
+    if result.accuracy is not None and result.labels is not None:
         click.echo(f"accuracy: {result.accuracy:.2f}% on {len(result.labels)} labelled rows", err=out_path is None)

@@ -77,9 +77,14 @@ def serve(checkpoint, model_path, host, port, threads, min_confidence, max_pixel
     # top of that only oversubscribe the cores for 28x28 inputs.
     torch.set_num_threads(threads)
     limits = L.Limits(max_pixels=max_pixels, body_timeout_s=request_timeout, header_timeout_s=request_timeout)
-    # Load (and validate) the checkpoint, then bind the port, and only then say we are serving.
-    app = create_app(checkpoint, limits=limits, min_confidence=min_confidence)
+    # Bind the port first (a busy port fails in a second, not after loading torch and the model),
+    # then load and validate the checkpoint, and only then say we are serving.
     sock = bind(host, port)
+    try:
+        app = create_app(checkpoint, limits=limits, min_confidence=min_confidence)
+    except BaseException:
+        sock.close()
+        raise
     shown = checkpoint if checkpoint else "the bundled digit model"
     click.echo(f"serving {shown} at http://{_url_host(host)}:{port}/  (Ctrl+C stops)", err=True)
     serve_forever(app, sock, limits)

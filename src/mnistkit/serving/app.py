@@ -32,8 +32,7 @@ from :func:`mnistkit.inference.checkpoint_proba` (the checkpoint's calibration i
 from __future__ import annotations
 
 import asyncio
-import io
-import json
+import functools
 import os
 import re
 import threading
@@ -47,22 +46,27 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from mnistkit.errors import InputImageError
 from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, unsure_reason
-from mnistkit.preprocess.image import ALLOWED_FORMATS, SIDE, DigitAnalysis, analyze_image, load_image
+from mnistkit.preprocess.image import SIDE, DigitAnalysis, analyze_image, load_image
+from mnistkit.serving.bodies import (
+    JSON_TYPE,
+    MULTIPART,
+    ApiError,
+    content_kind,
+    flag,
+    image_pixels,
+    multipart_file,
+    parse_pixels_json,
+    read_limited_body,
+)
 from mnistkit.serving.limits import (
     HEAVY_NICE,
     MAX_JSON_BYTES,
-    MAX_JSON_DEPTH,
-    MAX_NUMBER_CHARS,
     SERVE_MAX_PIXELS,
     Limits,
 )
-
-#: Content types ``POST /predict`` accepts.
-MULTIPART, JSON_TYPE = "multipart/form-data", "application/json"
 
 _PIXELS_SCHEMA = {
     "type": "array",
@@ -102,16 +106,6 @@ _PREDICT_DOC = {
 }
 
 
-class ApiError(Exception):
-    """A client error (or 503 when saturated): becomes ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
-
-
 class Lane:
     """A dedicated pool of worker threads with a bounded queue: when both are full, refuse at once (503).
 
@@ -128,8 +122,7 @@ class Lane:
         self.pool = ThreadPoolExecutor(
             workers,
             thread_name_prefix=f"mnistkit-{name.replace(' ', '-')}",
-            initializer=_lower_priority if nice else None,
-            initargs=(nice,) if nice else (),
+            initializer=functools.partial(_lower_priority, nice) if nice else None,
         )
 
     async def run(self, fn, *args):
@@ -204,8 +197,8 @@ def create_app(
     )
     async def predict(request: Request) -> JSONResponse:
         """Predict one digit from an uploaded image or from 28x28 JSON pixels."""
-        kind = _content_kind(request.headers.get("content-type", ""))
-        preview = _flag(request.query_params.get("preview"), "preview")
+        kind = content_kind(request.headers.get("content-type", ""))
+        preview = flag(request.query_params.get("preview"), "preview")
         limit = MAX_JSON_BYTES if kind == "json" else limits.max_body_bytes
         try:
             with anyio.fail_after(limits.body_timeout_s):
@@ -222,7 +215,7 @@ def create_app(
             pixels = parse_pixels_json(body)
             result = await light.run(predict_pixels, ckpt, pixels, min_confidence, preview)
         else:
-            data, name = await _multipart_file(request, body) if kind == "multipart" else (body, "request body")
+            data, name = await multipart_file(request, body) if kind == "multipart" else (body, "request body")
             # Over the pixel limit is refused from the header in microseconds: the light lane will do.
             size = image_pixels(data)
             lane = heavy if size is not None and limits.light_max_pixels < size <= limits.max_pixels else light
@@ -237,168 +230,6 @@ _PAGE_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data: blob:; connect-src 'self'"
 )
-
-
-def _content_kind(content_type: str) -> str:
-    """``multipart`` / ``json`` / ``image`` from a Content-Type header, else a 415 error."""
-    media = content_type.split(";")[0].strip().lower()
-    if media == MULTIPART:
-        return "multipart"
-    if media == JSON_TYPE or media.endswith("+json"):
-        return "json"
-    if media.startswith("image/") or media == "application/octet-stream":
-        return "image"
-    raise ApiError(
-        415,
-        f"unsupported Content-Type {media or '(none)'!r}; send {MULTIPART} with a field "
-        f"'file', {JSON_TYPE} with {{\"pixels\": ...}}, or an image/* body",
-    )
-
-
-def _flag(value: str | None, name: str) -> bool:
-    """A boolean query parameter: absent, ``0/false/no`` or ``1/true/yes``; else 422."""
-    if value is None:
-        return False
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", ""):
-        return True
-    if lowered in ("0", "false", "no"):
-        return False
-    raise ApiError(422, f"query parameter {name}={value[:20]!r} must be 1 or 0 (true/false)")
-
-
-async def read_limited_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes without buffering it.
-
-    A declared Content-Length over the limit is refused before reading; a body
-    without one (chunked) is counted as it streams and dropped once too big.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise ApiError(400, f"bad Content-Length header {declared[:30]!r}") from None
-        if size > limit:
-            raise ApiError(413, f"request body of {size:,} bytes is over the limit of {limit:,} bytes")
-    chunks, total = [], 0
-    try:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit:
-                raise ApiError(413, f"request body is over the limit of {limit:,} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:  # nobody is left to answer; a 400 keeps it out of the error log
-        raise ApiError(400, "client closed the connection before sending the whole body") from None
-    return b"".join(chunks)
-
-
-async def _multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
-    """The bytes and filename of the form field ``file``, parsed from the already-read body."""
-    sent = False
-
-    async def replay() -> dict:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=10)
-    except Exception as exc:  # python-multipart / starlette raise several types for malformed forms
-        raise ApiError(400, f"malformed multipart form: {' '.join(str(exc).split()) or type(exc).__name__}") from None
-    try:
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise ApiError(400, "multipart form needs a file in the field named 'file'")
-        data = await upload.read()
-        return data, upload.filename or "uploaded file"
-    finally:
-        await form.close()
-
-
-def image_pixels(data: bytes) -> int | None:
-    """Width x height from the image header, or ``None`` when the header does not parse.
-
-    Only to choose a :class:`Lane`; :func:`~mnistkit.preprocess.image.load_image` still
-    checks the size and decodes. Opening reads the header alone (microseconds).
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
-            width, height = img.size
-            return width * height
-    except Exception:  # any failure is reported by load_image, with its message
-        return None
-
-
-# ---------------------------------------------------------------------- JSON pixels
-
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
-
-
-def json_depth(body: bytes) -> int:
-    """Deepest bracket nesting of a JSON text, brackets inside strings ignored; linear time."""
-    chars = np.frombuffer(_JSON_STRING.sub(b'""', body), np.uint8)
-    step = np.isin(chars, _OPEN).astype(np.int32) - np.isin(chars, _CLOSE).astype(np.int32)
-    return int(np.cumsum(step).max(initial=0))
-
-
-def _bounded_number(convert):
-    def parse(token: str):
-        if len(token) > MAX_NUMBER_CHARS:
-            raise ApiError(
-                422,
-                f"'pixels' values must be numbers 0-255; got a number of {len(token):,} characters "
-                f"(at most {MAX_NUMBER_CHARS})",
-            )
-        return convert(token)
-
-    return parse
-
-
-_parse_int, _parse_float = _bounded_number(int), _bounded_number(float)
-
-
-def parse_pixels_json(body: bytes) -> np.ndarray:
-    """``{"pixels": 28x28 numbers in 0..255}`` -> float array ``(28, 28)``; anything else an :class:`ApiError` 4xx.
-
-    Size, nesting depth and number length are bounded before the values are built, so a
-    hostile body costs at most a linear scan of :data:`MAX_JSON_BYTES` bytes.
-    """
-    if len(body) > MAX_JSON_BYTES:
-        raise ApiError(413, f"JSON body of {len(body):,} bytes is over the limit of {MAX_JSON_BYTES:,} bytes")
-    depth = json_depth(body)
-    if depth > MAX_JSON_DEPTH:
-        raise ApiError(
-            422,
-            f'JSON nested {depth:,} levels deep; at most {MAX_JSON_DEPTH} (send {{"pixels": 28 rows of 28 numbers}})',
-        )
-    try:
-        doc = json.loads(body, parse_int=_parse_int, parse_float=_parse_float)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or "pixels" not in doc:
-        raise ApiError(422, "JSON body must be an object with a field 'pixels' (28 rows of 28 numbers 0-255)")
-    rows = doc["pixels"]
-    if not isinstance(rows, list) or len(rows) != SIDE or not all(isinstance(r, list) and len(r) == SIDE for r in rows):
-        raise ApiError(422, f"'pixels' must be {SIDE} rows of {SIDE} numbers 0-255")
-    number = (int, float)  # exact types: bool is an int subclass, and numeric strings must not slip in
-    if not all(type(v) in number for r in rows for v in r):
-        raise ApiError(422, "'pixels' values must be numbers 0-255")
-    try:
-        pixels = np.array(rows, dtype=np.float64)
-    except OverflowError:  # an integer too large for a float (short tokens cannot be, but stay safe)
-        raise ApiError(422, "'pixels' values must be finite numbers between 0 and 255") from None
-    if not (np.isfinite(pixels).all() and pixels.min() >= 0 and pixels.max() <= 255):
-        raise ApiError(422, "'pixels' values must be finite numbers between 0 and 255 (no NaN or infinity)")
-    return pixels
-
-
-# ---------------------------------------------------------------------- prediction (worker threads)
 
 
 def predict_image_bytes(

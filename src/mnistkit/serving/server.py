@@ -30,7 +30,7 @@ class DeadlineH11Protocol(H11Protocol):
     header_timeout_s: float = HEADER_TIMEOUT_S
     _header_timer = None
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._arm_header_deadline()
 

@@ -127,7 +127,7 @@ def save_study_plots(study, out: Path) -> dict[str, str]:
             skipped[name] = f"needs more complete trials (has {n_complete})"
             continue
         try:
-            with matplotlib.rc_context(STYLE), warnings.catch_warnings():
+            with matplotlib.rc_context(STYLE), warnings.catch_warnings():  # type: ignore[arg-type]
                 warnings.simplefilter("ignore")  # importance estimates on few trials warn; the plot says enough
                 result = getattr(ovm, function)(study)
                 axes = result.flatten()[0] if hasattr(result, "flatten") else result

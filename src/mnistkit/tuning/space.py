@@ -299,7 +299,7 @@ def _check_model_value(name: str, value, model: str, where: str) -> None:
         )
     if name == "activation" and value not in ACTIVATION_NAMES:
         raise ConfigError(f"{where}: unknown activation {value!r}; choose from {', '.join(ACTIVATION_NAMES)}")
-    if name == "dropout" and not 0 <= value < 1:
+    if name == "dropout" and not (isinstance(value, (int, float)) and 0 <= value < 1):
         raise ConfigError(f"{where}: dropout must be in [0, 1), got {value!r}")
 
 
@@ -308,7 +308,8 @@ def _check_model_value(name: str, value, model: str, where: str) -> None:
 
 def suggest(trial, params: list[Param]) -> tuple[dict, dict]:
     """Ask ``trial`` for one point; returns ``(train option overrides, model options)``."""
-    train, model = {}, {}
+    train: dict[str, Any] = {}
+    model: dict[str, Any] = {}
     for p in params:
         if p.kind == "fixed":
             value = p.value
