@@ -227,7 +227,8 @@ def main() -> None:
     from mnistkit.data.files import locate_files
     from mnistkit.data.idx import read_idx
     from mnistkit.data.registry import get_dataset_spec
-    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, read_number_files, unsure_reason
+    from mnistkit.number_reading import read_number_files
+    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, unsure_reason
 
     model_path = resolve_checkpoint_path(args.model)
     ckpt = load_checkpoint(model_path)

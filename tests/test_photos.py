@@ -18,7 +18,8 @@ pytest.importorskip("scipy")
 from PIL import Image, ImageDraw  # noqa: E402
 
 from mnistkit.errors import CheckpointError, InputImageError  # noqa: E402
-from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, read_number, unsure_reason  # noqa: E402
+from mnistkit.number_reading import read_number  # noqa: E402
+from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, unsure_reason  # noqa: E402
 from mnistkit.preprocess import Normalization  # noqa: E402
 from mnistkit.preprocess.image import analyze_image, analyze_number, load_image, preprocess_image  # noqa: E402
 
@@ -219,6 +220,29 @@ def test_a_photographed_number_is_read_left_to_right(run_dir, easy_digits):
         reading = read_number(ckpt, load_image(photograph(place([x[i] for i in pick]), kind)))
         assert reading.text == "".join(str(y[i]) for i in pick) and len(reading.images) == len(pick)
         assert len(analyze_number(load_image(photograph(place([x[i] for i in pick]), kind)))) == len(pick)
+
+
+def test_a_digit_broken_in_two_is_rejoined_by_the_model_not_read_as_two(run_dir, easy_digits):
+    """Geometry alone reads a digit with a pen gap down its middle as two digits; the reader also
+    tries the pieces together and keeps the reading the model is surest of."""
+    from mnistkit.checkpoint import load_checkpoint
+
+    x, y = easy_digits
+    ckpt = load_checkpoint(run_dir)
+    ones = [j for j in range(len(x)) if y[j] == 1][:2]
+    split, rejoined = 0, 0
+    for i in [i for i in range(len(x)) if y[i] in (0, 4, 6, 8)][:12]:  # wide digits
+        broken = x[i].copy()
+        cols = np.flatnonzero(broken.any(0))
+        middle = (cols[0] + cols[-1]) // 2
+        broken[:, middle : middle + 2] = 0  # a two-pixel gap: ~6 px once written 90 px tall
+        photo = load_image(photograph(place([x[ones[0]], broken, x[ones[1]]]), "even"))
+        if len(analyze_number(photo)) != 4:
+            continue  # the halves still touch or overlap: nothing to rejoin
+        split += 1
+        rejoined += read_number(ckpt, photo).text == f"1{y[i]}1"
+    assert split >= 5, f"only {split} broken digits came apart"
+    assert rejoined >= 0.8 * split, f"{rejoined} of {split} broken digits read as one"
 
 
 def test_a_long_flat_stroke_is_not_cut_off_as_a_digit_but_touching_digits_are_split():

@@ -144,7 +144,7 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, str
     return names, failures
 
 
-def _decode(name: str, stdin: bytes | None, max_pixels: int | None = None):
+def decode_input(name: str, stdin: bytes | None, max_pixels: int | None = None):
     from mnistkit.preprocess.image import MAX_PIXELS, load_image
 
     source = (stdin if stdin is not None else b"") if name == STDIN else name
@@ -160,7 +160,7 @@ def analyze_inputs(
     ok, analyses, failures = [], [], []
     for name in names:
         try:
-            analyses.append(analyze_image(_decode(name, stdin)))
+            analyses.append(analyze_image(decode_input(name, stdin)))
             ok.append(name)
         except InputImageError as exc:
             failures.append((name, str(exc)))
@@ -171,7 +171,7 @@ def analyze_files(paths: Sequence[str]) -> list[DigitAnalysis]:
     """Analyses of image files that must all be readable (benchmarks, scripts): the first bad one raises."""
     from mnistkit.preprocess.image import analyze_image
 
-    return [analyze_image(_decode(str(p), None)) for p in paths]
+    return [analyze_image(decode_input(str(p), None)) for p in paths]
 
 
 def load_images(
@@ -264,19 +264,14 @@ def format_line(pred: Prediction) -> str:
 
 def save_inputs(predictions: Sequence[Prediction], folder: str | Path) -> list[Path]:
     """Write the 28x28 image each input became, as ``<folder>/<input's stem>.png`` (numbered on clashes)."""
-    return _save_pngs([(_stem(p.path), p.digit) for p in predictions if p.digit is not None], folder)
+    return save_pngs([(input_stem(p.path), p.digit) for p in predictions if p.digit is not None], folder)
 
 
-def save_number_inputs(readings: Sequence[NumberReading], folder: str | Path) -> list[Path]:
-    """Write each number's digits as the model saw them: ``<stem>-1.png``, ``<stem>-2.png``, ... left to right."""
-    return _save_pngs([(f"{_stem(r.path)}-{k}", d) for r in readings for k, d in enumerate(r.images, 1)], folder)
-
-
-def _stem(path: str) -> str:
+def input_stem(path: str) -> str:
     return "stdin" if path == STDIN else Path(path).stem or "input"
 
 
-def _save_pngs(items: Sequence[tuple[str, np.ndarray]], folder: str | Path) -> list[Path]:
+def save_pngs(items: Sequence[tuple[str, np.ndarray]], folder: str | Path) -> list[Path]:
     from PIL import Image
 
     from mnistkit.checkpoint import atomic_write_bytes
@@ -297,81 +292,6 @@ def _save_pngs(items: Sequence[tuple[str, np.ndarray]], folder: str | Path) -> l
         Image.fromarray(digit).save(buf, format="PNG")
         written.append(atomic_write_bytes(out / name, buf.getvalue()))
     return written
-
-
-# --- numbers ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class NumberReading:
-    """A written number read digit by digit, left to right.
-
-    ``text``: the most likely digits (empty when no ink); ``digits``: ``(label, probability, unsure)``
-    per digit; ``unsure``: any digit unsure, or no digit found.
-    """
-
-    path: str
-    text: str
-    digits: list[tuple[str, float, bool]]
-    images: list[np.ndarray] = field(default_factory=list, repr=False)
-
-    @property
-    def unsure(self) -> bool:
-        return not self.digits or any(u for _, _, u in self.digits)
-
-    def to_dict(self) -> dict:
-        return {
-            "path": self.path,
-            "number": self.text,
-            "unsure": self.unsure,
-            "digits": [{"label": lab, "probability": p, "unsure": u} for lab, p, u in self.digits],
-        }
-
-
-def read_number(
-    checkpoint: Checkpoint, image, name: str = "<image>", min_confidence: float = DEFAULT_MIN_CONFIDENCE
-) -> NumberReading:
-    """Read a photographed or scanned number (a PIL image or a 2-D array) digit by digit."""
-    from mnistkit.preprocess.image import analyze_number
-
-    analyses = analyze_number(image)
-    proba = probabilities(
-        checkpoint, np.stack([a.digit for a in analyses]) if analyses else np.zeros((0, 28, 28), np.uint8)
-    )
-    digits = []
-    for a, p in zip(analyses, proba):
-        k = int(np.argmax(p))
-        digits.append(
-            (checkpoint.class_names[k], round(float(p[k]), 6), unsure_reason(a, p, min_confidence) is not None)
-        )
-    return NumberReading(name, "".join(lab for lab, _, _ in digits), digits, [a.digit for a in analyses])
-
-
-def read_number_files(
-    checkpoint: Checkpoint,
-    names: Sequence[str],
-    stdin: bytes | None = None,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-    failures: list[tuple[str, str]] | None = None,
-) -> list[NumberReading]:
-    """:func:`read_number` for each file; unreadable files go to ``failures`` (raise when it is None)."""
-    readings = []
-    for name in names:
-        try:
-            readings.append(read_number(checkpoint, _decode(name, stdin), name, min_confidence))
-        except InputImageError as exc:
-            if failures is None:
-                raise
-            failures.append((name, str(exc)))
-    return readings
-
-
-def format_number_line(reading: NumberReading) -> str:
-    """``path  2026  2 0.9981  0 0.9954 ...``; a ``?`` after each unsure digit, ``?`` alone for no ink."""
-    if not reading.digits:
-        return f"{reading.path}  ?  (no ink found)"
-    per_digit = "  ".join(f"{lab} {p:.4f}{'?' if u else ''}" for lab, p, u in reading.digits)
-    return f"{reading.path}  {reading.text}{'  ?' if reading.unsure else ''}  {per_digit}"
 
 
 # --- the Python API --------------------------------------------------------------------------------

@@ -158,7 +158,8 @@ def _predict_images(
 
 def _read_numbers(ckpt, inputs, as_json: bool, min_confidence: float, save_dir: str | None) -> int:
     """``--number``: one line (or JSON object) per input with the number and per-digit confidence."""
-    from mnistkit.prediction import expand_inputs, format_number_line, read_number_files, save_number_inputs
+    from mnistkit.number_reading import format_number_line, read_number_files, save_number_inputs
+    from mnistkit.prediction import expand_inputs
 
     names, failures = expand_inputs(inputs)
     readings = read_number_files(ckpt, names, _read_stdin(inputs), min_confidence, failures)

@@ -36,6 +36,7 @@ Needs Pillow and SciPy (the ``images`` or ``serve`` extra); they are imported on
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,11 @@ NUMBER_SPECK = 0.1
 #: than ONE_DIGIT_WIDTH of it are one digit (digits are ~0.5-0.8 as wide as tall, and written apart).
 DIGIT_GAP = 0.02
 ONE_DIGIT_WIDTH = 0.8
+#: Reading a number with a model (:class:`NumberInk`): separate neighbouring pieces at most JOIN_GAP
+#: of their height apart, together at most JOINED_WIDTH times as wide as tall, may be tried as one
+#: digit (parts of one ink group cut by :func:`split_touching` may always be rejoined).
+JOIN_GAP = 0.2
+JOINED_WIDTH = 1.0
 
 
 @dataclass(frozen=True)
@@ -139,14 +145,71 @@ def analyze_number(img: PILImage.Image | np.ndarray) -> list[DigitAnalysis]:
     gray = to_grayscale(img)
     ink = ink_map(shrink(gray), border_median(gray) > LIGHT_BACKGROUND)
     groups, ink_share = find_pieces(ink_mask(ink, keep_faint=True))
-    if groups:
-        largest, tallest = max(g.area for g in groups), max(g.height for g in groups)
-        groups = [g for g in groups if g.area >= NUMBER_SPECK * largest and g.height >= SHORT * tallest]
     masks = []
-    for group in _merge_narrow_neighbours(sorted(groups, key=lambda g: g.left)):
+    for group in _merge_narrow_neighbours(_number_groups(groups)):
         masks.extend(split_touching(group.mask))
     digits = [frame_digit(ink, m) for m in masks]
     return [DigitAnalysis(d, 1, ink_share, box_fill(d)) for d in digits]
+
+
+@dataclass(frozen=True)
+class NumberInk:
+    """A written number's ink (at working size) cut into its finest left-to-right units.
+
+    Units are the digit groups :func:`analyze_number` starts from, with groups much wider
+    than tall already cut where digits touch. Pieces of one digit can still be separate
+    units (the bar of a 5, the two strokes of a 4, a 2 cut in three); a reader with a
+    model decides which neighbours to join (:mod:`mnistkit.number_reading`), where
+    :func:`analyze_number` has only geometry to go on.
+    """
+
+    ink: np.ndarray
+    ink_share: float
+    units: tuple[Group, ...]
+    #: For each unit, the ink group it was cut from (units of one group touch: they were one piece).
+    sources: tuple[int, ...] = ()
+
+    def joinable(self, start: int, stop: int) -> bool:
+        """Units ``start..stop-1`` could be one digit: cut from one ink group, or neighbours at most
+        :data:`JOIN_GAP` of the joint height apart and together at most :data:`JOINED_WIDTH` times
+        as wide as tall."""
+        if len(set(self.sources[start:stop])) == 1:
+            return True
+        parts = self.units[start:stop]
+        top, bottom = min(u.top for u in parts), max(u.bottom for u in parts)
+        height = bottom - top
+        gaps_ok = all(b.left - a.right <= JOIN_GAP * height for a, b in itertools.pairwise(parts))
+        return gaps_ok and parts[-1].right - parts[0].left <= JOINED_WIDTH * height
+
+    def digit(self, start: int, stop: int) -> DigitAnalysis:
+        """Units ``start..stop-1`` framed as one MNIST digit."""
+        mask = np.logical_or.reduce([u.mask for u in self.units[start:stop]])
+        framed = frame_digit(self.ink, mask)
+        return DigitAnalysis(framed, 1, self.ink_share, box_fill(framed))
+
+
+def number_ink(img: PILImage.Image | np.ndarray) -> NumberInk:
+    """A written number -> its ink and finest digit units, left to right (none when no ink)."""
+    gray = to_grayscale(img)
+    ink = ink_map(shrink(gray), border_median(gray) > LIGHT_BACKGROUND)
+    groups, ink_share = find_pieces(ink_mask(ink, keep_faint=True))
+    cut = [(g, _bounded(part)) for g, group in enumerate(_number_groups(groups)) for part in split_touching(group.mask)]
+    return NumberInk(ink, ink_share, tuple(u for _, u in cut), tuple(g for g, _ in cut))
+
+
+def _number_groups(groups: list[Group]) -> list[Group]:
+    """Digit groups of a number, left to right: specks and short marks (under :data:`NUMBER_SPECK`
+    of the largest group's pixels or :data:`SHORT` of the tallest group's height) dropped."""
+    if not groups:
+        return []
+    largest, tallest = max(g.area for g in groups), max(g.height for g in groups)
+    kept = [g for g in groups if g.area >= NUMBER_SPECK * largest and g.height >= SHORT * tallest]
+    return sorted(kept, key=lambda g: g.left)
+
+
+def _bounded(mask: np.ndarray) -> Group:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return Group(mask, int(mask.sum()), int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1)
 
 
 def _merge_narrow_neighbours(groups: list[Group]) -> list[Group]:
