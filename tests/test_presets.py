@@ -5,7 +5,7 @@ import contextlib
 import pytest
 import torch
 
-import mnistkit.training.loop as loop
+import mnistkit.training.session as session
 from mnistkit.config import PRESETS, resolve_config
 from mnistkit.models import build_model
 from mnistkit.training import fit
@@ -84,7 +84,7 @@ def test_cpu_autocast_follows_amp_and_the_cpu(monkeypatch):
     from mnistkit import precision
 
     cpu = torch.device("cpu")
-    assert loop._autocast is precision.autocast  # training and inference share one rule
+    assert session._autocast is precision.autocast  # training and inference share one rule
     assert precision.autocast(cpu, False) is contextlib.nullcontext
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert precision.autocast(cpu, True) is contextlib.nullcontext  # emulated bf16 would be slower: stay fp32

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnistkit.errors import CheckpointError, ConfigError
+from mnistkit.runs import RunDir
 
 
 def resolve_checkpoint_path(path: str | Path | None) -> Path:
@@ -16,9 +17,9 @@ def resolve_checkpoint_path(path: str | Path | None) -> Path:
         return bundled_model_path()
     p = Path(path)
     if p.is_dir():
-        p = p / "model.safetensors"
+        p = RunDir(p).checkpoint
         if not p.exists():
-            raise CheckpointError(f"{path} is a directory without model.safetensors; is the run finished?")
+            raise CheckpointError(f"{path} is a directory without {p.name}; is the run finished?")
     return p
 
 
@@ -35,29 +36,33 @@ def evaluate_checkpoint(
     """Load a checkpoint, rebuild the split it was trained for, and score it."""
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.config import TrainConfig, resolve_device
+    from mnistkit.data.task import load_task
     from mnistkit.evaluation import evaluate
-    from mnistkit.training.loop import prepare_data
 
     dev = resolve_device(device)
     ck = load_checkpoint(resolve_checkpoint_path(checkpoint), device=dev)
     saved = dict(ck.meta.get("config") or {})
     cfg = TrainConfig.from_dict(saved) if saved else TrainConfig(dataset=ck.meta.get("dataset", "mnist"))
-    cfg = cfg.replace(
-        dataset=dataset or cfg.dataset,
-        data_dir=data_dir or cfg.data_dir,
-        download=download,
-        dry_run=False,
-        early_stopping=0,
-    )
     if split == "val" and not cfg.val_size:
         raise ConfigError("--split val: this model was trained without a validation split (--val-size 0)")
-    data = prepare_data(cfg, ck.task)
+    data = load_task(  # the splits the model was trained for: same validation rows, same task
+        dataset or cfg.dataset,
+        data_dir=data_dir or cfg.data_dir,
+        download=download,
+        val_size=cfg.val_size,
+        seed=cfg.seed,
+        positive=cfg.positive,
+        classes=cfg.classes,
+        binary=ck.task == "binary",
+        model=cfg.model,
+        norm=cfg.norm,
+    )
     if len(data.class_names) != len(ck.class_names):
         raise ConfigError(
-            f"dataset {cfg.dataset!r} has {len(data.class_names)} classes but the checkpoint "
+            f"dataset {dataset or cfg.dataset!r} has {len(data.class_names)} classes but the checkpoint "
             f"predicts {len(ck.class_names)}"
         )
-    x, y = {"test": (data.test_x, data.test_y), "val": (data.val_x, data.val_y), "train": (data.train_x, data.train_y)}[
-        split
-    ]
-    return evaluate(ck.model, x, y, ck.norm, ck.class_names, ck.task, split, batch_size, dev, bf16)
+    chosen = data.split(split)
+    return evaluate(
+        ck.model, chosen.images, chosen.labels, ck.norm, ck.class_names, ck.task, split, batch_size, dev, bf16
+    )

@@ -104,8 +104,9 @@ class TrainConfig:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if not _valid_val_size(self.val_size):
-            raise ConfigError(f"val_size must be 0, a fraction in (0, 1) or a whole count, got {self.val_size!r}")
+        from mnistkit.data.task import check_val_size  # the one owner of the val_size rule
+
+        check_val_size(self.val_size)
         if self.early_stopping < 0:
             raise ConfigError(f"early_stopping patience must be >= 0 epochs, got {self.early_stopping}")
         if self.early_stopping and not self.val_size:
@@ -367,13 +368,6 @@ def _in_range(what: str, value, low: float, high: float, unit: str) -> None:
 def _choice(what: str, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
-
-
-def _valid_val_size(v) -> bool:
-    """0, a fraction strictly between 0 and 1, or a whole count >= 1."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    return v == 0 or 0 < v < 1 or (v >= 1 and float(v).is_integer())
 
 
 def _positive_int(what: str, value) -> None:

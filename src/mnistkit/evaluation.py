@@ -92,6 +92,28 @@ def binary_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     }
 
 
+def loss_and_accuracy(
+    logits: torch.Tensor, labels: torch.Tensor, task: str, predictions: torch.Tensor
+) -> tuple[float, float]:
+    """Mean loss and accuracy (percent) of ``logits`` and their ``predictions`` against int ``labels``;
+    NaN for an empty split. Shared by :func:`evaluate` and the per-epoch validation."""
+    if not len(labels):
+        return float("nan"), float("nan")
+    loss = float(classification_loss(logits, labels, task))
+    return loss, 100.0 * float((predictions == labels).double().mean())
+
+
+def validation_scores(model: torch.nn.Module, split, norm: Normalization, task: str, batch_size: int) -> dict:
+    """``val_loss`` and ``val_accuracy`` (percent, unrounded) of ``model`` on a split of uint8 images:
+    the per-epoch validation of training, on the same inference path as :func:`evaluate`."""
+    if split is None:
+        return {"val_loss": None, "val_accuracy": None}
+    logits = predict_logits(model, split.images, norm, batch_size)
+    labels = split.labels.long().cpu()
+    loss, accuracy = loss_and_accuracy(logits, labels, task, predict_proba(logits, task).argmax(1))
+    return {"val_loss": loss, "val_accuracy": accuracy}
+
+
 def evaluate(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -108,11 +130,10 @@ def evaluate(
     ``bf16``: see :func:`mnistkit.inference.predict_logits`)."""
     logits = predict_logits(model, images, norm, batch_size, device, bf16)
     labels = labels.long().cpu()
-    loss = float(classification_loss(logits, labels, task)) if len(labels) else float("nan")
     probs = predict_proba(logits, task)
     pred = probs.argmax(1)
     cm = confusion_matrix(labels, pred, len(class_names))
-    acc = 100.0 * float((pred == labels).double().mean()) if len(labels) else float("nan")
+    loss, acc = loss_and_accuracy(logits, labels, task, pred)
     return EvalResult(
         split=split,
         n=len(labels),

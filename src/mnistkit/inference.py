@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from mnistkit.losses import predict_proba as _proba
@@ -14,6 +17,18 @@ MIN_SKIPPED_FRACTION = 0.05
 #: ...and only for calls with at least this many images: folding the normalisation into the
 #: weights costs ~0.7 ms per call (seed-mlp), five times a single image's whole forward.
 SPARSE_MIN_IMAGES = 4096
+
+
+@contextlib.contextmanager
+def switched_mode(model: torch.nn.Module, training: bool) -> Iterator[torch.nn.Module]:
+    """The one place that switches a model between train and eval mode (dropout, BatchNorm):
+    ``training`` inside the block, the model's previous mode after it."""
+    was_training = model.training
+    model.train(training)
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @torch.inference_mode()
@@ -40,19 +55,14 @@ def predict_logits(
     if images.dim() == 2:
         images = images.unsqueeze(0)
     device = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
     cast = autocast(device, bf16)
-    forward = _raw_pixel_forward(model, norm, images, device) or _normalised_forward(model, norm)
-
-    try:
+    with switched_mode(model, training=False):
+        forward = _raw_pixel_forward(model, norm, images, device) or _normalised_forward(model, norm)
         with cast():
             outs = [
                 forward(images[i : i + batch_size].to(device, non_blocking=True)).float().cpu()
                 for i in range(0, len(images), batch_size)
             ]
-    finally:
-        model.train(was_training)
     if not outs:
         return torch.empty(0)
     return torch.cat(outs)

@@ -341,7 +341,9 @@ def save_run_plots(
     ``mistakes.png`` when there are mistakes and ``weights.png`` for logistic
     regression (``weights`` of shape ``[C, 784]``).
     """
-    out = Path(run_dir) / "plots"
+    from mnistkit.runs import RunDir
+
+    out = RunDir(run_dir).plots
     written = []
     if metrics:
         written.append(save_figure(plot_curves(metrics), out / "curves.png"))

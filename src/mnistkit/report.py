@@ -23,11 +23,12 @@ from pathlib import Path
 
 from mnistkit.errors import ConfigError, DataFormatError
 from mnistkit.plots import RUN_PLOT_NAMES  # cheap: plots imports matplotlib only inside functions
+from mnistkit.runs import CONFIG_FILE, EVAL_FILE, LOG_FILE, METRICS_FILE, REPORT_FILE, SUMMARY_FILE, RunDir
 
 #: Files a run directory must hold for a report (metrics may come from the CSV instead).
-REQUIRED_FILES = ("config.json", "metrics.jsonl")
+REQUIRED_FILES = (CONFIG_FILE, METRICS_FILE)
 #: Files that make a report richer; a run without them (e.g. interrupted) still reports.
-OPTIONAL_FILES = ("summary.json", "eval.json", "log.txt")
+OPTIONAL_FILES = (SUMMARY_FILE, EVAL_FILE, LOG_FILE)
 #: Image types inlined from ``plots/``, by suffix.
 IMAGE_TYPES = {
     ".png": "image/png",
@@ -132,7 +133,7 @@ def _read_metrics_csv(path: Path) -> list[dict]:
 
 def _plot_files(run_dir: Path) -> list[Path]:
     """Images under ``plots/``: the standard ones in :data:`PLOT_ORDER`, then the rest by name."""
-    folder = run_dir / "plots"
+    folder = RunDir(run_dir).plots
     if not folder.is_dir():
         return []
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_TYPES]
@@ -147,15 +148,16 @@ def load_run(run_dir: Path | str) -> RunRecord:
     optional files (summary, eval, log, plots) may be absent.
     """
     run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist (pass a folder written by `mnistkit train`)")
-    metrics_path = run_dir / "metrics.jsonl"
-    if not metrics_path.is_file() and (run_dir / "metrics.csv").is_file():
-        metrics_path = run_dir / "metrics.csv"
+    metrics_path = run.metrics
+    if not metrics_path.is_file() and run.metrics_csv.is_file():
+        metrics_path = run.metrics_csv
     missing = [
         name
         for name in REQUIRED_FILES
-        if not (run_dir / name).is_file() and not (name == "metrics.jsonl" and metrics_path.is_file())
+        if not (run_dir / name).is_file() and not (name == METRICS_FILE and metrics_path.is_file())
     ]
     if missing:
         raise ConfigError(
@@ -165,13 +167,11 @@ def load_run(run_dir: Path | str) -> RunRecord:
     optional = {name: run_dir / name for name in OPTIONAL_FILES}
     return RunRecord(
         path=run_dir,
-        config=_read_json(run_dir / "config.json"),
+        config=_read_json(run.config),
         metrics=metrics,
-        summary=_read_json(optional["summary.json"]) if optional["summary.json"].is_file() else {},
-        evaluation=_read_json(optional["eval.json"]) if optional["eval.json"].is_file() else {},
-        log=optional["log.txt"].read_text(encoding="utf-8", errors="replace")
-        if optional["log.txt"].is_file()
-        else None,
+        summary=_read_json(run.summary) if run.summary.is_file() else {},
+        evaluation=_read_json(run.eval) if run.eval.is_file() else {},
+        log=run.log.read_text(encoding="utf-8", errors="replace") if run.log.is_file() else None,
         plots=_plot_files(run_dir),
         missing=[name for name, p in optional.items() if not p.is_file()],
     )
@@ -500,12 +500,12 @@ def write_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) 
     runs = [load_run(d) for d in run_dirs]
     if len(runs) == 1:
         page = render_run_html(runs[0])
-        out = Path(out) if out is not None else runs[0].path / "report.html"
+        out = Path(out) if out is not None else RunDir(runs[0].path).report
     else:
         page = render_comparison_html(runs)
-        out = Path(out) if out is not None else Path.cwd() / "report.html"
+        out = Path(out) if out is not None else Path.cwd() / REPORT_FILE
     if out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file name such as {out / 'report.html'}")
+        raise ConfigError(f"--out {out} is a directory; give a file name such as {out / REPORT_FILE}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out

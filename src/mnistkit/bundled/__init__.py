@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnistkit.errors import CheckpointError
+from mnistkit.runs import CHECKPOINT_FILE
 
 #: The shipped checkpoint's file name, inside this package folder.
 MODEL_FILE = "digits-cnn.safetensors"
@@ -82,7 +83,7 @@ def model_card(checkpoint=None) -> dict:
         return dict(card)
     name = (
         Path(path).parent.name
-        if path is not None and Path(path).name == "model.safetensors"
+        if path is not None and Path(path).name == CHECKPOINT_FILE
         else (Path(path).stem if path is not None else str(meta.get("model")))
     )
     return card_from_metadata(

@@ -115,7 +115,9 @@ def _is_checkpoint(arg: str) -> bool:
     """A .safetensors file, or a run directory holding model.safetensors: unambiguous, since images
     are never .safetensors and a folder of images holds no model.safetensors."""
     p = Path(arg)
-    return (p.suffix == ".safetensors" and not p.is_dir()) or (p.is_dir() and (p / "model.safetensors").is_file())
+    from mnistkit.runs import RunDir
+
+    return (p.suffix == ".safetensors" and not p.is_dir()) or (p.is_dir() and RunDir(p).checkpoint.is_file())
 
 
 def _read_stdin(inputs) -> bytes | None:

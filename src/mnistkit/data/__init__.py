@@ -18,11 +18,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mnistkit.data.dataset import Dataset, Split, split_validation
+from mnistkit.data.dataset import Dataset, Split
 from mnistkit.data.files import search_roots
 from mnistkit.data.idx import read_idx, write_idx
 from mnistkit.data.registry import get_dataset_spec, is_registered, list_datasets, register_dataset
 from mnistkit.data.spec import DatasetSpec
+from mnistkit.data.task import split_validation
 
 __all__ = [
     "Dataset",

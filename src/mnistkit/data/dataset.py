@@ -6,12 +6,11 @@ normalisation happens later, once, in :func:`mnistkit.preprocess.normalize`.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import torch
 
-from mnistkit.errors import ConfigError, DataFormatError
+from mnistkit.errors import DataFormatError
 from mnistkit.preprocess.tensor import PIXEL_MAX, Normalization
 
 #: Every image in mnistkit is 28x28 pixels, as in MNIST.
@@ -111,37 +110,3 @@ def seeded_permutation(n: int, seed: int) -> torch.Tensor:
     """A permutation of ``range(n)`` that depends only on ``seed`` (torch's CPU generator)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=generator)
-
-
-def _validation_count(n: int, val_size: int | float) -> int:
-    """Turn ``val_size`` (int count or float fraction) into a count, rejecting bad values."""
-    if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
-        raise ConfigError(f"val_size must be an int count or a float fraction in (0, 1), got {val_size!r}")
-    if not isinstance(val_size, numbers.Integral):
-        if not 0.0 < val_size < 1.0:
-            raise ConfigError(f"val_size fraction {val_size!r} must be in (0, 1); use an int for a count")
-        count = round(n * val_size)
-    else:
-        count = int(val_size)
-    if count < 1 or count >= n:
-        raise ConfigError(
-            f"val_size {val_size!r} gives {count} validation samples; allowed 1 to "
-            f"{n - 1} for a training split of {n} (or 0 for no validation split)"
-        )
-    return count
-
-
-def split_validation(split: Split, val_size: int | float, seed: int = 0) -> tuple[Split, Split | None]:
-    """Carve a validation split out of ``split``; return ``(train, val)``.
-
-    ``val_size`` is a count (int) or a fraction in (0, 1) (float); ``0`` means no
-    validation split and returns ``(split, None)``. The rows are chosen by a
-    permutation seeded with ``seed``, so the same seed always gives the same
-    split. Bad sizes raise :class:`ConfigError`.
-    """
-    if isinstance(val_size, numbers.Real) and not isinstance(val_size, bool) and val_size == 0:
-        return split, None
-    count = _validation_count(len(split), val_size)
-    order = seeded_permutation(len(split), seed)
-    val_index, train_index = order[:count].sort().values, order[count:].sort().values
-    return split.subset(train_index), split.subset(val_index)

@@ -36,8 +36,6 @@ DEFAULT_TIMEOUT_S = 300.0
 #: Environment variables torchrun sets for every worker.
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 
-_ACTIVE: DistContext | None = None
-
 
 @dataclass
 class DistContext:
@@ -110,7 +108,6 @@ def init_distributed(device: torch.device) -> tuple[DistContext | None, torch.de
     CUDA devices use NCCL and the GPU ``LOCAL_RANK``; everything else uses gloo on the CPU
     (an MPS device is not supported by either backend, so it is refused with a clear error).
     """
-    global _ACTIVE
     if not launched_by_torchrun():
         return None, device
     import torch.distributed as dist
@@ -140,13 +137,7 @@ def init_distributed(device: torch.device) -> tuple[DistContext | None, torch.de
     owns = not dist.is_initialized()
     if owns:
         dist.init_process_group(backend=backend, timeout=dist_timeout(), rank=rank, world_size=world)
-    _ACTIVE = DistContext(rank, world, local_rank, device, backend, owns_group=owns)
-    return _ACTIVE, device
-
-
-def current() -> DistContext | None:
-    """The active context (set by :func:`init_distributed`), or None in a single process."""
-    return _ACTIVE
+    return DistContext(rank, world, local_rank, device, backend, owns_group=owns), device
 
 
 def check_batch_size(batch_size: int, ctx: DistContext | None) -> None:
@@ -188,42 +179,14 @@ def _scaled_allreduce_hook(ctx: DistContext, bucket):
     return dist.all_reduce(buf, async_op=True).get_future().then(lambda fut: fut.value()[0])
 
 
-def shutdown() -> None:
-    """Leave the process group (idempotent); called at the end of every distributed run."""
-    global _ACTIVE
-    ctx, _ACTIVE = _ACTIVE, None
+def shutdown(ctx: DistContext | None) -> None:
+    """Leave the process group we joined (idempotent); called at the end of every distributed run."""
     if ctx is None or not ctx.owns_group:
         return
     import torch.distributed as dist
 
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def install_test_hooks(optimizer, rank: int) -> None:
-    """Test-only fault injection, read from the environment once per run (never set in normal use).
-
-    ``MNISTKIT_TEST_STEP_DELAY`` (seconds) sleeps after every optimiser step so a test can kill a
-    run mid-epoch; ``MNISTKIT_TEST_DIE_AT_STEP=N`` makes rank ``MNISTKIT_TEST_DIE_RANK`` (default 1)
-    exit abruptly after step N, as a crashed peer would.
-    """
-    delay = float(os.environ.get("MNISTKIT_TEST_STEP_DELAY") or 0)
-    die_at = int(os.environ.get("MNISTKIT_TEST_DIE_AT_STEP") or 0)
-    die_rank = int(os.environ.get("MNISTKIT_TEST_DIE_RANK") or 1)
-    if not delay and not die_at:
-        return
-    import time
-
-    steps = [0]
-
-    def hook(*_):
-        steps[0] += 1
-        if delay:
-            time.sleep(delay)
-        if die_at and rank == die_rank and steps[0] >= die_at:
-            os._exit(1)
-
-    optimizer.register_step_post_hook(hook)
 
 
 def _env_int(name: str, default: int) -> int:

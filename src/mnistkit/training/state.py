@@ -1,4 +1,5 @@
-"""Resumable training state: weights, optimiser, schedule and progress in one safetensors file.
+"""The training state: :class:`TrainState` (progress, early-stopping memory, metrics so far) and its
+resumable file (``last.safetensors``): weights, optimiser, schedule and progress in one safetensors file.
 
 Nothing is pickled. Tensors go in as tensors; everything else (step counts,
 hyperparameters, scheduler fields, metrics so far) goes in the JSON metadata.
@@ -9,21 +10,62 @@ run would have done.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from mnistkit.checkpoint import _unwrap, check_finite, load_tensors, save_tensors
 from mnistkit.errors import CheckpointError
+from mnistkit.runs import RunDir
 
-STATE_FILE = "last.safetensors"
+
+@dataclass
+class TrainState:
+    """Where a run is: what the epoch loop and its callbacks share, and what ``--resume`` restores.
+
+    ``epoch`` is the last finished epoch (the planned number once early stopping ended the run,
+    so a resumed run trains no further); ``bad_epochs`` counts epochs without a better validation
+    loss; ``best_weights`` are the model's tensors at ``best_val_loss`` (early stopping only).
+    ``stop`` and ``resumed`` live in this process only.
+    """
+
+    epoch: int = 0
+    metrics: list[dict] = field(default_factory=list)  # one row per finished epoch (metrics.jsonl)
+    train_seconds: float = 0.0  # training time so far, validation excluded (s)
+    best_val_loss: float | None = None
+    bad_epochs: int = 0
+    best_weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    stop: bool = False  # a callback asked to end the run after this epoch
+    resumed: bool = False
+
+    @property
+    def last_row(self) -> dict:
+        return self.metrics[-1] if self.metrics else {}
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The epoch whose weights ``best_weights`` holds (the first with ``best_val_loss``)."""
+        if self.best_val_loss is None:
+            return None
+        return next((r["epoch"] for r in self.metrics if r.get("val_loss") == self.best_val_loss), None)
+
+    def progress(self) -> dict:
+        """The JSON part of the saved state (``progress`` in the file's metadata)."""
+        return {
+            "epoch": self.epoch,
+            "metrics": self.metrics,
+            "train_seconds": self.train_seconds,
+            "best_val_loss": self.best_val_loss,
+            "bad_epochs": self.bad_epochs,
+        }
 
 
-def save_state(run_dir: Path, model, optimizer, scheduler, progress: dict, best_state: dict | None) -> Path:
-    """Write ``run_dir/last.safetensors`` atomically (the previous one survives any failure)."""
+def save_state(run: RunDir, model, optimizer, scheduler, state: TrainState) -> Path:
+    """Write ``last.safetensors`` atomically (the previous one survives any failure)."""
     tensors = {f"model.{k}": v for k, v in _unwrap(model).state_dict().items()}
-    if best_state is not None:
-        tensors.update({f"best.{k}": v for k, v in best_state.items()})
+    if state.best_weights is not None:
+        tensors.update({f"best.{k}": v for k, v in state.best_weights.items()})
     opt = optimizer.state_dict()
     opt_meta: dict = {"param_groups": opt["param_groups"], "state": {}}
     for pid, st in opt["state"].items():
@@ -36,11 +78,11 @@ def save_state(run_dir: Path, model, optimizer, scheduler, progress: dict, best_
         opt_meta["state"][str(pid)] = scalars
     meta = {
         "kind": "training-state",
-        "progress": progress,
+        "progress": state.progress(),
         "optimizer": opt_meta,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
     }
-    return save_tensors(run_dir / STATE_FILE, tensors, meta)
+    return save_tensors(run.state, tensors, meta)
 
 
 def _is_int(v) -> bool:
@@ -112,13 +154,13 @@ def _check_group_values(saved_groups: list, live_groups: list, path: Path) -> No
                 )
 
 
-def load_state(run_dir: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
-    """Restore model, optimiser and scheduler in place; return ``(progress, best_state)``.
+def load_state(run: RunDir, model, optimizer, scheduler) -> TrainState:
+    """Restore model, optimiser and scheduler in place; return the run's :class:`TrainState`.
 
     Every fault of the file (tampered, truncated, fields of the wrong type) is one
     :class:`CheckpointError`; nothing is restored partially into a usable-looking state.
     """
-    path = Path(run_dir) / STATE_FILE
+    path = run.state
     tensors, meta = load_tensors(path)
     if meta.get("kind") != "training-state":
         raise CheckpointError(f"{path} is not a training-state file")
@@ -149,4 +191,5 @@ def load_state(run_dir: Path, model, optimizer, scheduler) -> tuple[dict, dict |
             f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
         ) from None
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
-    return meta["progress"], best
+    progress = {key: meta["progress"][key] for key in _PROGRESS_FIELDS}
+    return TrainState(**progress, best_weights=best, resumed=True)

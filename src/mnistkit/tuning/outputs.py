@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from mnistkit.checkpoint import atomic_write_bytes
+from mnistkit.runs import RunDir
 
 TRIALS_CSV = "trials.csv"
 BEST_CONFIG = "best.json"
@@ -67,24 +68,19 @@ def finish_best_run(trial, out: Path, log) -> Path:
     the same weights with ``--deterministic`` on CPU.
     """
     from mnistkit.config import TrainConfig
+    from mnistkit.runs import STATE_FILE
     from mnistkit.training import fit
-    from mnistkit.training.loop import CHECKPOINT_FILE
-    from mnistkit.training.state import STATE_FILE
     from mnistkit.tuning.study import trial_dir
 
     dest = out / BEST_RUN
     marker = dest / "trial.json"
-    if (
-        (dest / CHECKPOINT_FILE).exists()
-        and marker.exists()
-        and json.loads(marker.read_text()).get("number") == trial.number
-    ):
+    if RunDir(dest).is_finished() and marker.exists() and json.loads(marker.read_text()).get("number") == trial.number:
         return dest  # already scored: the test set is used once per best trial
     src = trial_dir(out, trial.number)
     tmp = out / f".{BEST_RUN}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    if (src / STATE_FILE).exists():
+    if RunDir(src).is_interrupted():
         log(f"Scoring the best trial ({trial.number}) on the test set")
         fit(resume=src, echo=False, progress=False)
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(STATE_FILE))
@@ -92,7 +88,7 @@ def finish_best_run(trial, out: Path, log) -> Path:
         log(f"Training the best trial ({trial.number}) again here (its files are on {trial.user_attrs.get('worker')})")
         cfg = TrainConfig.from_dict({**trial.user_attrs["config"], "out": str(tmp)})
         fit(cfg, echo=False, progress=False)
-        (tmp / STATE_FILE).unlink(missing_ok=True)
+        RunDir(tmp).state.unlink(missing_ok=True)
     atomic_write_bytes(
         tmp / "trial.json",
         json.dumps({"number": trial.number, "val_accuracy": trial.value, "params": trial.params}, indent=2).encode(),
@@ -228,7 +224,7 @@ def write_outputs(study, out: Path, settings, storage: str, log, score_best: boo
         }
         if score_best:
             run_dir = finish_best_run(trial, out, log)
-            run_summary = json.loads((run_dir / "summary.json").read_text())
+            run_summary = RunDir(run_dir).read_summary()
             best.update(test_accuracy=run_summary["test_accuracy"], run_dir=str(run_dir))
             _best_run_report(run_dir)
     skipped = save_study_plots(study, out) if plots else dict.fromkeys(STUDY_PLOTS, "not drawn (--no-plots)")

@@ -246,7 +246,7 @@ class PruningHook:
     def on_epoch_end(self, epoch: int, row: dict) -> None:
         import optuna
 
-        from mnistkit.training.loop import StopTraining
+        from mnistkit.training import StopTraining
 
         self.value = row["val_accuracy"]
         self.trial.report(self.value, epoch)
@@ -285,9 +285,8 @@ def make_objective(settings: StudySettings, worker: Worker):
         import optuna
         import torch
 
-        from mnistkit.training import fit
-        from mnistkit.training.loop import StopTraining
-        from mnistkit.training.state import STATE_FILE
+        from mnistkit.runs import RunDir
+        from mnistkit.training import StopTraining, fit
 
         trial.set_user_attr("worker", worker.name)
         trial.set_user_attr("torch_threads", torch.get_num_threads())  # CPU float sums can depend on it
@@ -302,7 +301,7 @@ def make_objective(settings: StudySettings, worker: Worker):
         except StopTraining:
             pass
         except optuna.TrialPruned:
-            (run_dir / STATE_FILE).unlink(missing_ok=True)  # a pruned trial is never the best
+            RunDir(run_dir).state.unlink(missing_ok=True)  # a pruned trial is never the best
             raise
         except ConfigError as exc:  # this point of the space is not a valid recipe: say why in the study
             trial.set_user_attr("error", str(exc))
@@ -327,7 +326,7 @@ def drop_stale_states(study, out: Path) -> None:
     """
     import optuna
 
-    from mnistkit.training.state import STATE_FILE
+    from mnistkit.runs import RunDir
 
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state.is_finished()]
@@ -335,7 +334,7 @@ def drop_stale_states(study, out: Path) -> None:
     best = max(complete, key=lambda t: t.value).number if complete else None
     for t in done:
         if t.number != best:
-            (trial_dir(out, t.number) / STATE_FILE).unlink(missing_ok=True)
+            RunDir(trial_dir(out, t.number)).state.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- the worker loop

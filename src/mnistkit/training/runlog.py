@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 
 class RunLog:
@@ -18,8 +19,8 @@ class RunLog:
         # held open for the whole run (closed by close()), so not a with-block
         self._file = open(log_path, "a", buffering=1, encoding="utf-8") if log_path is not None else None  # noqa: SIM115
         self.use_progress = echo and (sys.stdout.isatty() if progress is None else progress)
-        self._progress = None
-        self._task = None
+        self._progress: Any = None  # a rich Progress while a bar is shown (rich is imported only then)
+        self._task: Any = None
 
     def line(self, text: str) -> None:
         if self._file is not None:

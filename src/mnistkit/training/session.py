@@ -1,0 +1,165 @@
+"""What one training run works with, built once from the config: model, optimiser, schedule,
+batches, validation data (:func:`make_session`) and callbacks (:func:`make_callbacks`).
+
+The epoch loop (:mod:`mnistkit.training.loop`) reads a :class:`Session` instead of the whole config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mnistkit.config import TrainConfig
+from mnistkit.data.dataset import Split
+from mnistkit.data.task import TaskData
+from mnistkit.errors import ConfigError
+from mnistkit.models import build_model, get_model_spec
+from mnistkit.precision import autocast as _autocast
+from mnistkit.preprocess import Normalization, normalize
+from mnistkit.runs import RunDir
+from mnistkit.training import distributed
+from mnistkit.training.augment import Augmentation
+from mnistkit.training.batches import EpochBatches
+from mnistkit.training.callbacks import (
+    CallbackList,
+    Checkpointing,
+    EarlyStopping,
+    EpochHooks,
+    ProgressLog,
+    TensorBoard,
+)
+from mnistkit.training.distributed import DistContext
+from mnistkit.training.faults import faults_from_env
+from mnistkit.training.optim import make_optimizer, make_scheduler
+from mnistkit.training.runlog import RunLog
+
+#: --dry-run: optimiser steps per epoch, and the rows of data it keeps (train: batches of it)
+DRY_RUN_STEPS = 2
+DRY_RUN_TRAIN_BATCHES = 4
+DRY_RUN_EVAL_ROWS = 512
+
+
+@dataclass
+class Session:
+    """The pieces of a run that one epoch needs. ``model`` is the bare module (saved, validated,
+    scored); ``train_model`` the one stepped (DDP-wrapped under torchrun, compiled with ``--compile``)."""
+
+    model: torch.nn.Module
+    train_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    batches: EpochBatches
+    task: str  # "multiclass" or "binary"
+    label_smoothing: float
+    autocast: Callable  # a factory of autocast contexts (a no-op one in fp32)
+    device: torch.device
+    dist: DistContext | None
+    epochs: int  # planned epochs
+    val: Split | None  # uint8 images on the device, or None without a validation split
+    norm: Normalization
+    eval_batch_size: int
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process prints and writes files."""
+        return self.dist is None or self.dist.is_main
+
+
+def _compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile``: the same module, its forward compiled on first call."""
+    return torch.compile(model)  # type: ignore[return-value]  # an OptimizedModule, typed as a callable
+
+
+def make_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
+    """Build the configured model, sizing its output to the task's classes when it has the option."""
+    spec = get_model_spec(cfg.model)
+    options = dict(cfg.model_options)
+    if spec.task == "multiclass" and num_classes != 10:
+        if "num_classes" not in spec.defaults:
+            raise ConfigError(
+                f"model {cfg.model!r} always has 10 outputs; with {num_classes} classes use --model mlp, logreg or cnn"
+            )
+        options.setdefault("num_classes", num_classes)
+    return build_model(cfg.model, **options)
+
+
+def load_training_data(cfg: TrainConfig) -> TaskData:
+    """The task's splits for ``cfg`` (``--dry-run``: the first few batches of each)."""
+    from mnistkit.data.task import load_task
+
+    data = load_task(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        download=cfg.download,
+        val_size=cfg.val_size,
+        seed=cfg.seed,
+        positive=cfg.positive,
+        classes=cfg.classes,
+        binary=get_model_spec(cfg.model).task == "binary",
+        model=cfg.model,
+        norm=cfg.norm,
+    )
+    return data.head(DRY_RUN_TRAIN_BATCHES * cfg.batch_size, DRY_RUN_EVAL_ROWS) if cfg.dry_run else data
+
+
+def make_session(cfg: TrainConfig, data: TaskData, device: torch.device, dist: DistContext | None) -> Session:
+    """Model on ``device``, the training split normalised once on it, optimiser and per-step schedule."""
+    model = make_model(cfg, len(data.class_names)).to(device)
+    batches = EpochBatches(
+        normalize(data.train.images.to(device), data.norm),
+        data.train.labels.to(device),
+        cfg.batch_size,
+        cfg.seed,
+        dist=dist,
+        augment=Augmentation.from_config(cfg),  # None when --augment is off
+        fill=-data.norm.mean / data.norm.std,  # a blank pixel after normalisation
+        step_limit=DRY_RUN_STEPS if cfg.dry_run else None,
+    )
+    optimizer = make_optimizer(model.parameters(), cfg, device)
+    train_model = distributed.wrap_model(model, dist)  # DDP under torchrun, else the model itself
+    val = Split(data.val.images.to(device), data.val.labels.to(device)) if data.val is not None else None
+    return Session(
+        model=model,
+        train_model=_compiled(train_model) if cfg.compile else train_model,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, cfg, cfg.epochs * batches.steps),
+        batches=batches,
+        task=get_model_spec(cfg.model).task,
+        label_smoothing=cfg.label_smoothing,
+        autocast=_autocast(device, cfg.amp),
+        device=device,
+        dist=dist,
+        epochs=cfg.epochs,
+        val=val,
+        norm=data.norm,
+        eval_batch_size=cfg.eval_batch_size,
+    )
+
+
+def make_callbacks(
+    cfg: TrainConfig,
+    run: RunDir,
+    session: Session,
+    *,
+    echo: bool = True,
+    progress: bool | None = None,
+    tensorboard: str | None = None,
+    hooks: Sequence = (),
+) -> CallbackList:
+    """The callbacks of ``mnistkit train``; only the main process writes files and prints."""
+    main = session.is_main
+    board = [TensorBoard(tensorboard)] if main and tensorboard else []  # first: it may refuse (no package)
+    log = RunLog(run.log if main else None, echo=echo and main, progress=progress)
+    return CallbackList(
+        [
+            EarlyStopping(cfg.early_stopping, cfg.epochs, session.model, session.dist),
+            ProgressLog(log, cfg.epochs, cfg.log_every, run),
+            *([Checkpointing(run, session.model, session.optimizer, session.scheduler)] if main else []),
+            *board,
+            EpochHooks(hooks),
+            *faults_from_env(session.dist),
+        ],
+        log,
+    )
