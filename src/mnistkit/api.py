@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnistkit.errors import CheckpointError, ConfigError
-from mnistkit.runs import RunDir
+from mnistkit.errors import ConfigError
+from mnistkit.runs import checkpoint_path
 
 
 def resolve_checkpoint_path(path: str | Path | None) -> Path:
@@ -15,12 +15,7 @@ def resolve_checkpoint_path(path: str | Path | None) -> Path:
         from mnistkit.bundled import bundled_model_path
 
         return bundled_model_path()
-    p = Path(path)
-    if p.is_dir():
-        p = RunDir(p).checkpoint
-        if not p.exists():
-            raise CheckpointError(f"{path} is a directory without {p.name}; is the run finished?")
-    return p
+    return checkpoint_path(path)
 
 
 def evaluate_checkpoint(
@@ -36,7 +31,8 @@ def evaluate_checkpoint(
     """Load a checkpoint, rebuild the split it was trained for, and score it."""
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.config import TrainConfig, resolve_device
-    from mnistkit.data.task import load_task
+    from mnistkit.data import load_dataset
+    from mnistkit.data.task import make_task
     from mnistkit.evaluation import evaluate
 
     dev = resolve_device(device)
@@ -45,10 +41,9 @@ def evaluate_checkpoint(
     cfg = TrainConfig.from_dict(saved) if saved else TrainConfig(dataset=ck.meta.get("dataset", "mnist"))
     if split == "val" and not cfg.val_size:
         raise ConfigError("--split val: this model was trained without a validation split (--val-size 0)")
-    data = load_task(  # the splits the model was trained for: same validation rows, same task
-        dataset or cfg.dataset,
-        data_dir=data_dir or cfg.data_dir,
-        download=download,
+    ds = load_dataset(dataset or cfg.dataset, data_dir=data_dir or cfg.data_dir, download=download)
+    data = make_task(  # the splits the model was trained for: same validation rows, same task
+        ds,
         val_size=cfg.val_size,
         seed=cfg.seed,
         positive=cfg.positive,

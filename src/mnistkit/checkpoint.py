@@ -220,9 +220,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     from mnistkit.models import build_model
 
     if Path(path).is_dir():  # a run directory, as every command accepts: its model.safetensors
-        from mnistkit.api import resolve_checkpoint_path
+        from mnistkit.runs import checkpoint_path
 
-        path = resolve_checkpoint_path(path)
+        path = checkpoint_path(path)
     tensors, meta = load_tensors(path)
     _check_meta(meta, path)
     options = meta.get("model_options", {})

@@ -327,22 +327,6 @@ def _matches_annotation(annotation: str, value: Any) -> bool:
     return any(kinds.get(part.strip().split("[")[0], True) for part in annotation.split("|"))
 
 
-def seconds_from_env(name: str, default: float) -> float:
-    """A positive number of seconds from environment variable ``name`` (unset or empty: ``default``)."""
-    import os
-
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"{name}={raw!r}: expected a positive number of seconds")
-    return value
-
-
 def option_help(name: str) -> str:
     """The help text of config field ``name`` with its default, for the CLI (one source for both)."""
     f = _FIELDS[name]

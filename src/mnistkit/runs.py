@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistkit.errors import ConfigError
+from mnistkit.errors import CheckpointError, ConfigError
 from mnistkit.fileio import atomic_write_bytes, clean_stale_temporaries
 
 if TYPE_CHECKING:
@@ -169,6 +169,16 @@ class RunDir:
 
     def read_summary(self) -> dict:
         return json.loads(self.summary.read_text())
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """A checkpoint file as given, or a run directory's ``model.safetensors`` (every command accepts both)."""
+    p = Path(path)
+    if p.is_dir():
+        p = RunDir(p).checkpoint
+        if not p.exists():
+            raise CheckpointError(f"{path} is a directory without {p.name}; is the run finished?")
+    return p
 
 
 def default_run_dir(cfg: TrainConfig) -> RunDir:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnistkit.errors import CheckpointError
-from mnistkit.runs import CHECKPOINT_FILE
+from mnistkit.runs import CHECKPOINT_FILE, checkpoint_path
 
 #: The shipped checkpoint's file name, inside this package folder.
 MODEL_FILE = "digits-cnn.safetensors"
@@ -72,10 +72,9 @@ def model_card(checkpoint=None) -> dict:
         meta, path = checkpoint.meta, checkpoint.path
         params = sum(p.numel() for p in checkpoint.model.parameters())
     else:
-        from mnistkit.api import resolve_checkpoint_path
         from mnistkit.checkpoint import load_tensors
 
-        path = resolve_checkpoint_path(checkpoint)
+        path = bundled_model_path() if checkpoint is None else checkpoint_path(checkpoint)
         tensors, meta = load_tensors(path)  # verifies the digest; no model is built
         params = parameter_count(tensors)
     card = meta.get("card")

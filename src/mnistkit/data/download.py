@@ -27,7 +27,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistkit.config import seconds_from_env
+from mnistkit.environ import seconds_from_env
 from mnistkit.errors import DownloadError
 from mnistkit.fileio import make_temp
 

@@ -11,14 +11,13 @@ and the config's validation asks :func:`check_val_size`.
 from __future__ import annotations
 
 import numbers
-import os
 from dataclasses import dataclass
 
 import torch
 
-from mnistkit.data.dataset import Split, seeded_permutation
+from mnistkit.data.dataset import Dataset, Split, seeded_permutation
 from mnistkit.errors import ConfigError
-from mnistkit.preprocess.tensor import Normalization
+from mnistkit.preprocess.tensor import TUTORIAL_NORM, Normalization
 
 # ----------------------------------------------------------------------------- the validation split
 
@@ -136,12 +135,9 @@ def select_task(
     return splits, class_names
 
 
-def load_task(
-    dataset,
+def make_task(
+    ds: Dataset,
     *,
-    data_dir: str | os.PathLike | None = None,
-    download: bool = True,
-    progress: bool = False,
     val_size: int | float = 0,
     seed: int = 0,
     positive: int | None = None,
@@ -150,14 +146,10 @@ def load_task(
     model: str = "",
     norm: str = "tutorial",
 ) -> TaskData:
-    """Load ``dataset``, carve the validation split (``val_size``, ``seed``) and apply the task.
+    """Carve the validation split from ``ds.train`` (``val_size``, ``seed``) and apply the task.
 
     ``norm`` is ``"tutorial"`` (mean 0.5, std 0.5) or ``"dataset"`` (the dataset's own constants).
     """
-    from mnistkit.data import load_dataset
-    from mnistkit.preprocess import TUTORIAL_NORM
-
-    ds = load_dataset(dataset, data_dir=data_dir, download=download, progress=progress)
     carved, val = split_validation(ds.train, check_val_size(val_size), seed=seed)
     (train, val, test), names = select_task(
         [carved, val, ds.test], list(ds.class_names), positive, classes, binary, model

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 
 import torch
 
-from mnistkit.training import distributed
 from mnistkit.training.augment import Augmentation
-from mnistkit.training.distributed import DistContext
+from mnistkit.training.distributed import DistContext, steps_per_epoch
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -43,7 +42,7 @@ class EpochBatches:
     ):
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
         self.dist, self.augment, self.fill = dist, augment, fill
-        steps = distributed.steps_per_epoch(len(x), batch_size, dist)
+        steps = steps_per_epoch(len(x), batch_size, dist)
         self.steps = steps if step_limit is None else min(step_limit, steps)
         self.seen = min(len(x), self.steps * batch_size)  # samples per epoch, over all ranks
 

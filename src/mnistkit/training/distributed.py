@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mnistkit.config import seconds_from_env
+from mnistkit.environ import seconds_from_env
 from mnistkit.errors import ConfigError
 
 DEFAULT_TIMEOUT_S = 300.0

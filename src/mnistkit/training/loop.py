@@ -23,9 +23,9 @@ from mnistkit.evaluation import validation_scores
 from mnistkit.inference import switched_mode
 from mnistkit.losses import classification_loss
 from mnistkit.runs import RunDir, default_run_dir
-from mnistkit.training import distributed
 from mnistkit.training.artifacts import RunResult, finish_run
 from mnistkit.training.callbacks import Callback, CallbackList, StopTraining
+from mnistkit.training.distributed import check_batch_size, init_distributed, shutdown
 from mnistkit.training.optim import current_lr
 from mnistkit.training.session import Session, load_training_data, make_callbacks, make_session
 from mnistkit.training.state import TrainState, load_state
@@ -49,21 +49,17 @@ def fit(
 ) -> RunResult:
     """Train a model and write its run directory; the Python twin of ``mnistkit train``.
 
-    ``config`` is the recipe (or keyword ``overrides`` and ``preset=`` build one); ``resume``, a run
-    directory holding ``last.safetensors``, continues that run with its saved config; ``echo``
-    prints the tutorial-style log (``log.txt`` always gets it). Each of ``hooks`` has
-    ``on_epoch_end(epoch, row)``, called once the epoch is validated and saved; it may raise
+    ``config`` (or keyword ``overrides``, ``preset=``) is the recipe; ``resume`` continues the
+    interrupted run in that directory; ``echo`` prints the log (``log.txt`` always gets it). Each
+    of ``hooks`` has ``on_epoch_end(epoch, row)``, called once the epoch is saved; it may raise
     :class:`StopTraining` (or Optuna's ``TrialPruned``) to end the run there.
-
-    >>> round(fit(model="logreg", epochs=1, echo=False).test_accuracy)   # doctest: +SKIP
-    92
     """
     cfg, run = resolve_run(config, resume, overrides)
-    dist, device = distributed.init_distributed(resolve_device(cfg.device))  # (None, device) outside torchrun
+    dist, device = init_distributed(resolve_device(cfg.device))  # (None, device) outside torchrun
     callbacks = CallbackList()
     try:
         # what to learn, and what with
-        distributed.check_batch_size(cfg.batch_size, dist)
+        check_batch_size(cfg.batch_size, dist)
         seed_everything(cfg.seed, cfg.deterministic)
         data = load_training_data(cfg)
         session = make_session(cfg, data, device, dist)
@@ -71,15 +67,13 @@ def fit(
         if session.is_main:
             start_run_dir(run, cfg, resuming=resume is not None)
         state = TrainState() if resume is None else load_state(run, session.model, session.optimizer, session.scheduler)
-        callbacks = make_callbacks(
-            cfg, run, session, echo=echo, progress=progress, tensorboard=tensorboard, hooks=hooks
-        )
+        callbacks = make_callbacks(cfg, run, session, echo=echo, progress=progress, board=tensorboard, hooks=hooks)
         # train, then score once on the test split
         trainer_for(cfg)(session, state, callbacks)
         return conclude(cfg, run, data, session, state, callbacks, plots)
     finally:
         callbacks.close()
-        distributed.shutdown(dist)
+        shutdown(dist)
 
 
 # ----------------------------------------------------------------------------- setup

@@ -13,13 +13,12 @@ import torch
 
 from mnistkit.config import TrainConfig
 from mnistkit.data.dataset import Split
-from mnistkit.data.task import TaskData
+from mnistkit.data.task import TaskData, make_task
 from mnistkit.errors import ConfigError
 from mnistkit.models import build_model, get_model_spec
 from mnistkit.precision import autocast as _autocast
 from mnistkit.preprocess import Normalization, normalize
 from mnistkit.runs import RunDir
-from mnistkit.training import distributed
 from mnistkit.training.augment import Augmentation
 from mnistkit.training.batches import EpochBatches
 from mnistkit.training.callbacks import (
@@ -30,7 +29,7 @@ from mnistkit.training.callbacks import (
     ProgressLog,
     TensorBoard,
 )
-from mnistkit.training.distributed import DistContext
+from mnistkit.training.distributed import DistContext, wrap_model
 from mnistkit.training.faults import faults_from_env
 from mnistkit.training.optim import make_optimizer, make_scheduler
 from mnistkit.training.runlog import RunLog
@@ -87,12 +86,10 @@ def make_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
 
 def load_training_data(cfg: TrainConfig) -> TaskData:
     """The task's splits for ``cfg`` (``--dry-run``: the first few batches of each)."""
-    from mnistkit.data.task import load_task
+    from mnistkit.data import load_dataset
 
-    data = load_task(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        download=cfg.download,
+    data = make_task(
+        load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download),
         val_size=cfg.val_size,
         seed=cfg.seed,
         positive=cfg.positive,
@@ -118,7 +115,7 @@ def make_session(cfg: TrainConfig, data: TaskData, device: torch.device, dist: D
         step_limit=DRY_RUN_STEPS if cfg.dry_run else None,
     )
     optimizer = make_optimizer(model.parameters(), cfg, device)
-    train_model = distributed.wrap_model(model, dist)  # DDP under torchrun, else the model itself
+    train_model = wrap_model(model, dist)  # DDP under torchrun, else the model itself
     val = Split(data.val.images.to(device), data.val.labels.to(device)) if data.val is not None else None
     return Session(
         model=model,
@@ -145,19 +142,22 @@ def make_callbacks(
     *,
     echo: bool = True,
     progress: bool | None = None,
-    tensorboard: str | None = None,
+    board: str | None = None,
     hooks: Sequence = (),
 ) -> CallbackList:
-    """The callbacks of ``mnistkit train``; only the main process writes files and prints."""
+    """The callbacks of ``mnistkit train``; only the main process writes files and prints.
+
+    ``board``: a TensorBoard log directory (``--tensorboard``); ``hooks``: ``fit(hooks=...)``.
+    """
     main = session.is_main
-    board = [TensorBoard(tensorboard)] if main and tensorboard else []  # first: it may refuse (no package)
+    board_cb = [TensorBoard(board)] if main and board else []  # first: it may refuse (no package)
     log = RunLog(run.log if main else None, echo=echo and main, progress=progress)
     return CallbackList(
         [
             EarlyStopping(cfg.early_stopping, cfg.epochs, session.model, session.dist),
             ProgressLog(log, cfg.epochs, cfg.log_every, run),
             *([Checkpointing(run, session.model, session.optimizer, session.scheduler)] if main else []),
-            *board,
+            *board_cb,
             EpochHooks(hooks),
             *faults_from_env(session.dist),
         ],
