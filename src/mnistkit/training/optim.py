@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from mnistkit.config import TrainConfig
@@ -11,6 +13,7 @@ def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.opti
     """Build the configured optimiser, using the fused single-kernel implementation when the
     device supports it (fewer per-step kernel launches and Python overhead)."""
     kw: dict = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    cls: Callable[..., torch.optim.Optimizer]
     if cfg.optimizer == "adam":
         cls = torch.optim.Adam
     elif cfg.optimizer == "adamw":
