@@ -3,9 +3,9 @@
 The loop calls ``on_train_begin(state)``, then per epoch ``on_epoch_begin(epoch, steps)``,
 ``on_batch_end(epoch, step, loss)`` after each optimiser step and ``on_epoch_end(state)`` once the
 epoch is validated, then ``on_train_end(state)``; ``close()`` always runs, also after an error.
-:func:`mnistkit.training.session.make_callbacks` assembles them in the order that matters: early stopping decides
-(every rank agrees), the log says so, the state is saved, TensorBoard and user hooks run last
-(a hook may end the run, and finds the epoch saved).
+:func:`mnistkit.training.session.make_callbacks` assembles them in the order that matters:
+early stopping decides (every rank agrees), the log says so, the state is saved, TensorBoard
+and user hooks run last (a hook may end the run, and finds the epoch saved).
 """
 
 from __future__ import annotations

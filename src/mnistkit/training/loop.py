@@ -126,8 +126,12 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def trainer_for(cfg: TrainConfig) -> Trainer:
-    """The one place that chooses how a model is trained: minibatch epochs for every model today
-    (a full-batch solver for a model would be returned here)."""
+    """The one place that chooses how a model is trained: minibatch epochs for every model today.
+
+    Another trainer (e.g. a full-batch solver for ``logreg``) is a function of the same shape: it
+    finds the normalised training split in ``session.batches.x`` / ``.y``, appends one metrics row
+    per epoch (or solver pass) to ``state`` and calls the callbacks, so saving, logging, early
+    stopping and the final artifacts stay the same."""
     return run_epochs
 
 
