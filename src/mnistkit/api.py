@@ -27,8 +27,14 @@ def evaluate_checkpoint(
     batch_size: int = 1024,
     device: str = "auto",
     bf16: bool = False,
+    other_classes: bool = False,
 ):
-    """Load a checkpoint, rebuild the split it was trained for, and score it."""
+    """Load a checkpoint, rebuild the split it was trained for, and score it.
+
+    A dataset whose class names differ from the checkpoint's (Fashion-MNIST for a digit model)
+    is refused: its score would mean nothing. ``other_classes=True`` scores it anyway (a
+    relabelled copy of the same classes); the number of classes must still match.
+    """
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.config import TrainConfig, resolve_device
     from mnistkit.data import load_dataset
@@ -57,7 +63,18 @@ def evaluate_checkpoint(
             f"dataset {dataset or cfg.dataset!r} has {len(data.class_names)} classes but the checkpoint "
             f"predicts {len(ck.class_names)}"
         )
+    if list(data.class_names) != list(ck.class_names) and not other_classes:
+        raise ConfigError(
+            f"dataset {dataset or cfg.dataset!r} has the classes {_names(data.class_names)} but the checkpoint "
+            f"predicts {_names(ck.class_names)}: its score would mean nothing (pass --other-classes to score it anyway)"
+        )
     chosen = data.split(split)
     return evaluate(
         ck.model, chosen.images, chosen.labels, ck.norm, ck.class_names, ck.task, split, batch_size, dev, bf16
     )
+
+
+def _names(names) -> str:
+    """A few class names for a one-line message."""
+    shown = ", ".join(map(str, list(names)[:4]))
+    return f"{shown}, ..." if len(names) > 4 else shown

@@ -234,24 +234,63 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_config(preset: str | None = None, **overrides) -> TrainConfig:
-    """Defaults < the model's own training defaults < preset < explicit overrides (``None`` ignored)."""
-    from mnistkit.models import get_model_spec
+def resolve_config(preset: str | None = None, *, base: TrainConfig | None = None, **overrides) -> TrainConfig:
+    """The one place a run's options merge, lowest first: the field defaults, the model's own
+    training defaults, the preset (or ``base``, a whole saved config), then explicit ``overrides``
+    (a value of ``None`` means "not given").
 
-    base: dict[str, Any] = {}
-    model = overrides.get("model") or (PRESETS.get(preset, {}).get("model") if preset else None) or "seed-mlp"
-    base.update(get_model_spec(model).train_defaults)
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-        base.update(PRESETS[preset])
-        base["preset"] = preset
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(base) - names)
+    ``model_options`` merge key by key while the model stays the preset's (or the base's), so
+    ``resolve_config("fast", model_options={"dropout": 0.1})`` keeps the preset's ``hidden``; with
+    another model they start afresh. An ``aug_*`` strength asks for augmentation unless
+    ``augment`` is given.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if base is not None and preset is not None:
+        raise ConfigError("--config gives the whole recipe: drop --preset")
+    recipe = base.to_dict() if base is not None else _preset_options(preset)
+    model = str(given.get("model") or recipe.get("model") or field_default("model"))
+    merged: dict[str, Any] = {} if base is not None else dict(model_train_defaults(model))
+    merged.update(recipe)
+    if "model_options" in given and model == recipe.get("model", model):
+        given["model_options"] = {**recipe.get("model_options", {}), **given["model_options"]}
+    elif model != recipe.get("model", model):
+        merged.pop("model_options", None)  # the recipe's model options belong to its own model
+    if "augment" not in given and any(k.startswith("aug_") for k in given):
+        given["augment"] = True
+    merged.update(given)
+    unknown = sorted(set(merged) - set(_FIELDS))
     if unknown:
         raise ConfigError(f"unknown training options: {', '.join(unknown)}")
-    return TrainConfig(**base)
+    return TrainConfig(**merged)
+
+
+def _preset_options(preset: str | None) -> dict[str, Any]:
+    """A preset's options (and its name, recorded in the config); none for no preset."""
+    if preset is None:
+        return {}
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    return {**PRESETS[preset], "preset": preset}
+
+
+def model_train_defaults(model: str) -> dict[str, Any]:
+    """The training options ``model`` is trained with unless the user gives them (its registry entry's)."""
+    from mnistkit.models import get_model_spec
+
+    return get_model_spec(model).train_defaults
+
+
+def defaults_by_model(name: str) -> dict[str, Any]:
+    """Field ``name``'s default for each registered model whose own training defaults change it.
+
+    Feeds ``--help`` (e.g. ``schedule``: ``{"logreg": "cosine", "binary-logreg": "cosine"}``), so
+    the help says what a run with that model really uses.
+    """
+    from mnistkit.models import list_models
+
+    default = _FIELDS[name].default
+    changed = {m: model_train_defaults(m).get(name, default) for m in list_models()}
+    return {m: v for m, v in changed.items() if v != default}
 
 
 #: a config file is a few hundred bytes; refuse anything far larger before parsing it
@@ -328,11 +367,14 @@ def _matches_annotation(annotation: str, value: Any) -> bool:
 
 
 def option_help(name: str) -> str:
-    """The help text of config field ``name`` with its default, for the CLI (one source for both)."""
+    """The help text of config field ``name`` (from its metadata), for the CLI: one source for both."""
+    return str(_FIELDS[name].metadata.get("help", ""))
+
+
+def field_default(name: str) -> Any:
+    """The default of config field ``name`` (``None`` for fields built by a factory)."""
     f = _FIELDS[name]
-    default = f.default if f.default is not dataclasses.MISSING else None
-    shown = ("on" if default else "off") if isinstance(default, bool) else default
-    return f"{f.metadata['help']}  [default: {shown}]"
+    return f.default if f.default is not dataclasses.MISSING else None
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

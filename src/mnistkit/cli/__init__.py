@@ -54,15 +54,15 @@ def cli():
     """Train, evaluate and use small image classifiers on MNIST-family data."""
 
 
-def _one_line(message: str) -> str:
+def _one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
 #: Every error line starts with this, whatever the command: one prefix for people and scripts to look for.
 ERROR_PREFIX = "mnistkit: error: "
 #: Exit codes after a signal: 128 + the signal number, as a shell reports a process killed by it.
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-_SIGNAL_WORD = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+SIGNAL_EXIT: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_SIGNAL_WORD: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
 class Signalled(BaseException):

@@ -5,16 +5,27 @@ from __future__ import annotations
 import click
 
 from mnistkit.cli.options import print_json_line
+from mnistkit.config import DEVICES
 
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=True))
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
-@click.option("--dataset", default=None, help="Evaluate on another dataset/path than the checkpoint's own.")
+@click.option(
+    "--dataset",
+    default=None,
+    help="Evaluate on another dataset (a registry name or a path) than the checkpoint's own; "
+    "its class names must match the checkpoint's.",
+)
+@click.option(
+    "--other-classes",
+    is_flag=True,
+    help="Score a --dataset whose class names differ from the checkpoint's (same number of classes).",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder to look in first.")
 @click.option("--download/--no-download", default=True, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option(
     "--bf16",
     is_flag=True,
@@ -22,7 +33,7 @@ from mnistkit.cli.options import print_json_line
     "borderline predictions.  [default: exact fp32]",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def evaluate(checkpoint, split, dataset, data_dir, download, batch_size, device, bf16, as_json):
+def evaluate(checkpoint, split, dataset, other_classes, data_dir, download, batch_size, device, bf16, as_json):
     """Score a checkpoint (a .safetensors file or a run directory) on a dataset split."""
     from mnistkit.api import evaluate_checkpoint
 
@@ -35,6 +46,7 @@ def evaluate(checkpoint, split, dataset, data_dir, download, batch_size, device,
         batch_size=batch_size,
         device=device,
         bf16=bf16,
+        other_classes=other_classes,
     )
     if as_json:
         print_json_line(result.to_dict())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import click
 
 
@@ -54,3 +56,137 @@ def model_options_from(hidden, activation, dropout, model_option) -> dict:
         if value is not None:
             options[key] = list(value) if key == "hidden" else value
     return options
+
+
+class LazyChoice(click.Choice):
+    """A choice whose values come from a registry, read on first use.
+
+    ``mnistkit --help`` lists commands without importing their registries (the model
+    registry imports torch); the values are read when a command parses or shows its help.
+    """
+
+    def __init__(self, source: Callable[[], Iterable[str]], what: str):
+        self._source = source
+        self._what = what  # "model": the error says "unknown model 'x'", as the library's does
+        self._values: tuple[str, ...] | None = None
+        super().__init__((), case_sensitive=True)
+
+    def convert(self, value, param, ctx):
+        if value not in self.choices:
+            self.fail(f"unknown {self._what} {value!r}; choose one of: {', '.join(self.choices)}", param, ctx)
+        return value
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        if self._values is None:
+            self._values = tuple(self._source())
+        return self._values
+
+    @choices.setter
+    def choices(self, value) -> None:  # click.Choice.__init__ assigns the (empty) placeholder
+        pass
+
+
+class RecipeOption(click.Option):
+    """An option shown under a heading (``group``) whose help ends with the default a run really uses.
+
+    ``help_from`` builds the help text when it is shown (a registry's names). ``field`` names a :class:`~mnistkit.config.TrainConfig` field: the help shows its default and
+    the models whose own training defaults change it (``[default: none; logreg, binary-logreg:
+    cosine]``). ``model_option`` names a model option: the help shows each registered model's
+    default for it. Both are read from the registries when the help is shown, never written here.
+    """
+
+    def __init__(
+        self,
+        *args,
+        group: str | None = None,
+        field: str | None = None,
+        model_option: str | None = None,
+        help_from: Callable[[], str] | None = None,
+        **kw,
+    ):
+        super().__init__(*args, **kw)
+        self.group = group
+        self.field = field
+        self.model_option = model_option
+        self.help_from = help_from  # help text read from a registry when shown
+
+    def get_help_record(self, ctx):
+        if self.help_from is not None:
+            self.help = self.help_from()
+        record = super().get_help_record(ctx)
+        default = self._default_text()
+        if record is None or default is None:
+            return record
+        names, text = record
+        return names, f"{text}  [{default}]" if text else f"[{default}]"
+
+    def _default_text(self) -> str | None:
+        if self.field is not None:
+            from mnistkit.config import defaults_by_model, field_default
+
+            parts = [f"default: {shown(field_default(self.field))}"]
+            parts += _by_value(defaults_by_model(self.field))
+            return "; ".join(parts)
+        if self.model_option is not None:
+            from mnistkit.models import get_model_spec, list_models
+
+            specs = [get_model_spec(m) for m in list_models()]
+            return "; ".join(
+                _by_value({s.name: s.defaults[self.model_option] for s in specs if self.model_option in s.defaults})
+            )
+        return None
+
+
+def shown(value) -> str:
+    """A default as ``--help`` writes it: on/off, none, 512,128."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _by_value(per_model: dict) -> list[str]:
+    """``{"logreg": "cosine", "binary-logreg": "cosine"}`` -> ``["logreg, binary-logreg: cosine"]``."""
+    models_of: dict[str, list[str]] = {}
+    for model, value in per_model.items():
+        models_of.setdefault(shown(value), []).append(model)
+    return [f"{', '.join(models)}: {value}" for value, models in models_of.items()]
+
+
+class GroupedCommand(click.Command):
+    """A command whose ``--help`` lists options under headings (each option's ``group``), in order;
+    options without one go under ``default_group``."""
+
+    def __init__(self, *args, default_group: str = "Other options", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default_group = default_group
+
+    def format_options(self, ctx, formatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections.setdefault(getattr(param, "group", None) or self.default_group, []).append(record)
+        for title, records in sections.items():
+            with formatter.section(title):
+                formatter.write_dl(records)
+
+
+class CountOrFraction(click.ParamType):
+    """A validation-split size: a whole count (5000) or a fraction of the training set (0.1)."""
+
+    name = "N|FRACTION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                self.fail(f"{value!r} is neither a count (5000) nor a fraction (0.1)", param, ctx)
+        return int(number) if number.is_integer() else number

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mnistkit.cli.options import model_options_from, print_json_line
+from mnistkit.cli.options import GroupedCommand, model_options_from, print_json_line
 from mnistkit.cli.train import train as _train
 
 #: train options that make no sense for a search (each trial has its own folder, log and test-free end)
@@ -21,7 +21,7 @@ NOT_TUNE_OPTIONS = {
 }
 
 
-@click.command()
+@click.command(cls=GroupedCommand, default_group="Search")
 @click.option(
     "--trials",
     type=click.IntRange(min=1),
@@ -106,8 +106,6 @@ def tune(
     from mnistkit.tuning import tune as run_tune
 
     model_options = model_options_from(hidden, activation, dropout, model_option)
-    if opts.get("val_size") is not None and float(opts["val_size"]).is_integer():
-        opts["val_size"] = int(opts["val_size"])
     if model_options:
         opts["model_options"] = model_options
     name = study_name or "mnistkit"
@@ -148,6 +146,7 @@ def _shared_train_options() -> list:
             continue
         if p.name == "val_size":
             p = copy.copy(p)
+            p.field = None  # type: ignore[attr-defined]  # a RecipeOption; tune's own default is below
             p.help = "Validation split from train that scores trials: count or fraction.  [default: 10000]"
         params.append(p)
     return params

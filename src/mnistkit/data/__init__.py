@@ -108,7 +108,11 @@ def dataset_info(name: str | DatasetSpec, data_dir: str | os.PathLike | None = N
         return _custom_info(target)
     spec = target
     location = spec.locate(data_dir)
-    info = {
+    files: dict[str, dict] = {}
+    for file_name in spec.files:
+        path = find_file(location, file_name) if location else None
+        files[file_name] = {"path": str(path) if path else None, "md5": _md5_status(spec, file_name, path)}
+    return {
         "name": spec.name,
         "description": spec.description,
         "classes": list(spec.class_names),
@@ -117,13 +121,9 @@ def dataset_info(name: str | DatasetSpec, data_dir: str | os.PathLike | None = N
         "found": location is not None,
         "location": str(location) if location else None,
         "searched": [str(r) for r in search_roots(spec, data_dir)] if spec.files else [],
-        "files": {},
+        "files": files,
         "mirrors": list(mirrors_for(spec)) if spec.files else [],
     }
-    for file_name in spec.files:
-        path = find_file(location, file_name) if location else None
-        info["files"][file_name] = {"path": str(path) if path else None, "md5": _md5_status(spec, file_name, path)}
-    return info
 
 
 def _custom_info(path: Path) -> dict:

@@ -91,7 +91,7 @@ def _first_match(folder: Path, prefix: str) -> Path | None:
         p for p in folder.iterdir() if p.is_file() and p.name.startswith(prefix) and not p.name.startswith(".")
     )
     gz = [p for p in matches if p.name.endswith(".gz")]
-    return (gz or matches or [None])[0]
+    return (gz or matches)[0] if matches else None
 
 
 def find_idx_files(folder: Path) -> list[Path] | None:

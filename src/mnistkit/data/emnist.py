@@ -65,10 +65,11 @@ SPLITS: dict[str, tuple[tuple[str, ...], int, tuple[int, int], str]] = {
 
 def member_names(split: str) -> tuple[str, str, str, str]:
     """Train images, train labels, test images, test labels file names of ``split`` (no folder)."""
-    return tuple(
+    train_images, train_labels, test_images, test_labels = (
         f"emnist-{split}-{part}-ubyte.gz"
         for part in ("train-images-idx3", "train-labels-idx1", "test-images-idx3", "test-labels-idx1")
     )
+    return train_images, train_labels, test_images, test_labels
 
 
 def emnist_specs() -> list[DatasetSpec]:

@@ -82,9 +82,7 @@ def fit(
 def resolve_run(config: TrainConfig | None, resume, overrides: dict) -> tuple[TrainConfig, RunDir]:
     """The run's config and directory: a new run's from ``config``/``overrides``, a resumed run's from disk."""
     if resume is None:
-        cfg = config if config is not None else resolve_config(**overrides)
-        if config is not None and overrides:
-            cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+        cfg = resolve_config(base=config, **overrides)
         return cfg, default_run_dir(cfg)
     run = RunDir(resume)
     if not run.is_interrupted() or not run.config.exists():

@@ -139,7 +139,7 @@ def save_study_plots(study, out: Path) -> dict[str, str]:
 
 def write_report(study, out: Path, summary: dict, skipped: dict[str, str]) -> Path:
     """``report.html``: results, plots, every trial, the best config; self-contained like ``mnistkit report``."""
-    from mnistkit.report import _figure_html, _page, _table
+    from mnistkit.report.markup import figure_html, page, table
 
     best = summary.get("best") or {}
     results = [
@@ -159,7 +159,7 @@ def write_report(study, out: Path, summary: dict, skipped: dict[str, str]) -> Pa
                 f'<p class="note">{html.escape(name)} skipped: {html.escape(skipped.get(name, "missing"))}</p>'
             )
         else:
-            figures.append(_figure_html(path.read_bytes(), "image/png", caption))
+            figures.append(figure_html(path.read_bytes(), "image/png", caption))
     rows, headers = _trial_rows(study)
     numbers = [r[0] for r in rows]
     highlight = numbers.index(best["number"]) if best.get("number") in numbers else None
@@ -173,16 +173,16 @@ def write_report(study, out: Path, summary: dict, skipped: dict[str, str]) -> Pa
     body = f"""<h1>mnistkit tune: {html.escape(summary["study"])}</h1>
 <p class="sub">model: {html.escape(str(summary.get("model")))} \u00b7 objective: validation accuracy</p>
 <h2>Results</h2>
-{_table(("", "value"), results, "metrics")}
+{table(("", "value"), results, "metrics")}
 {run_link}
 <h2>Plots</h2>
 {"".join(figures)}
 <h2>Trials</h2>
-{_table(headers, rows, "trials", highlight=highlight)}
+{table(headers, rows, "trials", highlight=highlight)}
 <h2>Best config</h2>
-{_table(("option", "value"), list(config.items()), "config")}"""
+{table(("option", "value"), list(config.items()), "config")}"""
     path = out / REPORT
-    atomic_write_bytes(path, _page(f"mnistkit tune {summary['study']}", body).encode())
+    atomic_write_bytes(path, page(f"mnistkit tune {summary['study']}", body).encode())
     return path
 
 
