@@ -365,6 +365,6 @@ def test_flat_mnist_folder_is_not_taken_for_fashion(mnist_root, monkeypatch, tmp
     for name in IDX_FILES:
         (flat / name).symlink_to(mnist_root / "MNIST" / "raw" / name)
     monkeypatch.setenv("MNISTKIT_DATA", str(flat))
-    assert get_dataset_spec("mnist").locate() == flat
-    where = get_dataset_spec("fashion-mnist").locate()
+    assert data.locate_dataset("mnist") == flat
+    where = data.locate_dataset("fashion-mnist")
     assert where != flat

@@ -189,7 +189,7 @@ def test_deeply_nested_header_is_a_checkpoint_error():
 def test_mutated_emnist_archive_gives_only_mnistkit_errors(ops):
     from test_emnist import emnist_members, write_zip
 
-    from mnistkit.data import get_dataset_spec
+    from mnistkit.data import load_dataset
 
     good = write_zip(
         WORK / "src" / "gzip.zip",
@@ -199,6 +199,6 @@ def test_mutated_emnist_archive_gives_only_mnistkit_errors(ops):
     root.mkdir(exist_ok=True)
     (root / "gzip.zip").write_bytes(mutate(good, ops))
     try:
-        get_dataset_spec("emnist-digits").load(root, download=False)
+        load_dataset("emnist-digits", root, download=False)
     except MnistkitError:
         pass

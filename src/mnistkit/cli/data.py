@@ -27,13 +27,13 @@ def data():
 @_DATA_DIR
 def list_cmd(data_dir):
     """Show every registered dataset: classes, sizes, description, and where it is on disk."""
-    from mnistkit.data import get_dataset_spec, list_datasets
+    from mnistkit.data import get_dataset_spec, list_datasets, locate_dataset
 
     rows = []
     for name in list_datasets():
         spec = get_dataset_spec(name)
         sizes = f"{spec.sizes[0]}/{spec.sizes[1]}" if spec.sizes else "?"
-        where = spec.locate(data_dir)
+        where = locate_dataset(spec, data_dir)
         rows.append((name, str(len(spec.class_names)), sizes, spec.description, str(where) if where else "no"))
     header = ("name", "classes", "train/test", "description", "found")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]

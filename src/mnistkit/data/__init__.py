@@ -9,7 +9,7 @@ Public API::
     dataset_info("mnist")                      # what is known and found, as a dict
 
 Where files are looked for and downloaded to is described in
-:mod:`mnistkit.data.files`. Importing this package loads no data and imports
+:mod:`mnistkit.data.roots`. Importing this package loads no data and imports
 neither mlxtend nor Pillow.
 """
 
@@ -19,9 +19,10 @@ import os
 from pathlib import Path
 
 from mnistkit.data.dataset import Dataset, Split
-from mnistkit.data.files import search_roots
+from mnistkit.data.files import fetch_idx_files, load_idx_dataset, locate_folder
 from mnistkit.data.idx import read_idx, write_idx
 from mnistkit.data.registry import get_dataset_spec, is_registered, list_datasets, register_dataset
+from mnistkit.data.roots import find_file, mirrors_for, search_roots
 from mnistkit.data.spec import DatasetSpec
 from mnistkit.data.task import split_validation
 
@@ -34,6 +35,7 @@ __all__ = [
     "get_dataset_spec",
     "list_datasets",
     "load_dataset",
+    "locate_dataset",
     "read_idx",
     "register_dataset",
     "search_roots",
@@ -78,7 +80,7 @@ def load_dataset(
         from mnistkit.data.custom import load_custom
 
         return load_custom(target)
-    return target.load(data_dir, download=download, progress=progress)
+    return (target.loader or load_idx_dataset)(target, data_dir, download, progress)
 
 
 def fetch_dataset(name: str | DatasetSpec, data_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
@@ -91,7 +93,13 @@ def fetch_dataset(name: str | DatasetSpec, data_dir: str | os.PathLike | None = 
         from mnistkit.data.custom import load_custom
 
         return Path(load_custom(target).source)  # validates it, with the same errors as loading
-    return target.fetch(data_dir, progress=progress)
+    return (target.fetcher or fetch_idx_files)(target, data_dir, progress)
+
+
+def locate_dataset(name: str | DatasetSpec, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """Where a registered dataset is on disk (its folder or file), or None; never downloads."""
+    spec = name if isinstance(name, DatasetSpec) else get_dataset_spec(name)
+    return (spec.locator or locate_folder)(spec, data_dir)
 
 
 def dataset_info(name: str | DatasetSpec, data_dir: str | os.PathLike | None = None) -> dict:
@@ -101,13 +109,11 @@ def dataset_info(name: str | DatasetSpec, data_dir: str | os.PathLike | None = N
     found (bool), location (folder or file, or None), searched (roots, in order),
     files (per file: path and md5 status "ok" / "mismatch" / "not checked"), mirrors.
     """
-    from mnistkit.data.files import find_file, mirrors_for
-
     target = _resolve(name)
     if isinstance(target, Path):
         return _custom_info(target)
     spec = target
-    location = spec.locate(data_dir)
+    location = locate_dataset(spec, data_dir)
     files: dict[str, dict] = {}
     for file_name in spec.files:
         path = find_file(location, file_name) if location else None

@@ -6,7 +6,7 @@ NIST ships one archive, ``gzip.zip`` (about 536 MB), holding
 for the splits balanced, byclass, bymerge, digits, letters and mnist. Each split
 is registered as ``emnist-<split>``; all six share the one archive.
 
-Where it is looked for: in every search root (see :mod:`mnistkit.data.files`),
+Where it is looked for: in every search root (see :mod:`mnistkit.data.roots`),
 the folders ``EMNIST/raw``, ``EMNIST``, ``emnist`` and the root itself, each
 holding either ``gzip.zip`` or the extracted ``gzip/`` folder (or the split's
 files directly, as torchvision leaves them). A download goes to
@@ -32,11 +32,11 @@ import zlib
 from pathlib import Path
 
 from mnistkit.data.dataset import Dataset, make_split
-from mnistkit.data.download import clean_stale_parts, download_from_mirrors
-from mnistkit.data.files import download_root, find_file, mirrors_for, not_found_error, search_roots
+from mnistkit.data.download import download_from_mirrors
 from mnistkit.data.idx import MAX_PAYLOAD_BYTES, decode_idx
+from mnistkit.data.roots import fetch_missing, find_file, not_found_error, search_roots
 from mnistkit.data.spec import DIGITS, DatasetSpec
-from mnistkit.errors import DataFormatError, DatasetNotFoundError, DownloadError
+from mnistkit.errors import DataFormatError, DatasetNotFoundError
 from mnistkit.fileio import EXPANSION_ALLOWANCE, MAX_EXPANSION, read_bytes
 from mnistkit.preprocess.tensor import Normalization
 
@@ -119,28 +119,21 @@ def locate_emnist(spec: DatasetSpec, data_dir=None) -> Path | None:
 
 
 def fetch_emnist(spec: DatasetSpec, data_dir=None, progress: bool = True) -> Path:
-    """Return where the split is, downloading NIST's archive first if it is nowhere to be found."""
-    found = locate_emnist(spec, data_dir)
-    if found is not None:
-        return found
-    mirrors = mirrors_for(spec)
-    root = download_root(data_dir)
-    if root is None:
-        raise not_found_error(spec, data_dir, "no writable folder to download into")
-    folder = root / "EMNIST" / "raw"
-    folder.mkdir(parents=True, exist_ok=True)
-    clean_stale_parts(folder)
-    unverified = folder / f".{ARCHIVE}.unverified"
-    try:
-        # md5 unknown (NIST publishes none): accept any bytes here, verify the archive below.
-        download_from_mirrors(ARCHIVE, mirrors, unverified, lambda digest: True, progress)
-        verify_archive(unverified, split_of(spec))
-        os.replace(unverified, folder / ARCHIVE)
-    except (DownloadError, DataFormatError) as exc:
-        raise not_found_error(spec, data_dir, f"download of {ARCHIVE} failed: {exc}") from None
-    finally:
-        unverified.unlink(missing_ok=True)
-    return folder / ARCHIVE
+    """Return where the split is, downloading NIST's archive first if it is nowhere to be found
+    (the steps every fetcher shares are :func:`mnistkit.data.roots.fetch_missing`'s)."""
+
+    def download(name: str, folder: Path, mirrors: tuple[str, ...]) -> Path:
+        unverified = folder / f".{name}.unverified"
+        try:
+            # md5 unknown (NIST publishes none): accept any bytes here, verify the archive below.
+            download_from_mirrors(name, mirrors, unverified, lambda digest: True, progress)
+            verify_archive(unverified, split_of(spec))
+            os.replace(unverified, folder / name)
+        finally:
+            unverified.unlink(missing_ok=True)
+        return folder / name
+
+    return fetch_missing(spec, data_dir, locate_emnist, (ARCHIVE,), download)
 
 
 def verify_archive(path: Path, split: str) -> None:

