@@ -1,6 +1,7 @@
 """The CLI: every command's --help, a dry run, JSON output, and one-line errors with exit code 2."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,106 @@ def test_train_reshapes_the_tutorials_network(synthetic_dataset, tmp_path, capsy
     assert [m.out_features for m in ck.model.modules() if hasattr(m, "out_features")] == [64, 32, 16, 10]
     code, _, err = run_cli(["train", "--dataset", str(synthetic_dataset), "--dry-run", "--dropout", "0.2"], capsys)
     assert_one_line_error(code, err, r"model 'seed-mlp' has no option 'dropout'; its options are: hidden, activation")
+
+
+def test_top_level_help_does_not_import_torch():
+    """``mnistkit --help`` lists the commands without loading their registries (torch)."""
+    code = (
+        "import sys; from mnistkit.cli import cli; cli.main(['--help'], standalone_mode=False); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_train_help_is_grouped_and_reads_the_registries(capsys):
+    from mnistkit.config import PRESETS
+    from mnistkit.data import list_datasets
+    from mnistkit.models import list_models
+
+    code, out, _ = run_cli(["train", "--help"], capsys)
+    text = " ".join(out.split()).replace("- ", "-")  # undo click's line wrapping (it breaks after hyphens)
+    assert code == 0
+    for heading in ("Data:", "Model:", "Optimizer:", "Augmentation:", "Execution:", "Output:"):
+        assert f"\n{heading}\n" in out, heading
+    assert "[" + "|".join(list_models()) + "]" in text
+    assert "[" + "|".join(PRESETS) + "]" in text
+    assert all(name in text for name in list_datasets())
+    # what --model logreg really uses, not only the global default
+    assert "[default: tutorial; logreg, binary-logreg: dataset]" in text
+    assert "[seed-mlp: sigmoid; mlp: relu]" in text
+
+
+def test_train_says_where_the_run_went_after_the_accuracy_line(synthetic_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(
+        [
+            "train",
+            "--dataset",
+            str(synthetic_dataset),
+            "--model",
+            "logreg",
+            "--dry-run",
+            "--epochs",
+            "1",
+            "--out",
+            str(run),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    accuracy = next(i for i, line in enumerate(lines) if line.startswith("Accuracy of the model"))
+    assert re.fullmatch(r"Accuracy of the model on the 200 test images: \d+\.\d\d %", lines[accuracy])
+    assert lines[accuracy + 1] == f"Saved {run / 'model.safetensors'}"
+    assert lines[accuracy + 2].startswith(f"Next: mnistkit predict {run} ") and f"mnistkit report {run}" in lines[-1]
+    assert (run / "model.safetensors").is_file()
+
+
+def test_evaluate_refuses_a_dataset_with_other_class_names(synthetic_dataset, tmp_path, capsys):
+    """An MNIST model scored on Fashion-MNIST gave 8.66 % without a word; now it is refused."""
+    from PIL import Image
+    from synthetic import make_images
+
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        ["train", "--dataset", str(synthetic_dataset), "--dry-run", "--epochs", "1", "--out", str(run), "-q"], capsys
+    )
+    assert code == 0, err
+    letters = tmp_path / "letters"  # ten classes, named a..j, as an image folder
+    images, labels = make_images(60, seed=3)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = letters / "abcdefghij"[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.numpy()).save(folder / f"{i}.png")
+    code, out, err = run_cli(["evaluate", str(run), "--dataset", str(letters)], capsys)
+    assert_one_line_error(
+        code, err, r"has the classes a, b, c, d, \.\.\. but the checkpoint predicts 0, 1, 2, 3, \.\.\."
+    )
+    assert "--other-classes" in err and out == ""
+    code, out, err = run_cli(["evaluate", str(run), "--dataset", str(letters), "--other-classes", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["class_names"] == list("0123456789")
+
+
+@pytest.mark.parametrize("train_fails", [False, True])
+def test_demo_ends_by_saying_how_to_put_mnistkit_on_the_path(tmp_path, train_fails):
+    """``make demo`` leaves mnistkit in .venv; its last line says how to activate it (after a
+    successful run only). The interpreter is a stand-in that records what it was asked to run."""
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "activate").write_text("")
+    python = bin_dir / "python"
+    fail = 'case "$*" in *" train "*) exit 3;; esac\n' if train_fails else ""
+    python.write_text(f'#!/bin/sh\necho "ran: $*" >> "{tmp_path}/calls"\n{fail}exit 0\n')
+    python.chmod(0o755)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "demo.sh"
+    done = subprocess.run(["bash", str(script), str(python)], cwd=tmp_path, capture_output=True, text=True)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == "ran: -m mnistkit data fetch mnist" and calls[1].startswith(
+        "ran: -m mnistkit train --out runs/demo-"
+    )
+    if train_fails:
+        assert done.returncode == 3 and "activate" not in done.stdout
+    else:
+        assert done.returncode == 0, done.stderr
+        assert f"run '. {bin_dir}/activate' in your shell first" in done.stdout.strip().splitlines()[-1]

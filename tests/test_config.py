@@ -71,3 +71,60 @@ def test_device_resolution_on_this_machine():
         assert resolve_device("auto").type in ("cpu", "mps")
         with pytest.raises(ConfigError, match="no CUDA GPU is available"):
             resolve_device("cuda")
+
+
+def test_preset_model_options_merge_with_the_callers(synthetic_dataset, tmp_path):
+    """``fit(preset="fast", model_options={"dropout": 0.1})`` keeps the preset's hidden layer:
+    the merge lives in resolve_config, not in the CLI."""
+    from mnistkit import fit
+    from mnistkit.checkpoint import load_checkpoint
+
+    result = fit(
+        preset="fast",
+        model_options={"dropout": 0.1},
+        dataset=str(synthetic_dataset),
+        epochs=1,
+        dry_run=True,
+        out=str(tmp_path / "run"),
+        echo=False,
+        plots=False,
+    )
+    assert result.config.model_options == {"hidden": [512], "activation": "relu", "dropout": 0.1}
+    options = load_checkpoint(result.checkpoint).meta["model_options"]
+    assert list(options["hidden"]) == [512] and options["dropout"] == 0.1
+
+
+def test_merge_order_model_defaults_preset_then_flags():
+    cfg = resolve_config("fast", model_options={"hidden": [64]}, lr=0.5)
+    assert cfg.model_options == {"hidden": [64], "activation": "relu"} and cfg.lr == 0.5 and cfg.epochs == 2
+    # another model than the preset's: the preset's model options do not carry over
+    assert resolve_config("fast", model="cnn").model_options == {}
+    # the model's own training defaults sit below the preset and the flags
+    assert resolve_config(model="logreg").norm == "dataset"
+    assert resolve_config(model="logreg", norm="tutorial").norm == "tutorial"
+
+
+def test_a_base_config_takes_the_flags_the_same_way():
+    base = resolve_config(model="mlp", model_options={"hidden": [32], "dropout": 0.3}, epochs=3)
+    cfg = resolve_config(base=base, model_options={"dropout": 0.1}, lr=0.01)
+    assert cfg.model_options == {"hidden": [32], "dropout": 0.1} and cfg.epochs == 3 and cfg.lr == 0.01
+    with pytest.raises(ConfigError, match="drop --preset"):
+        resolve_config("fast", base=base)
+
+
+def test_an_augmentation_strength_asks_for_augmentation():
+    assert resolve_config(aug_rotate=5.0).augment is True
+    assert resolve_config(aug_rotate=5.0, augment=False).augment is False
+    assert resolve_config().augment is False
+
+
+def test_defaults_by_model_come_from_the_registry():
+    from mnistkit.config import defaults_by_model
+    from mnistkit.models import MODELS, list_models
+
+    list_models()  # fills the registry
+    assert defaults_by_model("norm") == {"logreg": "dataset", "binary-logreg": "dataset"}
+    assert defaults_by_model("epochs") == {}
+    for field in ("schedule", "optimizer", "lr"):  # every model whose own default differs, and only those
+        expected = {m: spec.train_defaults[field] for m, spec in MODELS.items() if field in spec.train_defaults}
+        assert defaults_by_model(field) == {m: v for m, v in expected.items() if v != getattr(TrainConfig(), field)}

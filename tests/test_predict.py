@@ -19,7 +19,7 @@ from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.data.kaggle import read_kaggle_csv
 from mnistkit.inference import predict_proba
 from mnistkit.models import build_model
-from mnistkit.prediction import load_images, predict_files
+from mnistkit.prediction import analyze_inputs, predict_files
 from mnistkit.preprocess import Normalization
 
 MNIST_NORM = Normalization(0.1307, 0.3081)
@@ -89,7 +89,8 @@ def test_mnist_pngs_give_exactly_the_raw_tensor_predictions(ckpt_path, mnist_tes
     for i in range(200):
         paths.append(str(tmp_path / f"{i:03d}.png"))
         Image.fromarray(images[i].numpy()).save(paths[-1])
-    _names, tensor, failures = load_images(paths)
+    _names, analyses, failures = analyze_inputs(paths)
+    tensor = torch.from_numpy(np.stack([a.digit for a in analyses]))
     assert failures == [] and torch.equal(tensor, images[:200])  # byte-identical model input
     ckpt = load_checkpoint(ckpt_path)
     result = predict_files(ckpt, paths)

@@ -15,7 +15,7 @@ PIL = pytest.importorskip("PIL")
 from PIL import Image, ImageDraw  # noqa: E402
 
 from mnistkit.errors import InputImageError  # noqa: E402
-from mnistkit.preprocess.image import image_to_tensor, load_image, preprocess_image  # noqa: E402
+from mnistkit.preprocess.image import load_image, preprocess_image  # noqa: E402
 
 
 def paper_digit(size=(200, 300), box=(120, 40, 180, 140), mode="L") -> Image.Image:
@@ -167,12 +167,12 @@ def test_mnist_images_pass_through_byte_identical(mnist_root):
         assert np.array_equal(preprocess_image(Image.fromarray(255 - a)), a)  # dark-on-light MNIST too
 
 
-def test_image_to_tensor_is_uint8_28x28(tmp_path):
+def test_an_image_file_becomes_a_uint8_28x28_tensor(tmp_path):
     import torch
 
     path = tmp_path / "d.png"
     paper_digit().save(path)
-    t = image_to_tensor(path)
+    t = torch.from_numpy(preprocess_image(load_image(path)))
     assert t.dtype == torch.uint8 and tuple(t.shape) == (28, 28)
     assert np.array_equal(t.numpy(), preprocess_image(paper_digit()))
 

@@ -259,3 +259,22 @@ def test_run_report_renders_in_chromium(browser, runs, tmp_path):
 @pytest.mark.browser
 def test_comparison_renders_in_chromium(browser, runs, tmp_path):
     check_in_browser(browser, write_report(list(runs), tmp_path / "cmp.html"), "report-compare")
+
+
+@pytest.mark.parametrize("val_size, caption", [(0, "(training)"), (100, "(training and validation)")])
+def test_curves_caption_names_validation_only_when_there_was_one(synthetic_dataset, tmp_path, val_size, caption):
+    from mnistkit import fit
+
+    run = tmp_path / "run"
+    fit(
+        dataset=str(synthetic_dataset),
+        model="logreg",
+        epochs=2,
+        dry_run=True,
+        val_size=val_size,
+        out=str(run),
+        echo=False,
+    )
+    assert (run / "plots" / "curves.png").is_file()
+    page = write_report([run]).read_text(encoding="utf-8")
+    assert f"<figcaption>Loss and accuracy per epoch {caption}</figcaption>" in page

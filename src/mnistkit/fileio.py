@@ -104,7 +104,7 @@ class BoundedStream:
     """A file, transparently gunzipped, that refuses to yield more than ``limit`` bytes in total.
 
     Use :func:`open_stream`. :meth:`read` returns at most ``n`` bytes (fewer only
-    at the end); :meth:`read_exact` raises when the data ends early.
+    at the end).
     """
 
     def __init__(self, path: Path, limit: int, error: type[MnistkitError], what: str):
@@ -171,16 +171,6 @@ class BoundedStream:
         self.produced += count or 0
         self._check_bounds()
         return count or 0
-
-    def read_exact(self, n: int, what: str) -> bytes:
-        data = self.read(n)
-        if len(data) != n:
-            raise _fail(
-                self.error,
-                self.path,
-                f"ends after {self.produced:,} bytes, inside {what} ({n:,} bytes needed); the file is truncated",
-            )
-        return data
 
     def at_end(self) -> bool:
         return not self._read_some(1)

@@ -174,15 +174,6 @@ def analyze_files(paths: Sequence[str]) -> list[DigitAnalysis]:
     return [analyze_image(decode_input(str(p), None)) for p in paths]
 
 
-def load_images(
-    names: Sequence[str], stdin: bytes | None = None
-) -> tuple[list[str], torch.Tensor, list[tuple[str, str]]]:
-    """Decode and preprocess each named input -> (names that worked, uint8 ``[N, 28, 28]``, failures)."""
-
-    ok, analyses, failures = analyze_inputs(names, stdin)
-    return ok, _stack([a.digit for a in analyses]), failures
-
-
 def _stack(digits: Sequence[np.ndarray]) -> torch.Tensor:
     import torch
 

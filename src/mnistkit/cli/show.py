@@ -114,8 +114,7 @@ def show(dataset, split, n, classes, out, open_window, data_dir, download, seed)
     wanted = parse_classes(classes, class_names)
     index = pick_samples(labels, wanted, n, seed)
     title = f"{dataset} {split}: {len(index)} random samples (seed {seed})"
-    fig = plots.plot_sample_grid(images[index].numpy(), labels[index].numpy(), class_names, title)
-    path = plots.save_figure(fig, out)
+    path = plots.save_sample_grid(images[index].numpy(), labels[index].numpy(), class_names, out, title)
     click.echo(f"wrote {path} ({len(index)} images)")
     if open_window:
         _open_window(path)

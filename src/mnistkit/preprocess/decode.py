@@ -153,17 +153,6 @@ def _array_to_uint8(arr: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
-def ink_on_dark(gray: np.ndarray) -> np.ndarray:
-    """Invert dark-ink-on-paper images so the ink is bright, as in MNIST.
-
-    The background is judged by the median of the outermost ring of pixels:
-    the digit rarely covers most of the border, the paper does.
-    """
-    if border_median(gray) > LIGHT_BACKGROUND:
-        return 255 - gray
-    return gray
-
-
 def border_median(gray: np.ndarray) -> float:
     ring = np.concatenate([gray[0, :], gray[-1, :], gray[:, 0], gray[:, -1]])
     return float(np.median(ring))

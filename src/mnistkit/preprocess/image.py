@@ -58,7 +58,6 @@ from mnistkit.preprocess.frame import SIDE, box_fill, frame_digit
 from mnistkit.preprocess.ink import SHORT, Group, find_pieces, ink_map, ink_mask, split_touching
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
     from PIL import Image as PILImage
 
 
@@ -230,13 +229,6 @@ def _merge_narrow_neighbours(groups: list[Group]) -> list[Group]:
                 continue
         out.append(group)
     return out
-
-
-def image_to_tensor(source: ImageSource, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """Convenience: :func:`load_image` + :func:`preprocess_image` -> ``torch.uint8 [28, 28]``."""
-    import torch
-
-    return torch.from_numpy(preprocess_image(load_image(source, max_pixels)))
 
 
 def _framed_analysis(digit: np.ndarray) -> DigitAnalysis:
