@@ -85,9 +85,9 @@ class TrainConfig:
         if self.classes is not None:
             self.classes = tuple(int(c) for c in self.classes)
         self.model_options = dict(self.model_options or {})
-        self.validate()
+        self.check()
 
-    def validate(self) -> None:
+    def check(self) -> None:
         """Check every field; raise :class:`ConfigError` naming the bad value and what is allowed."""
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
@@ -117,11 +117,11 @@ class TrainConfig:
             raise ConfigError("give either --positive (one class against the rest) or --classes, not both")
         if self.classes is not None and (len(self.classes) < 2 or len(set(self.classes)) != len(self.classes)):
             raise ConfigError(f"--classes needs at least two distinct classes, got {list(self.classes)}")
-        self._validate_augmentation()
+        self._check_augmentation()
         if self.nesterov and self.optimizer != "sgd":
             raise ConfigError("--nesterov applies to --optimizer sgd only")
 
-    def _validate_augmentation(self) -> None:
+    def _check_augmentation(self) -> None:
         """The --aug-* strengths: numbers in ranges that keep a digit a digit."""
         if isinstance(self.aug_shift, bool) or not isinstance(self.aug_shift, int) or not 0 <= self.aug_shift <= 8:
             raise ConfigError(f"aug_shift must be a whole number of pixels in [0, 8], got {self.aug_shift!r}")
@@ -145,7 +145,7 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-        for f in dataclasses.fields(cls):  # a saved file is untrusted: check JSON kinds before validate()
+        for f in dataclasses.fields(cls):  # a saved file is untrusted: check JSON kinds before check()
             if f.name in d and not _matches_annotation(str(f.type), d[f.name]):
                 raise ConfigError(f"config key {f.name!r} is {str(d[f.name])[:40]!r}; expected {f.type}")
         return cls(**d)

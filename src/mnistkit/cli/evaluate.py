@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mnistkit.cli.options import print_json_line
+from mnistkit.cli.options import RecipeOption, dataset_help, print_json_line
 from mnistkit.config import DEVICES
 
 
@@ -13,9 +13,9 @@ from mnistkit.config import DEVICES
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option(
     "--dataset",
+    cls=RecipeOption,
     default=None,
-    help="Evaluate on another dataset (a registry name or a path) than the checkpoint's own; "
-    "its class names must match the checkpoint's.",
+    help_from=dataset_help("Score on this dataset instead of the checkpoint's own (same class names). "),
 )
 @click.option(
     "--other-classes",

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import click
 
+from mnistkit.cli.options import LazyChoice
+
+
+def _formats() -> tuple[str, ...]:
+    from mnistkit.export import FORMATS  # imports torch: read when the option is parsed or shown
+
+    return FORMATS
+
 
 @click.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["onnx", "torchscript"]),
+    type=LazyChoice(_formats),
     required=True,
     help="onnx (needs the export extra) or torchscript.",
 )

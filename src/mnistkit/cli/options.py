@@ -58,6 +58,18 @@ def model_options_from(hidden, activation, dropout, model_option) -> dict:
     return options
 
 
+def dataset_help(lead: str = "") -> Callable[[], str]:
+    """Help for a ``--dataset`` option: the registered names (read when shown) or a path."""
+
+    def text() -> str:
+        from mnistkit.data import list_datasets
+
+        names = ", ".join(list_datasets())
+        return f"{lead}A registered dataset ({names}) or a path to an IDX folder, Kaggle CSV or image folder."
+
+    return text
+
+
 class LazyChoice(click.Choice):
     """A choice whose values come from a registry, read on first use.
 
@@ -65,13 +77,15 @@ class LazyChoice(click.Choice):
     registry imports torch); the values are read when a command parses or shows its help.
     """
 
-    def __init__(self, source: Callable[[], Iterable[str]], what: str):
+    def __init__(self, source: Callable[[], Iterable[str]], what: str | None = None):
         self._source = source
-        self._what = what  # "model": the error says "unknown model 'x'", as the library's does
+        self._what = what  # "model": the error says "unknown model 'x'", as the library's does; else click's
         self._values: tuple[str, ...] | None = None
         super().__init__((), case_sensitive=True)
 
     def convert(self, value, param, ctx):
+        if self._what is None:
+            return super().convert(value, param, ctx)
         if value not in self.choices:
             self.fail(f"unknown {self._what} {value!r}; choose one of: {', '.join(self.choices)}", param, ctx)
         return value

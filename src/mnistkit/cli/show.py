@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from mnistkit.cli.options import RecipeOption, dataset_help
 from mnistkit.errors import ConfigError
 
 #: Splits a dataset offers.
@@ -85,7 +86,7 @@ def display_available() -> bool:
 
 
 @click.command()
-@click.option("--dataset", default="mnist", show_default=True, help="Dataset name or path.")
+@click.option("--dataset", cls=RecipeOption, default="mnist", show_default=True, help_from=dataset_help())
 @click.option("--split", default="train", show_default=True, help="Which split to draw from: train or test.")
 @click.option(
     "--n", "n", type=int, default=64, show_default=True, help=f"Images in the grid ({MIN_IMAGES}..{MAX_IMAGES})."

@@ -11,6 +11,7 @@ from mnistkit.cli.options import (
     KeyValue,
     LazyChoice,
     RecipeOption,
+    dataset_help,
     model_options_from,
     print_json_line,
 )
@@ -28,12 +29,6 @@ def _model_names() -> list[str]:
     return list_models()
 
 
-def _dataset_help() -> str:
-    from mnistkit.data import list_datasets
-
-    return f"Registry name ({', '.join(list_datasets())}) or a path to an IDX folder, Kaggle CSV or image folder."
-
-
 def _model_help() -> str:
     return "The network to train (`mnistkit models` describes each)."
 
@@ -42,7 +37,7 @@ DATA, MODEL, OPTIM, AUGMENT, RUN, OUTPUT = "Data", "Model", "Optimizer", "Augmen
 
 
 @click.command(cls=GroupedCommand)
-@_option("--dataset", default=None, group=DATA, field="dataset", help_from=_dataset_help)
+@_option("--dataset", default=None, group=DATA, field="dataset", help_from=dataset_help())
 @_option(
     "--data-dir",
     type=click.Path(file_okay=False),

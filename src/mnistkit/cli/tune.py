@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mnistkit.cli.options import GroupedCommand, model_options_from, print_json_line
+from mnistkit.cli.options import GroupedCommand, LazyChoice, model_options_from, print_json_line
 from mnistkit.cli.train import train as _train
 
 #: train options that make no sense for a search (each trial has its own folder, log and test-free end)
@@ -19,6 +19,12 @@ NOT_TUNE_OPTIONS = {
     "early_stopping",
     "config_file",
 }
+
+
+def _pruners() -> tuple[str, ...]:
+    from mnistkit.tuning.study import PRUNERS
+
+    return PRUNERS
 
 
 @click.command(cls=GroupedCommand, default_group="Search")
@@ -55,7 +61,7 @@ NOT_TUNE_OPTIONS = {
 )
 @click.option(
     "--pruner",
-    type=click.Choice(["median", "hyperband", "none"]),
+    type=LazyChoice(_pruners),
     default=None,
     help="Stop unpromising trials early, judged on validation accuracy per epoch.  [default: median]",
 )
