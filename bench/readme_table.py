@@ -20,8 +20,17 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def newest_result(folder: Path) -> Path | None:
-    files = sorted(folder.glob("*.json"), key=lambda p: (p.stat().st_mtime, p.name))
-    return files[-1] if files else None
+    """The newest ``bench/run.py`` result: other scripts' JSON files (preset searches, tuning,
+    photos, seeds) share the folder and are skipped, as is any file that does not parse."""
+    files = sorted(folder.glob("*.json"), key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+    for path in files:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "table" in data and "rows" in data:
+            return path
+    return None
 
 
 def render(result: dict, source: str) -> str:
@@ -48,7 +57,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     path = args.results or newest_result(BENCH / "results")
     if path is None:
-        print("no bench/results/*.json yet: run `make bench` first", file=sys.stderr)
+        print("no bench/run.py results in bench/results yet: run `make bench` first", file=sys.stderr)
         return 1
     result = json.loads(path.read_text())
     text = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""

@@ -6,13 +6,14 @@ line, a JSON object. Kinds that are not plain CLI runs live here:
 - ``sklearn-logreg``: scikit-learn's ``LogisticRegression()`` (lbfgs, C=1, max_iter=100)
   on pixels / 255, the usual way it is run on MNIST.
 - ``bench-logreg``: ``bench/bench_logreg.py``'s ``run(repeats=..., device=...)`` when present.
-- ``inference``: ``mnistkit.inference.predict_logits`` throughput (images/s) of a checkpoint.
+- ``inference``: ``mnistkit.inference.predict_logits`` throughput (images/s) of a checkpoint: the median of 7 passes, and their min and max.
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -62,19 +63,26 @@ def inference(spec: dict) -> dict:
     model, norm = ckpt.model, Normalization(**ckpt.meta["norm"])
     images = load_dataset("mnist", download=False).train.images  # 60,000 uint8 images
     bs = spec.get("batch_size", 1024)
-    repeats = spec.get("repeats", 7)  # best of 7: the machine's neighbours come and go
+    repeats = spec.get("repeats", 7)  # the median of 7 passes, with the fastest and slowest beside it
 
-    def best_rate(bf16: bool) -> int:
+    def rates(bf16: bool) -> dict:
         predict_logits(model, images[:4096], norm, batch_size=bs, bf16=bf16)  # warm-up (allocator, oneDNN)
-        best = float("inf")
+        per_pass = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             predict_logits(model, images, norm, batch_size=bs, bf16=bf16)
-            best = min(best, time.perf_counter() - t0)
-        return round(len(images) / best)
+            per_pass.append(len(images) / (time.perf_counter() - t0))
+        return {
+            "median": round(statistics.median(per_pass)),
+            "min": round(min(per_pass)),
+            "max": round(max(per_pass)),
+        }
 
+    fp32 = rates(False)
     result = {
-        "images_per_second": best_rate(False),
+        "images_per_second": fp32["median"],
+        "images_per_second_min": fp32["min"],
+        "images_per_second_max": fp32["max"],
         "batch_size": bs,
         "n": len(images),
         "repeats": repeats,
@@ -82,7 +90,7 @@ def inference(spec: dict) -> dict:
     }
     # The same call with bf16=True (`mnistkit evaluate/predict --bf16`): bf16 autocast where the
     # hardware has it, fp32 elsewhere.
-    result["bf16_autocast_images_per_second"] = best_rate(True)
+    result["bf16_autocast_images_per_second"] = rates(True)["median"]
     return result
 
 

@@ -20,7 +20,7 @@ def test_every_preset_resolves_and_its_model_builds(name):
     assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", ["fast", "best-mlp", "cnn"])
+@pytest.mark.parametrize("name", ["fast", "fast-cnn", "best-mlp", "cnn", "fashion-cnn"])
 def test_tuned_presets_train_no_augmentation_for_mlps(name):
     cfg = resolve_config(preset=name)
     if cfg.model == "mlp":  # the issue asks for plain MLPs: no augmentation in best-mlp / fast
@@ -67,6 +67,39 @@ def test_cnn_rejects_bad_widths():
 
     with pytest.raises(ConfigError, match="widths must be 1 to 4 positive channel counts"):
         build_model("cnn", widths=[8, 0])
+
+
+def test_cnn_kernel_padding_and_hidden_head_shape_the_network():
+    model = build_model("cnn", widths=[6, 8], kernel=5, padding="valid", head_hidden=16, dropout=0.0)
+    convs = [m for m in model.features.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(5, 5), (5, 5)] and all(c.padding == (0, 0) for c in convs)
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(8 * 4 * 4, 16), (16, 10)]  # 28-24-12-8-4
+    assert model(torch.randn(3, 784)).shape == (3, 10)
+    same5 = build_model("cnn", widths=[4, 4, 4], kernel=5)
+    assert same5.head[-1].in_features == 4 * 3 * 3  # same padding: 28-14-7-3, as with 3x3
+
+
+def test_cnn_defaults_keep_the_parameter_names_of_older_checkpoints():
+    names = set(build_model("cnn").state_dict())
+    assert {"features.0.0.weight", "features.2.1.running_mean", "head.2.weight", "head.2.bias"} <= names
+    assert not any(n.startswith("head.4") for n in names)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"kernel": 4}, "kernel must be 3 or 5"),
+        ({"padding": "full"}, "padding must be 'same' or 'valid'"),
+        ({"head_hidden": -1}, "head_hidden must be a whole number >= 0"),
+        ({"widths": [4, 4, 4], "kernel": 5, "padding": "valid"}, "shrink a 28x28 image to nothing"),
+    ],
+)
+def test_cnn_rejects_bad_shape_options(options, message):
+    from mnistkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        build_model("cnn", **options)
 
 
 def test_cnn_gives_the_same_logits_for_every_input_layout():
