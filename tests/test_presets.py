@@ -187,3 +187,36 @@ def test_readme_table_leaves_a_readme_without_markers_alone(tmp_path, capsys):
     assert mod.main(["--results", str(results), "--readme", str(readme)]) == 1
     assert readme.read_text() == "# no markers here\n"
     assert "no <!-- bench:start --> ... <!-- bench:end --> markers; left unchanged" in capsys.readouterr().err
+
+
+def test_mlp_max_norm_caps_every_hidden_unit_in_training_and_at_eval():
+    torch.manual_seed(0)
+    model = build_model("mlp", hidden=[16, 8], max_norm=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(50)
+    model.eval()  # putting it in eval mode caps the weights it is evaluated and saved with
+    hidden = [m for m in model.net if isinstance(m, torch.nn.Linear)]
+    for layer in hidden[:-1]:
+        assert layer.weight.norm(dim=1).max() <= 0.5 + 1e-5
+    assert hidden[-1].weight.norm(dim=1).max() > 1  # the output layer is left alone
+    with torch.no_grad():
+        hidden[0].weight.mul_(10)
+    model.train()
+    model(torch.randn(2, 784))  # a training forward projects before it computes
+    assert hidden[0].weight.norm(dim=1).max() <= 0.5 + 1e-5
+
+
+def test_mlp_input_dropout_drops_pixels_in_training_only_and_keeps_layer_names():
+    torch.manual_seed(0)
+    plain, dropped = build_model("mlp", hidden=[8]), build_model("mlp", hidden=[8], input_dropout=0.5)
+    assert set(plain.state_dict()) == set(dropped.state_dict())  # older checkpoints load as they are
+    dropped.load_state_dict(plain.state_dict())
+    x = torch.rand(4, 784)
+    assert torch.equal(dropped.eval()(x), plain.eval()(x))
+    dropped.train()
+    seen = []
+    dropped.net[0].register_forward_pre_hook(lambda m, inp: seen.append(inp[0]))
+    dropped(x)
+    zero_share = (seen[0] == 0).float().mean().item()
+    assert 0.4 < zero_share < 0.6 and torch.allclose(seen[0][seen[0] != 0], (x * 2)[seen[0] != 0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from mnistkit.models import register_model
@@ -11,14 +12,37 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "tanh": 
 
 
 class MLP(nn.Module):
-    """``in -> [Linear, act, dropout] * len(hidden) -> Linear(num_classes)``; flattens its input."""
+    """``in -> [Linear, act, dropout] * len(hidden) -> Linear(num_classes)``; flattens its input.
 
-    def __init__(self, in_features=784, hidden=(512, 128), num_classes=10, activation="relu", dropout=0.0):
+    The dropout paper's regularisers (Srivastava et al., JMLR 2014, 98.94-99.05 % on MNIST):
+    ``input_dropout`` drops pixels before the first layer; ``max_norm`` > 0 caps the L2 norm of
+    every unit's incoming weights at that value, applied to the hidden layers' weights before
+    each training forward pass and when the model is put in eval mode (so the weights it is
+    evaluated and saved with satisfy the cap). The input dropout sits outside ``net``, so the
+    layer indices, and older checkpoints, are unchanged.
+    """
+
+    def __init__(
+        self,
+        in_features=784,
+        hidden=(512, 128),
+        num_classes=10,
+        activation="relu",
+        dropout=0.0,
+        input_dropout=0.0,
+        max_norm=0.0,
+    ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not 0.0 <= input_dropout < 1.0:
+            raise ValueError(f"input_dropout must be in [0, 1), got {input_dropout}")
+        if not (isinstance(max_norm, (int, float)) and not isinstance(max_norm, bool) and 0 <= max_norm < 1e6):
+            raise ValueError(f"max_norm must be a number >= 0 (0 = off), got {max_norm!r}")
+        self.max_norm = float(max_norm)
+        self.input_dropout = MaskDropout(input_dropout) if input_dropout > 0 else None
         hidden = [int(h) for h in hidden]
         if any(h < 1 for h in hidden):
             raise ValueError(f"hidden sizes must be positive, got {hidden}")
@@ -33,7 +57,25 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
-        return self.net(x.flatten(1))
+        x = x.flatten(1)
+        if self.training:
+            self.apply_max_norm()
+            if self.input_dropout is not None:
+                x = self.input_dropout(x)
+        return self.net(x)
+
+    def train(self, mode: bool = True):
+        if not mode:
+            self.apply_max_norm()  # the last optimiser step's weights, capped before evaluation
+        return super().train(mode)
+
+    @torch.no_grad()
+    def apply_max_norm(self) -> None:
+        """Project each hidden unit's incoming weight vector onto the ball of radius ``max_norm``."""
+        if self.max_norm > 0:
+            for layer in list(self.net)[:-1]:
+                if isinstance(layer, nn.Linear):
+                    layer.weight.renorm_(2, 0, self.max_norm)
 
     def split_input_layer(self):
         """``(first Linear, the rest)``: see :func:`mnistkit.inference.predict_logits`."""
@@ -91,5 +133,7 @@ def mlp(
     dropout: float = 0.0,
     in_features: int = 784,
     num_classes: int = 10,
+    input_dropout: float = 0.0,
+    max_norm: float = 0.0,
 ) -> nn.Module:
-    return MLP(in_features, tuple(hidden), num_classes, activation, dropout)
+    return MLP(in_features, tuple(hidden), num_classes, activation, dropout, input_dropout, max_norm)
