@@ -434,6 +434,7 @@ def main(argv=None) -> int:
             "tutorial_seeds": 1,
             "seed_pipeline_seeds": 1,
             "fast_seeds": 2,
+            "fast-cnn_seeds": 1,
             "preset_seeds": 1,
             "logreg_repeats": 1,
             "presets": ["fast", "fast-cnn"],
@@ -445,6 +446,7 @@ def main(argv=None) -> int:
             "tutorial_seeds": 3,
             "seed_pipeline_seeds": 2,
             "fast_seeds": 5,
+            "fast-cnn_seeds": 5,
             "preset_seeds": 3,
             "logreg_repeats": 3,
             "presets": ["fast", "fast-cnn", "best-mlp", "cnn"],
@@ -455,7 +457,15 @@ def main(argv=None) -> int:
     if args.seeds:
         plan.update(
             dict.fromkeys(
-                ("tutorial_seeds", "seed_pipeline_seeds", "fast_seeds", "preset_seeds", "logreg_repeats"), args.seeds
+                (
+                    "tutorial_seeds",
+                    "seed_pipeline_seeds",
+                    "fast_seeds",
+                    "fast-cnn_seeds",
+                    "preset_seeds",
+                    "logreg_repeats",
+                ),
+                args.seeds,
             )
         )
     only = {k for k in args.only.split(",") if k}
@@ -495,10 +505,10 @@ def main(argv=None) -> int:
             rows += with_load((ref, tutorial))
         for name in plan["presets"]:
             if want(name):
-                seeds = plan["fast_seeds"] if name.startswith("fast") else plan["preset_seeds"]
+                seeds = plan.get(f"{name}_seeds", plan["preset_seeds"])  # fast, fast-cnn: 5 (issue 16)
                 rows += with_load(bench_preset(name, seeds, out_root, env, log, *PRESET_GOALS[name]))
         for name in plan.get("fashion", []):
-            if not (want("fashion") or want(name)):
+            if not (want("fashion") or (name.startswith("fashion") and want(name))):
                 continue
             if not dataset_info("fashion-mnist")["found"]:
                 rows.append(
