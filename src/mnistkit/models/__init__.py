@@ -85,9 +85,10 @@ def build_model(name: str, **options) -> nn.Module:
         model = spec.builder(**resolved)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad options for model {name!r}: {exc}") from None
-    model.mnistkit_name = name
-    model.mnistkit_options = resolved
-    model.mnistkit_task = spec.task
+    # plain attributes beside the module's parameters (nn.Module's stubs type every attribute as one)
+    model.mnistkit_name = name  # type: ignore[assignment]
+    model.mnistkit_options = resolved  # type: ignore[assignment]
+    model.mnistkit_task = spec.task  # type: ignore[assignment]
     return model
 
 
