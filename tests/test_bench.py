@@ -27,14 +27,14 @@ def _runs(*pairs):
 
 
 def test_a_row_reports_median_min_max_and_how_many_runs_met_the_goal():
-    run = _load("run")
+    run, results_table = _load("run"), _load("results_table")
     row = run.summarise("`--preset fast`", _runs((98.1, 0.9), (98.0, 1.4), (98.2, 0.95)), "goal", key="fast")
     assert row["train_seconds"] == {"median": 0.95, "min": 0.9, "max": 1.4}
     assert row["wall_seconds"] == {"median": 5.95, "min": 5.9, "max": 6.4}
     run.count_met(row, lambda r: r["train_seconds"] <= 1.0)
     assert row["met_runs"] == "2/3"
     row["met"] = True
-    line = run.markdown([row], _meta(run)).splitlines()[2]
+    line = results_table.markdown([row], _meta(run)).splitlines()[2]
     assert "| 0.95 (0.90-1.40) |" in line and "| 5.95 (5.90-6.40) |" in line
     assert "98.10 ± 0.10 (98.00-98.20)" in line and line.endswith("| yes, 2/3 runs |")
 
@@ -53,14 +53,14 @@ def _meta(run, **kw):
 
 
 def test_a_busy_machine_is_refused_unless_forced(monkeypatch):
-    run = _load("run")
+    run, results_table = _load("run"), _load("results_table")
     cores = os.cpu_count() or 1
     monkeypatch.setattr(os, "getloadavg", lambda: (cores * 2.0, 1.0, 1.0))
     ok, why = run.check_load(force=False)
     assert not ok and "--force" in why
     ok, why = run.check_load(force=True)
     assert ok and why.startswith("warning:")
-    assert "Started with --force" in run.markdown([], _meta(run, forced=True))
+    assert "Started with --force" in results_table.markdown([], _meta(run, forced=True))
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert run.check_load(force=False) == (True, "")
 
@@ -79,7 +79,7 @@ def test_readme_table_takes_the_newest_benchmark_result_not_other_json(tmp_path)
 
 @pytest.mark.parametrize("rates, shown", [((210_000, 190_000, 230_000), "210,000 images/s (190,000-230,000)")])
 def test_the_inference_row_shows_the_median_pass_and_the_spread(rates, shown):
-    run = _load("run")
+    run, results_table = _load("run"), _load("results_table")
     row = run.summarise("inference", [{"wall_seconds": 3.0}], "goal", key="inference")
     row.update(images_per_second=rates[0], images_per_second_min=rates[1], images_per_second_max=rates[2])
-    assert shown in run.markdown([row], _meta(run))
+    assert shown in results_table.markdown([row], _meta(run))
