@@ -39,6 +39,17 @@ def trial(train_args: list[str], seed: int, env: dict) -> dict:
     }
 
 
+def append(path: Path, record: dict) -> None:
+    """Add ``record`` to the log, read just before writing (another search may have added to it
+    while this trial ran), and replace the file atomically."""
+    log = json.loads(path.read_text()) if path.exists() else {"trials": []}
+    log["trials"].append(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(log, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--log", type=Path, required=True, help="the JSON file to append trials to")
@@ -52,7 +63,6 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH.parent / "src"), env.get("PYTHONPATH")]))
     env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    log = json.loads(args.log.read_text()) if args.log.exists() else {"trials": []}
     for seed in (int(s) for s in args.seeds.split(",")):
         record = {
             "tag": args.tag,
@@ -63,9 +73,7 @@ def main(argv=None) -> int:
             **trial(train_args, seed, env),
         }
         print(json.dumps(record), flush=True)
-        log["trials"].append(record)
-        args.log.parent.mkdir(parents=True, exist_ok=True)
-        args.log.write_text(json.dumps(log, indent=1) + "\n")
+        append(args.log, record)
     return 0
 
 
