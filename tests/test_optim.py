@@ -5,8 +5,9 @@ import torch
 
 from mnistkit.config import TrainConfig
 from mnistkit.models import build_model
+from mnistkit.runs import RunDir
 from mnistkit.training.optim import make_optimizer, param_groups
-from mnistkit.training.state import load_state, save_state
+from mnistkit.training.state import TrainState, load_state, save_state
 
 CPU = torch.device("cpu")
 
@@ -50,13 +51,11 @@ def test_a_two_group_state_saves_and_resumes(tmp_path):
         opt.zero_grad()
         model(torch.randn(8, 784)).square().mean().backward()
         opt.step()
-    progress = {"epoch": 1, "metrics": [], "train_seconds": 0.1, "best_val_loss": None, "bad_epochs": 0}
-    save_state(tmp_path, model, opt, None, progress, None)
+    save_state(RunDir(tmp_path), model, opt, None, TrainState(epoch=1, train_seconds=0.1))
 
     fresh = build_model("mlp", hidden=[16])
     fresh_opt = make_optimizer(fresh.parameters(), cfg, CPU)
-    loaded, _ = load_state(tmp_path, fresh, fresh_opt, None)
-    assert loaded["epoch"] == 1
+    assert load_state(RunDir(tmp_path), fresh, fresh_opt, None).epoch == 1
     assert [g["weight_decay"] for g in fresh_opt.param_groups] == [0.05, 0.0]
     for p, q in zip(model.parameters(), fresh.parameters()):
         assert torch.equal(p, q)
