@@ -40,7 +40,7 @@ check: setup
 # so two workers keep both cores busy (TEST_WORKERS=0 runs in one process).
 TEST_WORKERS ?= 2
 
-test: setup system-deps
+test: setup system-deps check
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=600 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 # The hostile-input corpus alone (also part of `make test`); full-disk cases need root for a tmpfs.
