@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Chromium (browser tests) and Fashion-MNIST from Debian, when we are root on Debian.
-# Failure is not fatal: the tests that need them skip and say why.
+# Chromium (browser tests), Fashion-MNIST and PostgreSQL from Debian, when we are root on Debian;
+# there a failed install stops `make test` (in CI those tests fail rather than skip). Elsewhere they skip.
 system-deps:
 	@bash scripts/system-deps.sh
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install Debian packages the test suite uses: chromium (browser tests),
 # dataset-fashion-mnist (Fashion-MNIST without internet) and postgresql (the server
-# that tests/test_tune_postgres.py starts for `mnistkit tune --storage`). Never fatal.
+# that tests/test_tune_postgres.py starts for `mnistkit tune --storage`).
+# Not root on Debian: says what will skip and exits 0. Root on Debian (CI): a failed install
+# exits 1, because there the tests needing these packages fail rather than skip (tests/synthetic.py).
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || need+=(dataset-fashion-mnist)
@@ -13,6 +15,7 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "system-deps: apt-get install ${need[*]}"
 if ! { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }; then
-  echo "system-deps: could not install ${need[*]}; tests needing them will skip" >&2
+  echo "system-deps: could not install ${need[*]} (root on Debian: the tests need them)" >&2
+  exit 1
 fi
 exit 0

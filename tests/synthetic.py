@@ -1,8 +1,10 @@
-"""Tiny learnable MNIST-shaped datasets for fast tests (no real data needed)."""
+"""Tiny learnable MNIST-shaped datasets for fast tests (no real data needed), and small test helpers."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -101,3 +103,19 @@ def stop_process(proc) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def system_deps_promised() -> bool:
+    """True in CI (``$CI`` set) as root on Debian: there ``make system-deps`` installs Chromium,
+    Fashion-MNIST and PostgreSQL or fails, so a test missing one of them points at a broken set-up."""
+    return bool(os.environ.get("CI")) and os.geteuid() == 0 and Path("/etc/debian_version").is_file()
+
+
+def require_or_skip(reason: str) -> NoReturn:
+    """Skip saying ``reason`` (a system package or tool is missing) -- or fail where
+    :func:`system_deps_promised`, so a broken install cannot turn a CI run green by skipping."""
+    import pytest
+
+    if system_deps_promised():
+        pytest.fail(f"{reason}; CI as root on Debian must have it (make system-deps)", pytrace=False)
+    pytest.skip(reason)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from synthetic import quick_train, stop_process
+from synthetic import quick_train, require_or_skip, stop_process
 
 pytestmark = pytest.mark.browser
 
@@ -96,9 +96,12 @@ def server(trained_checkpoint):
 
 @pytest.fixture(scope="module")
 def page(server):
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError:
+        require_or_skip("the playwright package is not installed")
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (set MNISTKIT_CHROMIUM)")
+        require_or_skip(f"no Chromium at {CHROMIUM} (set MNISTKIT_CHROMIUM)")
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:

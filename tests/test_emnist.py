@@ -8,6 +8,7 @@ at row 3: after loading, the bar must be back on row 3.
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -201,8 +202,13 @@ def test_train_on_emnist_letters(isolated):
         echo=False,
         plots=False,
     )
-    assert result.evaluation.n == 52 and len(result.evaluation.class_names) == 26
-    assert isinstance(result.test_accuracy, float)
+    ev = result.evaluation
+    assert ev.n == 52 and ev.class_names == list("abcdefghijklmnopqrstuvwxyz")
+    # letters are stored from 1: each class's 2 test images land in its own row (a = 0), none lost
+    assert [sum(row) for row in ev.confusion] == [2] * 26
+    saved = json.loads((isolated / "run" / "eval.json").read_text())
+    assert saved["accuracy"] == result.test_accuracy == ev.accuracy
+    assert 100 * sum(ev.confusion[i][i] for i in range(26)) / 52 == pytest.approx(ev.accuracy, abs=0.01)
 
 
 def test_every_reader_fault_is_a_mnistkit_error(isolated):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import mnistkit.training.session as session
+from mnistkit.checkpoint import load_checkpoint
 from mnistkit.config import PRESETS, resolve_config
 from mnistkit.models import build_model
 from mnistkit.training import fit
@@ -43,7 +44,14 @@ def test_every_preset_dry_runs(synthetic_dataset, tmp_path, name):
         device="cpu",
         **val,
     )
-    assert r.checkpoint.exists() and 0 <= r.test_accuracy <= 100
+    cfg = resolve_config(preset=name)
+    ck = load_checkpoint(r.checkpoint)
+    assert ck.meta["config"]["preset"] == name and ck.meta["config"]["model"] == cfg.model
+    reference = build_model(cfg.model, **cfg.model_options).state_dict()
+    assert {k: v.shape for k, v in ck.model.state_dict().items()} == {k: v.shape for k, v in reference.items()}
+    assert len(r.metrics) == 1 and r.evaluation.n == 200 and sum(map(sum, r.evaluation.confusion)) == 200
+    right = sum(r.evaluation.confusion[i][i] for i in range(10))
+    assert r.test_accuracy == pytest.approx(100 * right / 200, abs=0.01)
 
 
 def test_preset_flags_override_the_preset():

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from synthetic import require_or_skip
 
 from mnistkit.training import fit
 
@@ -28,7 +29,7 @@ def test_one_epoch_reaches_the_floor(mnist_root, tmp_path, model, floor):
 @pytest.mark.slow
 def test_fashion_mnist_from_debian_files(tmp_path, monkeypatch):
     if not (FASHION / "t10k-labels-idx1-ubyte.gz").exists():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+        require_or_skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
     monkeypatch.delenv("MNISTKIT_DATA", raising=False)
     r = fit(
         dataset="fashion-mnist",

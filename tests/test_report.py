@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import run_cli
+from synthetic import require_or_skip, run_cli
 
 from mnistkit.errors import ConfigError
 from mnistkit.report import load_run, write_report
+from mnistkit.training import fit
 
 pytest.importorskip("matplotlib")
 
@@ -24,115 +25,54 @@ DIGITS = [str(i) for i in range(10)]
 DESKTOP, PHONE = 1280, 390
 
 
-def write_fake_run(
-    run_dir: Path,
-    *,
-    epochs: int = 3,
-    accuracy: float = 91.5,
-    with_plots: bool = True,
-    model: str = "logreg",
-    class_names=DIGITS,
-) -> Path:
-    """A run directory with every file the trainer writes (per the run-dir contract)."""
-    from mnistkit.plots import save_run_plots
+class _Tables(HTMLParser):
+    """The text of every cell of every ``<table id=...>`` in a page: ``{id: [[cell, ...] per row]}``."""
 
-    run_dir.mkdir(parents=True)
-    config = {
-        "dataset": "mnist",
-        "model": model,
-        "model_options": {"num_classes": 10},
-        "epochs": epochs,
-        "batch_size": 64,
-        "lr": 0.1,
-        "optimizer": "sgd",
-        "schedule": "constant",
-        "seed": 0,
-    }
-    metrics = [
-        {
-            "epoch": e,
-            "train_loss": 0.9 / e,
-            "train_accuracy": accuracy - 6 + e,
-            "val_loss": 1.0 / e,
-            "val_accuracy": accuracy - 5 + e,
-            "lr": 0.1,
-            "seconds": 2.0,
-            "elapsed": 2.0 * e,
-        }
-        for e in range(1, epochs + 1)
-    ]
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    with (run_dir / "metrics.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(metrics[0]))
-        writer.writeheader()
-        writer.writerows(metrics)
-    log = [
-        f"Epoch [{e}/{epochs}], Step [{s}/938], Loss: {0.9 / e / s * 100:.4f}"
-        for e in range(1, epochs + 1)
-        for s in (100, 200, 300)
-    ]
-    log.append(f"Accuracy of the model on the 10000 test images: {accuracy:.2f} %")
-    (run_dir / "log.txt").write_text("\n".join(log) + "\n")
-    confusion = np.full((10, 10), 3)
-    np.fill_diagonal(confusion, 970)
-    per_class = [
-        {"class": name, "precision": 0.95, "recall": 0.94, "f1": 0.945, "support": 1000} for name in class_names
-    ]
-    (run_dir / "eval.json").write_text(
-        json.dumps(
-            {
-                "split": "test",
-                "n": 10000,
-                "accuracy": accuracy,
-                "loss": 0.31,
-                "per_class": per_class,
-                "confusion": confusion.tolist(),
-            }
-        )
-    )
-    (run_dir / "summary.json").write_text(
-        json.dumps(
-            {
-                "dataset": "mnist",
-                "model": model,
-                "epochs": epochs,
-                "test_accuracy": accuracy,
-                "train_seconds": 2.0 * epochs,
-                "checkpoint": str(run_dir / "model.safetensors"),
-            }
-        )
-    )
-    (run_dir / "model.safetensors").write_bytes(b"\0" * 16)
-    if with_plots:
-        rng = np.random.default_rng(0)
-        images = np.zeros((8, 28, 28), np.uint8)
-        images[:, 5:23, 11:17] = 255
-        mistakes = {
-            "images": images,
-            "true": np.arange(8),
-            "pred": (np.arange(8) + 1) % 10,
-            "prob": rng.uniform(0.5, 1, 8),
-        }
-        save_run_plots(
-            run_dir,
-            metrics=metrics,
-            confusion=confusion,
-            class_names=list(class_names),
-            mistakes=mistakes,
-            weights=rng.normal(size=(10, 784)) if model == "logreg" else None,
-        )
-    return run_dir
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._rows: list[list[str]] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._rows = self.tables.setdefault(dict(attrs).get("id") or "", [])
+        elif tag == "tr" and self._rows is not None:
+            self._rows.append([])
+        elif tag in ("td", "th") and self._rows is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._rows is not None:
+            self._rows[-1].append("".join(self._cell))
+            self._cell = None
+        elif tag == "table":
+            self._rows = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def tables(page: str) -> dict[str, list[list[str]]]:
+    parser = _Tables()
+    parser.feed(page)
+    return parser.tables
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", ""))
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, Path]:
-    """Two fake runs (made once per module: plotting is the slow part)."""
+def runs(tmp_path_factory, synthetic_dataset) -> tuple[Path, Path]:
+    """Two real ``fit`` runs on the synthetic digits, made once per module: a logreg with a validation
+    split (its weights plot) and a one-epoch MLP that still makes mistakes (uneven per-class scores)."""
     root = tmp_path_factory.mktemp("runs")
-    return (
-        write_fake_run(root / "logreg-3ep", epochs=3, accuracy=91.5),
-        write_fake_run(root / "cnn-1ep", epochs=1, accuracy=97.9, model="cnn"),
-    )
+    common = dict(dataset=str(synthetic_dataset), batch_size=32, log_every=5, echo=False, device="cpu")
+    fit(out=str(root / "logreg-2ep"), model="logreg", epochs=2, val_size=0.2, **common)
+    fit(out=str(root / "mlp-1ep"), model="mlp", model_options={"hidden": [16]}, epochs=1, **common)
+    return root / "logreg-2ep", root / "mlp-1ep"
 
 
 # --------------------------------------------------------------------------- HTML as text
@@ -146,10 +86,46 @@ def test_single_run_report_is_self_contained(runs, tmp_path, capsys):
     page = out.read_text()
     assert '<meta name="viewport"' in page and "<script" not in page
     assert "http://" not in page and "https://" not in page
-    assert page.count('src="data:image/png;base64,') == 4  # curves, confusion, mistakes, weights
-    assert 'id="metrics"' in page and 'id="per-class"' in page
-    assert "Accuracy of the model on the 10000 test images: 91.50 %" in page
-    assert "Epoch [3/3], Step [300/938]" in page
+    plots = {p.name for p in (runs[0] / "plots").iterdir()}
+    assert plots >= {"curves.png", "confusion.png", "weights.png"}  # weights: a logreg
+    assert page.count('src="data:image/png;base64,') == len(plots)
+    accuracy = json.loads((runs[0] / "eval.json").read_text())["accuracy"]
+    assert f"Accuracy of the model on the 200 test images: {accuracy:.2f} %" in page
+    assert "Epoch [2/2], Step [15/15]" in page  # the log's last step line (480 training images / 32)
+
+
+def test_report_tables_are_the_runs_eval_json_and_metrics(runs):
+    """The results, per-class and per-epoch tables say what training wrote: eval.json (percentages,
+    consistent with its confusion matrix) and metrics.jsonl."""
+    for run in runs:
+        ev = json.loads((run / "eval.json").read_text())
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        found = tables(write_report([run], run.parent / f"{run.name}.html").read_text())
+        results = {row[0]: row[1] for row in found["metrics"][1:]}
+        assert number(results["test accuracy (%)"]) == pytest.approx(ev["accuracy"], abs=0.01)
+        assert number(results["test loss"]) == pytest.approx(ev["loss"], rel=1e-3)
+        assert results["test samples"] == str(ev["n"]) == "200" and results["epochs run"] == str(len(rows))
+        assert number(results["final train loss"]) == pytest.approx(rows[-1]["train_loss"], rel=1e-3)
+
+        cm = np.array(ev["confusion"])
+        assert cm.sum() == 200 and 100 * np.trace(cm) / 200 == pytest.approx(ev["accuracy"], abs=0.01)
+        per_class = found["per-class"]
+        assert per_class[0] == ["class", "precision %", "recall %", "F1 %", "support"]
+        assert [row[0] for row in per_class[1:]] == DIGITS
+        for c, (row, saved) in enumerate(zip(per_class[1:], ev["per_class"], strict=True)):
+            recall = 100 * cm[c, c] / cm[c].sum()
+            assert number(row[2]) == pytest.approx(recall, abs=0.01) == saved["recall"]
+            if cm[:, c].sum():
+                assert number(row[1]) == pytest.approx(100 * cm[c, c] / cm[:, c].sum(), abs=0.01)
+            assert number(row[4]) == cm[c].sum() == saved["support"]
+
+        epochs = found["epochs"]
+        header = epochs[0]
+        assert len(epochs) == 1 + len(rows) and header[:3] == ["epoch", "train_loss", "train_accuracy"]
+        for cells, row in zip(epochs[1:], rows, strict=True):
+            assert number(cells[header.index("train_loss")]) == pytest.approx(row["train_loss"], rel=1e-3)
+    uneven = json.loads((runs[1] / "eval.json").read_text())["per_class"]
+    assert len({c["recall"] for c in uneven}) > 1, "the MLP run should make mistakes for this test to bite"
 
 
 def test_default_out_is_inside_the_run(runs):
@@ -157,11 +133,15 @@ def test_default_out_is_inside_the_run(runs):
     assert path == runs[1] / "report.html" and path.stat().st_size > 1000
 
 
-def test_text_is_escaped(tmp_path):
-    run = write_fake_run(tmp_path / "evil", with_plots=False, class_names=["<b>zero</b>"] + DIGITS[1:])
+def test_text_is_escaped(runs, tmp_path):
+    run = Path(shutil.copytree(runs[1], tmp_path / "evil"))
+    shutil.rmtree(run / "plots")
     config = json.loads((run / "config.json").read_text())
     config["note"] = "<script>alert(1)</script>"
     (run / "config.json").write_text(json.dumps(config))
+    ev = json.loads((run / "eval.json").read_text())
+    ev["per_class"][0]["class"] = "<b>zero</b>"
+    (run / "eval.json").write_text(json.dumps(ev))
     page = write_report([run]).read_text()
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>zero" not in page and "&lt;b&gt;zero&lt;/b&gt;" in page
@@ -180,13 +160,15 @@ def test_missing_required_files_named_in_one_line(tmp_path, capsys):
     assert code == 2 and "run directory" in err and "does not exist" in err
 
 
-def test_optional_files_may_be_missing(tmp_path):
-    run = write_fake_run(tmp_path / "partial", with_plots=False)
+def test_optional_files_may_be_missing(runs, tmp_path):
+    run = Path(shutil.copytree(runs[0], tmp_path / "partial"))
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     for name in ("eval.json", "summary.json", "log.txt", "metrics.jsonl"):
         (run / name).unlink()  # metrics then come from metrics.csv
     record = load_run(run)
     assert record.missing == ["summary.json", "eval.json", "log.txt"]
-    assert record.metrics[-1]["val_accuracy"] == pytest.approx(89.5)
+    assert record.metrics[-1]["val_accuracy"] == pytest.approx(last["val_accuracy"])
+    assert record.metrics[-1]["epoch"] == 2
     page = write_report([run]).read_text()
     assert "Not found in" in page and "No per-class metrics" in page and "No log.txt" in page
 
@@ -197,9 +179,11 @@ def test_comparison_defaults_to_cwd(runs, tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert stdout.strip() == f"wrote comparison of 2 runs: {tmp_path / 'report.html'}"
     page = (tmp_path / "report.html").read_text()
-    assert "logreg-3ep" in page and "cnn-1ep" in page
+    assert "logreg-2ep" in page and "mlp-1ep" in page
     assert page.count('src="data:image/png;base64,') == 2  # overlaid accuracy and loss curves
-    assert '<tr class="best"><td>cnn-1ep</td>' in page  # the higher test accuracy
+    accuracy = {run.name: json.loads((run / "summary.json").read_text())["test_accuracy"] for run in runs}
+    assert accuracy["logreg-2ep"] != accuracy["mlp-1ep"]
+    assert f'<tr class="best"><td>{max(accuracy, key=accuracy.get)}</td>' in page  # the higher test accuracy
     assert 'id="config-diff"' in page and "<th>model</th>" in page
 
 
@@ -221,10 +205,13 @@ def _chromium_path() -> str | None:
 @pytest.fixture(scope="module")
 def browser():
     """Headless Debian Chromium driven by Playwright (browsers cannot be downloaded here)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    try:
+        import playwright.sync_api as sync_api
+    except ImportError:
+        require_or_skip("playwright is not installed")
     path = _chromium_path()
     if path is None:
-        pytest.skip("chromium not found (set MNISTKIT_CHROMIUM to its path)")
+        require_or_skip("chromium not found (set MNISTKIT_CHROMIUM to its path)")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=path,

@@ -88,7 +88,6 @@ def test_show_with_real_data_module(tmp_path, capsys):
     root = real_mnist_root()
     if root is None:
         pytest.skip("real MNIST not found: set MNISTKIT_DATA to a folder holding MNIST/raw/*.gz")
-    pytest.importorskip("mnistkit.data", reason="mnistkit.data is not written yet")
     out = tmp_path / "grid.png"
     code, _, err = run_cli(
         ["show", "--split", "test", "--n", "9", "--classes", "3,8", "--data-dir", str(root), "--out", str(out)], capsys

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mnistkit.training.loop as loop
+from mnistkit.api import evaluate_checkpoint
 from mnistkit.checkpoint import load_checkpoint
 from mnistkit.errors import ConfigError
 from mnistkit.training import fit
@@ -148,9 +149,12 @@ def test_validation_split_and_early_stopping_keep_best_weights(synthetic_dataset
     assert all(row["val_accuracy"] is not None for row in rows)
     assert len(rows) < 40  # stopped early
     best = min(row["val_loss"] for row in rows)
-    assert rows[-1]["val_loss"] > best
+    assert rows[-1]["val_loss"] > best + 1e-3  # the last epoch's weights would score differently
     log = (tmp_path / "v" / "log.txt").read_text()
     assert "Early stopping after epoch" in log
+    # The saved model is the best epoch's: it scores the validation split at that epoch's val_loss.
+    saved = evaluate_checkpoint(tmp_path / "v", split="val", download=False)
+    assert saved.n == 120 and saved.loss == pytest.approx(best, abs=1e-4)
 
 
 @pytest.mark.parametrize("optimizer, schedule", [("sgd", "cosine"), ("adamw", "onecycle"), ("adagrad", "none")])
@@ -170,8 +174,12 @@ def test_every_optimizer_and_schedule_learns(synthetic_dataset, tmp_path, optimi
     assert r.test_accuracy > 85
 
 
-def test_dry_run_trains_two_steps_per_epoch(synthetic_dataset, tmp_path):
-    r = _fit(synthetic_dataset, tmp_path / "d", dry_run=True, epochs=2)
+def test_dry_run_trains_two_steps_per_epoch(synthetic_dataset, tmp_path, capsys):
+    r = _fit(synthetic_dataset, tmp_path / "d", dry_run=True, epochs=2, log_every=1, echo=True)
+    steps = [line for line in capsys.readouterr().out.splitlines() if LOG_LINE.match(line)]
+    assert [line.split(", Loss")[0] for line in steps] == [
+        f"Epoch [{e}/2], Step [{s}/2]" for e in (1, 2) for s in (1, 2)
+    ]  # one line per optimizer step (log_every=1): two steps per epoch, not a full epoch
     assert len(r.metrics) == 2 and r.checkpoint.exists()
 
 
@@ -186,4 +194,4 @@ def test_augmented_cnn_trains(synthetic_dataset, tmp_path):
         batch_size=64,
         lr=3e-3,
     )
-    assert r.test_accuracy > 50
+    assert r.test_accuracy > 70  # 81 % with this seed; chance is 10 %

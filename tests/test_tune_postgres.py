@@ -25,6 +25,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna", reason="mnistkit tune needs optuna: pip install 'mnistkit[tune]'")
 pytest.importorskip("psycopg", reason="PostgreSQL storage needs psycopg: pip install 'mnistkit[tune]'")
+from synthetic import require_or_skip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = "lr = { low = 1e-3, high = 1e-2, log = true }\nhidden = { layers = [1, 2], width = [8, 32] }\nepochs = 12\n"
@@ -54,7 +55,7 @@ def postgres_url():
     """A fresh PostgreSQL server on 127.0.0.1 with an empty database; yields its URL, then stops it."""
     pg = _pg_bin()
     if pg is None:
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql; make system-deps does it)")
+        require_or_skip("PostgreSQL server binaries not found (apt-get install postgresql; make system-deps does it)")
     user = None
     if os.geteuid() == 0:  # initdb refuses root: run the server as an unprivileged account
         try:
