@@ -280,3 +280,27 @@ def test_demo_ends_by_saying_how_to_put_mnistkit_on_the_path(tmp_path, train_fai
     else:
         assert done.returncode == 0, done.stderr
         assert f"run '. {bin_dir}/activate' in your shell first" in done.stdout.strip().splitlines()[-1]
+
+
+def test_an_internal_error_is_one_line_with_a_hint_and_exit_1(capsys, monkeypatch):
+    """A bug (an unexpected exception, not a user error) ends as exit code 1 and one line naming it,
+    with how to see the traceback; MNISTKIT_DEBUG=1 lets the exception through."""
+    import importlib
+
+    module, attr = COMMANDS["models"].split(":")
+    command = getattr(importlib.import_module(module), attr)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the registry\nis broken")
+
+    monkeypatch.setattr(command, "callback", broken)
+    monkeypatch.delenv("MNISTKIT_DEBUG", raising=False)
+    code, out, err = run_cli(["models"], capsys)
+    assert code == 1 and out == ""
+    assert (
+        err
+        == "mnistkit: internal error: RuntimeError: the registry is broken (set MNISTKIT_DEBUG=1 for the traceback)\n"
+    )
+    monkeypatch.setenv("MNISTKIT_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="the registry"):
+        run_cli(["models"], capsys)

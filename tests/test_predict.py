@@ -98,7 +98,7 @@ def test_mnist_pngs_give_exactly_the_raw_tensor_predictions(ckpt_path, mnist_tes
     assert [p.label for p in result.predictions] == [str(k) for k in proba.argmax(1).tolist()]
     assert np.allclose([p.probability for p in result.predictions], proba.max(1).values.numpy(), atol=1e-6)
     accuracy = (proba.argmax(1) == labels[:200]).float().mean().item()
-    assert accuracy > 0.8
+    assert accuracy > 0.93  # 96.5 % with this model (seed 0); a broken input path falls far below
 
 
 def test_json_with_top_k(ckpt_path, digit_dir, capsys, monkeypatch):
