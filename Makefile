@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo check test test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-tune bench-tune-quick bundled-model clean
+.PHONY: setup system-deps demo check test test-fast test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-tune bench-tune-quick bundled-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ TEST_WORKERS ?= 2
 
 test: setup system-deps check
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=600 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
+
+# The edit-run loop, under a minute on 2 cores: no slow or browser tests, and not the modules that mostly
+# start servers, child processes or a database (all of them run in `make test`).
+FAST_SKIP := hostile serve_uvicorn tune_postgres distributed faults notebook photos signals readme_commands
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=300 -n 2 -m "not slow and not browser" \
+		$(foreach m,$(FAST_SKIP),--ignore=tests/test_$(m).py)
 
 # The hostile-input corpus alone (also part of `make test`); full-disk cases need root for a tmpfs.
 test-hostile: setup

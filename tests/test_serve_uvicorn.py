@@ -73,6 +73,22 @@ def test_real_server_answers_like_the_library(server, ckpt):
     assert "serving" in log_path.read_text() and str(REPO) not in httpx.get(base + "/model").text
 
 
+def test_concurrent_requests_from_threads_each_get_their_own_answer(server, ckpt):
+    """32 different digits posted from 8 threads at once: every answer is the library's for *its* pixels
+    (a server mixing up concurrent requests, or batching them wrongly, gives another digit's answer)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, _, _ = server
+    rng = np.random.default_rng(0)
+    digits = [np.zeros((28, 28), np.uint8) for _ in range(32)]
+    for i, digit in enumerate(digits):
+        digit[4 + i % 20 : 10 + i % 20, 4:24] = rng.integers(100, 256, (6, 20))  # a bar at a different row each
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda d: client.post(base + "/predict", json={"pixels": d.tolist()}), digits))
+    bodies = [assert_matches_library(r, ckpt, d) for r, d in zip(answers, digits, strict=True)]
+    assert len({b["label"] + f"{b['probability']:.6f}" for b in bodies}) > 16  # really different inputs
+
+
 def _closed_after(sock: socket.socket, trickle: bytes, limit_s: float) -> tuple[float, bytes]:
     """Send ``trickle`` a byte every 0.1 s; (seconds until the server closed, what it sent back)."""
     start, answer = time.monotonic(), b""
