@@ -82,7 +82,7 @@ def test_concurrent_requests_from_threads_each_get_their_own_answer(server, ckpt
     rng = np.random.default_rng(0)
     digits = [np.zeros((28, 28), np.uint8) for _ in range(32)]
     for i, digit in enumerate(digits):
-        digit[4 + i % 20 : 10 + i % 20, 4:24] = rng.integers(100, 256, (6, 20))  # a bar at a different row each
+        digit[4 + i % 18 : 10 + i % 18, 4:24] = rng.integers(100, 256, (6, 20))  # a bar at a different row each
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda d: client.post(base + "/predict", json={"pixels": d.tolist()}), digits))
     bodies = [assert_matches_library(r, ckpt, d) for r, d in zip(answers, digits, strict=True)]
