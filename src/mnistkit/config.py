@@ -17,6 +17,10 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 SCHEDULES = ("none", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 NORMS = ("tutorial", "dataset")
+#: how a model is fitted: "lbfgs" is full-batch L-BFGS (logistic regression only, mnistkit.solvers.lbfgs);
+#: "minibatch" is the epoch loop; "auto" picks lbfgs for LBFGS_MODELS unless an option needs minibatches
+SOLVERS = ("auto", "lbfgs", "minibatch")
+LBFGS_MODELS = ("logreg", "binary-logreg")
 #: hidden-layer activations of the MLPs (mnistkit.models.mlp.ACTIVATIONS maps them to modules;
 #: kept here too so the CLI can offer them without importing torch; a test keeps the two equal)
 ACTIVATION_NAMES = ("relu", "gelu", "sigmoid", "tanh")
@@ -57,6 +61,13 @@ class TrainConfig:
     model: str = "seed-mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
     # optimisation
+    solver: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: full-batch L-BFGS for logreg/binary-logreg (minibatches under torchrun or with "
+            "--augment, --label-smoothing, --early-stopping), minibatches for every other model; lbfgs; minibatch."
+        },
+    )
     epochs: int = 10
     batch_size: int = 64  # global batch size (split across ranks when distributed)
     lr: float = 1e-3  # peak learning rate
@@ -118,6 +129,7 @@ class TrainConfig:
         if self.classes is not None and (len(self.classes) < 2 or len(set(self.classes)) != len(self.classes)):
             raise ConfigError(f"--classes needs at least two distinct classes, got {list(self.classes)}")
         self._check_augmentation()
+        self._check_solver()
         if self.nesterov and self.optimizer != "sgd":
             raise ConfigError("--nesterov applies to --optimizer sgd only")
 
@@ -131,6 +143,31 @@ class TrainConfig:
         _in_range("aug_thickness", self.aug_thickness, 0, 1, "(a blend fraction)")
         if not (_is_number(self.aug_elastic_sigma) and 0.5 <= self.aug_elastic_sigma <= 10):
             raise ConfigError(f"aug_elastic_sigma must be in [0.5, 10] pixels, got {self.aug_elastic_sigma!r}")
+
+    def _check_solver(self) -> None:
+        """``--solver lbfgs`` fits a linear model on the whole, fixed training set."""
+        _choice("solver", self.solver, SOLVERS)
+        if self.solver != "lbfgs":
+            return
+        if self.model not in LBFGS_MODELS:
+            raise ConfigError(
+                f"--solver lbfgs fits logistic regression only ({', '.join(LBFGS_MODELS)}); "
+                f"model {self.model!r} trains with --solver minibatch"
+            )
+        needs_minibatches = self.minibatch_only_options()
+        if needs_minibatches:
+            raise ConfigError(
+                f"{needs_minibatches[0]} needs --solver minibatch (L-BFGS fits the whole training set as it is)"
+            )
+
+    def minibatch_only_options(self) -> list[str]:
+        """The options set here that only the minibatch loop implements (``--solver auto`` then uses it)."""
+        used = {
+            "--augment": self.augment,
+            "--label-smoothing": self.label_smoothing,
+            "--early-stopping": self.early_stopping,
+        }
+        return [flag for flag, on in used.items() if on]
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -376,8 +413,14 @@ def load_config_file(path) -> TrainConfig:
 
 def resolve_device(name: str):
     """``auto`` -> cuda, then mps, then cpu; an unavailable explicit device is a ConfigError."""
+    import re
+
     import torch
 
+    if isinstance(name, str) and re.fullmatch(r"cuda:\d+", name):  # a GPU by index (the estimators' device=)
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name} was asked for but no CUDA GPU is available; use --device auto or cpu")
+        return torch.device(name)
     _choice("device", name, DEVICES)
     if name == "auto":
         if torch.cuda.is_available():
@@ -441,3 +484,16 @@ def _choice(what: str, value, allowed) -> None:
 def _positive_int(what: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{what} must be a positive whole number, got {value!r}")
+
+
+# Public checks for options that live outside TrainConfig (the scikit-learn estimators' parameters):
+# the same rules, messages and ConfigError (a ValueError, as scikit-learn expects) as the config.
+check_choice = _choice
+check_positive_int = _positive_int
+check_in_range = _in_range
+
+
+def check_positive(what: str, value, *, allow_zero: bool = False) -> None:
+    """A positive (or, with ``allow_zero``, non-negative) finite number; ``ConfigError`` otherwise."""
+    if not (_is_number(value) and (value >= 0 if allow_zero else value > 0)):
+        raise ConfigError(f"{what} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")

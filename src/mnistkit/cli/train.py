@@ -15,7 +15,7 @@ from mnistkit.cli.options import (
     model_options_from,
     print_json_line,
 )
-from mnistkit.config import ACTIVATION_NAMES, DEVICES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES, option_help
+from mnistkit.config import ACTIVATION_NAMES, DEVICES, NORMS, OPTIMIZERS, PRESETS, SCHEDULES, SOLVERS, option_help
 
 
 def _option(*names: str, **kw):
@@ -106,6 +106,15 @@ DATA, MODEL, OPTIM, AUGMENT, RUN, OUTPUT = "Data", "Model", "Optimizer", "Augmen
     default=None,
     group=MODEL,
     help="Start from a saved config: a run's config.json or `mnistkit tune`'s best.json; flags override it.",
+)
+@_option(
+    "--solver",
+    type=click.Choice(SOLVERS),
+    default=None,
+    group=OPTIM,
+    field="solver",
+    help="auto: full-batch L-BFGS for logreg/binary-logreg (minibatches under torchrun or with --augment, "
+    "--label-smoothing, --early-stopping); minibatches for every other model.",
 )
 @_option(
     "--epochs", type=click.IntRange(min=1), default=None, group=OPTIM, field="epochs", help="Passes over the data."

@@ -9,6 +9,7 @@ except the tutorial's log line every ``log_every`` steps.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
@@ -23,6 +24,7 @@ from mnistkit.evaluation import validation_scores
 from mnistkit.inference import switched_mode
 from mnistkit.losses import classification_loss
 from mnistkit.runs import RunDir, default_run_dir
+from mnistkit.training import lbfgs
 from mnistkit.training.artifacts import RunResult, finish_run
 from mnistkit.training.callbacks import Callback, CallbackList, StopTraining
 from mnistkit.training.distributed import check_batch_size, init_distributed, shutdown
@@ -130,6 +132,8 @@ def trainer_for(cfg: TrainConfig) -> Trainer:
     finds the normalised training split in ``session.batches.x`` / ``.y``, appends one metrics row
     per epoch (or solver pass) to ``state`` and calls the callbacks, so saving, logging, early
     stopping and the final artifacts stay the same."""
+    if lbfgs.wanted(cfg):  # logistic regression: full-batch L-BFGS (training/lbfgs.py); minibatches under torchrun
+        return functools.partial(lbfgs.train, cfg, fallback=run_epochs)
     return run_epochs
 
 
