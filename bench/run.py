@@ -215,72 +215,48 @@ def bench_preset(name, seeds, out_root, env, log, goal_acc, goal_s, dataset="mni
     return row
 
 
-def bench_logreg(plan, out_root, env, log) -> tuple[dict, dict]:
-    """scikit-learn's LogisticRegression() beside mnistkit's logreg, alternating fit by fit.
+def bench_logreg(plan, out_root, env, log) -> tuple[dict, dict, dict]:
+    """scikit-learn's ``LogisticRegression()``, mnistkit's estimator and ``mnistkit train --model logreg``,
+    each fit in a process of its own (so each row's peak RSS is its own), in alternation repeat by repeat.
 
-    With ``bench/bench_logreg.py`` present, its ``run()`` does the alternation in one process
-    (scikit-learn vs ``mnistkit.estimators.LogisticRegression``, same float32 data); otherwise
-    scikit-learn runs in a worker beside ``mnistkit train --model logreg``.
+    The estimator and scikit-learn fit pixels / 255 as float32 with C=1; the CLI fits the same problem
+    by the same L-BFGS (its train seconds: the whole fit, CSR set-up included).
     """
-    goal = f"acc >= scikit-learn's, <= {GOAL_LOGREG_RATIO}x its fit time"
-    if (BENCH / "bench_logreg.py").exists():
-        log(f"bench_logreg.run(repeats={plan['logreg_repeats']}): scikit-learn and mnistkit, alternating")
-        r = run_child(
-            [
-                PY,
-                str(BENCH / "worker.py"),
-                "bench-logreg",
-                json.dumps({"repeats": plan["logreg_repeats"], "device": "cpu"}),
-            ],
-            env,
-        )
-        rows = r.get("result", {}).get("rows", {})
-
-        def as_run(name):
-            if "error" in r or name not in rows:
-                return {"error": r.get("error", f"bench_logreg.run() gave no {name!r} row")}
-            x = rows[name]
-            return {
-                "accuracy": x["accuracy"],
-                "train_seconds": x["seconds"],
-                "n_iter": x.get("n_iter"),
-                "converged": x.get("converged"),
-                "peak_rss_mb": r.get("peak_rss_mb"),
-            }
-
-        median = f"median of {plan['logreg_repeats']} fits"
-        sk = summarise(
-            f"scikit-learn `LogisticRegression()` (lbfgs, C=1, max_iter=100; {median})",
-            [as_run("sklearn")],
-            "reference",
-            key="sklearn-logreg",
-            repeats=plan["logreg_repeats"],
-        )
-        mk = summarise(
-            f"`mnistkit.estimators.LogisticRegression` (bench_logreg.py, {median})",
-            [as_run("mnistkit")],
-            goal,
-            key="logreg",
-            repeats=plan["logreg_repeats"],
-        )
-    else:
-        sk_runs, mk_runs = [], []
-        for s in range(plan["logreg_repeats"]):
-            log(f"scikit-learn LogisticRegression, repeat {s}")
-            sk_runs.append(run_child([PY, str(BENCH / "worker.py"), "sklearn-logreg", "{}"], env))
-            log(f"mnistkit train --model logreg, repeat {s}")
-            mk_runs.append(run_train(["--model", "logreg", "--device", "cpu"], s, out_root, "logreg", env))
-        sk = summarise(
-            "scikit-learn `LogisticRegression()` (lbfgs, C=1, max_iter=100)", sk_runs, "reference", key="sklearn-logreg"
-        )
-        mk = summarise("`mnistkit train --model logreg`", mk_runs, goal, key="logreg")
-    mk["ratio"] = ratio(mk, sk)
-    mk["met"] = (
-        mk["ratio"] is not None
-        and mk["ratio"] <= GOAL_LOGREG_RATIO
-        and (mk["accuracy_mean"] or 0) >= (sk["accuracy_mean"] or 100)
+    goal = f"acc >= scikit-learn's - 0.2, <= {GOAL_LOGREG_RATIO}x its fit time"
+    spec = json.dumps({"dtype": "float32"})
+    runs: dict[str, list[dict]] = {"sk": [], "est": [], "cli": []}
+    for s in range(plan["logreg_repeats"]):
+        log(f"logistic regression, repeat {s}: scikit-learn, the estimator, mnistkit train --model logreg")
+        runs["sk"].append(run_child([PY, str(BENCH / "worker.py"), "sklearn-logreg", spec], env))
+        runs["est"].append(run_child([PY, str(BENCH / "worker.py"), "mnistkit-logreg", spec], env))
+        runs["cli"].append(run_train(["--model", "logreg", "--device", "cpu"], s, out_root, "logreg", env))
+    sk = summarise(
+        "scikit-learn `LogisticRegression()` (lbfgs, C=1, max_iter=100)", runs["sk"], "reference", key="sklearn-logreg"
     )
-    return sk, mk
+    est = summarise("`mnistkit.estimators.LogisticRegression()`", runs["est"], goal, key="logreg-estimator")
+    cli = summarise("`mnistkit train --model logreg` (L-BFGS)", runs["cli"], goal, key="logreg")
+    for row in (sk, est, cli):
+        row.update(_spread([r["train_seconds"] for r in row["runs"] if "train_seconds" in r]))
+    for row in (est, cli):
+        row["ratio"] = ratio(row, sk)
+        row["ratio_median"] = round(row["train_seconds_median"] / sk["train_seconds_median"], 4) if sk["runs"] else None
+        row["met"] = (
+            row["ratio_median"] is not None
+            and row["ratio_median"] <= GOAL_LOGREG_RATIO
+            and (row["accuracy_mean"] or 0) >= (sk["accuracy_mean"] or 100) - 0.2
+        )
+    return sk, est, cli
+
+
+def _spread(values: list[float]) -> dict:
+    """Min, median and max of a row's timings (a busy machine moves the mean; these show by how much)."""
+    if not values:
+        return {}
+    return {
+        "train_seconds_min": min(values),
+        "train_seconds_median": statistics.median(values),
+        "train_seconds_max": max(values),
+    }
 
 
 def bench_inference(checkpoint: Path, env, log) -> dict:

@@ -45,31 +45,27 @@ def quick_train(
     lr: float,
     seed: int = 0,
 ) -> torch.nn.Module:
-    """A registry model after ``steps`` Adam steps on shuffled batches (epochs of a permutation).
+    """A registry model after about ``steps`` Adam steps (whole epochs of shuffled batches), trained by
+    the estimators' minibatch loop (:func:`mnistkit.solvers.minibatch.minibatch_train`).
 
     For tests that need a model that merely works (predict, the browser demo) in seconds,
     without a run directory. One torch thread: on a shared 2-core machine two spinning
     OpenMP threads made this about 10x slower.
     """
-    from mnistkit.losses import classification_loss
+    import math
+
     from mnistkit.models import build_model
     from mnistkit.preprocess import normalize
+    from mnistkit.solvers.minibatch import MinibatchOptions, minibatch_train
 
+    epochs = max(1, math.ceil(steps * batch_size / len(images)))
+    opts = MinibatchOptions(batch_size, max_epochs=epochs, tol=0.0, patience=epochs + 1, seed=seed, lr=lr)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         torch.manual_seed(seed)
         model = build_model(model_name)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        order = torch.empty(0, dtype=torch.long)
-        for _ in range(steps):
-            if len(order) < batch_size:
-                order = torch.cat([order, torch.randperm(len(images))])
-            idx, order = order[:batch_size], order[batch_size:]
-            loss = classification_loss(model(normalize(images[idx], norm)), labels[idx], "multiclass")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        minibatch_train(model, normalize(images, norm), labels.numpy(), opts)
     finally:
         torch.set_num_threads(threads)
     return model.eval()

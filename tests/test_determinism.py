@@ -65,7 +65,8 @@ def test_two_deterministic_runs_give_identical_weights(synthetic_dataset, tmp_pa
 
 
 def test_a_different_seed_gives_different_weights(synthetic_dataset, tmp_path):
-    a = _weights(synthetic_dataset, tmp_path / "a", model="logreg", epochs=1, batch_size=64)
+    # the minibatch loop's shuffling follows the seed (L-BFGS, logreg's default solver, has no randomness)
+    a = _weights(synthetic_dataset, tmp_path / "a", model="logreg", solver="minibatch", epochs=1, batch_size=64)
     r = fit(
         dataset=str(synthetic_dataset),
         out=str(tmp_path / "b"),
@@ -75,6 +76,7 @@ def test_a_different_seed_gives_different_weights(synthetic_dataset, tmp_path):
         seed=8,
         device="cpu",
         model="logreg",
+        solver="minibatch",
         epochs=1,
         batch_size=64,
         log_every=0,

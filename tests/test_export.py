@@ -12,7 +12,7 @@ import torch
 from synthetic import run_cli
 
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
-from mnistkit.inference import predict_logits, predict_proba
+from mnistkit.inference import class_probabilities, predict_logits
 from mnistkit.models import build_model
 from mnistkit.preprocess import Normalization
 
@@ -34,7 +34,10 @@ def uint8_batch(n: int, seed: int) -> torch.Tensor:
 
 def reference(ckpt, images):
     """What mnistkit itself computes for uint8 images: logits and probabilities."""
-    return (predict_logits(ckpt.model, images, ckpt.norm), predict_proba(ckpt.model, images, ckpt.norm, ckpt.task))
+    return (
+        predict_logits(ckpt.model, images, ckpt.norm),
+        class_probabilities(ckpt.model, images, ckpt.norm, ckpt.task),
+    )
 
 
 @pytest.mark.parametrize("name", ["logreg", "cnn", "binary-logreg"])

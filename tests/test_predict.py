@@ -17,7 +17,7 @@ from synthetic import quick_train, run_cli
 
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.data.kaggle import read_kaggle_csv
-from mnistkit.inference import predict_proba
+from mnistkit.inference import class_probabilities
 from mnistkit.models import build_model
 from mnistkit.prediction import analyze_inputs, predict_files
 from mnistkit.preprocess import Normalization
@@ -78,7 +78,7 @@ def test_lines_for_a_folder_recursive_and_sorted(ckpt_path, digit_dir, mnist_tes
     # Labels match the model on the raw MNIST tensor.
     ckpt = load_checkpoint(ckpt_path)
     images, _ = mnist_test
-    want = predict_proba(ckpt.model, images[:6], ckpt.norm, "multiclass").argmax(1).tolist()
+    want = class_probabilities(ckpt.model, images[:6], ckpt.norm, "multiclass").argmax(1).tolist()
     got = {Path(line.split("  ")[0]).name: int(line.split("  ")[1]) for line in lines}
     assert [got[f"d{i}.png"] for i in range(6)] == want
 
@@ -94,7 +94,7 @@ def test_mnist_pngs_give_exactly_the_raw_tensor_predictions(ckpt_path, mnist_tes
     assert failures == [] and torch.equal(tensor, images[:200])  # byte-identical model input
     ckpt = load_checkpoint(ckpt_path)
     result = predict_files(ckpt, paths)
-    proba = predict_proba(ckpt.model, images[:200], ckpt.norm, "multiclass")
+    proba = class_probabilities(ckpt.model, images[:200], ckpt.norm, "multiclass")
     assert [p.label for p in result.predictions] == [str(k) for k in proba.argmax(1).tolist()]
     assert np.allclose([p.probability for p in result.predictions], proba.max(1).values.numpy(), atol=1e-6)
     accuracy = (proba.argmax(1) == labels[:200]).float().mean().item()
@@ -193,7 +193,7 @@ def test_kaggle_csv_in_submission_out_with_accuracy(ckpt_path, mnist_test, tmp_p
     assert sub[0] == "ImageId,Label" and len(sub) == 301
     assert [int(r.split(",")[0]) for r in sub[1:]] == list(range(1, 301))
     ckpt = load_checkpoint(ckpt_path)
-    want = predict_proba(ckpt.model, images[:300], ckpt.norm, "multiclass").argmax(1)
+    want = class_probabilities(ckpt.model, images[:300], ckpt.norm, "multiclass").argmax(1)
     assert [int(r.split(",")[1]) for r in sub[1:]] == want.tolist()
     accuracy = (want == labels[:300]).float().mean().item() * 100
     assert f"accuracy: {accuracy:.2f}% on 300 labelled rows" in out

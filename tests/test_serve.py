@@ -170,7 +170,7 @@ def test_uploads_raw_bodies_and_json_give_the_library_probabilities(client, ckpt
 def test_the_calibration_temperature_is_applied(client, ckpt, test_digits):
     digit = test_digits[0][0]
     body = client.post("/predict", json={"pixels": digit.tolist()}).json()
-    plain = mnistkit.inference.predict_proba(ckpt.model, digit.unsqueeze(0), ckpt.norm, ckpt.task)[0]
+    plain = mnistkit.inference.class_probabilities(ckpt.model, digit.unsqueeze(0), ckpt.norm, ckpt.task)[0]
     assert ckpt.temperature == TEMPERATURE
     assert abs(body["probability"] - float(plain.max())) > 1e-3  # the uncalibrated value is not what we serve
 
@@ -326,13 +326,13 @@ def test_one_preprocessing_path_for_predict_serve_and_folder_training(client, tm
     from mnistkit.prediction import predict_files
 
     seen = []
-    real = mnistkit.inference.predict_proba
+    real = mnistkit.inference.class_probabilities
 
     def spy(model, images, *args, **kwargs):
         seen.append(images.clone())
         return real(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(mnistkit.inference, "predict_proba", spy)
+    monkeypatch.setattr(mnistkit.inference, "class_probabilities", spy)
     data = png_bytes(drawing())
     for split in ("train", "test"):
         (tmp_path / "folder" / split / "0").mkdir(parents=True)
@@ -347,10 +347,10 @@ def test_one_preprocessing_path_for_predict_serve_and_folder_training(client, tm
 
 def test_json_pixels_reach_the_model_unchanged(client, monkeypatch):
     seen = []
-    real = mnistkit.inference.predict_proba
+    real = mnistkit.inference.class_probabilities
     monkeypatch.setattr(
         mnistkit.inference,
-        "predict_proba",
+        "class_probabilities",
         lambda m, images, *a, **k: (seen.append(images.clone()), real(m, images, *a, **k))[1],
     )
     pixels = np.zeros((28, 28), np.uint8)

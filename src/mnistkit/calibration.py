@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mnistkit.losses import classification_loss, predict_proba
+from mnistkit.losses import classification_loss, logits_to_probabilities
 
 #: Confidence bins of the expected calibration error (the common choice, Guo et al.).
 ECE_BINS = 15
@@ -93,7 +93,7 @@ def calibrate(
     splits = ({"val": val} if t is not None and val is not None else {}) | others
     ece = {}
     for name, (logits, labels) in splits.items():
-        ece[name] = {"before": expected_calibration_error(predict_proba(logits, task), labels)}
+        ece[name] = {"before": expected_calibration_error(logits_to_probabilities(logits, task), labels)}
         if t is not None:
-            ece[name]["after"] = expected_calibration_error(predict_proba(logits / t, task), labels)
+            ece[name]["after"] = expected_calibration_error(logits_to_probabilities(logits / t, task), labels)
     return Calibration(t, ece)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from mnistkit.inference import predict_logits
-from mnistkit.losses import classification_loss, predict_proba
+from mnistkit.losses import classification_loss, logits_to_probabilities
 from mnistkit.preprocess import Normalization
 
 
@@ -110,7 +110,7 @@ def validation_scores(model: torch.nn.Module, split, norm: Normalization, task: 
         return {"val_loss": None, "val_accuracy": None}
     logits = predict_logits(model, split.images, norm, batch_size)
     labels = split.labels.long().cpu()
-    loss, accuracy = loss_and_accuracy(logits, labels, task, predict_proba(logits, task).argmax(1))
+    loss, accuracy = loss_and_accuracy(logits, labels, task, logits_to_probabilities(logits, task).argmax(1))
     return {"val_loss": loss, "val_accuracy": accuracy}
 
 
@@ -130,7 +130,7 @@ def evaluate(
     ``bf16``: see :func:`mnistkit.inference.predict_logits`)."""
     logits = predict_logits(model, images, norm, batch_size, device, bf16)
     labels = labels.long().cpu()
-    probs = predict_proba(logits, task)
+    probs = logits_to_probabilities(logits, task)
     pred = probs.argmax(1)
     cm = confusion_matrix(labels, pred, len(class_names))
     loss, acc = loss_and_accuracy(logits, labels, task, pred)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
-from mnistkit.losses import predict_proba as _proba
+from mnistkit.losses import logits_to_probabilities
 from mnistkit.precision import autocast
 from mnistkit.preprocess import Normalization, fold_into_linear, normalize
 
@@ -130,7 +130,7 @@ def _raw_pixel_forward(model, norm, images, device) -> _SparsePixelForward | Non
     return _SparsePixelForward(linear, head, norm)
 
 
-def predict_proba(
+def class_probabilities(
     model: torch.nn.Module,
     images: torch.Tensor,
     norm: Normalization,
@@ -145,7 +145,7 @@ def predict_proba(
     ``temperature`` divides the logits first (a checkpoint's calibration; 1.0 leaves them as they are).
     """
     logits = predict_logits(model, images, norm, batch_size, device, bf16)
-    return _proba(logits / temperature if temperature != 1.0 else logits, task)
+    return logits_to_probabilities(logits / temperature if temperature != 1.0 else logits, task)
 
 
 def checkpoint_proba(
@@ -155,9 +155,9 @@ def checkpoint_proba(
     device: str | torch.device | None = None,
     bf16: bool = False,
 ) -> torch.Tensor:
-    """:func:`predict_proba` with everything a :class:`~mnistkit.checkpoint.Checkpoint` knows: its model,
+    """:func:`class_probabilities` with everything a :class:`~mnistkit.checkpoint.Checkpoint` knows: its model,
     normalisation, task and calibration temperature. Predict and serve call this."""
-    return predict_proba(
+    return class_probabilities(
         checkpoint.model, images, checkpoint.norm, checkpoint.task, batch_size, device, bf16, checkpoint.temperature
     )
 

@@ -22,7 +22,7 @@ def classification_loss(
     return F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction=reduction)
 
 
-def predict_proba(logits: torch.Tensor, task: str) -> torch.Tensor:
+def logits_to_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     """Class probabilities ``[N, C]`` from logits (binary: ``[1 - p, p]``)."""
     if task == "binary":
         p = torch.sigmoid(logits.float())
