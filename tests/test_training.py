@@ -52,7 +52,16 @@ def test_run_directory_holds_config_metrics_log_checkpoint(synthetic_dataset, tm
 
 
 def test_default_step_count_matches_tutorial_arithmetic(synthetic_dataset, tmp_path, capsys):
-    _fit(synthetic_dataset, tmp_path / "r", model="logreg", epochs=1, batch_size=64, log_every=1, echo=True)
+    _fit(
+        synthetic_dataset,
+        tmp_path / "r",
+        model="logreg",
+        solver="minibatch",
+        epochs=1,
+        batch_size=64,
+        log_every=1,
+        echo=True,
+    )
     lines = [x for x in capsys.readouterr().out.splitlines() if LOG_LINE.match(x)]
     assert lines[-1].startswith("Epoch [1/1], Step [10/10]")  # ceil(600 / 64): the partial batch is kept
 
@@ -91,7 +100,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(synthetic_dataset, t
 def test_resume_refuses_changed_options_and_missing_state(synthetic_dataset, tmp_path):
     with pytest.raises(ConfigError, match="no interrupted run there"):
         fit(resume=tmp_path / "nothing")
-    _fit(synthetic_dataset, tmp_path / "r", model="logreg", epochs=1)
+    _fit(synthetic_dataset, tmp_path / "r", model="logreg", solver="minibatch", epochs=1)  # L-BFGS leaves no state
     with pytest.raises(ConfigError, match="drop --lr"):
         fit(resume=tmp_path / "r", lr=0.1)
 
