@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from mnistkit.config import TrainConfig
 from mnistkit.errors import ConfigError
 from mnistkit.training import lbfgs
-from mnistkit.training.reporting import RunLog
-
-
-def _chosen(capsys, distributed: bool = False, **kw) -> tuple[bool, str]:
-    result = lbfgs.chosen(TrainConfig(**kw), distributed, RunLog(None, echo=True, progress=False))
-    return result, capsys.readouterr().out
+from mnistkit.training.callbacks import CallbackList
+from mnistkit.training.runlog import RunLog
+from mnistkit.training.state import TrainState
 
 
 @pytest.mark.parametrize("model", ["logreg", "binary-logreg"])
-def test_auto_fits_logistic_regression_by_lbfgs(capsys, model):
-    assert _chosen(capsys, model=model) == (True, "")
-    assert _chosen(capsys, model=model, solver="lbfgs") == (True, "")
+def test_auto_fits_logistic_regression_by_lbfgs(model):
+    assert lbfgs.wanted(TrainConfig(model=model)) and lbfgs.wanted(TrainConfig(model=model, solver="lbfgs"))
 
 
-def test_auto_trains_other_models_and_asked_for_minibatches_with_minibatches(capsys):
-    assert _chosen(capsys, model="mlp") == (False, "")
-    assert _chosen(capsys, model="logreg", solver="minibatch") == (False, "")
+def test_auto_trains_other_models_and_asked_for_minibatches_with_minibatches():
+    assert not lbfgs.wanted(TrainConfig(model="mlp"))
+    assert not lbfgs.wanted(TrainConfig(model="logreg", solver="minibatch"))
+    assert not lbfgs.wanted(TrainConfig(model="logreg", augment=True))  # only the epoch loop augments
 
 
-def test_torchrun_and_minibatch_only_options_fall_back_to_minibatches_and_say_so(capsys):
-    chosen, out = _chosen(capsys, distributed=True, model="logreg", solver="lbfgs")
-    assert not chosen and "under torchrun" in out
-    chosen, out = _chosen(capsys, model="logreg", augment=True)
-    assert not chosen and "Solver: minibatches (--augment needs them)" in out
+def test_under_torchrun_the_epoch_loop_trains_and_the_log_says_so(capsys):
+    calls = []
+    session = SimpleNamespace(dist=object())  # a distributed context: torchrun
+    callbacks = CallbackList(log=RunLog(None, echo=True, progress=False))
+    lbfgs.train(TrainConfig(model="logreg"), session, TrainState(), callbacks, fallback=lambda *a: calls.append(a))
+    assert len(calls) == 1 and "under torchrun" in capsys.readouterr().out
 
 
 def test_config_refuses_lbfgs_where_it_cannot_apply():
