@@ -13,11 +13,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "mnistkit"
 MAX_LINES = 500
-#: Modules over the limit when the limit came in, with their size then: each may only shrink,
-#: and leaves this table once it is split (their owners' issues split them).
-OVERSIZED = {
-    "estimators.py": 854,
-}
+#: Modules allowed over the limit, with their size when allowed: each may only shrink. Empty: every
+#: module is split by concern.
+OVERSIZED: dict[str, int] = {}
 
 
 def module_files() -> dict[str, Path]:
