@@ -89,9 +89,10 @@ def test_preset_model_options_merge_with_the_callers(synthetic_dataset, tmp_path
         echo=False,
         plots=False,
     )
-    assert result.config.model_options == {"hidden": [512], "activation": "relu", "dropout": 0.1}
+    hidden = list(PRESETS["fast"]["model_options"]["hidden"])
+    assert result.config.model_options == {"hidden": hidden, "activation": "relu", "dropout": 0.1}
     options = load_checkpoint(result.checkpoint).meta["model_options"]
-    assert list(options["hidden"]) == [512] and options["dropout"] == 0.1
+    assert list(options["hidden"]) == hidden and options["dropout"] == 0.1
 
 
 def test_merge_order_model_defaults_preset_then_flags():

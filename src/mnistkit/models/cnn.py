@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnistkit.models import register_model
 from mnistkit.models.layers import MaskDropout
+from mnistkit.models.registry import register_model
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int = 3, same: bool = True) -> nn.Sequential:

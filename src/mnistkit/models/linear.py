@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnistkit.models import register_model
+from mnistkit.models.registry import register_model
 
 
 class LogisticRegression(nn.Module):

@@ -1,0 +1,104 @@
+"""The model registry: one vocabulary shared by the CLI, tests and checkpoints.
+
+``build_model(name, **options)`` is the only way models are made, so a
+checkpoint that stores ``(name, options)`` can always rebuild its network, and
+``tests/test_models.py`` can run every registered model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from mnistkit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it and what kind of output it gives.
+
+    ``task`` is ``"multiclass"`` (logits ``[N, C]``, cross-entropy) or
+    ``"binary"`` (one logit ``[N]``, binary cross-entropy).
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    task: str
+    description: str
+    defaults: dict = field(default_factory=dict)
+    #: training options this model needs to train well, applied unless the user sets them
+    train_defaults: dict = field(default_factory=dict)
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, task: str, description: str, train_defaults: dict | None = None):
+    """Decorator adding a builder function to :data:`MODELS` under ``name``.
+
+    ``train_defaults`` are training options (config fields) the model is trained with
+    unless the user gives them, e.g. a linear model's normalisation and schedule.
+    """
+
+    def decorate(builder):
+        params = inspect.signature(builder).parameters
+        defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+        MODELS[name] = ModelSpec(name, builder, task, description, defaults, dict(train_defaults or {}))
+        return builder
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, in registration order."""
+    _ensure_registered()
+    return list(MODELS)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """Look a model up by name; unknown names raise :class:`ConfigError` listing the known ones."""
+    _ensure_registered()
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
+
+
+def build_model(name: str, **options) -> nn.Module:
+    """Build a registered model; unknown option names raise :class:`ConfigError`.
+
+    The returned module carries ``mnistkit_name``, ``mnistkit_options`` (the
+    full, resolved options) and ``mnistkit_task`` so it can be checkpointed.
+    """
+    spec = get_model_spec(name)
+    unknown = sorted(set(options) - set(spec.defaults))
+    if unknown:
+        raise ConfigError(
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"its options are: {', '.join(spec.defaults) or '(none)'}"
+        )
+    resolved = {**spec.defaults, **options}
+    try:
+        model = spec.builder(**resolved)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad options for model {name!r}: {exc}") from None
+    # plain attributes beside the module's parameters (nn.Module's stubs type every attribute as one)
+    model.mnistkit_name = name  # type: ignore[assignment]
+    model.mnistkit_options = resolved  # type: ignore[assignment]
+    model.mnistkit_task = spec.task  # type: ignore[assignment]
+    return model
+
+
+#: The built-in model modules, in listing order (simplest model first). They are imported by name
+#: when the registry is first asked, so this module does not import the modules that import it.
+BUILTIN_MODULES = ("mnistkit.models.linear", "mnistkit.models.mlp", "mnistkit.models.cnn")
+
+
+def _ensure_registered() -> None:
+    """Import the modules whose decorators fill the registry (cheap, torch only)."""
+    for name in BUILTIN_MODULES:
+        importlib.import_module(name)
