@@ -24,7 +24,16 @@ def _fit(dataset, out, **kw):
 
 
 def test_validation_line_follows_each_epochs_step_lines(synthetic_dataset, tmp_path, capsys):
-    r = _fit(synthetic_dataset, tmp_path / "v", model="logreg", epochs=2, val_size=100, batch_size=50, log_every=5)
+    r = _fit(
+        synthetic_dataset,
+        tmp_path / "v",
+        model="logreg",
+        solver="minibatch",
+        epochs=2,
+        val_size=100,
+        batch_size=50,
+        log_every=5,
+    )
     out = capsys.readouterr().out.splitlines()
     val_lines = [i for i, line in enumerate(out) if VAL_LINE.match(line)]
     assert len(val_lines) == 2
@@ -38,7 +47,7 @@ def test_validation_line_follows_each_epochs_step_lines(synthetic_dataset, tmp_p
 
 
 def test_no_validation_line_without_a_split(synthetic_dataset, tmp_path, capsys):
-    _fit(synthetic_dataset, tmp_path / "n", model="logreg", epochs=1, batch_size=50, log_every=5)
+    _fit(synthetic_dataset, tmp_path / "n", model="logreg", solver="minibatch", epochs=1, batch_size=50, log_every=5)
     assert not any("Validation" in line for line in capsys.readouterr().out.splitlines())
 
 
@@ -113,7 +122,16 @@ def test_user_hooks_see_each_saved_epoch_and_may_stop_the_run(synthetic_dataset,
                 raise StopTraining
 
     with pytest.raises(StopTraining):
-        _fit(synthetic_dataset, tmp_path / "h", model="logreg", epochs=5, batch_size=100, echo=False, hooks=[Hook()])
+        _fit(
+            synthetic_dataset,
+            tmp_path / "h",
+            model="logreg",
+            solver="minibatch",
+            epochs=5,
+            batch_size=100,
+            echo=False,
+            hooks=[Hook()],
+        )
     assert seen == [(1, True, 1), (2, True, 2)]
     assert not (tmp_path / "h" / "model.safetensors").exists()
 

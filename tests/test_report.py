@@ -70,7 +70,7 @@ def runs(tmp_path_factory, synthetic_dataset) -> tuple[Path, Path]:
     split (its weights plot) and a one-epoch MLP that still makes mistakes (uneven per-class scores)."""
     root = tmp_path_factory.mktemp("runs")
     common = dict(dataset=str(synthetic_dataset), batch_size=32, log_every=5, echo=False, device="cpu")
-    fit(out=str(root / "logreg-2ep"), model="logreg", epochs=2, val_size=0.2, **common)
+    fit(out=str(root / "logreg-2ep"), model="logreg", solver="minibatch", epochs=2, val_size=0.2, **common)
     fit(out=str(root / "mlp-1ep"), model="mlp", model_options={"hidden": [16]}, epochs=1, **common)
     return root / "logreg-2ep", root / "mlp-1ep"
 

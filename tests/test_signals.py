@@ -35,7 +35,19 @@ def test_signal_during_training_is_one_line_and_the_run_resumes(
     synthetic_dataset, tmp_path, capsys, sig, exit_code, word
 ):
     run = tmp_path / "run"
-    args = ["train", "--dataset", synthetic_dataset, "--model", "logreg", "--epochs", "4", "--batch-size", "64"]
+    args = [
+        "train",
+        "--dataset",
+        synthetic_dataset,
+        "--model",
+        "logreg",
+        "--solver",
+        "minibatch",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "64",
+    ]
     args += ["--device", "cpu", "--out", run]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     victim = subprocess.Popen(
