@@ -10,7 +10,8 @@ ink, PNG), so every condition is compared side by side on identical digits.
 It also renders 3-6 digit numbers (read with the number reader) and non-digits
 (Fashion-MNIST items, letters drawn with the system's fonts, random scribbles)
 to measure the unsure rule: how many non-digits it flags against how many true
-digits it flags, at several ``--min-confidence`` values.
+digits it flags, at several ``--min-confidence`` values, with the checkpoint's novelty model
+(:mod:`mnistkit.novelty`) when it has one, and at the default without it for comparison.
 
 Images go to a temporary folder that is deleted afterwards; results go to
 bench/results/photos.json and a table is printed.
@@ -201,11 +202,26 @@ def fashion_images(n: int, rng: np.random.Generator) -> list[np.ndarray]:
 
 
 def read_digits(ckpt, files: list[Path]):
-    """Run the predict path (decode, analyse, calibrated probabilities) on files -> (probs, analyses)."""
+    """Run the predict path (decode, analyse, calibrated probabilities, novelty ratios) on files
+    -> (probs, analyses, novelty ratios or None when the checkpoint has no novelty model)."""
+    from mnistkit.novelty import novelty_ratios
     from mnistkit.prediction import analyze_files, probabilities
 
     analyses = analyze_files([str(f) for f in files])
-    return probabilities(ckpt, np.stack([a.digit for a in analyses])), analyses
+    digits = np.stack([a.digit for a in analyses])
+    return probabilities(ckpt, digits), analyses, novelty_ratios(ckpt, digits)
+
+
+def flagged_percent(analyses, probs, novelty, use_novelty: bool = True) -> dict:
+    """% of inputs the unsure rule flags, per ``--min-confidence`` in :data:`THRESHOLDS`."""
+    from mnistkit.prediction import unsure_reason
+
+    ratios = novelty if novelty is not None and use_novelty else [None] * len(analyses)
+    return {
+        str(t): float(np.mean([unsure_reason(a, p, t, r) is not None for a, p, r in zip(analyses, probs, ratios)]))
+        * 100
+        for t in THRESHOLDS
+    }
 
 
 def main() -> None:
@@ -228,7 +244,7 @@ def main() -> None:
     from mnistkit.data.idx import read_idx
     from mnistkit.data.registry import get_dataset_spec
     from mnistkit.number_reading import read_number_files
-    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, unsure_reason
+    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 
     model_path = resolve_checkpoint_path(args.model)
     ckpt = load_checkpoint(model_path)
@@ -260,14 +276,14 @@ def main() -> None:
                 path = folder / f"{k:05d}.{'png' if cond in ('plain-28x28', 'clean-scan') else 'jpg'}"
                 path.write_bytes(data)
                 paths.append(path)
-            probs, analyses = read_digits(ckpt, paths)
+            probs, analyses, novelty = read_digits(ckpt, paths)
             per_condition_probs[cond] = (probs, analyses)
             acc = float((probs.argmax(1) == test_y[pick]).mean() * 100)
-            flagged = {
-                str(t): float(np.mean([unsure_reason(a, p, t) is not None for a, p in zip(analyses, probs)]) * 100)
-                for t in THRESHOLDS
+            results["conditions"][cond] = {
+                "accuracy": round(acc, 2),
+                "flagged_percent": flagged_percent(analyses, probs, novelty),
+                "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, use_novelty=False),
             }
-            results["conditions"][cond] = {"accuracy": round(acc, 2), "flagged_percent": flagged}
         results["digits_seconds"] = round(time.perf_counter() - started, 1)
 
         # Numbers of 3-6 digits, photographed with every lighting condition in turn.
@@ -310,15 +326,14 @@ def main() -> None:
                 layer = ink_layer(img, int(krng.integers(60, 141)), krng, rotate=True)
                 paths.append(folder / f"{k:04d}.jpg")
                 paths[-1].write_bytes(render_photo([layer], krng, LIGHTING[k % len(LIGHTING)]))
-            probs, analyses = read_digits(ckpt, paths)
+            probs, analyses, novelty = read_digits(ckpt, paths)
             results["non_digits"][kind] = {
                 "count": len(images),
-                "flagged_percent": {
-                    str(t): float(np.mean([unsure_reason(a, p, t) is not None for a, p in zip(analyses, probs)]) * 100)
-                    for t in THRESHOLDS
-                },
+                "flagged_percent": flagged_percent(analyses, probs, novelty),
+                "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, use_novelty=False),
             }
     results["default_min_confidence"] = DEFAULT_MIN_CONFIDENCE
+    results["novelty"] = ckpt.meta.get("novelty")  # None: the unsure rule used the probabilities alone
     if args.timing:
         results["timing_ms"] = time_preprocessing(test_x[pick[0]], rng)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -372,18 +387,29 @@ def print_table(r: dict) -> None:
         f"numbers (3-6 digits): {n['read_exactly_percent']:.1f}% read exactly, "
         f"{n['digit_count_right_percent']:.1f}% right digit count, of {n['count']}"
     )
-    print("flagged as unsure, % by --min-confidence: " + "  ".join(str(t) for t in THRESHOLDS))
+    novelty = "with the novelty model" if r.get("novelty") else "the checkpoint has no novelty model"
+    print(
+        f"flagged as unsure ({novelty}), % by --min-confidence: "
+        + "  ".join(str(t) for t in THRESHOLDS)
+        + f"  | @{default} without novelty"
+    )
     for kind, v in r["non_digits"].items():
         if isinstance(v, str):
             print(f"  {kind:<14} {v}")
         else:
-            print(f"  {kind:<14} " + "  ".join(f"{v['flagged_percent'][str(t)]:5.1f}" for t in THRESHOLDS))
+            print(
+                f"  {kind:<14} "
+                + "  ".join(f"{v['flagged_percent'][str(t)]:5.1f}" for t in THRESHOLDS)
+                + f"  | {v['flagged_without_novelty_percent'][default]:5.1f}"
+            )
     photo = [c for k, c in r["conditions"].items() if k.startswith("photo-")]
     print(
         f"  {'photo digits':<14} "
         + "  ".join(f"{max(c['flagged_percent'][str(t)] for c in photo):5.1f}" for t in THRESHOLDS)
-        + "  (worst condition)"
+        + f"  | {max(c['flagged_without_novelty_percent'][default] for c in photo):5.1f}  (worst condition)"
     )
+    all_photo = [c["flagged_percent"][default] for c in photo]
+    print(f"  {'photo digits':<14} {sum(all_photo) / len(all_photo):5.1f} @{default} (mean over the photo conditions)")
     if "timing_ms" in r:
         for name, t in r["timing_ms"].items():
             print(f"{name} ({t['bytes']:,} bytes): min {t['min']} / median {t['median']} / max {t['max']} ms")

@@ -9,6 +9,12 @@ failure). Prints the card.
     python scripts/build_bundled_model.py --from-run DIR   # package a finished run of the same recipe
     python scripts/build_bundled_model.py --from-run src/mnistkit/bundled/digits-cnn.safetensors \
         --photo-benchmark bench/results/photos.json        # refresh the card of the shipped file
+    python scripts/build_bundled_model.py --from-run ... --novelty   # (re)fit the novelty model
+
+``--novelty`` fits :mod:`mnistkit.novelty` (class means and shared covariance of the model's
+pooled features) on the run's own training images, and sets its threshold on the digits the run
+held out for validation (the same seeded split training used, so never seen by the weights nor by
+the test split), photographed by bench/photos.py's generator with a seed the benchmark does not use.
 """
 
 from __future__ import annotations
@@ -46,6 +52,15 @@ def main() -> int:
         help="bench/photos.py's results JSON for this model (its --out file)",
     )
     parser.add_argument("--target", type=Path, default=None, help="where to write (default: the package's file)")
+    parser.add_argument(
+        "--novelty",
+        action="store_true",
+        help="fit the novelty model (mnistkit.novelty) on the run's training split and threshold it on its "
+        "photographed validation digits; without it, a novelty model already in the run is kept",
+    )
+    parser.add_argument(
+        "--novelty-photos", type=int, default=2000, help="validation digits photographed for the threshold"
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO / "src"))
@@ -61,6 +76,10 @@ def main() -> int:
             run = args.from_run or train(Path(tmp) / "run", TRAIN_COMMAND, args.threads)
             tensors, meta = load_tensors(resolve_checkpoint_path(run))
             check_recipe(meta)
+            if args.novelty:
+                novelty = fit_novelty(resolve_checkpoint_path(run), args.novelty_photos)
+                tensors = {k: v for k, v in tensors.items() if not k.startswith("novelty.")} | novelty.to_tensors()
+                meta["novelty"] = novelty.to_meta()
             meta.pop("card", None)  # a repackaged card is written afresh
             # where the run happened to be written or read from is this machine's business, not the package's
             meta["config"] = {**meta["config"], "out": None, "data_dir": None}
@@ -86,6 +105,47 @@ def main() -> int:
     print(f"wrote {target} ({target.stat().st_size} bytes)")
     print(json.dumps({k: v for k, v in card.items() if k != "config"}, indent=2))
     return 0
+
+
+#: Photographs for the novelty threshold are drawn with this seed; bench/photos.py uses 0 by default.
+NOVELTY_PHOTO_SEED = 12
+
+
+def fit_novelty(checkpoint: Path, photos: int):
+    """The novelty model of a run: fitted on its training split's features, its threshold the
+    98th percentile of ``photos`` of its validation digits, photographed (lighting in turn)."""
+    import numpy as np
+    import torch
+
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.data import load_dataset, split_validation
+    from mnistkit.novelty import DEFAULT_PERCENTILE, FEATURE, NoveltyModel, embed_images
+    from mnistkit.preprocess.image import analyze_image, load_image
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from photos import LIGHTING, ink_layer, render_photo
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt.meta["config"]
+    train, val = split_validation(load_dataset(cfg["dataset"], download=False).train, cfg["val_size"], cfg["seed"])
+    if val is None:
+        raise SystemExit("build_bundled_model: --novelty needs a run trained with a validation split")
+    fit = NoveltyModel.fit(embed_images(ckpt.model, train.images, ckpt.norm), train.labels).stored()
+    rng = np.random.default_rng(NOVELTY_PHOTO_SEED)
+    pick = np.sort(rng.choice(len(val), min(photos, len(val)), replace=False))
+    digits = []
+    for k, i in enumerate(pick):
+        layer = ink_layer(val.images[i].numpy(), int(rng.integers(60, 141)), rng, rotate=True)
+        digits.append(analyze_image(load_image(render_photo([layer], rng, LIGHTING[k % len(LIGHTING)]))).digit)
+    distances = fit.distance(embed_images(ckpt.model, torch.from_numpy(np.stack(digits)), ckpt.norm))
+    return fit.with_threshold(
+        distances,
+        DEFAULT_PERCENTILE,
+        feature_is=f"{FEATURE}: the last conv stage's feature maps averaged over space",
+        fit_data=f"{cfg['dataset']} training split less the {len(val)} validation images ({len(train)} images)",
+        threshold_data=f"{len(pick)} of the {len(val)} validation digits (seed {cfg['seed']}), photographed by "
+        f"bench/photos.py's generator (seed {NOVELTY_PHOTO_SEED}, lighting in turn)",
+    )
 
 
 def train(run: Path, command: str, threads: int | None) -> Path:

@@ -20,11 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from mnistkit.errors import CheckpointError, MnistkitError
 from mnistkit.fileio import atomic_write_bytes, read_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mnistkit.novelty import NoveltyModel
 
 __all__ = [
     "FORMAT",
@@ -46,11 +50,13 @@ MAX_CHECKPOINT_BYTES = 1024**3
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: the rebuilt model (eval mode) and its metadata."""
+    """A loaded checkpoint: the rebuilt model (eval mode), its metadata, and its novelty model
+    (:mod:`mnistkit.novelty`: "does this input look like the training digits?") or None."""
 
     model: torch.nn.Module
     meta: dict
     path: Path | None = None
+    novelty: NoveltyModel | None = None
 
     @property
     def norm(self):
@@ -185,13 +191,21 @@ def _check_length(path: Path, data: bytes, header: dict) -> None:
         )
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:
+def save_checkpoint(
+    path: str | Path, model: torch.nn.Module, meta: dict, extra_tensors: dict[str, torch.Tensor] | None = None
+) -> Path:
     """Save a model built by :func:`mnistkit.models.build_model` with its metadata.
 
     ``meta`` should carry ``dataset``, ``norm`` (``{"mean", "std"}``), ``class_names``,
     and optionally ``config`` and ``metrics``; the model's name, options and task are
-    taken from the model itself.
+    taken from the model itself. ``extra_tensors`` are stored beside the weights, under the
+    digest: today only a novelty model's (``novelty.*`` names, with ``meta["novelty"]``).
     """
+    from mnistkit.novelty import PREFIX
+
+    extra = dict(extra_tensors or {})
+    if any(not k.startswith(PREFIX) for k in extra):
+        raise CheckpointError(f"extra checkpoint tensors must be named {PREFIX}*, got {sorted(extra)[:4]}")
     model = _unwrap(model)
     name = getattr(model, "mnistkit_name", None)
     if name is None:
@@ -205,7 +219,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict) -> Pat
         **meta,
     }
     state = model.state_dict()
-    return save_tensors(path, dict(state), full)
+    return save_tensors(path, {**state, **extra}, full)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
@@ -223,8 +237,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         from mnistkit.runs import checkpoint_path
 
         path = checkpoint_path(path)
+    from mnistkit.novelty import split_tensors
+
     tensors, meta = load_tensors(path)
     _check_meta(meta, path)
+    tensors, novelty_tensors = split_tensors(tensors)  # not the model's: checked by their own rule
     options = meta.get("model_options", {})
     try:  # a weightless skeleton first: bogus options (a 10^9-unit layer) must not allocate anything
         with torch.device("meta"):
@@ -239,10 +256,37 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     _check_fits(skeleton, tensors, path)
     _check_consistency(meta, skeleton, path)
     check_finite(tensors, path)
+    novelty = _load_novelty(novelty_tensors, meta, skeleton, path)
     model = build_model(meta["model"], **options)
     model.load_state_dict(tensors, strict=True)
     model.to(device).eval()
-    return Checkpoint(model=model, meta=meta, path=Path(path))
+    return Checkpoint(model=model, meta=meta, path=Path(path), novelty=novelty)
+
+
+def _load_novelty(tensors: dict[str, torch.Tensor], meta: dict, skeleton: torch.nn.Module, path) -> NoveltyModel | None:
+    """The checkpoint's novelty model, or None when it has neither ``novelty.*`` tensors nor metadata;
+    one without the other, or features the model cannot produce, is refused."""
+    from mnistkit.novelty import NoveltyModel
+
+    if not tensors and "novelty" not in meta:
+        return None
+    if not tensors or "novelty" not in meta:
+        raise CheckpointError(
+            f"checkpoint {path} has novelty {'tensors' if tensors else 'metadata'} without the "
+            f"{'metadata' if tensors else 'tensors'}; it was not written by mnistkit"
+        )
+    embed = getattr(skeleton, "embed", None)
+    try:
+        with torch.no_grad():
+            dims = int(embed(torch.empty(1, 1, 28, 28, device="meta")).shape[-1]) if embed is not None else None
+    except Exception:  # a model the shape probe cannot drive
+        dims = None
+    if dims != meta["novelty"]["dims"]:
+        raise CheckpointError(
+            f"checkpoint {path} has a novelty model over {meta['novelty']['dims']} features, but model "
+            f"{meta['model']!r} {'embeds ' + str(dims) if dims else 'has no embed'}"
+        )
+    return NoveltyModel.from_checkpoint(tensors, meta["novelty"], len(meta["class_names"]), path)
 
 
 def _finite_number(v) -> bool:
@@ -294,7 +338,14 @@ META_FIELDS: tuple[MetaField, ...] = (
     MetaField("created", False, lambda v: isinstance(v, str), "a string"),
     MetaField("temperature", False, _positive_finite, "a positive finite number"),
     MetaField("card", False, lambda v: isinstance(v, dict), "an object"),
+    MetaField("novelty", False, lambda v: _novelty_meta_ok(v), "{feature: embed, threshold > 0, classes, dims}"),
 )
+
+
+def _novelty_meta_ok(value) -> bool:
+    from mnistkit.novelty import meta_ok
+
+    return meta_ok(value)
 
 
 def _max_classes() -> int:

@@ -92,14 +92,20 @@ class CsvResult:
 
 
 def unsure_reason(
-    analysis: DigitAnalysis, probabilities: Sequence[float], min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    analysis: DigitAnalysis,
+    probabilities: Sequence[float],
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    novelty: float | None = None,
 ) -> str | None:
     """Why this input is not a confidently read single digit, or ``None`` when it is.
 
     ``analysis`` is what preprocessing found (:func:`mnistkit.preprocess.image.analyze_image`),
-    ``probabilities`` the model's calibrated probabilities for it. In order: no
-    ink at all; several separate digits; ink filling the picture or the digit's
-    frame (an object, a texture, a blot); the top probability below ``min_confidence``.
+    ``probabilities`` the model's calibrated probabilities for it, ``novelty`` its distance from
+    the training digits over the checkpoint's threshold (:func:`mnistkit.novelty.novelty_ratios`;
+    ``None`` for checkpoints without a novelty model). In order: no ink at all; several separate
+    digits; ink filling the picture or the digit's frame (an object, a texture, a blot); the top
+    probability below ``min_confidence``; features unlike the training digits' (``novelty > 1``:
+    a shirt or a letter the model is sure of).
     """
     if analysis.digits_found == 0:
         return "no ink found"
@@ -110,6 +116,10 @@ def unsure_reason(
     top = float(np.max(probabilities))
     if top < min_confidence:
         return f"top probability {top:.2f} is below --min-confidence {min_confidence:g}"
+    if novelty is not None and novelty > 1:
+        from mnistkit.novelty import REASON
+
+        return REASON
     return None
 
 
@@ -203,18 +213,23 @@ def top_predictions(
 ) -> list[Prediction]:
     """Run the model on uint8 ``[N, 28, 28]`` images; the ``top_k`` most likely labels for each.
 
-    With ``analyses`` (what preprocessing found), each prediction also says whether it is unsure.
+    With ``analyses`` (what preprocessing found), each prediction also says whether it is unsure
+    (the checkpoint's novelty model, when it has one, is asked too).
     """
+    from mnistkit.novelty import novelty_ratios
+
     names_by_index = checkpoint.class_names
     _check_top_k(top_k, len(names_by_index))
     if len(images) == 0:
         return []
     proba = probabilities(checkpoint, images, bf16)
     order = np.argsort(-proba, axis=1, kind="stable")[:, :top_k]
+    novelty = novelty_ratios(checkpoint, images) if analyses is not None else None
     preds = []
     for i, name in enumerate(names):
         top = [(names_by_index[k], round(float(proba[i, k]), 6)) for k in order[i]]
-        reason = unsure_reason(analyses[i], proba[i], min_confidence) if analyses is not None else None
+        ratio = float(novelty[i]) if novelty is not None else None
+        reason = unsure_reason(analyses[i], proba[i], min_confidence, ratio) if analyses is not None else None
         digit = analyses[i].digit if analyses is not None else None
         preds.append(Prediction(name, top[0][0], top[0][1], top, reason is not None, reason, digit))
     return preds

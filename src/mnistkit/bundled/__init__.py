@@ -141,6 +141,9 @@ def card_from_metadata(
 
 
 def parameter_count(tensors: dict) -> int:
-    """Learned numbers in a state dict; BatchNorm's running statistics are state, not parameters."""
+    """Learned numbers in a state dict; BatchNorm's running statistics are state, not parameters,
+    and a novelty model's tensors (``novelty.*``) are fitted statistics, not the network's."""
+    from mnistkit.novelty import PREFIX
+
     buffers = ("running_mean", "running_var", "num_batches_tracked")
-    return sum(t.numel() for name, t in tensors.items() if not name.endswith(buffers))
+    return sum(t.numel() for name, t in tensors.items() if not name.endswith(buffers) and not name.startswith(PREFIX))

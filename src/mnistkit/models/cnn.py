@@ -76,12 +76,27 @@ class SmallCNN(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x):
-        if x.dim() == 2:  # [N, 784] -> [N, 1, 28, 28]
-            x = x.view(-1, 1, 28, 28)
-        elif x.dim() == 3:  # [N, 28, 28]
-            x = x.unsqueeze(1)
-        x = x.contiguous(memory_format=torch.channels_last)  # matches the weights (no reorders)
-        return self.head(self.features(x))
+        return self.head(self.features(_as_nhwc_batch(x)))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature maps averaged over space: ``[N, widths[-1]]`` (128 by default).
+
+        What the network "sees" in an input, independent of where it is: :mod:`mnistkit.novelty`
+        fits class-conditional Gaussians to these to tell inputs unlike the training digits
+        (clothes, letters, scribbles) from digits. The pooled vector, not the head's flattened
+        3x3 maps, because it is 9x smaller and separated non-digits as well (bench/photos.py).
+        Takes the same inputs as :meth:`forward`; adds no parameters, so checkpoints are unchanged.
+        """
+        return self.features(_as_nhwc_batch(x)).mean(dim=(2, 3))
+
+
+def _as_nhwc_batch(x: torch.Tensor) -> torch.Tensor:
+    """``[N, 784]``, ``[N, 28, 28]`` or ``[N, 1, 28, 28]`` -> channels-last ``[N, 1, 28, 28]`` (matches the weights: no reorders)."""
+    if x.dim() == 2:  # [N, 784] -> [N, 1, 28, 28]
+        x = x.view(-1, 1, 28, 28)
+    elif x.dim() == 3:  # [N, 28, 28]
+        x = x.unsqueeze(1)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 @register_model("cnn", "multiclass", "small CNN: (conv-BN-pool-ReLU) per width, linear head")

@@ -263,12 +263,15 @@ def predict_digit(
     import torch
 
     from mnistkit.inference import checkpoint_proba
+    from mnistkit.novelty import novelty_ratios
 
     digit = analysis.digit
-    proba = checkpoint_proba(ckpt, torch.from_numpy(digit).unsqueeze(0))[0].tolist()
+    batch = torch.from_numpy(digit).unsqueeze(0)
+    proba = checkpoint_proba(ckpt, batch)[0].tolist()
+    novelty = novelty_ratios(ckpt, batch)
     names = ckpt.class_names
     best = max(range(len(proba)), key=proba.__getitem__)
-    reason = unsure_reason(analysis, proba, min_confidence)
+    reason = unsure_reason(analysis, proba, min_confidence, float(novelty[0]) if novelty is not None else None)
     result = {
         "label": names[best],
         "probability": round(proba[best], 6),
