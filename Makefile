@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo check test test-fast test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-tune bench-tune-quick bundled-model clean
+.PHONY: setup system-deps demo check test test-fast test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-numbers bench-tune bench-tune-quick bundled-model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-serve: setup
 # Photographed digits and numbers, read by `mnistkit predict` (bundled model; MODEL=ckpt to choose).
 bench-photos: setup system-deps
 	$(PY) bench/photos.py --timing $(if $(MODEL),--model $(MODEL),)
+
+# Written numbers read by recognition beside the geometric grouping alone, and preprocessing timings (quiet machine).
+bench-numbers: setup
+	$(PY) bench/photo_numbers.py --timing
 
 # mnistkit tune --model mlp on a 15-minute budget beside the best-mlp preset (BUDGET=seconds to change it)
 bench-tune: setup

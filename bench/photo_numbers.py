@@ -1,0 +1,103 @@
+"""Written numbers, read two ways side by side, and the preprocessing speed: `make bench-numbers`.
+
+The numbers are those of the photo benchmark (`bench/photos.py`: the same generator and seed,
+3-6 MNIST *test* digits per number, every lighting condition in turn). Each is read by
+`mnistkit predict --number` (segmentation by recognition: :mod:`mnistkit.number_reading`) and
+by the geometric grouping alone (:func:`mnistkit.preprocess.image.analyze_number`, each group read
+by the same model), so the gain of letting the model choose the segmentation is measured on
+identical images. ``--timing`` also times preprocessing of a 12-megapixel phone JPEG and a
+400x400 canvas (min/median/max ms; run it on a quiet machine).
+
+    python bench/photo_numbers.py                   # the bundled model, 200 numbers
+    python bench/photo_numbers.py --timing          # and the preprocessing timings
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from photos import LIGHTING, ROOT, number_layers, render_photo, time_preprocessing
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="checkpoint or run directory (default: the bundled model)")
+    ap.add_argument("--numbers", type=int, default=200, help="numbers of 3-6 digits (default 200)")
+    ap.add_argument("--seed", type=int, default=0, help="the photo benchmark's seed (default 0)")
+    ap.add_argument("--timing", action="store_true", help="also time preprocessing (12 MP JPEG, canvas)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "photos-numbers.json"))
+    args = ap.parse_args()
+
+    from mnistkit.api import resolve_checkpoint_path
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.data.files import locate_files
+    from mnistkit.data.idx import read_idx
+    from mnistkit.data.registry import get_dataset_spec
+    from mnistkit.number_reading import read_number
+    from mnistkit.prediction import probabilities
+    from mnistkit.preprocess.image import analyze_number, load_image
+
+    model_path = resolve_checkpoint_path(args.model)
+    ckpt = load_checkpoint(model_path)
+    files = locate_files(get_dataset_spec("mnist"))
+    if not files:
+        sys.exit("numbers: MNIST not found; set MNISTKIT_DATA or run `mnistkit data fetch mnist`")
+    test_x = read_idx(next(f for f in files if "t10k-images" in f.name)).numpy()
+    test_y = read_idx(next(f for f in files if "t10k-labels" in f.name)).numpy()
+    rng = np.random.default_rng([args.seed, 100])  # the photo benchmark's numbers generator
+    truths, by_model, by_geometry = [], [], []
+    with tempfile.TemporaryDirectory(prefix="mnistkit-numbers-") as tmp:
+        for k in range(args.numbers):
+            idx = rng.choice(len(test_x), int(rng.integers(3, 7)), replace=False)
+            truths.append("".join(str(int(test_y[i])) for i in idx))
+            path = Path(tmp) / f"{k:04d}.jpg"
+            path.write_bytes(
+                render_photo(number_layers([test_x[i] for i in idx], rng), rng, LIGHTING[k % len(LIGHTING)])
+            )
+            image = load_image(str(path))
+            by_model.append(read_number(ckpt, image).text)
+            digits = analyze_number(image)
+            proba = probabilities(ckpt, np.stack([a.digit for a in digits])) if digits else np.zeros((0, 10))
+            by_geometry.append("".join(ckpt.class_names[int(i)] for i in proba.argmax(1)))
+
+    def score(readings: list[str]) -> dict:
+        return {
+            "read_exactly_percent": round(100 * float(np.mean([r == t for r, t in zip(readings, truths)])), 2),
+            "digit_count_right_percent": round(
+                100 * float(np.mean([len(r) == len(t) for r, t in zip(readings, truths)])), 2
+            ),
+            "examples_wrong": [[t, r] for r, t in zip(readings, truths) if r != t][:10],
+        }
+
+    results: dict = {
+        "model": os.path.relpath(model_path, ROOT) if str(model_path).startswith(str(ROOT)) else str(model_path),
+        "numbers": args.numbers,
+        "seed": args.seed,
+        "segmentation_by_recognition": score(by_model),
+        "geometric_grouping_alone": score(by_geometry),
+    }
+    if args.timing:
+        results["load_before"] = list(os.getloadavg())
+        results["timing_ms"] = time_preprocessing(test_x[0], np.random.default_rng(args.seed))
+        results["load_after"] = list(os.getloadavg())
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    for name in ("segmentation_by_recognition", "geometric_grouping_alone"):
+        r = results[name]
+        print(
+            f"{name}: {r['read_exactly_percent']:.1f} % read exactly, {r['digit_count_right_percent']:.1f} % right count"
+        )
+    for step, t in results.get("timing_ms", {}).items():
+        print(f"{step}: min {t['min']} / median {t['median']} / max {t['max']} ms")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
