@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from photos import LIGHTING, ROOT, number_layers, render_photo, time_preprocessing
+from photos import LIGHTING, ROOT, mnist_test, number_layers, render_photo, time_preprocessing
 
 
 def main() -> None:
@@ -38,20 +38,13 @@ def main() -> None:
 
     from mnistkit.api import resolve_checkpoint_path
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.data.files import locate_files
-    from mnistkit.data.idx import read_idx
-    from mnistkit.data.registry import get_dataset_spec
     from mnistkit.number_reading import read_number
     from mnistkit.prediction import probabilities
     from mnistkit.preprocess.image import analyze_number, load_image
 
     model_path = resolve_checkpoint_path(args.model)
     ckpt = load_checkpoint(model_path)
-    files = locate_files(get_dataset_spec("mnist"))
-    if not files:
-        sys.exit("numbers: MNIST not found; set MNISTKIT_DATA or run `mnistkit data fetch mnist`")
-    test_x = read_idx(next(f for f in files if "t10k-images" in f.name)).numpy()
-    test_y = read_idx(next(f for f in files if "t10k-labels" in f.name)).numpy()
+    test_x, test_y = mnist_test("photo_numbers")
     rng = np.random.default_rng([args.seed, 100])  # the photo benchmark's numbers generator
     truths, by_model, by_geometry = [], [], []
     with tempfile.TemporaryDirectory(prefix="mnistkit-numbers-") as tmp:

@@ -201,6 +201,18 @@ def fashion_images(n: int, rng: np.random.Generator) -> list[np.ndarray]:
 # --- measuring ------------------------------------------------------------------------------------
 
 
+def mnist_test(program: str) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST's test images and labels as arrays (never downloads: a benchmark says what is missing)."""
+    from mnistkit.data import load_dataset
+    from mnistkit.errors import MnistkitError
+
+    try:
+        test = load_dataset("mnist", download=False).test
+    except MnistkitError as exc:
+        sys.exit(f"{program}: {exc}")
+    return test.images.numpy(), test.labels.numpy()
+
+
 def read_digits(ckpt, files: list[Path]):
     """Run the predict path (decode, analyse, calibrated probabilities, novelty ratios) on files
     -> (probs, analyses, novelty ratios or None when the checkpoint has no novelty model)."""
@@ -240,19 +252,12 @@ def main() -> None:
 
     from mnistkit.api import resolve_checkpoint_path
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.data.files import locate_files
-    from mnistkit.data.idx import read_idx
-    from mnistkit.data.registry import get_dataset_spec
     from mnistkit.number_reading import read_number_files
     from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 
     model_path = resolve_checkpoint_path(args.model)
     ckpt = load_checkpoint(model_path)
-    files = locate_files(get_dataset_spec("mnist"))
-    if not files:
-        sys.exit("photos: MNIST not found; set MNISTKIT_DATA or run `mnistkit data download mnist`")
-    test_x = read_idx(next(f for f in files if "t10k-images" in f.name)).numpy()
-    test_y = read_idx(next(f for f in files if "t10k-labels" in f.name)).numpy()
+    test_x, test_y = mnist_test("photos")
     rng = np.random.default_rng(args.seed)
     pick = rng.choice(len(test_x), args.n, replace=False)
     results: dict = {"model": str(model_path), "n": args.n, "seed": args.seed, "conditions": {}}
