@@ -12,7 +12,7 @@ failure). Prints the card.
     python scripts/build_bundled_model.py --from-run ... --novelty   # (re)fit the novelty model
 
 ``--novelty`` fits :mod:`mnistkit.novelty` (class means and shared covariance of the model's
-pooled features) on the run's own training images, and sets its threshold on the digits the run
+pooled features, every stage) on the run's own training images, and sets its threshold on the digits the run
 held out for validation (the same seeded split training used, so never seen by the weights nor by
 the test split), photographed by bench/photos.py's generator with a seed the benchmark does not use.
 """
@@ -112,14 +112,16 @@ NOVELTY_PHOTO_SEED = 12
 
 
 def fit_novelty(checkpoint: Path, photos: int):
-    """The novelty model of a run: fitted on its training split's features, its threshold the
-    98th percentile of ``photos`` of its validation digits, photographed (lighting in turn)."""
+    """The novelty model of a run: fitted on its training split's features; its threshold the lowest
+    at which the whole unsure rule flags at most :data:`~mnistkit.novelty.DEFAULT_FLAG_RATE` of
+    ``photos`` of its validation digits, photographed (lighting in turn)."""
     import numpy as np
     import torch
 
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.data import load_dataset, split_validation
-    from mnistkit.novelty import DEFAULT_PERCENTILE, FEATURE, NoveltyModel, embed_images
+    from mnistkit.novelty import DEFAULT_FLAG_RATE, FEATURE, FEATURES, NoveltyModel, embed_images
+    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, probabilities, unsure_reason
     from mnistkit.preprocess.image import analyze_image, load_image
 
     sys.path.insert(0, str(REPO / "bench"))
@@ -130,21 +132,30 @@ def fit_novelty(checkpoint: Path, photos: int):
     train, val = split_validation(load_dataset(cfg["dataset"], download=False).train, cfg["val_size"], cfg["seed"])
     if val is None:
         raise SystemExit("build_bundled_model: --novelty needs a run trained with a validation split")
-    fit = NoveltyModel.fit(embed_images(ckpt.model, train.images, ckpt.norm), train.labels).stored()
+    features = embed_images(ckpt.model, train.images, ckpt.norm, FEATURE)
+    fit = NoveltyModel.fit(features, train.labels, feature=FEATURE).stored()
     rng = np.random.default_rng(NOVELTY_PHOTO_SEED)
     pick = np.sort(rng.choice(len(val), min(photos, len(val)), replace=False))
-    digits = []
+    analyses = []
     for k, i in enumerate(pick):
         layer = ink_layer(val.images[i].numpy(), int(rng.integers(60, 141)), rng, rotate=True)
-        digits.append(analyze_image(load_image(render_photo([layer], rng, LIGHTING[k % len(LIGHTING)]))).digit)
-    distances = fit.distance(embed_images(ckpt.model, torch.from_numpy(np.stack(digits)), ckpt.norm))
-    return fit.with_threshold(
+        analyses.append(analyze_image(load_image(render_photo([layer], rng, LIGHTING[k % len(LIGHTING)]))))
+    digits = np.stack([a.digit for a in analyses])
+    unsure = [
+        unsure_reason(a, p, DEFAULT_MIN_CONFIDENCE) is not None for a, p in zip(analyses, probabilities(ckpt, digits))
+    ]
+    distances = fit.distance(embed_images(ckpt.model, torch.from_numpy(digits), ckpt.norm, FEATURE))
+    return fit.with_flag_rate(
         distances,
-        DEFAULT_PERCENTILE,
-        feature_is=f"{FEATURE}: the last conv stage's feature maps averaged over space",
+        unsure,
+        DEFAULT_FLAG_RATE,
+        feature_is=f"{FEATURE}: every convolutional stage's feature maps averaged over space, concatenated "
+        f"(SmallCNN.{FEATURES[FEATURE]})",
         fit_data=f"{cfg['dataset']} training split less the {len(val)} validation images ({len(train)} images)",
         threshold_data=f"{len(pick)} of the {len(val)} validation digits (seed {cfg['seed']}), photographed by "
-        f"bench/photos.py's generator (seed {NOVELTY_PHOTO_SEED}, lighting in turn)",
+        f"bench/photos.py's generator (seed {NOVELTY_PHOTO_SEED}, lighting in turn); the threshold is the lowest "
+        f"at which the whole unsure rule (--min-confidence {DEFAULT_MIN_CONFIDENCE:g}) flags at most "
+        f"{DEFAULT_FLAG_RATE:.1%} of them",
     )
 
 
@@ -195,7 +206,9 @@ def check_recipe(meta: dict) -> None:
 
     got = {k: v for k, v in (meta.get("config") or {}).items() if k not in RUN_PLACE_FIELDS}
     want = {k: v for k, v in resolve_config(PRESET).to_dict().items() if k not in RUN_PLACE_FIELDS}
-    diff = sorted(k for k in want if got.get(k) != want[k])
+    # an option added after the run was trained is absent from its config: it ran as the default did
+    defaults = resolve_config().to_dict()
+    diff = sorted(k for k in want if got.get(k, defaults[k]) != want[k])
     if diff:
         raise ConfigError(f"the run was not trained with --preset {PRESET}: it differs in {', '.join(diff)}")
 

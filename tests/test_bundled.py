@@ -177,3 +177,20 @@ def test_build_script_refuses_a_run_of_another_recipe_and_keeps_the_old_file(tmp
     assert res.returncode == 2
     assert "not trained with --preset digits-bundled: it differs in aug_elastic, epochs" in res.stderr
     assert target.read_bytes() == b"previous"
+
+
+def test_build_script_accepts_a_run_older_than_an_option_that_ran_as_its_default(tmp_path):
+    """The shipped model was trained before ``solver`` existed: its config lacks the field, and the
+    run did what the default does, so repackaging it (e.g. to refit the novelty model) must work.
+    A missing field the recipe sets to something else than the default is still a different recipe."""
+    config = resolve_config(PRESET).to_dict()
+    assert config["solver"] == resolve_config().to_dict()["solver"]
+    older = {k: v for k, v in config.items() if k != "solver"}
+    run = tmp_path / "run"
+    _recipe_checkpoint(run, older)
+    res = _build("--from-run", str(run), "--target", str(tmp_path / "a.safetensors"))
+    assert res.returncode == 0, res.stderr
+    changed = tmp_path / "changed"
+    _recipe_checkpoint(changed, {k: v for k, v in config.items() if k != "aug_elastic"})  # default is 0.0
+    res = _build("--from-run", str(changed), "--target", str(tmp_path / "b.safetensors"))
+    assert res.returncode == 2 and "it differs in aug_elastic" in res.stderr

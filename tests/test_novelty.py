@@ -65,6 +65,34 @@ def test_threshold_is_the_percentile_of_in_distribution_distances():
     assert nov.info["percentile"] == 98 and nov.info["threshold_data"] == "seed 1"
 
 
+def test_flag_rate_threshold_counts_what_the_other_rules_flag():
+    distances = np.arange(1.0, 201.0)  # 200 held-out inputs, distance = rank
+    anyway = np.zeros(200, bool)
+    anyway[[199, 50, 10]] = True  # the other rules flag the farthest one and two ordinary ones
+    nov = NoveltyModel(torch.zeros(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64))
+    got = nov.with_flag_rate(distances, anyway, 0.03)  # 6 of 200 may be flagged: 3 already are
+    flagged = anyway | (distances > got.threshold)
+    assert flagged.sum() == 6 and got.threshold == 196.0  # 197, 198, 199 added (200 was flagged anyway)
+    assert got.info["held_out_flagged"] == 0.03 and got.info["flag_rate"] == 0.03
+    spent = nov.with_flag_rate(distances, anyway, 0.01)  # 2 of 200: the other rules spent the budget
+    assert not (distances[~anyway] > spent.threshold).any()
+    with pytest.raises(ValueError, match="one flag per input"):
+        nov.with_flag_rate(distances, anyway[:10], 0.03)
+
+
+def test_stage_features_are_every_stage_pooled():
+    torch.manual_seed(0)
+    model = build_model("cnn", widths=(4, 8, 16)).eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        stages = model.stage_features(x)
+        assert stages.shape == (3, 4 + 8 + 16)
+        assert torch.allclose(stages[:, -16:], model.embed(x))  # the last stage is what embed sees
+        assert torch.allclose(
+            stages[:, :4], model.features[0](x.contiguous(memory_format=torch.channels_last)).mean((2, 3))
+        )
+
+
 def test_fit_refuses_a_missing_class():
     with pytest.raises(ValueError, match="every class"):
         NoveltyModel.fit(torch.randn(10, 3), torch.tensor([0] * 5 + [2] * 5))
@@ -79,7 +107,7 @@ def tiny_cnn_with_novelty(tmp_path):
     model = build_model("cnn", widths=(4, 8))
     images = torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8)
     features = embed_images(model.eval(), images, NORM)
-    assert features.shape == (200, 8)
+    assert features.shape == (200, 12)  # every stage pooled: 4 + 8 channels
     nov = NoveltyModel.fit(features, torch.arange(200) % 10).stored()
     nov = nov.with_threshold(nov.distance(features), 98)
     path = save_checkpoint(tmp_path / "m.safetensors", model, {**META, "novelty": nov.to_meta()}, nov.to_tensors())
@@ -93,7 +121,23 @@ def test_novelty_round_trips_through_a_checkpoint(tmp_path):
     assert torch.equal(ckpt.novelty.means, nov.means) and torch.equal(ckpt.novelty.precision, nov.precision)
     ratios = novelty_ratios(ckpt, images)
     assert ratios.shape == (200,) and np.allclose(ratios, nov.ratio(embed_images(ckpt.model, images, NORM)).numpy())
-    assert ckpt.meta["novelty"]["feature"] == "embed" and ckpt.meta["novelty"]["percentile"] == 98
+    assert ckpt.meta["novelty"]["feature"] == "stages" and ckpt.meta["novelty"]["percentile"] == 98
+
+
+def test_a_last_stage_novelty_model_still_loads_and_scores(tmp_path):
+    """The first bundled novelty model was fitted on ``embed`` (the last stage alone): such files
+    keep loading and are scored on the feature they were fitted on."""
+    torch.manual_seed(0)
+    model = build_model("cnn", widths=(4, 8)).eval()
+    images = torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8)
+    features = embed_images(model, images, NORM, "embed")
+    assert features.shape == (200, 8)
+    nov = NoveltyModel.fit(features, torch.arange(200) % 10, feature="embed").stored()
+    nov = nov.with_threshold(nov.distance(features), 98)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, {**META, "novelty": nov.to_meta()}, nov.to_tensors())
+    ckpt = load_checkpoint(path)
+    assert ckpt.novelty.feature == "embed" and ckpt.meta["novelty"]["dims"] == 8
+    assert np.allclose(novelty_ratios(ckpt, images), nov.ratio(features).numpy())
 
 
 def test_old_checkpoints_without_novelty_load_unchanged(tmp_path):
@@ -119,13 +163,13 @@ def test_the_digest_covers_the_novelty_tensors(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda t, m: t.update({"novelty.means": t["novelty.means"][:, :5]}), r"says a float \(10, 8\)"),
+        (lambda t, m: t.update({"novelty.means": t["novelty.means"][:, :5]}), r"says a float \(10, 12\)"),
         (lambda t, m: t.update({"novelty.precision": t["novelty.precision"] * float("nan")}), "non-finite"),
         (lambda t, m: t.pop("novelty.means"), "expected exactly"),
         (lambda t, m: m.pop("novelty"), "tensors without the metadata"),
         (lambda t, m: [t.pop(k) for k in list(t) if k.startswith("novelty.")], "metadata without the tensors"),
         (lambda t, m: m["novelty"].update(threshold=-1.0), "bad metadata field 'novelty'"),
-        (lambda t, m: m["novelty"].update(dims=16), "over 16 features, but model 'cnn' embeds 8"),
+        (lambda t, m: m["novelty"].update(dims=16), "over 16 features, but model 'cnn' has 12 'stages' features"),
     ],
 )
 def test_malformed_novelty_is_refused_in_one_line(tmp_path, change, message):
@@ -145,7 +189,7 @@ def test_a_model_without_embed_cannot_carry_novelty(tmp_path):
     mlp = save_checkpoint(
         tmp_path / "mlp.safetensors", build_model("mlp", hidden=[8]), {**META, "novelty": meta["novelty"]}, nov_tensors
     )
-    with pytest.raises(CheckpointError, match="has no embed"):
+    with pytest.raises(CheckpointError, match="cannot compute 'stages' features"):
         load_checkpoint(mlp)
 
 
@@ -157,8 +201,22 @@ def test_extra_tensors_must_be_novelty_tensors(tmp_path):
 # --- the bundled model -----------------------------------------------------------------------------
 
 
+#: Letters and shapes drawn with a thick pen (polylines on a 200x200 page). The classifier reads
+#: most of them as a 4 or an 8 with high confidence; the printed "A" passes as a "4" even for the
+#: novelty model (ratio 0.86 with the shipped model), which is why a set is checked, not one shape.
+SHAPES = {
+    "A": [[(40, 180), (100, 20), (160, 180)], [(65, 120), (135, 120)]],
+    "K": [[(60, 20), (60, 180)], [(150, 20), (60, 110), (150, 180)]],
+    "W": [[(20, 30), (60, 170), (100, 60), (140, 170), (180, 30)]],
+    "M": [[(30, 180), (30, 20), (100, 120), (170, 20), (170, 180)]],
+    "R": [[(50, 180), (50, 20), (130, 20), (150, 50), (130, 90), (50, 90), (150, 180)]],
+    "star": [[(100, 20), (140, 180), (20, 70), (180, 70), (60, 180), (100, 20)]],
+    "H": [[(40, 20), (40, 180)], [(160, 20), (160, 180)], [(40, 100), (160, 100)]],
+}
+
+
 def drawn(kind: str) -> np.ndarray:
-    """A dark-on-white drawing, as a user's picture would be: a shirt-like shape or the letter "A"."""
+    """A dark-on-white drawing, as a user's picture would be: a shirt-like shape or one of :data:`SHAPES`."""
     from PIL import Image, ImageDraw
 
     img = Image.new("L", (200, 200), 255)
@@ -169,8 +227,8 @@ def drawn(kind: str) -> np.ndarray:
             fill=30,
         )
     else:
-        d.line([(40, 180), (100, 20), (160, 180)], fill=0, width=14)
-        d.line([(65, 120), (135, 120)], fill=0, width=14)
+        for line in SHAPES[kind]:
+            d.line(line, fill=0, width=14, joint="curve")
     return np.asarray(img)
 
 
@@ -183,9 +241,12 @@ def test_the_bundled_model_flags_non_digits_but_not_digits(mnist_root):
     assert ckpt.novelty is not None, "the bundled model ships a novelty model"
     test = load_dataset("mnist", data_dir=mnist_root, download=False).test
     digits = [255 - test.images[i].numpy() for i in range(20)]  # dark ink on white, like a user's file
-    preds = mnistkit.predict([drawn("shirt"), drawn("letter"), *digits], model=ckpt)
+    shapes = mnistkit.predict([drawn(k) for k in SHAPES], model=ckpt)
+    preds = mnistkit.predict([drawn("shirt"), *digits], model=ckpt)
     assert preds[0].unsure  # the shirt: unsure for one reason or another
-    # the letter: the model is sure it is a digit (0.98 for "4" when written), the novelty model is not
-    assert preds[1].probability > DEFAULT_MIN_CONFIDENCE and preds[1].reason == REASON
-    assert sum(p.unsure for p in preds[2:]) <= 1  # ~2 % of photographed digits; clean ones far fewer
-    assert all(p.reason != REASON for p in preds[2:])
+    # the shapes: the classifier is sure they are digits; the novelty model says otherwise for most
+    confident = [p for p in shapes if p.probability > DEFAULT_MIN_CONFIDENCE]
+    assert len(confident) >= 5
+    assert sum(p.reason == REASON for p in confident) >= len(confident) - 1
+    assert sum(p.unsure for p in preds[1:]) <= 1  # ~1 % of photographed digits; clean ones far fewer
+    assert all(p.reason != REASON for p in preds[1:])

@@ -266,7 +266,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 def _load_novelty(tensors: dict[str, torch.Tensor], meta: dict, skeleton: torch.nn.Module, path) -> NoveltyModel | None:
     """The checkpoint's novelty model, or None when it has neither ``novelty.*`` tensors nor metadata;
     one without the other, or features the model cannot produce, is refused."""
-    from mnistkit.novelty import NoveltyModel
+    from mnistkit.novelty import NoveltyModel, feature_method
 
     if not tensors and "novelty" not in meta:
         return None
@@ -275,16 +275,18 @@ def _load_novelty(tensors: dict[str, torch.Tensor], meta: dict, skeleton: torch.
             f"checkpoint {path} has novelty {'tensors' if tensors else 'metadata'} without the "
             f"{'metadata' if tensors else 'tensors'}; it was not written by mnistkit"
         )
-    embed = getattr(skeleton, "embed", None)
+    feature = meta["novelty"]["feature"]
+    embed = feature_method(skeleton, feature)
     try:
         with torch.no_grad():
             dims = int(embed(torch.empty(1, 1, 28, 28, device="meta")).shape[-1]) if embed is not None else None
     except Exception:  # a model the shape probe cannot drive
         dims = None
     if dims != meta["novelty"]["dims"]:
+        has = f"has {dims} {feature!r} features" if dims else f"cannot compute {feature!r} features"
         raise CheckpointError(
             f"checkpoint {path} has a novelty model over {meta['novelty']['dims']} features, but model "
-            f"{meta['model']!r} {'embeds ' + str(dims) if dims else 'has no embed'}"
+            f"{meta['model']!r} {has}"
         )
     return NoveltyModel.from_checkpoint(tensors, meta["novelty"], len(meta["class_names"]), path)
 

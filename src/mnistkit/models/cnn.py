@@ -89,6 +89,23 @@ class SmallCNN(nn.Module):
         """
         return self.features(_as_nhwc_batch(x)).mean(dim=(2, 3))
 
+    def stage_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Every stage's feature maps averaged over space, concatenated: ``[N, sum(widths)]``.
+
+        Early stages see strokes, the last one digit parts; a letter or a scribble can look
+        like a digit to the last stage alone while its strokes are unlike a digit's (the
+        layer ensemble of Lee et al. 2018). One Gaussian over all stages flagged more
+        non-digits at the same false-alarm rate than the last stage (:meth:`embed`) alone:
+        Fashion-MNIST 85 % against 72 %, scribbles 79 % against 63 %, letters 59 % against
+        54 %, 1.9 % of held-out photographed digits flagged (bench/photos.py generator,
+        development seeds). Adds no parameters.
+        """
+        z, pooled = _as_nhwc_batch(x), []
+        for stage in self.features:
+            z = stage(z)
+            pooled.append(z.mean(dim=(2, 3)))
+        return torch.cat(pooled, dim=1)
+
 
 def _as_nhwc_batch(x: torch.Tensor) -> torch.Tensor:
     """``[N, 784]``, ``[N, 28, 28]`` or ``[N, 1, 28, 28]`` -> channels-last ``[N, 1, 28, 28]`` (matches the weights: no reorders)."""

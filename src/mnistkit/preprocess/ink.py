@@ -190,7 +190,6 @@ def _otsu(hist: np.ndarray) -> int:
 
 
 @dataclass
-@dataclass
 class Group:
     """Ink pieces taken to be one digit: their joint mask, size in pixels, and bounding box."""
 
