@@ -45,3 +45,25 @@ def test_config_refuses_lbfgs_where_it_cannot_apply():
 def test_penalty_is_sklearns_c_1_unless_weight_decay_is_set():
     assert lbfgs.penalty_strength(TrainConfig(model="logreg"), 60_000) == pytest.approx(1 / 60_000)
     assert lbfgs.penalty_strength(TrainConfig(model="logreg", weight_decay=1e-3), 60_000) == 1e-3
+
+
+@pytest.mark.parametrize("model", ["logreg", "binary-logreg"])
+def test_lbfgs_train_scores_are_what_evaluation_says_of_the_training_split(model):
+    """The L-BFGS run logs its training loss and accuracy by the rule evaluation uses (the same
+    loss, predictions from the probabilities), on normalised inputs."""
+    import torch
+
+    from mnistkit.evaluation import evaluate
+    from mnistkit.models import build_model
+    from mnistkit.preprocess import Normalization, normalize
+
+    torch.manual_seed(0)
+    net = build_model(model).eval()
+    images = torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 2 if model == "binary-logreg" else 10, (300,))
+    norm = Normalization(0.1307, 0.3081)
+    names = ["0", "1"] if model == "binary-logreg" else [str(i) for i in range(10)]
+    want = evaluate(net, images, labels, norm, names, task=net.mnistkit_task)
+    got = lbfgs._train_scores(net, normalize(images, norm).view(300, -1), labels, batch_size=128)
+    assert got["train_loss"] == pytest.approx(want.loss, rel=1e-5)
+    assert got["train_accuracy"] == pytest.approx(want.accuracy, abs=0.005)  # EvalResult rounds to 0.01

@@ -127,14 +127,7 @@ def load_kaggle_csv(path: Path) -> Dataset:
     train_mask, test_mask = carve_test(images, labels)
     train = make_split(images[train_mask], labels[train_mask], len(classes), str(path))
     test = make_split(images[test_mask], labels[test_mask], len(classes), str(path))
-    return Dataset(
-        name=path.name,
-        train=train,
-        test=test,
-        class_names=classes,
-        norm=compute_normalization(train.images),
-        source=str(path),
-    )
+    return _dataset(path, train, test, classes)
 
 
 # --- image folder --------------------------------------------------------------------------
@@ -213,11 +206,16 @@ def load_image_folder(folder: Path) -> Dataset:
     else:
         train_mask, test_mask = carve_test(train.images, train.labels)
         train, test = train.subset(train_mask), train.subset(test_mask)
+    return _dataset(folder, train, test, classes)
+
+
+def _dataset(where: Path, train: Split, test: Split, classes: list[str]) -> Dataset:
+    """A user's dataset (CSV file or image folder): named after it, normalised by its own training split."""
     return Dataset(
-        name=folder.name,
+        name=where.name,
         train=train,
         test=test,
         class_names=classes,
         norm=compute_normalization(train.images),
-        source=str(folder),
+        source=str(where),
     )

@@ -16,9 +16,9 @@ from collections.abc import Callable
 import torch
 
 from mnistkit.config import LBFGS_MODELS, TrainConfig
-from mnistkit.evaluation import validation_scores
+from mnistkit.evaluation import loss_and_accuracy, validation_scores
 from mnistkit.inference import switched_mode
-from mnistkit.losses import classification_loss
+from mnistkit.losses import logits_to_probabilities
 from mnistkit.preprocess import Normalization, normalize
 from mnistkit.solvers.lbfgs import fit_logistic
 from mnistkit.training.callbacks import CallbackList
@@ -99,12 +99,12 @@ def fit_linear(model, x, y, cfg: TrainConfig, norm: Normalization, callbacks: Ca
 
 @torch.inference_mode()
 def _train_scores(model, x, y, batch_size: int) -> dict:
-    """Mean loss and accuracy (percent) on the normalised training split."""
-    loss_sum, correct = 0.0, 0
+    """Mean loss and accuracy (percent) on the normalised training split, by the rule evaluation and
+    validation use (:func:`mnistkit.evaluation.loss_and_accuracy`); only the batching is here, since
+    the inputs are already normalised tensors rather than uint8 images."""
+    task = model.mnistkit_task
     with switched_mode(model, training=False):
-        for i in range(0, len(x), batch_size):
-            logits, yb = model(x[i : i + batch_size]).float(), y[i : i + batch_size]
-            loss_sum += float(classification_loss(logits, yb, model.mnistkit_task, reduction="sum"))
-            pred = (logits > 0).long() if model.mnistkit_task == "binary" else logits.argmax(1)
-            correct += int((pred == yb).sum())
-    return {"train_loss": loss_sum / len(x), "train_accuracy": 100.0 * correct / len(x)}
+        logits = torch.cat([model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    predictions = logits_to_probabilities(logits, task).argmax(1)
+    loss, accuracy = loss_and_accuracy(logits, y.long(), task, predictions)
+    return {"train_loss": loss, "train_accuracy": accuracy}
