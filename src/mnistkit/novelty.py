@@ -3,13 +3,13 @@
 A classifier's softmax is confident about many things that are not digits (a shirt, a letter,
 a scribble): the top probability alone flagged a quarter to a third of them (issue 12). This
 module scores an input by how far its features lie from the training digits': class-conditional
-Gaussians with one shared covariance, fitted to the network's pooled features
-(:meth:`mnistkit.models.cnn.SmallCNN.embed`), and the distance to the nearest class mean in the
-metric of that covariance (the Mahalanobis score of Lee et al., "A Simple Unified Framework for
-Detecting Out-of-Distribution Samples and Adversarial Attacks", NeurIPS 2018). The features are
-every convolutional stage's pooled maps, concatenated (:meth:`~mnistkit.models.cnn.SmallCNN.stage_features`:
-strokes and parts, not only the last stage's view); checkpoints made with the last stage alone
-(feature ``"embed"``) still load and score as they did.
+Gaussians with one shared covariance, fitted to the network's pooled features, and the distance
+to the nearest class mean in the metric of that covariance (the Mahalanobis score of Lee et al.,
+"A Simple Unified Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks",
+NeurIPS 2018). The features are every convolutional stage's pooled maps, concatenated
+(:meth:`~mnistkit.models.cnn.SmallCNN.stage_features`: strokes and parts, not only the last
+stage's view); checkpoints made with the last stage alone (feature ``"embed"``) still load and
+score as they did.
 
 The fitted means, the precision (inverse covariance) and a threshold live in the checkpoint:
 tensors under the ``novelty.`` key prefix (covered by the checkpoint's digest) and a ``novelty``
@@ -126,7 +126,7 @@ class NoveltyModel:
         if not len(free):
             raise ValueError("every held-out input is flagged by the other rules: no threshold can be chosen")
         # flag the `budget` farthest (strictly above the threshold); none when the budget is spent
-        threshold = float(free[min(max(budget, 0), len(free) - 1)]) if budget > 0 else float(free[0])
+        threshold = float(free[min(budget, len(free) - 1)]) if budget > 0 else float(free[0])
         if not math.isfinite(threshold) or threshold <= 0:
             raise ValueError(f"novelty threshold {threshold} is not a positive number")
         flagged = float(np.mean(anyway | (d > threshold)))
