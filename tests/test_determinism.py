@@ -53,7 +53,8 @@ def _weights(dataset, out, **kw):
             aug_scale=0.1,
             aug_elastic=34.0,
             aug_thickness=0.5,
-        ),  # augmentation from the epoch's RNG
+            negatives=0.5,
+        ),  # augmentation and generated non-digits from the epoch's RNG
     ],
 )
 def test_two_deterministic_runs_give_identical_weights(synthetic_dataset, tmp_path, kw):

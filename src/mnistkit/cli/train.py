@@ -93,6 +93,15 @@ DATA, MODEL, OPTIM, AUGMENT, RUN, OUTPUT = "Data", "Model", "Optimizer", "Augmen
     help="Any model option as KEY=VALUE (repeatable), e.g. widths=[32,64].",
 )
 @_option(
+    "--init-from",
+    type=str,
+    default=None,
+    group=MODEL,
+    field="init_from",
+    metavar="CHECKPOINT|RUN_DIR",
+    help=option_help("init_from"),
+)
+@_option(
     "--preset",
     type=click.Choice(list(PRESETS)),
     default=None,
@@ -165,6 +174,7 @@ DATA, MODEL, OPTIM, AUGMENT, RUN, OUTPUT = "Data", "Model", "Optimizer", "Augmen
     field="aug_thickness",
     help=option_help("aug_thickness"),
 )
+@_option("--negatives", type=float, default=None, group=AUGMENT, field="negatives", help=option_help("negatives"))
 @_option("--seed", type=int, default=None, group=RUN, field="seed", help="")
 @_option(
     "--deterministic",

@@ -77,12 +77,20 @@ def random_shift(
 ) -> torch.Tensor:
     """Translate each image of ``x [B, 1, H, W]`` by its own random integer offset in
     ``[-max_shift, max_shift]`` pixels, filling uncovered pixels with ``fill`` (the background)."""
+    # drawn as start positions in the padded image, as before shift_by existed: same batches, same runs
+    offsets = max_shift - torch.randint(0, 2 * max_shift + 1, (len(x), 2), generator=generator)
+    return shift_by(x, offsets, max_shift, fill)
+
+
+def shift_by(x: torch.Tensor, offsets: torch.Tensor, max_shift: int, fill: float) -> torch.Tensor:
+    """Translate image i of ``x [B, C, H, W]`` down by ``offsets[i, 0]`` and right by ``offsets[i, 1]``
+    pixels (each within ``[-max_shift, max_shift]``), filling with ``fill``: one pad and one gather."""
     b, c, h, w = x.shape
     p = max_shift
     padded = F.pad(x, (p, p, p, p), value=fill).view(b, c, (h + 2 * p) * (w + 2 * p))
-    shifts = torch.randint(0, 2 * p + 1, (b, 2), generator=generator).to(x.device)
-    ys = torch.arange(h, device=x.device).view(1, h, 1) + shifts[:, 0].view(b, 1, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w) + shifts[:, 1].view(b, 1, 1)
+    starts = (p - offsets).to(x.device)  # where each output's top-left pixel reads in the padded image
+    ys = torch.arange(h, device=x.device).view(1, h, 1) + starts[:, 0].view(b, 1, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w) + starts[:, 1].view(b, 1, 1)
     idx = (ys * (w + 2 * p) + xs).view(b, 1, h * w).expand(b, c, h * w)
     return padded.gather(2, idx).view(b, c, h, w)
 

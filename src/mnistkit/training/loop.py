@@ -22,7 +22,7 @@ from mnistkit.config import TrainConfig, resolve_config, resolve_device
 from mnistkit.errors import ConfigError
 from mnistkit.evaluation import validation_scores
 from mnistkit.inference import switched_mode
-from mnistkit.losses import classification_loss
+from mnistkit.losses import NEGATIVE, classification_loss
 from mnistkit.runs import RunDir, default_run_dir
 from mnistkit.training import lbfgs
 from mnistkit.training.artifacts import RunResult, finish_run
@@ -166,10 +166,15 @@ def train_one_epoch(s: Session, epoch: int, callbacks: Callback) -> dict:
     callbacks.on_epoch_begin(epoch, s.batches.steps)
     with switched_mode(s.train_model, training=True):
         for step, (xb, yb) in enumerate(s.batches(epoch), start=1):
-            loss, logits = train_step(s.train_model, s.optimizer, xb, yb, s.task, s.label_smoothing, s.autocast)
+            loss, logits = train_step(
+                s.train_model, s.optimizer, xb, yb, s.task, s.label_smoothing, s.autocast, s.negative_weight
+            )
             if s.scheduler is not None:
                 s.scheduler.step()
-            loss_sum.add_(loss.detach(), alpha=len(yb))  # one in-place op, no host sync
+            if s.negative_weight:  # weigh the batch by its real images: a tensor, so still no host sync
+                loss_sum.add_(loss.detach() * (yb != NEGATIVE).sum())
+            else:
+                loss_sum.add_(loss.detach(), alpha=len(yb))  # one in-place op, no host sync
             correct += _correct(logits.detach(), yb, s.task)
             callbacks.on_batch_end(epoch, step, loss)
     if s.dist is not None:
@@ -178,11 +183,12 @@ def train_one_epoch(s: Session, epoch: int, callbacks: Callback) -> dict:
     return {"train_loss": float(loss_sum) / seen, "train_accuracy": 100.0 * int(correct) / seen}
 
 
-def train_step(model, optimizer, xb, yb, task: str, label_smoothing: float, autocast):
-    """Forward, loss, backward, update. Returns the loss and logits (still on device)."""
+def train_step(model, optimizer, xb, yb, task: str, label_smoothing: float, autocast, negative_weight: float = 0.0):
+    """Forward, loss, backward, update. Returns the loss and logits (still on device).
+    ``negative_weight``: the loss weight of the batch's generated non-digits (label ``NEGATIVE``)."""
     with autocast():
         logits = model(xb)
-        loss = classification_loss(logits.float(), yb, task, label_smoothing)
+        loss = classification_loss(logits.float(), yb, task, label_smoothing, negative_weight=negative_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -6,6 +6,7 @@ The epoch loop (:mod:`mnistkit.training.loop`) reads a :class:`Session` instead 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from mnistkit.training.callbacks import (
 )
 from mnistkit.training.distributed import DistContext, wrap_model
 from mnistkit.training.faults import faults_from_env
+from mnistkit.training.negatives import Negatives
 from mnistkit.training.optim import make_optimizer, make_scheduler
 from mnistkit.training.runlog import RunLog
 
@@ -52,6 +54,7 @@ class Session:
     batches: EpochBatches
     task: str  # "multiclass" or "binary"
     label_smoothing: float
+    negative_weight: float  # the loss weight of generated non-digits (--negatives); 0 = none in the batches
     autocast: Callable  # a factory of autocast contexts (a no-op one in fp32)
     device: torch.device
     dist: DistContext | None
@@ -84,6 +87,31 @@ def make_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     return build_model(cfg.model, **options)
 
 
+def load_initial_weights(model: torch.nn.Module, source: str, data: TaskData) -> None:
+    """``--init-from``: copy a checkpoint's weights into ``model``, which must be the same network for
+    the same classes and pixel scale (anything else would start from weights meant for other inputs)."""
+    from mnistkit.api import resolve_checkpoint_path
+    from mnistkit.checkpoint import load_checkpoint
+
+    start = load_checkpoint(resolve_checkpoint_path(source))
+    if list(start.class_names) != list(data.class_names):
+        raise ConfigError(
+            f"--init-from {source}: its classes {start.class_names} are not this run's {data.class_names}"
+        )
+    if start.norm != data.norm:
+        raise ConfigError(
+            f"--init-from {source}: it was trained on pixels normalised as {start.norm}, this run uses {data.norm}"
+        )
+    theirs, ours = start.model.state_dict(), model.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in theirs.items()}
+    if shapes != {k: tuple(v.shape) for k, v in ours.items()}:
+        raise ConfigError(
+            f"--init-from {source}: its network ({start.meta.get('model')} {start.meta.get('model_options')}) "
+            "is not this run's model; give the same --model and --model-option values"
+        )
+    model.load_state_dict(theirs)
+
+
 def load_training_data(cfg: TrainConfig) -> TaskData:
     """The task's splits for ``cfg`` (``--dry-run``: the first few batches of each)."""
     from mnistkit.data import load_dataset
@@ -103,7 +131,11 @@ def load_training_data(cfg: TrainConfig) -> TaskData:
 
 def make_session(cfg: TrainConfig, data: TaskData, device: torch.device, dist: DistContext | None) -> Session:
     """Model on ``device``, the training split normalised once on it, optimiser and per-step schedule."""
-    model = make_model(cfg, len(data.class_names)).to(device)
+    model = make_model(cfg, len(data.class_names))
+    if cfg.init_from:
+        load_initial_weights(model, cfg.init_from, data)
+    model = model.to(device)
+    task = get_model_spec(cfg.model).task
     batches = EpochBatches(
         normalize(data.train.images.to(device), data.norm),
         data.train.labels.to(device),
@@ -113,6 +145,7 @@ def make_session(cfg: TrainConfig, data: TaskData, device: torch.device, dist: D
         augment=Augmentation.from_config(cfg),  # None when --augment is off
         fill=-data.norm.mean / data.norm.std,  # a blank pixel after normalisation
         step_limit=DRY_RUN_STEPS if cfg.dry_run else None,
+        negatives=make_negatives(cfg, data, task, device),
     )
     optimizer = make_optimizer(model.parameters(), cfg, device)
     train_model = wrap_model(model, dist)  # DDP under torchrun, else the model itself
@@ -123,8 +156,9 @@ def make_session(cfg: TrainConfig, data: TaskData, device: torch.device, dist: D
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg, cfg.epochs * batches.steps),
         batches=batches,
-        task=get_model_spec(cfg.model).task,
+        task=task,
         label_smoothing=cfg.label_smoothing,
+        negative_weight=cfg.negatives,
         autocast=_autocast(device, cfg.amp),
         device=device,
         dist=dist,
@@ -133,6 +167,16 @@ def make_session(cfg: TrainConfig, data: TaskData, device: torch.device, dist: D
         norm=data.norm,
         eval_batch_size=cfg.eval_batch_size,
     )
+
+
+def make_negatives(cfg: TrainConfig, data: TaskData, task: str, device: torch.device) -> Negatives | None:
+    """The generated non-digits of ``--negatives`` (None when off); a multiclass digit task only."""
+    if not cfg.negatives:
+        return None
+    if task != "multiclass":
+        raise ConfigError(f"--negatives needs a multiclass model; {cfg.model!r} is {task}")
+    normalise = functools.partial(normalize, norm=data.norm)
+    return Negatives.for_task(cfg.negatives, data.class_names, normalise, cfg.seed, device, len(data.train.images))
 
 
 def make_callbacks(
