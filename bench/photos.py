@@ -224,15 +224,15 @@ def read_digits(ckpt, files: list[Path]):
     return probabilities(ckpt, digits), analyses, novelty_ratios(ckpt, digits)
 
 
-def flagged_percent(analyses, probs, novelty, use_novelty: bool = True) -> dict:
-    """% of inputs the unsure rule flags, per ``--min-confidence`` in :data:`THRESHOLDS`."""
+def flagged_percent(analyses, probs, novelty, use_novelty: bool = True, thresholds=THRESHOLDS) -> dict:
+    """% of inputs the unsure rule flags, per ``--min-confidence`` in ``thresholds``."""
     from mnistkit.prediction import unsure_reason
 
     ratios = novelty if novelty is not None and use_novelty else [None] * len(analyses)
     return {
         str(t): float(np.mean([unsure_reason(a, p, t, r) is not None for a, p, r in zip(analyses, probs, ratios)]))
         * 100
-        for t in THRESHOLDS
+        for t in thresholds
     }
 
 
@@ -253,10 +253,11 @@ def main() -> None:
     from mnistkit.api import resolve_checkpoint_path
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.number_reading import read_number_files
-    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 
     model_path = resolve_checkpoint_path(args.model)
     ckpt = load_checkpoint(model_path)
+    # the tried values, and the model's own default (mnistkit.checkpoint.Checkpoint.min_confidence)
+    thresholds = tuple(sorted({*THRESHOLDS, ckpt.min_confidence}))
     test_x, test_y = mnist_test("photos")
     rng = np.random.default_rng(args.seed)
     pick = rng.choice(len(test_x), args.n, replace=False)
@@ -286,8 +287,8 @@ def main() -> None:
             acc = float((probs.argmax(1) == test_y[pick]).mean() * 100)
             results["conditions"][cond] = {
                 "accuracy": round(acc, 2),
-                "flagged_percent": flagged_percent(analyses, probs, novelty),
-                "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, use_novelty=False),
+                "flagged_percent": flagged_percent(analyses, probs, novelty, thresholds=thresholds),
+                "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, False, thresholds),
             }
         results["digits_seconds"] = round(time.perf_counter() - started, 1)
 
@@ -334,10 +335,11 @@ def main() -> None:
             probs, analyses, novelty = read_digits(ckpt, paths)
             results["non_digits"][kind] = {
                 "count": len(images),
-                "flagged_percent": flagged_percent(analyses, probs, novelty),
-                "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, use_novelty=False),
+                "flagged_percent": flagged_percent(analyses, probs, novelty, thresholds=thresholds),
+                "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, False, thresholds),
             }
-    results["default_min_confidence"] = DEFAULT_MIN_CONFIDENCE
+    results["default_min_confidence"] = ckpt.min_confidence  # the default in force: the model's own
+    results["thresholds"] = list(thresholds)
     results["novelty"] = ckpt.meta.get("novelty")  # None: the unsure rule used the probabilities alone
     if args.timing:
         results["timing_ms"] = time_preprocessing(test_x[pick[0]], rng)
@@ -381,6 +383,7 @@ def time_preprocessing(digit28: np.ndarray, rng: np.random.Generator, repeats: i
 
 def print_table(r: dict) -> None:
     default = str(r["default_min_confidence"])
+    thresholds = r.get("thresholds", THRESHOLDS)
     clean = r["conditions"]["clean-scan"]["accuracy"]
     print(f"model: {r['model']}   digits per condition: {r['n']}")
     print(f"{'condition':<22}{'accuracy %':>11}{'vs clean':>10}{'unsure % @' + default:>16}")
@@ -395,7 +398,7 @@ def print_table(r: dict) -> None:
     novelty = "with the novelty model" if r.get("novelty") else "the checkpoint has no novelty model"
     print(
         f"flagged as unsure ({novelty}), % by --min-confidence: "
-        + "  ".join(str(t) for t in THRESHOLDS)
+        + "  ".join(str(t) for t in thresholds)
         + f"  | @{default} without novelty"
     )
     for kind, v in r["non_digits"].items():
@@ -404,13 +407,13 @@ def print_table(r: dict) -> None:
         else:
             print(
                 f"  {kind:<14} "
-                + "  ".join(f"{v['flagged_percent'][str(t)]:5.1f}" for t in THRESHOLDS)
+                + "  ".join(f"{v['flagged_percent'][str(t)]:5.1f}" for t in thresholds)
                 + f"  | {v['flagged_without_novelty_percent'][default]:5.1f}"
             )
     photo = [c for k, c in r["conditions"].items() if k.startswith("photo-")]
     print(
         f"  {'photo digits':<14} "
-        + "  ".join(f"{max(c['flagged_percent'][str(t)] for c in photo):5.1f}" for t in THRESHOLDS)
+        + "  ".join(f"{max(c['flagged_percent'][str(t)] for c in photo):5.1f}" for t in thresholds)
         + f"  | {max(c['flagged_without_novelty_percent'][default] for c in photo):5.1f}  (worst condition)"
     )
     all_photo = [c["flagged_percent"][default] for c in photo]

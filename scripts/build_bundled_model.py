@@ -10,11 +10,18 @@ failure). Prints the card.
     python scripts/build_bundled_model.py --from-run src/mnistkit/bundled/digits-cnn.safetensors \
         --photo-benchmark bench/results/photos.json        # refresh the card of the shipped file
     python scripts/build_bundled_model.py --from-run ... --novelty   # (re)fit the novelty model
+    python scripts/build_bundled_model.py --from-run ... --choose-min-confidence   # the model's own threshold
 
 ``--novelty`` fits :mod:`mnistkit.novelty` (class means and shared covariance of the model's
 pooled features, every stage) on the run's own training images, and sets its threshold on the digits the run
 held out for validation (the same seeded split training used, so never seen by the weights nor by
 the test split), photographed by bench/photos.py's generator with a seed the benchmark does not use.
+
+``--choose-min-confidence`` instead gives the model its own ``--min-confidence`` default: the
+highest at which the whole unsure rule flags at most :data:`~mnistkit.prediction.UNSURE_FLAG_RATE`
+of the same photographed validation digits. It is meant for a model trained with ``--negatives``,
+which is unsure of non-digits by itself and needs no novelty model; the shipped recipe trains
+without them and keeps its novelty model (``make bundled-model`` passes ``--novelty``).
 """
 
 from __future__ import annotations
@@ -59,9 +66,17 @@ def main() -> int:
         "photographed validation digits; without it, a novelty model already in the run is kept",
     )
     parser.add_argument(
+        "--choose-min-confidence",
+        action="store_true",
+        help="store the model's own --min-confidence: the highest at which the unsure rule flags at most "
+        "1.5 %% of its photographed validation digits (drops a novelty model)",
+    )
+    parser.add_argument(
         "--novelty-photos", type=int, default=2000, help="validation digits photographed for the threshold"
     )
     args = parser.parse_args()
+    if args.novelty and args.choose_min_confidence:
+        parser.error("--novelty and --choose-min-confidence each spend the whole false-alarm budget: give one")
 
     sys.path.insert(0, str(REPO / "src"))
     import mnistkit.bundled
@@ -80,6 +95,12 @@ def main() -> int:
                 novelty = fit_novelty(resolve_checkpoint_path(run), args.novelty_photos)
                 tensors = {k: v for k, v in tensors.items() if not k.startswith("novelty.")} | novelty.to_tensors()
                 meta["novelty"] = novelty.to_meta()
+            if args.choose_min_confidence:
+                tensors = {k: v for k, v in tensors.items() if not k.startswith("novelty.")}
+                meta.pop("novelty", None)
+                meta["min_confidence"], meta["min_confidence_chosen"] = choose_threshold(
+                    resolve_checkpoint_path(run), args.novelty_photos
+                )
             meta.pop("card", None)  # a repackaged card is written afresh
             # where the run happened to be written or read from is this machine's business, not the package's
             meta["config"] = {**meta["config"], "out": None, "data_dir": None}
@@ -111,36 +132,65 @@ def main() -> int:
 NOVELTY_PHOTO_SEED = 12
 
 
-def fit_novelty(checkpoint: Path, photos: int):
-    """The novelty model of a run: fitted on its training split's features; its threshold the lowest
-    at which the whole unsure rule flags at most :data:`~mnistkit.novelty.DEFAULT_FLAG_RATE` of
-    ``photos`` of its validation digits, photographed (lighting in turn)."""
+def photographed_validation(ckpt, photos: int):
+    """``photos`` of the run's validation digits (its own seeded split: never trained on, never the
+    test split), photographed by bench/photos.py's generator with :data:`NOVELTY_PHOTO_SEED`, lighting
+    in turn, and analysed as ``mnistkit predict`` does -> (training split, analyses, 28x28 digits, note)."""
     import numpy as np
-    import torch
 
-    from mnistkit.checkpoint import load_checkpoint
     from mnistkit.data import load_dataset, split_validation
-    from mnistkit.novelty import DEFAULT_FLAG_RATE, FEATURE, FEATURES, NoveltyModel, embed_images
-    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, probabilities, unsure_reason
     from mnistkit.preprocess.image import analyze_image, load_image
 
     sys.path.insert(0, str(REPO / "bench"))
     from photos import LIGHTING, ink_layer, render_photo
 
-    ckpt = load_checkpoint(checkpoint)
     cfg = ckpt.meta["config"]
     train, val = split_validation(load_dataset(cfg["dataset"], download=False).train, cfg["val_size"], cfg["seed"])
     if val is None:
-        raise SystemExit("build_bundled_model: --novelty needs a run trained with a validation split")
-    features = embed_images(ckpt.model, train.images, ckpt.norm, FEATURE)
-    fit = NoveltyModel.fit(features, train.labels, feature=FEATURE).stored()
+        raise SystemExit("build_bundled_model: choosing thresholds needs a run trained with a validation split")
     rng = np.random.default_rng(NOVELTY_PHOTO_SEED)
     pick = np.sort(rng.choice(len(val), min(photos, len(val)), replace=False))
     analyses = []
     for k, i in enumerate(pick):
         layer = ink_layer(val.images[i].numpy(), int(rng.integers(60, 141)), rng, rotate=True)
         analyses.append(analyze_image(load_image(render_photo([layer], rng, LIGHTING[k % len(LIGHTING)]))))
-    digits = np.stack([a.digit for a in analyses])
+    note = (
+        f"{len(pick)} of the {len(val)} validation digits (seed {cfg['seed']}), photographed by bench/photos.py's "
+        f"generator (seed {NOVELTY_PHOTO_SEED}, lighting in turn)"
+    )
+    return train, analyses, np.stack([a.digit for a in analyses]), note
+
+
+def choose_threshold(checkpoint: Path, photos: int) -> tuple[float, str]:
+    """The run's own ``--min-confidence`` (:func:`mnistkit.prediction.choose_min_confidence` on its
+    photographed validation digits), and how it was chosen, for the card."""
+    import numpy as np
+
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.prediction import UNSURE_FLAG_RATE, choose_min_confidence, probabilities, unsure_reason
+
+    ckpt = load_checkpoint(checkpoint)
+    _, analyses, digits, note = photographed_validation(ckpt, photos)
+    proba = probabilities(ckpt, digits)
+    otherwise = np.array([unsure_reason(a, p, 0.0) is not None for a, p in zip(analyses, proba)])
+    chosen = choose_min_confidence(proba.max(1), otherwise, UNSURE_FLAG_RATE)
+    return chosen, f"the highest at which the unsure rule flags at most {UNSURE_FLAG_RATE:.1%} of {note}"
+
+
+def fit_novelty(checkpoint: Path, photos: int):
+    """The novelty model of a run: fitted on its training split's features; its threshold the lowest
+    at which the whole unsure rule flags at most :data:`~mnistkit.novelty.DEFAULT_FLAG_RATE` of
+    ``photos`` of its validation digits, photographed (lighting in turn)."""
+    import torch
+
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.novelty import DEFAULT_FLAG_RATE, FEATURE, FEATURES, NoveltyModel, embed_images
+    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, probabilities, unsure_reason
+
+    ckpt = load_checkpoint(checkpoint)
+    train, analyses, digits, note = photographed_validation(ckpt, photos)
+    features = embed_images(ckpt.model, train.images, ckpt.norm, FEATURE)
+    fit = NoveltyModel.fit(features, train.labels, feature=FEATURE).stored()
     unsure = [
         unsure_reason(a, p, DEFAULT_MIN_CONFIDENCE) is not None for a, p in zip(analyses, probabilities(ckpt, digits))
     ]
@@ -151,11 +201,9 @@ def fit_novelty(checkpoint: Path, photos: int):
         DEFAULT_FLAG_RATE,
         feature_is=f"{FEATURE}: every convolutional stage's feature maps averaged over space, concatenated "
         f"(SmallCNN.{FEATURES[FEATURE]})",
-        fit_data=f"{cfg['dataset']} training split less the {len(val)} validation images ({len(train)} images)",
-        threshold_data=f"{len(pick)} of the {len(val)} validation digits (seed {cfg['seed']}), photographed by "
-        f"bench/photos.py's generator (seed {NOVELTY_PHOTO_SEED}, lighting in turn); the threshold is the lowest "
-        f"at which the whole unsure rule (--min-confidence {DEFAULT_MIN_CONFIDENCE:g}) flags at most "
-        f"{DEFAULT_FLAG_RATE:.1%} of them",
+        fit_data=f"{ckpt.meta['config']['dataset']} training split less the validation images ({len(train)} images)",
+        threshold_data=f"{note}; the threshold is the lowest at which the whole unsure rule "
+        f"(--min-confidence {DEFAULT_MIN_CONFIDENCE:g}) flags at most {DEFAULT_FLAG_RATE:.1%} of them",
     )
 
 

@@ -3,6 +3,7 @@ true, and it scores >= 99.5 % on MNIST's real test set. Also the card API, `mnis
 packaging script."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -123,12 +124,15 @@ def _recipe_checkpoint(path, config):
     save_checkpoint(path / "model.safetensors", model, meta)
 
 
-def _build(*args):
+def _build(*args, data=None):
+    """Run the build script; ``data``: the data root it reads MNIST from (``$MNISTKIT_DATA``)."""
+    env = None if data is None else {**os.environ, "MNISTKIT_DATA": str(data)}
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "build_bundled_model.py"), *args],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
 
 
@@ -194,3 +198,30 @@ def test_build_script_accepts_a_run_older_than_an_option_that_ran_as_its_default
     _recipe_checkpoint(changed, {k: v for k, v in config.items() if k != "aug_elastic"})  # default is 0.0
     res = _build("--from-run", str(changed), "--target", str(tmp_path / "b.safetensors"))
     assert res.returncode == 2 and "it differs in aug_elastic" in res.stderr
+
+
+def test_build_script_gives_a_model_its_own_min_confidence(tmp_path, mnist_root):
+    """``--choose-min-confidence``: the highest threshold at which the unsure rule flags at most 1.5 %
+    of the run's photographed validation digits, stored in the checkpoint and shown on the card."""
+    from mnistkit.prediction import UNSURE_FLAG_RATE
+
+    run = tmp_path / "run"
+    _recipe_checkpoint(run, {**resolve_config(PRESET).to_dict(), "out": str(run)})
+    target = tmp_path / "own.safetensors"
+    res = _build(
+        "--from-run",
+        str(run),
+        "--choose-min-confidence",
+        "--novelty-photos",
+        "200",
+        "--target",
+        str(target),
+        data=mnist_root,
+    )
+    assert res.returncode == 0, res.stderr
+    ckpt = load_checkpoint(target)
+    own = ckpt.meta["min_confidence"]
+    assert 0 < own < 1 and ckpt.min_confidence == own and ckpt.novelty is None
+    unsure = ckpt.meta["card"]["unsure"]
+    assert unsure["min_confidence"] == own and f"{UNSURE_FLAG_RATE:.1%}" in unsure["chosen"]
+    assert _build("--from-run", str(run), "--novelty", "--choose-min-confidence").returncode == 2

@@ -311,6 +311,38 @@ def test_unsure_inputs_print_a_question_mark(run_dir, tmp_path, capsys, monkeypa
     assert code == 2 and "--min-confidence must be between 0 and 1, got 2.0" in err
 
 
+def test_choose_min_confidence_spends_the_budget_the_rest_of_the_rule_leaves():
+    from mnistkit.prediction import choose_min_confidence
+
+    top = np.linspace(0.5, 0.99, 200)  # 200 true digits' top probabilities, no ties
+    none = np.zeros(200, bool)
+    c = choose_min_confidence(top, none, 0.015)  # 3 of 200 may be flagged
+    assert (top < c).sum() == 3 and c == np.floor(top[3] * 1000) / 1000
+    two_others = none.copy()
+    two_others[[150, 199]] = True  # flagged already (no ink, several digits...): 1 left to spend
+    assert (top[~two_others] < choose_min_confidence(top, two_others, 0.015)).sum() == 1
+    assert choose_min_confidence(top, np.ones(200, bool), 0.015) == 0.0  # over budget before confidence
+    assert choose_min_confidence(top[:10], none[:10], 1.0) == 1.0
+
+
+def test_a_checkpoint_s_own_min_confidence_is_the_default(run_dir, tmp_path, capsys, monkeypatch):
+    from mnistkit.checkpoint import CheckpointError, load_checkpoint, load_tensors, save_tensors
+
+    (tmp_path / "one.jpg").write_bytes(photograph(ring(), "even"))
+    tensors, meta = load_tensors(run_dir / "model.safetensors")
+    assert load_checkpoint(run_dir).min_confidence == DEFAULT_MIN_CONFIDENCE
+    save_tensors(tmp_path / "strict.safetensors", tensors, {**meta, "min_confidence": 0.999999})
+    code, out, _ = run_cli(["predict", "--model", tmp_path / "strict.safetensors", tmp_path / "one.jpg"], capsys)
+    assert code == 0 and "below --min-confidence 0.999999" in out  # the model's own threshold applies
+    code, out, _ = run_cli(
+        ["predict", "--model", tmp_path / "strict.safetensors", tmp_path / "one.jpg", "--min-confidence", "0"], capsys
+    )
+    assert code == 0 and "  ?  " not in out  # a threshold given on the command line wins
+    save_tensors(tmp_path / "bad.safetensors", tensors, {**meta, "min_confidence": 7})
+    with pytest.raises(CheckpointError, match="min_confidence"):
+        load_checkpoint(tmp_path / "bad.safetensors")
+
+
 def test_about_prints_the_card_or_the_metadata(run_dir, tmp_path, capsys, monkeypatch):
     from mnistkit.checkpoint import load_tensors, save_tensors
 

@@ -78,6 +78,15 @@ class Checkpoint:
         of training so that probabilities are calibrated); 1.0 for checkpoints without one."""
         return float(self.meta.get("temperature", 1.0))
 
+    @property
+    def min_confidence(self) -> float:
+        """The top probability below which this model's predictions are unsure, when ``--min-confidence``
+        is not given: the model's own, chosen when it was packaged (:func:`mnistkit.prediction.choose_min_confidence`),
+        else :data:`mnistkit.prediction.DEFAULT_MIN_CONFIDENCE`."""
+        from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
+
+        return float(self.meta.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
+
 
 def versions() -> dict:
     """Library versions recorded in every checkpoint, for reproducibility."""
@@ -299,6 +308,10 @@ def _positive_finite(v) -> bool:
     return _finite_number(v) and float(v) > 0
 
 
+def _probability(v) -> bool:
+    return _finite_number(v) and 0 <= float(v) <= 1
+
+
 def _str_dict(v) -> bool:
     return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
 
@@ -339,6 +352,8 @@ META_FIELDS: tuple[MetaField, ...] = (
     MetaField("dataset", False, lambda v: isinstance(v, str), "a string"),
     MetaField("created", False, lambda v: isinstance(v, str), "a string"),
     MetaField("temperature", False, _positive_finite, "a positive finite number"),
+    MetaField("min_confidence", False, lambda v: _probability(v), "a number in [0, 1]"),
+    MetaField("min_confidence_chosen", False, lambda v: isinstance(v, str), "a string"),
     MetaField("card", False, lambda v: isinstance(v, dict), "an object"),
     MetaField("novelty", False, lambda v: _novelty_meta_ok(v), "{feature: embed, threshold > 0, classes, dims}"),
 )

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from mnistkit.errors import CheckpointError
+from mnistkit.prediction import UNSURE_FLAG_RATE
 
 if TYPE_CHECKING:  # pragma: no cover
     from mnistkit.checkpoint import Checkpoint
@@ -55,7 +56,7 @@ DEFAULT_PERCENTILE = 98.0
 #: digits. The issue's budget is 2 % of the photo benchmark's digits, whose writers the model
 #: never saw (a little harder than the held-out digits of its own training writers): 1.5 % keeps
 #: a margin.
-DEFAULT_FLAG_RATE = 0.015
+DEFAULT_FLAG_RATE = UNSURE_FLAG_RATE  # the unsure rule's budget (mnistkit.prediction)
 #: The unsure rule's reason when the ratio is over 1.
 REASON = "unlike the digits this model was trained on"
 _TENSORS = ("means", "precision")

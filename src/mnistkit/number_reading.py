@@ -21,9 +21,9 @@ import numpy as np
 
 from mnistkit.errors import InputImageError
 from mnistkit.prediction import (
-    DEFAULT_MIN_CONFIDENCE,
     decode_input,
     input_stem,
+    min_confidence_for,
     probabilities,
     save_pngs,
     unsure_reason,
@@ -68,11 +68,13 @@ class NumberReading:
 
 
 def read_number(
-    checkpoint: Checkpoint, image, name: str = "<image>", min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    checkpoint: Checkpoint, image, name: str = "<image>", min_confidence: float | None = None
 ) -> NumberReading:
-    """Read a photographed or scanned number (a PIL image or a 2-D array) digit by digit."""
+    """Read a photographed or scanned number (a PIL image or a 2-D array) digit by digit
+    (``min_confidence`` None: the checkpoint's own)."""
     from mnistkit.preprocess.image import number_ink
 
+    min_confidence = min_confidence_for(checkpoint, min_confidence)
     analyses, proba = best_segmentation(checkpoint, number_ink(image))
     digits = []
     for a, p in zip(analyses, proba):
@@ -118,7 +120,7 @@ def read_number_files(
     checkpoint: Checkpoint,
     names: Sequence[str],
     stdin: bytes | None = None,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_confidence: float | None = None,
     failures: list[tuple[str, str]] | None = None,
 ) -> list[NumberReading]:
     """:func:`read_number` for each file; unreadable files go to ``failures`` (raise when it is None)."""

@@ -39,10 +39,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The name ``-`` stands for one image read from standard input.
 STDIN = "-"
-#: Below this top probability a prediction is unsure. Chosen on bench/photos.py: the highest
-#: tried value that flags at most ~2 % of photographed true digits in every lighting condition
-#: (0.5: 1.0 %, 0.7: 2.8 % in the worst condition, a calibrated 2-epoch CNN; see the README).
+#: Below this top probability a prediction is unsure, for a checkpoint without a threshold of its own
+#: (:attr:`Checkpoint.min_confidence`). Chosen on bench/photos.py: the highest tried value that flags
+#: at most ~2 % of photographed true digits in every lighting condition (0.5: 1.0 %, 0.7: 2.8 % in
+#: the worst condition, a calibrated 2-epoch CNN; see the README).
 DEFAULT_MIN_CONFIDENCE = 0.6
+#: The share of true digits the whole unsure rule may flag, when a model's own thresholds are chosen
+#: (``scripts/build_bundled_model.py``: on photographed validation digits); issue 12 allows 2 %.
+UNSURE_FLAG_RATE = 0.015
 #: A digit whose 28x28 frame is more than this share solid ink is a blob or an object, not a digit
 #: (0.1 % of MNIST's training digits pass 0.36).
 MAX_BOX_FILL = 0.4
@@ -123,10 +127,35 @@ def unsure_reason(
     return None
 
 
-def check_min_confidence(value: float) -> float:
-    if not 0.0 <= value <= 1.0:
+def check_min_confidence(value: float | None) -> float | None:
+    """``--min-confidence``: a probability, or None for the model's own (:func:`min_confidence_for`)."""
+    if value is not None and not 0.0 <= value <= 1.0:
         raise ConfigError(f"--min-confidence must be between 0 and 1, got {value}")
     return value
+
+
+def min_confidence_for(checkpoint: Checkpoint, given: float | None) -> float:
+    """The ``--min-confidence`` in force: the one given, else the checkpoint's own."""
+    return checkpoint.min_confidence if given is None else given
+
+
+def choose_min_confidence(top: np.ndarray, flagged_otherwise: np.ndarray, flag_rate: float = UNSURE_FLAG_RATE) -> float:
+    """The highest ``--min-confidence`` (3 decimals, rounded down) at which the whole unsure rule flags at
+    most ``flag_rate`` of a set of true digits: ``top`` their top calibrated probabilities, and
+    ``flagged_otherwise`` whether another part of the rule (no ink, several digits, novelty...) flags
+    each already. 0 when those alone are over the budget.
+
+    A model trained with ``--negatives`` gives low probabilities to what is not a digit, so its
+    threshold is worth choosing for it rather than taking :data:`DEFAULT_MIN_CONFIDENCE`.
+    """
+    top, other = np.asarray(top, np.float64), np.asarray(flagged_otherwise, bool)
+    spare = int(np.floor(flag_rate * len(top) + 1e-9)) - int(other.sum())
+    if spare < 0:
+        return 0.0
+    candidates = np.sort(top[~other])
+    if spare >= len(candidates):
+        return 1.0
+    return float(np.floor(candidates[spare] * 1000) / 1000)  # below it: at most `spare` digits
 
 
 def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -209,13 +238,15 @@ def top_predictions(
     top_k: int = 1,
     bf16: bool = False,
     analyses: Sequence[DigitAnalysis] | None = None,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_confidence: float | None = None,
 ) -> list[Prediction]:
     """Run the model on uint8 ``[N, 28, 28]`` images; the ``top_k`` most likely labels for each.
 
     With ``analyses`` (what preprocessing found), each prediction also says whether it is unsure
-    (the checkpoint's novelty model, when it has one, is asked too).
+    (the checkpoint's novelty model, when it has one, is asked too; ``min_confidence`` None: the
+    checkpoint's own).
     """
+    min_confidence = min_confidence_for(checkpoint, min_confidence)
     from mnistkit.novelty import novelty_ratios
 
     names_by_index = checkpoint.class_names
@@ -246,7 +277,7 @@ def predict_files(
     top_k: int = 1,
     stdin: bytes | None = None,
     bf16: bool = False,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_confidence: float | None = None,
 ) -> PredictResult:
     """Predict every image among ``inputs`` (files, folders, ``-``); unreadable ones become failures."""
     _check_top_k(top_k, len(checkpoint.class_names))
@@ -303,9 +334,7 @@ def save_pngs(items: Sequence[tuple[str, np.ndarray]], folder: str | Path) -> li
 # --- the Python API --------------------------------------------------------------------------------
 
 
-def predict(
-    images: Any, model: Any = None, *, top_k: int = 1, min_confidence: float = DEFAULT_MIN_CONFIDENCE
-) -> list[Prediction]:
+def predict(images: Any, model: Any = None, *, top_k: int = 1, min_confidence: float | None = None) -> list[Prediction]:
     """Predict digits in photos, scans, drawings or arrays: ``mnistkit.predict``.
 
     Parameters
@@ -318,7 +347,7 @@ def predict(
         ``None`` for the bundled digit model, a checkpoint file or run directory, or a
         loaded :class:`~mnistkit.checkpoint.Checkpoint`.
     top_k, min_confidence
-        As the CLI's ``--top-k`` and ``--min-confidence``.
+        As the CLI's ``--top-k`` and ``--min-confidence`` (None: the model's own threshold).
 
     Returns
     -------

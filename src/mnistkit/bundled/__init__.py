@@ -34,6 +34,7 @@ CARD_KEYS = (
     "temperature",
     "ece",
     "ece_bins",
+    "unsure",
     "photo_benchmark",
     "train_seconds",
     "versions",
@@ -132,11 +133,25 @@ def card_from_metadata(
         "temperature": meta.get("temperature"),
         "ece": cal.get("ece"),
         "ece_bins": cal.get("ece_bins"),
+        "unsure": unsure_summary(meta),
         "photo_benchmark": photo_benchmark,
         "train_seconds": metrics.get("train_seconds"),
         "versions": meta.get("versions"),
         "created": meta.get("created"),
         "notes": list(notes or []),
+    }
+
+
+def unsure_summary(meta: dict) -> dict:
+    """The card's view of when the model says "unsure": its own ``--min-confidence`` default (and how
+    it was chosen), and whether it carries a novelty model."""
+    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
+
+    own = meta.get("min_confidence")
+    return {
+        "min_confidence": own if own is not None else DEFAULT_MIN_CONFIDENCE,
+        "chosen": meta.get("min_confidence_chosen") or ("the package's default" if own is None else None),
+        "novelty_model": meta.get("novelty") is not None,
     }
 
 

@@ -74,6 +74,11 @@ def card_lines(card: dict) -> list[str]:
             if ece[split].get("after") is not None
         ]
         lines.append(f"calibration: temperature {t:.3f}; ECE ({card.get('ece_bins')} bins) {', '.join(parts)}")
+    unsure = card.get("unsure") or {}
+    if unsure.get("min_confidence") is not None:
+        how = f" ({unsure['chosen']})" if unsure.get("chosen") else ""
+        novelty = "; and a novelty model" if unsure.get("novelty_model") else ""
+        lines.append(f"unsure below: top probability {unsure['min_confidence']:g}{how}{novelty}")
     photo = card.get("photo_benchmark") or {}
     if photo.get("accuracy") is None:
         lines.append(f"photo benchmark: {photo.get('note') or 'not measured'}")

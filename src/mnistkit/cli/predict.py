@@ -25,9 +25,9 @@ from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 @click.option(
     "--min-confidence",
     type=float,
-    default=DEFAULT_MIN_CONFIDENCE,
-    show_default=True,
-    help="Report predictions whose top probability is below this as unsure ('?').",
+    default=None,
+    help="Report predictions whose top probability is below this as unsure ('?').  [default: the model's own "
+    f"threshold (the bundled model's was chosen on photographed validation digits), else {DEFAULT_MIN_CONFIDENCE:g}]",
 )
 @click.option(
     "--save-input",
@@ -138,7 +138,7 @@ def _predict_images(
     top_k: int,
     as_json: bool,
     bf16: bool = False,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_confidence: float | None = None,
     save_dir: str | None = None,
 ) -> int:
     """Print predictions and one stderr line per failed input; returns how many failed."""
@@ -158,7 +158,7 @@ def _predict_images(
     return len(result.failures)
 
 
-def _read_numbers(ckpt, inputs, as_json: bool, min_confidence: float, save_dir: str | None) -> int:
+def _read_numbers(ckpt, inputs, as_json: bool, min_confidence: float | None, save_dir: str | None) -> int:
     """``--number``: one line (or JSON object) per input with the number and per-digit confidence."""
     from mnistkit.number_reading import format_number_line, read_number_files, save_number_inputs
     from mnistkit.prediction import expand_inputs

@@ -38,9 +38,9 @@ SERVE_HINT = "pip install 'mnistkit[serve]'"
 @click.option(
     "--min-confidence",
     type=click.FloatRange(0, 1),
-    default=DEFAULT_MIN_CONFIDENCE,
-    show_default=True,
-    help="Report predictions whose calibrated top probability is below this as unsure (as `mnistkit predict`).",
+    default=None,
+    help="Report predictions whose calibrated top probability is below this as unsure (as `mnistkit predict`).  "
+    f"[default: the model's own threshold, else {DEFAULT_MIN_CONFIDENCE:g}]",
 )
 @click.option(
     "--max-pixels",

@@ -48,7 +48,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnistkit.errors import InputImageError
-from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, unsure_reason
+from mnistkit.prediction import min_confidence_for, unsure_reason
 from mnistkit.preprocess.image import SIDE, DigitAnalysis, analyze_image, load_image
 from mnistkit.serving.bodies import (
     JSON_TYPE,
@@ -147,7 +147,7 @@ def create_app(
     checkpoint_path: str | Path | None = None,
     *,
     limits: Limits | None = None,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_confidence: float | None = None,
 ) -> FastAPI:
     """Load the checkpoint (a file, a run directory, or ``None`` for the bundled model) once and
     build the app around it. Checkpoint problems raise :class:`~mnistkit.errors.CheckpointError`."""
@@ -237,7 +237,7 @@ def predict_image_bytes(
     data: bytes,
     name: str,
     max_pixels: int = SERVE_MAX_PIXELS,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_confidence: float | None = None,
     preview: bool = False,
 ) -> dict:
     """Decode + preprocess + predict one uploaded image (runs in a worker thread)."""
@@ -248,18 +248,15 @@ def predict_image_bytes(
     return predict_digit(ckpt, analysis, min_confidence, preview)
 
 
-def predict_pixels(
-    ckpt, pixels: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDENCE, preview: bool = False
-) -> dict:
+def predict_pixels(ckpt, pixels: np.ndarray, min_confidence: float | None = None, preview: bool = False) -> dict:
     """Predict 28x28 JSON pixels, through the same preprocessing as images (runs in a worker thread)."""
     return predict_digit(ckpt, analyze_image(pixels), min_confidence, preview)
 
 
-def predict_digit(
-    ckpt, analysis: DigitAnalysis, min_confidence: float = DEFAULT_MIN_CONFIDENCE, preview: bool = False
-) -> dict:
+def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float | None = None, preview: bool = False) -> dict:
     """What preprocessing found (its uint8 ``(28, 28)`` digit and more) -> the response body of
-    ``POST /predict``; "unsure" is :func:`mnistkit.prediction.unsure_reason`, the CLI's rule too."""
+    ``POST /predict``; "unsure" is :func:`mnistkit.prediction.unsure_reason`, the CLI's rule too
+    (``min_confidence`` None: the checkpoint's own)."""
     import torch
 
     from mnistkit.inference import checkpoint_proba
@@ -271,7 +268,8 @@ def predict_digit(
     novelty = novelty_ratios(ckpt, batch)
     names = ckpt.class_names
     best = max(range(len(proba)), key=proba.__getitem__)
-    reason = unsure_reason(analysis, proba, min_confidence, float(novelty[0]) if novelty is not None else None)
+    threshold = min_confidence_for(ckpt, min_confidence)
+    reason = unsure_reason(analysis, proba, threshold, float(novelty[0]) if novelty is not None else None)
     result = {
         "label": names[best],
         "probability": round(proba[best], 6),
