@@ -1,4 +1,4 @@
-"""Which features should the novelty model use? Each of :data:`mnistkit.novelty.FEATURES`, on development sets.
+"""Which features should the novelty model use, and is a model's own ``--min-confidence`` better? On development sets.
 
 For every feature the bundled CNN can give (``embed``: the last stage pooled; ``stages``:
 every stage pooled, concatenated), a novelty model is fitted on the training split and its
@@ -9,8 +9,13 @@ digits photographed with seed 13, Fashion-MNIST's *training* split, and letters 
 drawn with generator seeds of their own. The benchmark (bench/photos.py: test digits,
 Fashion-MNIST's test split, seed 0) stays the judge; this script only chooses.
 
+The last row is the rule ``make bundled-model`` now uses for a model trained with ``--negatives``:
+no novelty model, and the model's own ``--min-confidence``, the highest at which the whole rule
+flags at most 1.5 % of the same threshold digits (:func:`mnistkit.prediction.choose_min_confidence`).
+
     python bench/novelty_features.py                 # bundled model, ~5 min on 2 cores
     python bench/novelty_features.py --model RUN     # another CNN checkpoint or run directory
+    python bench/novelty_features.py --model RUN --no-novelty --tag NAME   # the rules without novelty, ~1 min
 
 Writes ``bench/results/novelty-features-<host>-<date>.json`` and prints a table.
 """
@@ -57,6 +62,10 @@ def main() -> int:
     p.add_argument("--model", help="checkpoint or run directory (default: the bundled model)")
     p.add_argument("--dev-digits", type=int, default=1000)
     p.add_argument("--non-digits", type=int, default=300, help="of each kind (default 300)")
+    p.add_argument(
+        "--no-novelty", action="store_true", help="skip the novelty models: only the rules without one (faster)"
+    )
+    p.add_argument("--tag", default="", help="added to the results file's name (e.g. the model compared)")
     args = p.parse_args()
 
     from mnistkit.api import resolve_checkpoint_path
@@ -64,7 +73,7 @@ def main() -> int:
     from mnistkit.data import load_dataset, split_validation
     from mnistkit.data.idx import read_idx
     from mnistkit.novelty import DEFAULT_FLAG_RATE, FEATURES, NoveltyModel, embed_images
-    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, probabilities, unsure_reason
+    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, choose_min_confidence, probabilities, unsure_reason
 
     started = time.perf_counter()
     ckpt = load_checkpoint(resolve_checkpoint_path(args.model))
@@ -93,7 +102,7 @@ def main() -> int:
         for k, v in sets.items()
     }
     rows = {"without novelty": {k: round(float(v.mean() * 100), 2) for k, v in others.items()}}
-    for feature in FEATURES:
+    for feature in () if args.no_novelty else FEATURES:
         train_features = embed_images(ckpt.model, train.images, ckpt.norm, feature)
         if train_features is None:
             continue
@@ -107,17 +116,29 @@ def main() -> int:
             k: round(float((others[k] | (distances[k].numpy() > nov.threshold)).mean() * 100), 2) for k in sets
         }
 
+    probs = {k: probabilities(ckpt, d) for k, d in digits.items()}
+    not_confidence = {  # the rest of the rule: no ink, several digits, ink filling the frame
+        k: np.array([unsure_reason(a, p, 0.0) is not None for a, p in zip(v, probs[k])]) for k, v in sets.items()
+    }
+    own = choose_min_confidence(probs["threshold digits"].max(1), not_confidence["threshold digits"], DEFAULT_FLAG_RATE)
+    rows[f"no novelty, own min-confidence {own:g}"] = {
+        k: round(float((not_confidence[k] | (probs[k].max(1) < own)).mean() * 100), 2) for k in sets
+    }
+
     result = {
         "host": socket.gethostname(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": str(resolve_checkpoint_path(args.model)),
+        "model_config": {k: cfg.get(k) for k in ("preset", "model_options", "epochs", "negatives", "init_from", "lr")},
+        "model_accuracy": {k: (ckpt.meta.get("metrics") or {}).get(k) for k in ("val_accuracy", "test_accuracy")},
         "flag_rate": DEFAULT_FLAG_RATE,
         "min_confidence": DEFAULT_MIN_CONFIDENCE,
         "counts": {k: len(v) for k, v in sets.items()},
         "flagged_percent": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    out = BENCH / "results" / f"novelty-features-{socket.gethostname()}-{datetime.now():%Y%m%d-%H%M}.json"
+    tag = f"-{args.tag}" if args.tag else ""
+    out = BENCH / "results" / f"novelty-features{tag}-{socket.gethostname()}-{datetime.now():%Y%m%d-%H%M}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     names = list(sets)
     print(f"{'flagged %':28s}" + "".join(f"{n[:18]:>20s}" for n in names))

@@ -10,6 +10,10 @@ identical images. ``--timing`` also times preprocessing of a 12-megapixel phone 
 
     python bench/photo_numbers.py                   # the bundled model, 200 numbers
     python bench/photo_numbers.py --timing          # and the preprocessing timings
+    python bench/photo_numbers.py --digits val --model RUN   # development numbers, to choose a model
+
+``--digits val`` makes the numbers from the digits the model's run held out for validation
+(the same seeded split its training used), so models can be compared without the test split.
 """
 
 from __future__ import annotations
@@ -33,8 +37,16 @@ def main() -> None:
     ap.add_argument("--numbers", type=int, default=200, help="numbers of 3-6 digits (default 200)")
     ap.add_argument("--seed", type=int, default=0, help="the photo benchmark's seed (default 0)")
     ap.add_argument("--timing", action="store_true", help="also time preprocessing (12 MP JPEG, canvas)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "photos-numbers.json"))
+    ap.add_argument(
+        "--digits",
+        choices=("test", "val"),
+        default="test",
+        help="MNIST's test split (the benchmark, default) or the model's validation split (development)",
+    )
+    ap.add_argument("--out", default=None, help="results JSON (default bench/results/photos-numbers[-val].json)")
     args = ap.parse_args()
+    suffix = "" if args.digits == "test" else "-val"
+    args.out = args.out or str(ROOT / "bench" / "results" / f"photos-numbers{suffix}.json")
 
     from mnistkit.api import resolve_checkpoint_path
     from mnistkit.checkpoint import load_checkpoint
@@ -44,7 +56,7 @@ def main() -> None:
 
     model_path = resolve_checkpoint_path(args.model)
     ckpt = load_checkpoint(model_path)
-    test_x, test_y = mnist_test("photo_numbers")
+    test_x, test_y = mnist_test("photo_numbers") if args.digits == "test" else validation_digits(ckpt)
     rng = np.random.default_rng([args.seed, 100])  # the photo benchmark's numbers generator
     truths, by_model, by_geometry = [], [], []
     with tempfile.TemporaryDirectory(prefix="mnistkit-numbers-") as tmp:
@@ -74,6 +86,7 @@ def main() -> None:
         "model": os.path.relpath(model_path, ROOT) if str(model_path).startswith(str(ROOT)) else str(model_path),
         "numbers": args.numbers,
         "seed": args.seed,
+        "digits": args.digits,
         "segmentation_by_recognition": score(by_model),
         "geometric_grouping_alone": score(by_geometry),
     }
@@ -90,6 +103,17 @@ def main() -> None:
     for step, t in results.get("timing_ms", {}).items():
         print(f"{step}: min {t['min']} / median {t['median']} / max {t['max']} ms")
     print(f"wrote {args.out}")
+
+
+def validation_digits(ckpt) -> tuple[np.ndarray, np.ndarray]:
+    """The digits the checkpoint's run held out for validation (its own seeded split), as arrays."""
+    from mnistkit.data import load_dataset, split_validation
+
+    cfg = ckpt.meta["config"]
+    if not cfg.get("val_size"):
+        sys.exit("photo_numbers: --digits val needs a model trained with a validation split (--val-size)")
+    _, val = split_validation(load_dataset(cfg["dataset"], download=False).train, cfg["val_size"], cfg["seed"])
+    return val.images.numpy(), val.labels.numpy()
 
 
 if __name__ == "__main__":
