@@ -88,7 +88,7 @@ bench-tune-quick: setup
 # Retrain the pretrained model shipped in the package (mnistkit/bundled/digits-cnn.safetensors) with its
 # recorded command (`mnistkit train --preset digits-bundled`), write its model card, replace the file.
 bundled-model: setup
-	$(PY) scripts/build_bundled_model.py --novelty
+	$(PY) scripts/build_bundled_model.py --choose-min-confidence
 
 clean:
 	rm -rf $(VENV) runs test-artifacts .pytest_cache

@@ -20,8 +20,8 @@ the test split), photographed by bench/photos.py's generator with a seed the ben
 ``--choose-min-confidence`` instead gives the model its own ``--min-confidence`` default: the
 highest at which the whole unsure rule flags at most :data:`~mnistkit.prediction.UNSURE_FLAG_RATE`
 of the same photographed validation digits. It is meant for a model trained with ``--negatives``,
-which is unsure of non-digits by itself and needs no novelty model; the shipped recipe trains
-without them and keeps its novelty model (``make bundled-model`` passes ``--novelty``).
+which is unsure of non-digits by itself and needs no novelty model: the shipped recipe is one
+(``make bundled-model`` passes it).
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ def main() -> int:
     parser.add_argument(
         "--novelty-photos", type=int, default=2000, help="validation digits photographed for the threshold"
     )
+    parser.add_argument(
+        "--note", action="append", default=None, help="a note for the card, instead of the CPU note (repeatable)"
+    )
     args = parser.parse_args()
     if args.novelty and args.choose_min_confidence:
         parser.error("--novelty and --choose-min-confidence each spend the whole false-alarm budget: give one")
@@ -110,7 +113,7 @@ def main() -> int:
                 Path(MODEL_FILE).stem,
                 TRAIN_COMMAND,
                 photo_benchmark=photo_benchmark(args.photo_benchmark),
-                notes=[NOTE],
+                notes=args.note or [NOTE],
             )
             staged = save_tensors(Path(tmp) / MODEL_FILE, tensors, meta)
             size = staged.stat().st_size
