@@ -16,12 +16,14 @@ import pytest
 PIL = pytest.importorskip("PIL")
 pytest.importorskip("scipy")
 from PIL import Image, ImageDraw  # noqa: E402
+from scipy import ndimage  # noqa: E402
 
 from mnistkit.errors import CheckpointError, InputImageError  # noqa: E402
 from mnistkit.number_reading import read_number  # noqa: E402
 from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, unsure_reason  # noqa: E402
 from mnistkit.preprocess import Normalization  # noqa: E402
 from mnistkit.preprocess.image import analyze_image, analyze_number, load_image, preprocess_image  # noqa: E402
+from mnistkit.preprocess.ink import ink_mask, mean3x3  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import quick_train, run_cli  # noqa: E402
@@ -144,6 +146,24 @@ def test_jpeg_is_decoded_at_reduced_size():
     img = load_image(photograph(big, "even"))
     assert max(img.size) < 4000 / 2 and max(img.size) >= 320  # 1/4 or 1/8 scale, by the DCT
     assert analyze_image(img).digits_found == 1
+
+
+def test_a_faint_stroke_joined_to_bold_ink_is_kept_only_in_numbers():
+    """Hysteresis: grey-pen ink under MIN_INK (a 7's thin bar) counts where it touches a sure
+    stroke, never on its own, and only for the number reader."""
+    ink = np.zeros((120, 200), np.uint8)
+    ink[20:100, 40:52] = 200  # a bold stroke
+    ink[20:26, 52:90] = 30  # a faint bar joined to it
+    ink[60:66, 140:170] = 30  # a faint mark on its own
+    number, single = ink_mask(ink, keep_faint=True), ink_mask(ink)
+    assert number[22, 70] and number[50, 45] and not number[62, 150]
+    assert single[50, 45] and not single[22, 70] and not single[62, 150]
+
+
+def test_mean3x3_is_the_rounded_mirrored_box_mean():
+    gray = np.random.default_rng(0).integers(0, 256, (37, 53), dtype=np.uint8)
+    exact = ndimage.uniform_filter(gray.astype(np.float64), size=3, mode="reflect")
+    assert np.array_equal(mean3x3(gray), np.floor(exact + 0.5 + 1e-9).astype(np.uint8))
 
 
 # --- the unsure rule -----------------------------------------------------------------------------
