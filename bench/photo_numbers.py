@@ -8,7 +8,7 @@ by the same model), so the gain of letting the model choose the segmentation is 
 identical images. ``--timing`` also times preprocessing of a 12-megapixel phone JPEG and a
 400x400 canvas (min/median/max ms; run it on a quiet machine).
 
-    python bench/photo_numbers.py                   # the bundled model, 200 numbers
+    python bench/photo_numbers.py                   # the bundled model, 1000 numbers
     python bench/photo_numbers.py --timing          # and the preprocessing timings
     python bench/photo_numbers.py --digits val --model RUN   # development numbers, to choose a model
 
@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from photos import LIGHTING, ROOT, mnist_test, number_layers, render_photo, time_preprocessing
+from photos import LIGHTING, ROOT, interval_percent, mnist_test, number_layers, render_photo, time_preprocessing
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="checkpoint or run directory (default: the bundled model)")
-    ap.add_argument("--numbers", type=int, default=200, help="numbers of 3-6 digits (default 200)")
+    ap.add_argument("--numbers", type=int, default=1000, help="numbers of 3-6 digits (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="the photo benchmark's seed (default 0)")
     ap.add_argument("--timing", action="store_true", help="also time preprocessing (12 MP JPEG, canvas)")
     ap.add_argument(
@@ -76,6 +76,7 @@ def main() -> None:
     def score(readings: list[str]) -> dict:
         return {
             "read_exactly_percent": round(100 * float(np.mean([r == t for r, t in zip(readings, truths)])), 2),
+            "read_exactly_95ci": interval_percent(sum(r == t for r, t in zip(readings, truths)), len(truths)),
             "digit_count_right_percent": round(
                 100 * float(np.mean([len(r) == len(t) for r, t in zip(readings, truths)])), 2
             ),
@@ -98,7 +99,9 @@ def main() -> None:
     for name in ("segmentation_by_recognition", "geometric_grouping_alone"):
         r = results[name]
         print(
-            f"{name}: {r['read_exactly_percent']:.1f} % read exactly, {r['digit_count_right_percent']:.1f} % right count"
+            f"{name}: {r['read_exactly_percent']:.1f} % read exactly (95 % interval "
+            f"{r['read_exactly_95ci'][0]:.1f}-{r['read_exactly_95ci'][1]:.1f}), "
+            f"{r['digit_count_right_percent']:.1f} % right count"
         )
     for step, t in results.get("timing_ms", {}).items():
         print(f"{step}: min {t['min']} / median {t['median']} / max {t['max']} ms")

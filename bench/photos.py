@@ -224,6 +224,15 @@ def read_digits(ckpt, files: list[Path]):
     return probabilities(ckpt, digits), analyses, novelty_ratios(ckpt, digits)
 
 
+def interval_percent(successes: int, n: int) -> list[float]:
+    """The 95 % Wilson interval of a rate, in percent: how far a figure from ``n`` trials may be from
+    the rate itself (200 numbers read at 95 % could come from anything in about 91-97 %)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(successes, n).proportion_ci(0.95, method="wilson")
+    return [round(100 * ci.low, 2), round(100 * ci.high, 2)]
+
+
 def flagged_percent(analyses, probs, novelty, use_novelty: bool = True, thresholds=THRESHOLDS) -> dict:
     """% of inputs the unsure rule flags, per ``--min-confidence`` in ``thresholds``."""
     from mnistkit.prediction import unsure_reason
@@ -309,6 +318,7 @@ def main() -> None:
         results["numbers"] = {
             "count": args.numbers,
             "read_exactly_percent": round(float(np.mean(exact) * 100), 2),
+            "read_exactly_95ci": interval_percent(sum(exact), len(exact)),
             "digit_count_right_percent": round(float(np.mean(right_count) * 100), 2),
             "examples_wrong": [[t, r.text] for r, t, ok in zip(readings, truths, exact) if not ok][:10],
         }
@@ -392,7 +402,8 @@ def print_table(r: dict) -> None:
         print(f"{cond:<22}{c['accuracy']:>11.2f}{c['accuracy'] - clean:>+10.2f}{flagged:>16.2f}")
     n = r["numbers"]
     print(
-        f"numbers (3-6 digits): {n['read_exactly_percent']:.1f}% read exactly, "
+        f"numbers (3-6 digits): {n['read_exactly_percent']:.1f}% read exactly "
+        f"(95 % interval {n['read_exactly_95ci'][0]:.1f}-{n['read_exactly_95ci'][1]:.1f}), "
         f"{n['digit_count_right_percent']:.1f}% right digit count, of {n['count']}"
     )
     novelty = "with the novelty model" if r.get("novelty") else "the checkpoint has no novelty model"
