@@ -115,7 +115,7 @@ class Negatives:
         kind = torch.randint(0, len(KINDS), (k,), generator=generator).to(dev)
         src = torch.randint(0, len(x), (k,), generator=generator).to(dev)
         other = torch.randint(0, len(x), (k,), generator=generator).to(dev)
-        quarter = (torch.randint(0, 2, (k,), generator=generator) * 2 - 1).tolist()  # +-90 degrees
+        plus = torch.randint(0, 2, (k,), generator=generator).to(dev).bool().view(k, 1, 1, 1)  # +90 degrees, else -90
         pick = torch.randint(0, len(self.strokes), (k,), generator=generator).to(dev)
         pick_letter = torch.randint(0, len(self.letters), (k,), generator=generator).to(dev)
         base, cls = x.index_select(0, src), y.index_select(0, src)
@@ -123,7 +123,8 @@ class Negatives:
         kind = torch.where((kind == 0) & ~self.mirrorable[cls], 2, kind)
         kind = torch.where((kind == 1) & ~self.turnable[cls], 2, kind)
         mirrored = base.flip(-1)
-        turned = torch.stack([torch.rot90(img, q, dims=(-2, -1)) for img, q in zip(base, quarter)])
+        # +-90 degrees, both turns made for the whole batch: one kernel each, no per-image loop
+        turned = torch.where(plus, base.rot90(1, dims=(-2, -1)), base.rot90(-1, dims=(-2, -1)))
         over = torch.maximum(
             base, shift_by(x.index_select(0, other), overlay_offsets(k, generator), OVERLAY_MAX_SHIFT, fill)
         )
