@@ -110,7 +110,7 @@ def ink_contrast(gray: np.ndarray, paper_is_light: bool = True) -> np.ndarray:
     smooth = mean3x3(paper_up)  # sensor noise down ~3x; strokes stay
     level = _even_paper_level(smooth)
     if level is not None:  # even light (a drawing, a flat scan): one paper level, a lookup table
-        return _contrast_table(level)[smooth]
+        return np.take(_contrast_table(level), smooth)  # take: half the time of fancy indexing
     h, w = paper_up.shape
     factor = max(1, -(-max(h, w) // PAPER_SIDE))  # ceiling: at most PAPER_SIDE px
     small = np.asarray(Image.fromarray(paper_up).reduce(factor)) if factor > 1 else paper_up
