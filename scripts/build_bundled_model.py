@@ -45,6 +45,8 @@ NOTE = (
 
 
 def main() -> int:
+    from mnistkit.prediction import UNSURE_FLAG_RATE
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--from-run",
@@ -69,10 +71,13 @@ def main() -> int:
         "--choose-min-confidence",
         action="store_true",
         help="store the model's own --min-confidence: the highest at which the unsure rule flags at most "
-        "1.5 %% of its photographed validation digits (drops a novelty model)",
+        f"{UNSURE_FLAG_RATE * 100:g} %% of its photographed validation digits (drops a novelty model)",
     )
     parser.add_argument(
-        "--novelty-photos", type=int, default=2000, help="validation digits photographed for the threshold"
+        "--novelty-photos",
+        type=int,
+        default=5000,
+        help="validation digits photographed for the threshold (default 5000: all the recipe holds out)",
     )
     parser.add_argument(
         "--note", action="append", default=None, help="a note for the card, instead of the CPU note (repeatable)"

@@ -201,7 +201,7 @@ def test_build_script_accepts_a_run_older_than_an_option_that_ran_as_its_default
 
 
 def test_build_script_gives_a_model_its_own_min_confidence(tmp_path, mnist_root):
-    """``--choose-min-confidence``: the highest threshold at which the unsure rule flags at most 1.5 %
+    """``--choose-min-confidence``: the highest threshold at which the unsure rule flags at most 1 %
     of the run's photographed validation digits, stored in the checkpoint and shown on the card."""
     from mnistkit.prediction import UNSURE_FLAG_RATE
 
