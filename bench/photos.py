@@ -359,7 +359,7 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def time_preprocessing(digit28: np.ndarray, rng: np.random.Generator, repeats: int = 25) -> dict:
+def time_preprocessing(digit28: np.ndarray, rng: np.random.Generator, repeats: int = 100) -> dict:
     """min/median/max ms for a 12-megapixel phone JPEG and a 400x400 canvas PNG: decode + analyse
     (what `mnistkit predict` does per file) and the analysis alone (what the server does once decoded)."""
     from mnistkit.preprocess.image import analyze_image, load_image
