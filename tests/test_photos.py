@@ -166,6 +166,12 @@ def test_mean3x3_is_the_rounded_mirrored_box_mean():
     assert np.array_equal(mean3x3(gray), np.floor(exact + 0.5 + 1e-9).astype(np.uint8))
 
 
+def test_an_empty_pil_image_is_a_clear_input_error():
+    for size in ((0, 0), (5, 0)):
+        with pytest.raises(InputImageError, match="no pixels"):
+            analyze_image(Image.new("RGBA", size))
+
+
 # --- the unsure rule -----------------------------------------------------------------------------
 
 

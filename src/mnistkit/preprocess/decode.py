@@ -116,6 +116,8 @@ def to_grayscale(img: PILImage.Image | np.ndarray) -> np.ndarray:
         return _array_to_uint8(img)
     from PIL import Image
 
+    if img.width == 0 or img.height == 0:  # a PIL image built in code can be empty; no file decodes to one
+        raise InputImageError(f"image is {img.width}x{img.height}: no pixels")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return _array_to_uint8(np.asarray(img), sixteen_bit=img.mode != "F")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
