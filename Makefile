@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo check test test-fast test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-numbers bench-tune bench-tune-quick bundled-model clean
+.PHONY: setup system-deps demo check test test-fast test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-numbers bench-real bench-tune bench-tune-quick bundled-model bundled-reader clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,15 @@ bench-tune-quick: setup
 # recorded command (`mnistkit train --preset digits-bundled`), write its model card, replace the file.
 bundled-model: setup
 	$(PY) scripts/build_bundled_model.py --choose-min-confidence
+
+# Retrain the line reader shipped in the package (mnistkit/bundled/digit-lines-crnn.safetensors) with its recorded
+# command (`mnistkit train --preset lines-bundled`), choose its unsure threshold on synthetic validation lines, replace the file.
+bundled-reader: setup
+	$(PY) scripts/build_line_reader.py $(if $(REAL),--real-benchmark $(REAL),)
+
+# Real handwritten numbers (../shared/data/realworld-dev) read by the digit reader, the line reader and Tesseract.
+bench-real: setup
+	$(PY) bench/real_numbers.py
 
 clean:
 	rm -rf $(VENV) runs test-artifacts .pytest_cache

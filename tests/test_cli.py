@@ -202,7 +202,7 @@ def test_train_help_is_grouped_and_reads_the_registries(capsys):
     assert "[" + "|".join(PRESETS) + "]" in text
     assert all(name in text for name in list_datasets())
     # what --model logreg really uses, not only the global default
-    assert "[default: tutorial; logreg, binary-logreg: dataset]" in text
+    assert "[default: tutorial; logreg, binary-logreg, crnn: dataset]" in text
     assert "[seed-mlp: sigmoid; mlp: relu]" in text
 
 

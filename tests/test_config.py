@@ -124,7 +124,7 @@ def test_defaults_by_model_come_from_the_registry():
     from mnistkit.models import MODELS, list_models
 
     list_models()  # fills the registry
-    assert defaults_by_model("norm") == {"logreg": "dataset", "binary-logreg": "dataset"}
+    assert defaults_by_model("norm") == {"logreg": "dataset", "binary-logreg": "dataset", "crnn": "dataset"}
     assert defaults_by_model("epochs") == {}
     for field in ("schedule", "optimizer", "lr"):  # every model whose own default differs, and only those
         expected = {m: spec.train_defaults[field] for m, spec in MODELS.items() if field in spec.train_defaults}

@@ -6,8 +6,16 @@ import torch
 from mnistkit.errors import ConfigError
 from mnistkit.models import build_model, get_model_spec, list_models
 
+DIGIT_MODELS = [m for m in list_models() if get_model_spec(m).task != "sequence"]
+LINE_MODELS = [m for m in list_models() if get_model_spec(m).task == "sequence"]
 
-@pytest.mark.parametrize("name", list_models())
+
+def _input(name: str, n: int) -> torch.Tensor:
+    """A batch each model reads: 28x28 digits, or 32 px tall line images for line models."""
+    return torch.randn(n, 1, 32, 64) if name in LINE_MODELS else torch.randn(n, 1, 28, 28)
+
+
+@pytest.mark.parametrize("name", DIGIT_MODELS)
 @pytest.mark.parametrize("shape", [(5, 1, 28, 28), (5, 28, 28), (5, 784)])
 def test_every_model_output_shape_and_finite(name, shape):
     torch.manual_seed(0)
@@ -18,11 +26,21 @@ def test_every_model_output_shape_and_finite(name, shape):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("name", LINE_MODELS)
+@pytest.mark.parametrize("shape", [(5, 1, 32, 64), (5, 32, 64), (5, 32, 100)])
+def test_every_line_model_gives_a_column_of_logits_per_four_pixels(name, shape):
+    torch.manual_seed(0)
+    model = build_model(name)
+    out = model(torch.randn(shape))
+    assert out.shape == (5, shape[-1] // 4, 11)  # ten digits and CTC's blank, per column
+    assert torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_gets_gradients_on_every_parameter(name):
     torch.manual_seed(0)
     model = build_model(name)
-    out = model(torch.randn(4, 1, 28, 28))
+    out = model(_input(name, 4))
     out.float().pow(2).mean().backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None, pname

@@ -26,6 +26,7 @@ import torch
 
 from mnistkit.errors import CheckpointError, MnistkitError
 from mnistkit.fileio import atomic_write_bytes, read_bytes
+from mnistkit.models.registry import SEQUENCE_PROBE, TASKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from mnistkit.novelty import NoveltyModel
@@ -331,7 +332,7 @@ class MetaField:
 META_FIELDS: tuple[MetaField, ...] = (
     MetaField("model", True, lambda v: isinstance(v, str) and bool(v), "a model name"),
     MetaField("model_options", False, lambda v: isinstance(v, dict), "an object of model options"),
-    MetaField("task", True, lambda v: v in ("multiclass", "binary"), '"multiclass" or "binary"'),
+    MetaField("task", True, lambda v: v in TASKS, " or ".join(f'"{t}"' for t in TASKS)),
     MetaField(
         "class_names",
         True,
@@ -397,7 +398,9 @@ def _check_consistency(meta: dict, skeleton: torch.nn.Module, path) -> None:
     task = getattr(skeleton, "mnistkit_task", "multiclass")
     if meta["task"] != task:
         raise CheckpointError(f"checkpoint {path} says task {meta['task']!r} but model {meta['model']!r} is {task}")
-    outputs = _output_count(skeleton)
+    outputs = _output_count(skeleton, task)
+    if task == "sequence" and outputs is not None:
+        outputs -= 1  # CTC's blank is no class
     expected = 2 if task == "binary" else outputs
     if task == "binary" and outputs != 1:
         raise CheckpointError(f"checkpoint {path} is binary but its model has {outputs} outputs; binary models have 1")
@@ -409,11 +412,12 @@ def _check_consistency(meta: dict, skeleton: torch.nn.Module, path) -> None:
         )
 
 
-def _output_count(skeleton: torch.nn.Module) -> int | None:
+def _output_count(skeleton: torch.nn.Module, task: str = "multiclass") -> int | None:
     """Outputs per image (1 for a binary model's single logit), by a shape-only forward on the meta device."""
+    shape = SEQUENCE_PROBE if task == "sequence" else (1, 1, 28, 28)
     try:
         with torch.no_grad():
-            out = skeleton(torch.empty(1, 1, 28, 28, device="meta"))
+            out = skeleton(torch.empty(*shape, device="meta"))
     except Exception:  # a model the shape probe cannot drive; the weights' shapes were checked anyway
         return None
     return 1 if out.dim() == 1 else int(out.shape[-1])

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from mnistkit.ctc import exact_matches, greedy_labels
 from mnistkit.inference import predict_logits
 from mnistkit.losses import classification_loss, logits_to_probabilities
 from mnistkit.preprocess import Normalization
@@ -100,6 +101,8 @@ def loss_and_accuracy(
     if not len(labels):
         return float("nan"), float("nan")
     loss = float(classification_loss(logits, labels, task))
+    if task == "sequence":  # a line is right when every digit is: exact readings
+        return loss, 100.0 * int(exact_matches(logits, labels)) / len(labels)
     return loss, 100.0 * float((predictions == labels).double().mean())
 
 
@@ -110,7 +113,7 @@ def validation_scores(model: torch.nn.Module, split, norm: Normalization, task: 
         return {"val_loss": None, "val_accuracy": None}
     logits = predict_logits(model, split.images, norm, batch_size)
     labels = split.labels.long().cpu()
-    loss, accuracy = loss_and_accuracy(logits, labels, task, logits_to_probabilities(logits, task).argmax(1))
+    loss, accuracy = loss_and_accuracy(logits, labels, task, _predictions(logits, task))
     return {"val_loss": loss, "val_accuracy": accuracy}
 
 
@@ -130,6 +133,8 @@ def evaluate(
     ``bf16``: see :func:`mnistkit.inference.predict_logits`)."""
     logits = predict_logits(model, images, norm, batch_size, device, bf16)
     labels = labels.long().cpu()
+    if task == "sequence":
+        return _sequence_result(logits, labels, class_names, split)
     probs = logits_to_probabilities(logits, task)
     pred = probs.argmax(1)
     cm = confusion_matrix(labels, pred, len(class_names))
@@ -145,4 +150,25 @@ def evaluate(
         binary=binary_scores(logits, labels) if task == "binary" else None,
         predictions=pred,
         probabilities=probs,
+    )
+
+
+def _predictions(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Each row's predicted class (a sequence model's: its best-path reading, padded)."""
+    return greedy_labels(logits) if task == "sequence" else logits_to_probabilities(logits, task).argmax(1)
+
+
+def _sequence_result(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str], split: str) -> EvalResult:
+    """A sequence model's scores: exact readings (``accuracy``) and CTC loss; no per-class table
+    (a line's digits are not aligned to its label's, so a confusion matrix would be guesswork)."""
+    loss, acc = loss_and_accuracy(logits, labels, "sequence", labels)
+    return EvalResult(
+        split=split,
+        n=len(labels),
+        accuracy=round(acc, 2),
+        loss=round(loss, 5),
+        per_class=[],
+        confusion=[],
+        class_names=list(class_names),
+        predictions=greedy_labels(logits),
     )

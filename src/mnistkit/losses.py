@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mnistkit.ctc import ctc_loss
+
 #: The target of a generated non-digit (:mod:`mnistkit.training.negatives`): none of the classes.
 NEGATIVE = -1
 
@@ -20,10 +22,14 @@ def classification_loss(
     """Cross-entropy for ``task="multiclass"`` (logits ``[N, C]``, int targets ``[N]``),
     binary cross-entropy with logits for ``task="binary"`` (logits ``[N]``, 0/1 targets ``[N]``).
 
-    Label smoothing for the binary case pulls targets towards 0.5 by ``label_smoothing / 2``.
+    ``task="sequence"``: CTC (:func:`mnistkit.ctc.ctc_loss`; logits ``[N, T, C + 1]``, padded
+    targets ``[N, L]``). Label smoothing for the binary case pulls targets towards 0.5 by
+    ``label_smoothing / 2``.
     With ``negative_weight`` > 0 (multiclass, mean only), rows whose target is :data:`NEGATIVE`
     are generated non-digits: see :func:`outlier_exposure_loss`.
     """
+    if task == "sequence":
+        return ctc_loss(logits, targets, reduction)
     if negative_weight:
         return outlier_exposure_loss(logits, targets, label_smoothing, negative_weight)
     if task == "binary":

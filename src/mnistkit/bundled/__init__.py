@@ -17,7 +17,12 @@ MODEL_FILE = "digits-cnn.safetensors"
 PRESET = "digits-bundled"
 #: The exact command that trains it (``make bundled-model`` runs it, then packages the result).
 TRAIN_COMMAND = f"mnistkit train --preset {PRESET}"
-#: The shipped file must stay small enough to live in a wheel.
+#: The shipped line reader (:mod:`mnistkit.reading`), its preset and the command that trains it
+#: (``make bundled-reader`` runs it, chooses its unsure threshold, then packages the result).
+LINE_MODEL_FILE = "digit-lines-crnn.safetensors"
+LINE_PRESET = "lines-bundled"
+LINE_TRAIN_COMMAND = f"mnistkit train --preset {LINE_PRESET}"
+#: Each shipped file must stay small enough to live in a wheel.
 MAX_BYTES = 2 * 1024 * 1024
 #: Keys every model card has (``None`` where a value is unknown, with a note saying why).
 CARD_KEYS = (
@@ -50,6 +55,17 @@ def bundled_model_path() -> Path:
         raise CheckpointError(
             f"this install has no bundled model ({path} is missing): give a checkpoint or run directory, "
             "or rebuild it with `make bundled-model`"
+        )
+    return path
+
+
+def bundled_line_model_path() -> Path:
+    """Where the bundled line reader lies; a clear error when this install lacks it."""
+    path = Path(__file__).with_name(LINE_MODEL_FILE)
+    if not path.is_file():
+        raise CheckpointError(
+            f"this install has no bundled line reader ({path} is missing): give a line checkpoint "
+            "(--model RUN), or rebuild it with `make bundled-reader`"
         )
     return path
 

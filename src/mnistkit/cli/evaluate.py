@@ -65,6 +65,8 @@ def _print_tables(r) -> None:
         console.print(
             f"Precision {b['precision']:.2f} %  Recall {b['recall']:.2f} %  ROC AUC {b['roc_auc']:.4f}", highlight=False
         )
+    if not r.per_class:  # a line reader: lines read exactly, no per-digit table
+        return
     t = Table("class", "precision %", "recall %", "F1 %", "support", title="Per class")
     for row in r.per_class:
         t.add_row(

@@ -87,6 +87,8 @@ def predict(ctx, inputs, model_path, number, min_confidence, save_dir, about, to
             raise click.UsageError(f"{inputs[0]} is a checkpoint and --model gives another: give the model once")
         model_path = inputs.pop(0)
     check_min_confidence(min_confidence)
+    if (number and model_path is None) or _is_line_model(model_path):
+        return _read_lines(ctx, model_path, inputs, about, as_json, min_confidence, save_dir, csv_path)
     ckpt = load_checkpoint(resolve_checkpoint_path(model_path))
     if about:
         _print_about(ckpt, as_json)
@@ -118,6 +120,51 @@ def _is_checkpoint(arg: str) -> bool:
     from mnistkit.runs import RunDir
 
     return (p.suffix == ".safetensors" and not p.is_dir()) or (p.is_dir() and RunDir(p).checkpoint.is_file())
+
+
+def _is_line_model(model_path: str | None) -> bool:
+    """Whether ``model_path`` is a line reader's checkpoint (a sequence model reads numbers)."""
+    if model_path is None:
+        return False
+    from mnistkit.api import resolve_checkpoint_path
+    from mnistkit.checkpoint import load_tensors
+
+    try:
+        return load_tensors(resolve_checkpoint_path(model_path))[1].get("task") == "sequence"
+    except Exception:  # not readable here: load_checkpoint gives the one-line error later
+        return False
+
+
+def _read_lines(ctx, model_path, inputs, about: bool, as_json: bool, min_confidence, save_dir, csv_path) -> int:
+    """Numbers read by a line reader (the bundled one, or ``model_path``): one line or JSON object each."""
+    from mnistkit.prediction import expand_inputs
+    from mnistkit.reading import read_number_files, save_line_inputs
+    from mnistkit.reading.model import load_line_reader
+
+    reader = load_line_reader(model_path)
+    if about:
+        from mnistkit.checkpoint import load_checkpoint
+
+        assert reader.path is not None  # a loaded reader always knows its file
+        _print_about(load_checkpoint(reader.path), as_json)
+        return 0
+    if csv_path:
+        raise click.UsageError("--csv holds single digits; a line reader reads images of numbers")
+    if not inputs:
+        raise click.UsageError("give at least one INPUT (a file, a folder, or - for stdin)")
+    names, failures = expand_inputs(inputs)
+    readings = read_number_files(reader, names, _read_stdin(inputs), min_confidence, failures)
+    _echo_failures(failures)
+    if save_dir:
+        save_line_inputs(readings, save_dir)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in readings], indent=2))
+    else:
+        for r in readings:
+            click.echo(r.line_text())
+    if failures:
+        ctx.exit(2)
+    return 0
 
 
 def _read_stdin(inputs) -> bytes | None:

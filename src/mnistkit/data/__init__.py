@@ -80,6 +80,9 @@ def load_dataset(
         from mnistkit.data.custom import load_custom
 
         return load_custom(target)
+    if target.maker is not None and target.source is not None:
+        source = target.source
+        return target.maker(target, lambda: load_dataset(source, data_dir, download, progress))
     return (target.loader or load_idx_dataset)(target, data_dir, download, progress)
 
 
@@ -93,12 +96,16 @@ def fetch_dataset(name: str | DatasetSpec, data_dir: str | os.PathLike | None = 
         from mnistkit.data.custom import load_custom
 
         return Path(load_custom(target).source)  # validates it, with the same errors as loading
+    if target.source is not None:
+        return fetch_dataset(target.source, data_dir, progress)
     return (target.fetcher or fetch_idx_files)(target, data_dir, progress)
 
 
 def locate_dataset(name: str | DatasetSpec, data_dir: str | os.PathLike | None = None) -> Path | None:
     """Where a registered dataset is on disk (its folder or file), or None; never downloads."""
     spec = name if isinstance(name, DatasetSpec) else get_dataset_spec(name)
+    if spec.source is not None:
+        return locate_dataset(spec.source, data_dir)
     return (spec.locator or locate_folder)(spec, data_dir)
 
 

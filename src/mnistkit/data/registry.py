@@ -24,6 +24,7 @@ IDX_FILES = (
 def _builtin_specs() -> list[DatasetSpec]:
     """The datasets mnistkit ships with. Mean/std are each dataset's own training-set values."""
     from mnistkit.data.emnist import emnist_specs
+    from mnistkit.data.lines import LINE_NORM, LINE_SOURCES, make_digit_lines
     from mnistkit.data.sample import SAMPLE_NORM, fetch_sample, load_sample, locate_sample
 
     return [
@@ -106,6 +107,18 @@ def _builtin_specs() -> list[DatasetSpec]:
             locator=locate_sample,
         ),
         *emnist_specs(),  # emnist-balanced, -byclass, -bymerge, -digits, -letters, -mnist
+        *(
+            DatasetSpec(
+                name=name,
+                description=f"synthetic lines of 1-8 {source} digits, {n_train:,} train / {n_test:,} test (line reader)",
+                class_names=DIGITS,
+                norm=LINE_NORM,
+                sizes=(n_train, n_test),
+                source=source,
+                maker=make_digit_lines,
+            )
+            for name, (source, n_train, n_test) in LINE_SOURCES.items()
+        ),
     ]
 
 

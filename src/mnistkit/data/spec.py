@@ -29,6 +29,9 @@ Loader = Callable[["DatasetSpec", "str | os.PathLike | None", bool, bool], "Data
 Fetcher = Callable[["DatasetSpec", "str | os.PathLike | None", bool], Path]
 #: locator(spec, data_dir) -> the folder or file holding the data, or None (never downloads)
 Locator = Callable[["DatasetSpec", "str | os.PathLike | None"], "Path | None"]
+#: maker(spec, load_source) -> a dataset made from another one (``load_source()`` loads ``spec.source``
+#: only when it is needed: a maker may have its result cached)
+Maker = Callable[["DatasetSpec", Callable[[], "Dataset"]], "Dataset"]
 
 DIGITS = tuple(str(d) for d in range(10))
 
@@ -45,6 +48,8 @@ class DatasetSpec:
     (``ROOT/<name>/raw``), so an existing torchvision download is reused.
     ``extra_roots`` are dataset-specific folders holding the four files flat
     (e.g. a system package). ``sizes`` are the expected (train, test) counts.
+    A dataset made from another (``digit-lines``: synthetic lines of MNIST's digits) names it
+    in ``source`` and is made by ``maker``; fetching and locating it fetch and locate the source.
     """
 
     name: str
@@ -61,6 +66,8 @@ class DatasetSpec:
     loader: Loader | None = None
     fetcher: Fetcher | None = None
     locator: Locator | None = None
+    source: str | None = None  # the registered dataset this one is made from (with ``maker``)
+    maker: Maker | None = None
 
     @property
     def folder_name(self) -> str:

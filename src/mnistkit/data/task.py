@@ -145,17 +145,31 @@ def make_task(
     binary: bool = False,
     model: str = "",
     norm: str = "tutorial",
+    sequence: bool = False,
 ) -> TaskData:
     """Carve the validation split from ``ds.train`` (``val_size``, ``seed``) and apply the task.
 
     ``norm`` is ``"tutorial"`` (mean 0.5, std 0.5) or ``"dataset"`` (the dataset's own constants).
+    ``sequence``: the model reads lines (labels ``[N, L]``), so the dataset must hold lines.
     """
+    _check_sequence(ds, sequence, model, positive is not None or classes is not None)
     carved, val = split_validation(ds.train, check_val_size(val_size), seed=seed)
     (train, val, test), names = select_task(
         [carved, val, ds.test], list(ds.class_names), positive, classes, binary, model
     )
     assert train is not None and test is not None  # only the validation split may be absent
     return TaskData(train, val, test, names, TUTORIAL_NORM if norm == "tutorial" else ds.norm, ds.name)
+
+
+def _check_sequence(ds: Dataset, sequence: bool, model: str, subset: bool) -> None:
+    """A line model needs a lines dataset and a digit model a digits one; lines have no class subsets."""
+    lines = ds.train.labels.dim() == 2
+    if sequence and not lines:
+        raise ConfigError(f"model {model!r} reads lines of digits; train it on --dataset digit-lines, not {ds.name!r}")
+    if lines and not sequence:
+        raise ConfigError(f"dataset {ds.name!r} holds lines of digits; train a line model on it (--model crnn)")
+    if lines and subset:
+        raise ConfigError(f"--positive and --classes pick digits of single-digit datasets, not lines ({ds.name!r})")
 
 
 def _check_class(flag: str, c: int, names: list[str]) -> None:

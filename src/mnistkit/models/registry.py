@@ -21,8 +21,9 @@ from mnistkit.errors import ConfigError
 class ModelSpec:
     """A registered model: how to build it and what kind of output it gives.
 
-    ``task`` is ``"multiclass"`` (logits ``[N, C]``, cross-entropy) or
-    ``"binary"`` (one logit ``[N]``, binary cross-entropy).
+    ``task`` is one of :data:`TASKS`: ``"multiclass"`` (logits ``[N, C]``, cross-entropy),
+    ``"binary"`` (one logit ``[N]``, binary cross-entropy) or ``"sequence"`` (a line image in,
+    per-column logits ``[N, T, C + 1]`` out, the last a CTC blank).
     """
 
     name: str
@@ -35,6 +36,10 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {}
+#: What a model's output means (see :class:`ModelSpec`).
+TASKS = ("multiclass", "binary", "sequence")
+#: The input a sequence model's shape probe uses: one line image ``[1, 1, 32, 32]``.
+SEQUENCE_PROBE = (1, 1, 32, 32)
 
 
 def register_model(name: str, task: str, description: str, train_defaults: dict | None = None):
@@ -95,7 +100,7 @@ def build_model(name: str, **options) -> nn.Module:
 
 #: The built-in model modules, in listing order (simplest model first). They are imported by name
 #: when the registry is first asked, so this module does not import the modules that import it.
-BUILTIN_MODULES = ("mnistkit.models.linear", "mnistkit.models.mlp", "mnistkit.models.cnn")
+BUILTIN_MODULES = ("mnistkit.models.linear", "mnistkit.models.mlp", "mnistkit.models.cnn", "mnistkit.models.crnn")
 
 
 def _ensure_registered() -> None:

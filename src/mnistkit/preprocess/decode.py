@@ -32,7 +32,12 @@ ImageSource = str | Path | bytes | bytearray
 
 
 def load_image(
-    source: ImageSource, max_pixels: int = MAX_PIXELS, *, name: str | None = None, max_bytes: int = MAX_FILE_BYTES
+    source: ImageSource,
+    max_pixels: int = MAX_PIXELS,
+    *,
+    name: str | None = None,
+    max_bytes: int = MAX_FILE_BYTES,
+    work_side: int = WORK_SIDE,
 ) -> PILImage.Image:
     """Decode an image file (a path, or its bytes) into an upright PIL image, reduced in size.
 
@@ -42,7 +47,7 @@ def load_image(
     small file that would decode to gigabytes is refused cheaply; JPEGs are then
     decoded at 1/2, 1/4 or 1/8 scale when that still leaves :data:`WORK_SIDE`
     pixels (the DCT does the shrinking: a 12-megapixel photo costs a fraction
-    of a full decode). Any failure raises :class:`~mnistkit.errors.InputImageError`
+    of a full decode; ``work_side`` asks for more, as number reading does). Any failure raises :class:`~mnistkit.errors.InputImageError`
     whose message starts with the input's name.
     """
     from PIL import Image, ImageOps
@@ -64,7 +69,7 @@ def load_image(
             if img.format == "JPEG" and img.mode in ("L", "RGB"):
                 # Luma only (the model reads grey; no colour conversion), at 1/2, 1/4 or 1/8 scale
                 # when that still leaves WORK_SIDE px: draft keeps at least the size asked for.
-                scale = min(1.0, WORK_SIDE / max(width, height))
+                scale = min(1.0, work_side / max(width, height))
                 img.draft("L", (int(width * scale) + 1, int(height * scale) + 1))
             img.load()  # pixels now in memory: the image outlives the closed buffer
             ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when upright

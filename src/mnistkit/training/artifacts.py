@@ -106,8 +106,11 @@ def finish_run(
 def calibration_step(model, data: TaskData, task: str, batch_size: int, log: RunLog):
     """After training: fit the softmax temperature on the validation split (when there is one) and
     measure the expected calibration error before and after it on validation and test."""
-    from mnistkit.calibration import calibrate
+    from mnistkit.calibration import Calibration, calibrate
     from mnistkit.inference import predict_logits
+
+    if task == "sequence":  # a line's confidence is judged by the unsure threshold chosen when packaged
+        return Calibration(None)
 
     def logits_and_labels(split):
         return predict_logits(model, split.images, data.norm, batch_size), split.labels.long().cpu()
@@ -149,6 +152,7 @@ def save_plots(run: RunDir, metrics: list[dict], ev: EvalResult, data: TaskData,
         log.line("(plots skipped: install mnistkit[plots] for curves, confusion matrix and mistakes)")
         return
     weights = None
+    mistakes = confident_mistakes(ev, data) if ev.probabilities is not None else None
     if getattr(model, "mnistkit_name", "") == "logreg":
         weights = model.linear.weight.detach().float().cpu().numpy()
     save_run_plots(
@@ -156,6 +160,6 @@ def save_plots(run: RunDir, metrics: list[dict], ev: EvalResult, data: TaskData,
         metrics=metrics,
         confusion=ev.confusion,
         class_names=data.class_names,
-        mistakes=confident_mistakes(ev, data),
+        mistakes=mistakes,
         weights=weights,
     )

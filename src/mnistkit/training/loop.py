@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from mnistkit.config import TrainConfig, resolve_config, resolve_device
+from mnistkit.ctc import exact_matches
 from mnistkit.errors import ConfigError
 from mnistkit.evaluation import validation_scores
 from mnistkit.inference import switched_mode
@@ -196,6 +197,8 @@ def train_step(model, optimizer, xb, yb, task: str, label_smoothing: float, auto
 
 
 def _correct(logits, y, task):
+    if task == "sequence":
+        return exact_matches(logits, y)
     pred = (logits > 0).long() if task == "binary" else logits.argmax(1)
     return (pred == y).sum()
 

@@ -48,13 +48,19 @@ def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.opti
         return cls(groups, foreach=device.type != "cpu", **kw)
 
 
+#: The fewest steps a one-cycle schedule is planned over.
+MIN_ONECYCLE_STEPS = 8
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    """A per-step schedule, or None. OneCycle warms up for 25 % of the steps then anneals."""
+    """A per-step schedule, or None. OneCycle warms up for 25 % of the steps then anneals; it is
+    planned over at least :data:`MIN_ONECYCLE_STEPS` (with 4 steps or fewer its warm-up would end
+    at step 0, a division by zero in torch: a ``--dry-run`` of two epochs)."""
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=cfg.lr,
-            total_steps=max(total_steps, 1),
+            total_steps=max(total_steps, MIN_ONECYCLE_STEPS),
             pct_start=0.25,
             div_factor=25.0,
             final_div_factor=1e3,

@@ -125,6 +125,7 @@ def load_training_data(cfg: TrainConfig) -> TaskData:
         binary=get_model_spec(cfg.model).task == "binary",
         model=cfg.model,
         norm=cfg.norm,
+        sequence=get_model_spec(cfg.model).task == "sequence",
     )
     return data.head(DRY_RUN_TRAIN_BATCHES * cfg.batch_size, DRY_RUN_EVAL_ROWS) if cfg.dry_run else data
 
@@ -136,6 +137,10 @@ def make_session(cfg: TrainConfig, data: TaskData, device: torch.device, dist: D
         load_initial_weights(model, cfg.init_from, data)
     model = model.to(device)
     task = get_model_spec(cfg.model).task
+    if task == "sequence" and cfg.augment:
+        raise ConfigError(
+            "--augment moves 28x28 digits; the line datasets are varied as they are made (drop --augment)"
+        )
     batches = EpochBatches(
         normalize(data.train.images.to(device), data.norm),
         data.train.labels.to(device),

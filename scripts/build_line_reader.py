@@ -1,0 +1,166 @@
+"""Rebuild the bundled line reader (``make bundled-reader``).
+
+Trains with the recorded command (``mnistkit.bundled.LINE_TRAIN_COMMAND``) into a temporary run
+directory, chooses the reader's unsure threshold on the run's synthetic *validation* lines, writes
+the model card into the checkpoint's metadata and replaces
+``src/mnistkit/bundled/digit-lines-crnn.safetensors`` atomically. Prints the card.
+
+    python scripts/build_line_reader.py                    # train (CPU: about an hour on 2 cores), package
+    python scripts/build_line_reader.py --from-run DIR     # package a finished run of the same recipe
+    python scripts/build_line_reader.py --from-run DIR --real-benchmark bench/results/real-numbers.json
+
+The threshold is the lowest best-path probability at which the readings kept are at least
+:data:`KEPT_RIGHT` right on the validation lines (lines the weights never saw, made like the
+training lines); real handwriting is never used to choose it, so the development set's unsure
+figures stay honest estimates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+#: The share of kept (not unsure) validation lines that must be read exactly.
+KEPT_RIGHT = 0.995
+NOTE = (
+    "trained on CPU on synthetic lines of MNIST training digits; torch kernels differ across machines "
+    "and thread counts, so a rebuild gives close, not identical, weights"
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from-run", type=Path, help="package this finished run directory instead of training")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for training")
+    parser.add_argument("--real-benchmark", type=Path, default=None, help="bench/real_numbers.py's results JSON")
+    parser.add_argument("--target", type=Path, default=None, help="where to write (default: the package's file)")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(REPO / "src"))
+    import mnistkit.bundled
+    from mnistkit.api import resolve_checkpoint_path
+    from mnistkit.bundled import (
+        LINE_MODEL_FILE,
+        LINE_PRESET,
+        LINE_TRAIN_COMMAND,
+        MAX_BYTES,
+        card_from_metadata,
+        parameter_count,
+    )
+    from mnistkit.checkpoint import atomic_write_bytes, load_checkpoint, load_tensors, save_tensors
+    from mnistkit.errors import MnistkitError
+
+    target = args.target or Path(mnistkit.bundled.__file__).with_name(LINE_MODEL_FILE)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mnistkit-reader-") as tmp:
+            run = args.from_run or train(Path(tmp) / "run", LINE_TRAIN_COMMAND, args.threads)
+            path = resolve_checkpoint_path(run)
+            tensors, meta = load_tensors(path)
+            check_recipe(meta, LINE_PRESET)
+            meta["min_confidence"], meta["min_confidence_chosen"] = choose_threshold(path)
+            meta.pop("card", None)
+            meta["config"] = {**meta["config"], "out": None, "data_dir": None}
+            meta["card"] = card_from_metadata(
+                meta,
+                parameter_count(tensors),
+                Path(LINE_MODEL_FILE).stem,
+                LINE_TRAIN_COMMAND,
+                photo_benchmark=real_benchmark(args.real_benchmark),
+                notes=[NOTE],
+            )
+            staged = save_tensors(Path(tmp) / LINE_MODEL_FILE, tensors, meta)
+            if staged.stat().st_size > MAX_BYTES:
+                raise SystemExit(f"build_line_reader: {staged.stat().st_size} bytes is over {MAX_BYTES}")
+            load_checkpoint(staged)
+            atomic_write_bytes(target, staged.read_bytes())
+            target.chmod(0o644)
+    except MnistkitError as exc:
+        print(f"build_line_reader: error: {exc}", file=sys.stderr)
+        return 2
+    card = load_checkpoint(target).meta["card"]
+    print(f"wrote {target} ({target.stat().st_size} bytes)")
+    print(json.dumps({k: v for k, v in card.items() if k != "config"}, indent=2))
+    return 0
+
+
+def choose_threshold(checkpoint: Path) -> tuple[float, str]:
+    """The lowest confidence at which kept validation lines are :data:`KEPT_RIGHT` right."""
+    import numpy as np
+    import torch
+
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.config import TrainConfig
+    from mnistkit.ctc import PAD, greedy_decode
+    from mnistkit.inference import predict_logits
+    from mnistkit.training.session import load_training_data
+
+    ckpt = load_checkpoint(checkpoint)
+    data = load_training_data(TrainConfig.from_dict(ckpt.meta["config"]))
+    if data.val is None:
+        raise SystemExit("build_line_reader: the run has no validation split to choose the threshold on")
+    logits = predict_logits(ckpt.model, data.val.images, ckpt.norm, 512)
+    decoded = greedy_decode(logits, ckpt.temperature)
+    truth = [[v for v in row if v != PAD] for row in data.val.labels.tolist()]
+    right = np.array([a == b for a, b in zip(decoded.labels, truth)])
+    conf = np.array(decoded.confidence)
+    order = np.argsort(-conf)
+    kept_right = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+    ok = np.flatnonzero(kept_right >= KEPT_RIGHT)
+    threshold = float(conf[order][ok[-1]]) if ok.size else 1.0
+    flagged = float((conf < threshold).mean())
+    del torch
+    return round(threshold, 4), (
+        f"the lowest best-path probability at which kept lines are >= {KEPT_RIGHT:.1%} right on the run's "
+        f"{len(truth)} synthetic validation lines (it flags {flagged:.1%} of them)"
+    )
+
+
+def train(run: Path, command: str, threads: int | None) -> Path:
+    argv = [sys.executable, "-m", *shlex.split(command), "--out", str(run), "-q"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    print("$", command, "--out", run, flush=True)
+    subprocess.run(argv, check=True, env=env)
+    return run
+
+
+def real_benchmark(path: Path | None) -> dict:
+    """The card's benchmark field: the line reader's row of bench/real_numbers.py's results."""
+    if path is None:
+        return {"accuracy": None, "note": "not measured when this file was built: run bench/real_numbers.py"}
+    result = json.loads(path.read_text())
+    row = result.get("lines") or {}
+    return {
+        "accuracy": row.get("read_exactly_percent"),
+        "accuracy_is": "real handwritten numbers read exactly (bench/real_numbers.py, development set)",
+        "read_exactly_95ci": row.get("read_exactly_95ci"),
+        "unsure_percent": row.get("unsure_percent"),
+        "right_when_not_unsure_percent": row.get("right_when_not_unsure_percent"),
+        "numbers": result.get("numbers"),
+        "source": "bench/real_numbers.py",
+    }
+
+
+def check_recipe(meta: dict, preset: str) -> None:
+    """The run was trained with exactly the preset the card names (apart from where it ran)."""
+    from mnistkit.config import resolve_config
+    from mnistkit.errors import ConfigError
+
+    place = ("out", "name", "device", "data_dir", "download")
+    got = {k: v for k, v in (meta.get("config") or {}).items() if k not in place}
+    want = {k: v for k, v in resolve_config(preset).to_dict().items() if k not in place}
+    diff = sorted(k for k in want if got.get(k) != want[k])
+    if diff:
+        raise ConfigError(f"the run was not trained with --preset {preset}: it differs in {', '.join(diff)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
