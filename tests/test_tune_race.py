@@ -221,3 +221,42 @@ def test_pgpassword_gives_the_password(pg, synthetic_dataset, space, tmp_path, c
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     assert f"in {url}:" in out
+
+
+def test_tables_of_another_optuna_version_are_named(pg, tmp_path, capsys):
+    url = pg.create_database("old_tables")
+    optuna.storages.RDBStorage(url).engine.dispose()
+    pg.sql("UPDATE alembic_version SET version_num = 'v1.2.0.a'", database="old_tables")
+    err = _tune_error(url, tmp_path, capsys)
+    assert "the tables were made by another Optuna version" in err and "optuna storage upgrade" in err
+
+
+class _UniqueViolation(Exception):
+    sqlstate = "23505"  # what psycopg reports when two first runs create the same type or row
+
+
+def test_set_up_is_retried_after_a_concurrent_duplicate(tmp_path, monkeypatch):
+    """Where the lock is not enough (an older worker beside new ones), a duplicate error is retried."""
+    from sqlalchemy.exc import IntegrityError
+
+    from mnistkit.errors import ConfigError
+    from mnistkit.tuning import storage
+
+    monkeypatch.setattr(storage.random, "uniform", lambda a, b: 0.0)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    calls = []
+
+    def set_up(fail_times):
+        def run():
+            calls.append(1)
+            if len(calls) <= fail_times:
+                raise IntegrityError("INSERT INTO version_info", {}, _UniqueViolation("duplicate key value"))
+            return "joined"
+
+        return run
+
+    assert storage.set_up_storage(url, tmp_path, set_up(2)) == "joined" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(ConfigError, match=r"another worker kept creating the same tables .*; start this worker again"):
+        storage.set_up_storage(url, tmp_path, set_up(99))
+    assert len(calls) == storage.SETUP_ATTEMPTS
