@@ -299,7 +299,8 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 @contextmanager
 def _database_lock(url: str, scheme: str) -> Iterator[None]:
-    """A lock held by a connection of its own for the set-up; the server frees it if the worker dies."""
+    """A lock held by a connection of its own for the set-up. Both locks belong to the session:
+    closing the connection (no pool keeps it) releases them, as the server does if the worker dies."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -309,11 +310,6 @@ def _database_lock(url: str, scheme: str) -> Iterator[None]:
             if scheme == "postgresql":
                 conn.execute(sqlalchemy.text(f"SET lock_timeout = '{SETUP_LOCK_TIMEOUT}s'"))
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SETUP_LOCK_KEY})
-                conn.commit()
-                try:
-                    yield
-                finally:
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SETUP_LOCK_KEY})
             else:  # mysql
                 got = conn.execute(
                     sqlalchemy.text("SELECT GET_LOCK(:n, :t)"), {"n": SETUP_LOCK_NAME, "t": SETUP_LOCK_TIMEOUT}
@@ -323,10 +319,8 @@ def _database_lock(url: str, scheme: str) -> Iterator[None]:
                         f"--storage {mask_url(url)}: another worker held the set-up lock for "
                         f"{SETUP_LOCK_TIMEOUT} s; is one stuck?"
                     )
-                try:
-                    yield
-                finally:
-                    conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": SETUP_LOCK_NAME})
+            conn.commit()
+            yield
     finally:
         engine.dispose()
 

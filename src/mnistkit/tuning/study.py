@@ -2,9 +2,10 @@
 
 A study lives in its storage (:mod:`~mnistkit.tuning.storage`): by default an Optuna journal
 file in the output folder (several local processes may append to it at once), or a database
-URL (PostgreSQL, MySQL) shared by workers on many machines. The settings that define the search (the base training config and
-the search space) are stored in the study itself when it is created, so a worker started later
-with only ``--storage URL --study NAME`` searches exactly the same space, and a rerun resumes.
+URL (PostgreSQL, MySQL) shared by workers on many machines. The settings that define the
+search (the base training config and the search space) are stored in the study itself when it
+is created, so a worker started later with only ``--storage URL --study NAME`` searches exactly
+the same space, and a rerun resumes.
 
 Each trial is one ordinary training run (:func:`mnistkit.training.fit`) in its own run directory
 under ``OUT/trials/``; a per-epoch hook reports validation accuracy for pruning and stops the run
