@@ -248,6 +248,7 @@ def set_up_storage(url: str | None, out: Path, set_up: Callable[[], T]) -> T:
 
 
 def _wait_for_test_gate() -> None:
+    """Under a test that sets :data:`SETUP_GATE_ENV`: say this worker is ready, wait for the gate."""
     gate = os.environ.get(SETUP_GATE_ENV)
     if gate:
         Path(f"{gate}.{os.getpid()}").touch()
