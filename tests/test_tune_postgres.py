@@ -1,23 +1,16 @@
 """Two ``mnistkit tune`` workers on one study in a real PostgreSQL server; one is SIGKILLed mid-trial.
 
-The test starts Debian's PostgreSQL itself: ``initdb`` in a temporary folder as an unprivileged
-user (the ``postgres`` account when run as root), listening on 127.0.0.1 on a free port, then
-stops it. It skips, saying why, where the server binaries are missing (``make system-deps``
-installs them on Debian as root).
+The server is started by the test (``tests/pg_server.py``); it skips, saying why, where the
+server binaries are missing (``make system-deps`` installs them on Debian as root).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,99 +18,17 @@ import pytest
 
 optuna = pytest.importorskip("optuna", reason="mnistkit tune needs optuna: pip install 'mnistkit[tune]'")
 pytest.importorskip("psycopg", reason="PostgreSQL storage needs psycopg: pip install 'mnistkit[tune]'")
-from synthetic import require_or_skip  # noqa: E402
+from pg_server import running_postgres  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = "lr = { low = 1e-3, high = 1e-2, log = true }\nhidden = { layers = [1, 2], width = [8, 32] }\nepochs = 12\n"
 
 
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _as_user(user: str | None) -> list[str]:
-    """Command prefix running a program as ``user`` (root only); setpriv execs, so signals reach it."""
-    if user is None:
-        return []
-    info = pwd.getpwnam(user)
-    return ["setpriv", f"--reuid={info.pw_uid}", f"--regid={info.pw_gid}", "--clear-groups", "--"]
-
-
 @pytest.fixture
 def postgres_url():
     """A fresh PostgreSQL server on 127.0.0.1 with an empty database; yields its URL, then stops it."""
-    pg = _pg_bin()
-    if pg is None:
-        require_or_skip("PostgreSQL server binaries not found (apt-get install postgresql; make system-deps does it)")
-    user = None
-    if os.geteuid() == 0:  # initdb refuses root: run the server as an unprivileged account
-        try:
-            pwd.getpwnam("postgres")
-            user = "postgres"
-        except KeyError:
-            user = "nobody"
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv: cannot start PostgreSQL as an unprivileged user")
-    tmp = Path(tempfile.mkdtemp(prefix="mnistkit-pg-"))
-    data = tmp / "data"
-    if user is not None:
-        info = pwd.getpwnam(user)
-        os.chown(tmp, info.pw_uid, info.pw_gid)
-    subprocess.run(
-        _as_user(user)
-        + [str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    port = _free_port()
-    server = subprocess.Popen(
-        _as_user(user)
-        + [
-            str(pg / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            f"unix_socket_directories={tmp}",
-            "-c",
-            "fsync=off",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        import psycopg
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with psycopg.connect(
-                    f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True
-                ) as conn:
-                    conn.execute("CREATE DATABASE optuna")
-                break
-            except psycopg.OperationalError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"PostgreSQL did not start: {server.stderr.read().decode()[-500:]}") from None
-                time.sleep(0.2)
-        yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
-    finally:
-        server.send_signal(signal.SIGINT)  # fast shutdown
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with running_postgres() as server:
+        yield server.url()
 
 
 def _worker(args: list, log: Path) -> subprocess.Popen:

@@ -44,8 +44,9 @@ def _pruners() -> tuple[str, ...]:
 @click.option(
     "--storage",
     default=None,
-    help="postgresql://USER:PASS@HOST/DB (or mysql://, sqlite:///, a journal file) shared by workers "
-    "on many machines.  [default: OUT/study.journal]",
+    help="Where the study lives, shared by workers on many machines: postgresql://USER@HOST/DB (or "
+    "mysql://, sqlite:///, a journal file). Give the password in PGPASSWORD or ~/.pgpass, not in the "
+    "URL: a command line is visible to every user of the machine (ps).  [default: OUT/study.journal]",
 )
 @click.option(
     "--space",
@@ -108,6 +109,10 @@ def tune(
     Trials are scored on a validation split carved from the training data (--val-size, default
     10000 images); only the best trial is scored on the test set, at the end. Rerunning the same
     command resumes the study; Ctrl-C stops after saving what is done.
+
+    Workers on many machines share a study through --storage: start them all with the same
+    command, at once if you like; they take turns to set the study up, then share its trials.
+    A password in a storage URL is masked in everything printed or saved.
     """
     from mnistkit.tuning import tune as run_tune
 

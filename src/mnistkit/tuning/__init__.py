@@ -53,17 +53,9 @@ def tune(
     On KeyboardInterrupt the files of the trials done so far are written, then it re-raises.
     """
     from mnistkit.config import resolve_config
-    from mnistkit.tuning.space import default_space, parse_space, preset_points, read_space_file
-    from mnistkit.tuning.study import (
-        StudySettings,
-        agree_settings,
-        make_pruner,
-        open_storage,
-        open_study,
-        quiet_optuna,
-        redact,
-        storage_url,
-    )
+    from mnistkit.tuning.space import default_space, parse_space, read_space_file
+    from mnistkit.tuning.storage import mask_url, open_storage, set_up_storage, storage_url
+    from mnistkit.tuning.study import StudySettings, join_study, make_pruner, quiet_optuna
 
     _check_counts(trials, timeout, workers, heartbeat)
     quiet_optuna()
@@ -81,18 +73,22 @@ def tune(
         base, parse_space(raw_space, base.model, where), trials or DEFAULT_TRIALS, pruner or "median"
     )
     make_pruner(wanted.pruner)  # validates the name before anything is created
-    store = open_storage(storage, out, heartbeat)
     study_name = study or DEFAULT_STUDY
-    st = open_study(store, study_name, sampler_seed, wanted.trials)
-    fresh = not st.trials and "mnistkit_settings" not in st.user_attrs
-    settings = agree_settings(st, wanted, explicit, space is not None, pruner is not None)
-    if fresh:  # a new study starts from the hand-tuned presets the space can express
-        for name, point in preset_points(settings.params, settings.base).items():
-            st.enqueue_trial(point, user_attrs={"preset": name})
-    if trials is not None and trials != settings.trials:  # a rerun may ask for more (or fewer) trials
-        settings.trials = trials
-        st.set_user_attr("mnistkit_settings", settings.to_dict())
-    where = redact(storage_url(storage, out))
+    st, settings = set_up_storage(
+        storage,
+        out,
+        lambda: join_study(
+            open_storage(storage, out, heartbeat),
+            study_name,
+            sampler_seed,
+            wanted,
+            explicit,
+            space_given=space is not None,
+            pruner_given=pruner is not None,
+            trials=trials,
+        ),
+    )
+    where = mask_url(storage_url(storage, out))
     log = print if echo else (lambda *_: None)
     log(
         f"Study {study_name!r} in {where}: {settings.base.model}, up to {settings.trials} trials"
@@ -214,12 +210,12 @@ def _worker_main(open_args: dict, out: str, timeout, threads: int) -> None:
     """Entry point of a local worker process: open the study, run trials quietly."""
     import torch
 
+    from mnistkit.tuning.storage import open_storage, set_up_storage
     from mnistkit.tuning.study import (
         SETTINGS_ATTR,
         StudySettings,
         Worker,
         make_pruner,
-        open_storage,
         open_study,
         quiet_optuna,
         run_worker,
@@ -228,8 +224,14 @@ def _worker_main(open_args: dict, out: str, timeout, threads: int) -> None:
     torch.set_num_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     quiet_optuna()
-    store = open_storage(open_args["storage"], Path(out), open_args["heartbeat"])
-    st = open_study(store, open_args["study"], open_args["sampler_seed"], 1)
+    storage, out_dir = open_args["storage"], Path(out)
+    st = set_up_storage(
+        storage,
+        out_dir,
+        lambda: open_study(
+            open_storage(storage, out_dir, open_args["heartbeat"]), open_args["study"], open_args["sampler_seed"], 1
+        ),
+    )
     settings_holder = StudySettings.from_dict(st.user_attrs[SETTINGS_ATTR])
     st.pruner = make_pruner(settings_holder.pruner)
     per_worker = {k: v for k, v in open_args["per_worker"].items() if k in ("device", "data_dir", "download")}

@@ -206,6 +206,7 @@ def write_outputs(study, out: Path, settings, storage: str, log, score_best: boo
     ``plots=False`` skips Optuna's plots (seconds each on a big study); ``mnistkit tune`` can draw
     them later from the same storage by running again.
     """
+    from mnistkit.tuning.storage import mask_url
     from mnistkit.tuning.study import counts
 
     out.mkdir(parents=True, exist_ok=True)
@@ -230,7 +231,7 @@ def write_outputs(study, out: Path, settings, storage: str, log, score_best: boo
     skipped = save_study_plots(study, out) if plots else dict.fromkeys(STUDY_PLOTS, "not drawn (--no-plots)")
     summary = {
         "study": study.study_name,
-        "storage": storage,
+        "storage": mask_url(storage),
         "model": settings.base.model,
         "val_size": settings.base.val_size,
         "trials_requested": settings.trials,

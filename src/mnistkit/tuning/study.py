@@ -1,10 +1,11 @@
-"""Studies on Optuna: storage, the objective, one worker's loop, and the study's settings.
+"""Studies on Optuna: joining one, the objective, one worker's loop, and the study's settings.
 
-A study lives in its storage: by default an Optuna journal file in the output folder (several
-local processes may append to it at once), or a database URL (PostgreSQL, MySQL) shared by
-workers on many machines. The settings that define the search (the base training config and
-the search space) are stored in the study itself when it is created, so a worker started later
-with only ``--storage URL --study NAME`` searches exactly the same space, and a rerun resumes.
+A study lives in its storage (:mod:`~mnistkit.tuning.storage`): by default an Optuna journal
+file in the output folder (several local processes may append to it at once), or a database
+URL (PostgreSQL, MySQL) shared by workers on many machines. The settings that define the
+search (the base training config and the search space) are stored in the study itself when it
+is created, so a worker started later with only ``--storage URL --study NAME`` searches exactly
+the same space, and a rerun resumes.
 
 Each trial is one ordinary training run (:func:`mnistkit.training.fit`) in its own run directory
 under ``OUT/trials/``; a per-epoch hook reports validation accuracy for pruning and stops the run
@@ -24,15 +25,13 @@ from pathlib import Path
 from mnistkit.config import TrainConfig
 from mnistkit.errors import ConfigError
 from mnistkit.tuning.space import Param, parse_space, space_to_dict, suggest
+from mnistkit.tuning.storage import stale_trial_retry
 
-JOURNAL_FILE = "study.journal"
 TRIALS_DIR = "trials"
 SETTINGS_ATTR = "mnistkit_settings"
 PRUNERS = ("median", "hyperband", "none")
 #: Options a worker may set for itself; the others must match the study's stored settings.
 PER_WORKER_OPTIONS = ("device", "data_dir", "download", "amp", "compile")
-#: Retries of a trial whose worker died (stale heartbeat, or a local worker killed).
-MAX_RETRY = 3
 
 
 @dataclass
@@ -92,71 +91,6 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-
-
-def redact(url: str) -> str:
-    """A storage URL without its password, for messages and reports."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
-def storage_url(url: str | None, out: Path) -> str:
-    """The storage as a string: a database URL, or the journal file's path."""
-    return url if url is not None else str(out / JOURNAL_FILE)
-
-
-def open_storage(url: str | None, out: Path, heartbeat: int):
-    """Optuna storage for ``--storage``: None = ``OUT/study.journal``; a database URL gets heartbeats.
-
-    On a database each running trial beats every ``heartbeat`` seconds; a trial silent for twice
-    that is failed by the next worker to look and queued again with the same parameters
-    (Optuna's ``RetryHeartbeatStaleTrialCallback``, formerly ``RetryFailedTrialCallback``).
-    """
-    import optuna
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if url is None or url.endswith((".journal", ".log")) or "://" not in url:
-        path = Path(url) if url is not None else out / JOURNAL_FILE
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
-        except OSError as exc:
-            raise ConfigError(f"--storage {path}: cannot open the journal file ({exc.strerror or exc})") from None
-    scheme = url.split("://", 1)[0].split("+", 1)[0]
-    if scheme not in ("postgresql", "mysql", "sqlite"):
-        raise ConfigError(
-            f"--storage {redact(url)}: unknown scheme {scheme!r}; use postgresql://, mysql://, "
-            "sqlite:/// or a journal file path"
-        )
-    retry = (
-        getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    )
-    try:
-        return RDBStorage(
-            url,
-            engine_kwargs={"pool_pre_ping": True},
-            heartbeat_interval=heartbeat,
-            grace_period=2 * heartbeat,
-            heartbeat_stale_trial_callback=retry(max_retry=MAX_RETRY),
-        )
-    except ImportError as exc:
-        raise ConfigError(
-            f"--storage {redact(url)}: the database driver is missing ({exc}); "
-            "install mnistkit[tune] (PostgreSQL) or a MySQL driver"
-        ) from None
-    except Exception as exc:  # sqlalchemy's OperationalError & co: unreachable, bad credentials
-        raise ConfigError(f"--storage {redact(url)}: cannot connect ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300]
 
 
 def make_pruner(name: str):
@@ -224,6 +158,38 @@ def agree_settings(
         settings.base = settings.base.replace(**per_worker)
     study.pruner = make_pruner(settings.pruner)
     return settings
+
+
+def join_study(
+    storage,
+    name: str,
+    seed: int | None,
+    wanted: StudySettings,
+    explicit: dict,
+    *,
+    space_given: bool,
+    pruner_given: bool,
+    trials: int | None,
+):
+    """The study and its settings: created with ``wanted`` (and the presets queued), or the stored
+    study joined once this command's options agree with it (:func:`agree_settings`).
+
+    Run it under the storage's set-up lock (:func:`mnistkit.tuning.storage.set_up_storage`): of
+    workers started together, exactly one then finds the study new, stores its settings and
+    queues the presets; the others join what it made.
+    """
+    from mnistkit.tuning.space import preset_points
+
+    study = open_study(storage, name, seed, wanted.trials)
+    fresh = not study.trials and SETTINGS_ATTR not in study.user_attrs
+    settings = agree_settings(study, wanted, explicit, space_given, pruner_given)
+    if fresh:  # a new study starts from the hand-tuned presets the space can express
+        for preset, point in preset_points(settings.params, settings.base).items():
+            study.enqueue_trial(point, user_attrs={"preset": preset})
+    if trials is not None and trials != settings.trials:  # a rerun may ask for more (or fewer) trials
+        settings.trials = trials
+        study.set_user_attr(SETTINGS_ATTR, settings.to_dict())
+    return study, settings
 
 
 def _normal(v):
@@ -407,9 +373,6 @@ def fail_worker_trials(study, worker_name: str) -> list[int]:
 
     import optuna
 
-    retry = (
-        getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    )
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get("worker") == worker_name:
@@ -419,6 +382,6 @@ def fail_worker_trials(study, worker_name: str) -> list[int]:
                 continue
             with warnings.catch_warnings():  # "experimental" since Optuna 2.8; stable in practice
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry(max_retry=MAX_RETRY)(study, copy.deepcopy(study._storage.get_trial(t._trial_id)))
+                stale_trial_retry()(study, copy.deepcopy(study._storage.get_trial(t._trial_id)))
             failed.append(t.number)
     return failed
