@@ -9,12 +9,21 @@ command's own outputs byte-identical (a link's target included), and child peak 
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from test_distributed import child_env
 from test_hostile import RSS_LIMIT, TINY, _fill, assert_refused, idx_data, run_child, snapshot  # noqa: F401
 
+from mnistkit.errors import ConfigError
 from mnistkit.fileio import NAME_MAX, atomic_write_bytes
+from mnistkit.runs import RunDir
 
 pytest.importorskip("matplotlib")
 
@@ -61,6 +70,144 @@ def _sparse(path: Path, size: int) -> Path:
 
 def _train(out: Path, *extra, epochs: int = 1) -> list:
     return ["train", *TINY, "--epochs", str(epochs), "--out", out, *extra]
+
+
+# ----------------------------------------------------------------------------- row 1: report through links
+
+
+@pytest.mark.timeout(120)
+def test_report_refuses_a_linked_log_and_writes_nothing_through_a_linked_report(finished_run, tmp_path):
+    notes, shadow = _user_files(tmp_path)
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "log.txt").unlink()
+    (run / "log.txt").symlink_to(shadow)
+    (run / "report.html").symlink_to(notes)
+    before = snapshot(tmp_path / "home", run)
+    child = run_child(["report", run], cwd=tmp_path, timeout=90)
+    assert_refused(child, f"{run / 'log.txt'}: is a symbolic link", before)
+    assert SECRET.decode().split(":")[0] + ":$6$" not in child.out + child.err
+    assert os.readlink(run / "report.html") == str(notes)  # nothing was written
+
+
+@pytest.mark.timeout(120)
+def test_report_replaces_a_link_at_report_html(finished_run, tmp_path):
+    notes, _shadow = _user_files(tmp_path)
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "report.html").symlink_to(notes)
+    before = snapshot(tmp_path / "home")
+    child = run_child(["report", run], cwd=tmp_path, timeout=90)
+    assert child.code == 0, child.err
+    assert not (run / "report.html").is_symlink() and b"<html" in (run / "report.html").read_bytes()
+    assert snapshot(tmp_path / "home") == before
+
+
+@pytest.mark.timeout(120)
+def test_report_refuses_a_plot_that_is_a_link(finished_run, tmp_path):
+    _notes, shadow = _user_files(tmp_path)
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "plots" / "extra.png").symlink_to(shadow)
+    before = snapshot(tmp_path / "home", run)
+    child = run_child(["report", run], cwd=tmp_path, timeout=90)
+    assert_refused(child, f"{run / 'plots' / 'extra.png'}: is a symbolic link", before)
+    assert not (run / "report.html").exists()
+
+
+# ----------------------------------------------------------------------------- row 4: one writer per run folder
+
+
+def test_a_held_run_folder_is_refused_naming_the_holder(tmp_path):
+    run = RunDir(tmp_path / "run")
+    lock = run.prepare(resuming=False)
+    try:
+        with pytest.raises(ConfigError, match=rf"in use by process {os.getpid()} "):
+            run.prepare(resuming=False)  # flock is per open file: a second open conflicts even here
+    finally:
+        lock.release()
+    run.prepare(resuming=False).release()  # released: free again
+
+
+@pytest.mark.timeout(240)
+def test_a_second_train_or_resume_on_a_running_folder_is_refused(idx_data, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    first = subprocess.Popen(  # slowed down (0.3 s a step, 50 epochs) so that it outlives both attempts
+        [sys.executable, "-m", "mnistkit", *map(str, _train(out, "--dataset", idx_data, epochs=50))],
+        cwd=tmp_path,
+        env=child_env(MNISTKIT_TEST_STEP_DELAY="0.3"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "last.safetensors").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = {out / "config.json": (out / "config.json").read_bytes()}
+        holder = f"in use by process {first.pid} "
+        assert_refused(run_child(_train(out, "--dataset", idx_data), cwd=tmp_path, timeout=90), holder, before)
+        assert_refused(run_child(["train", "--resume", out], cwd=tmp_path, timeout=90), holder, before)
+        assert first.poll() is None, "the first run ended before the others were refused; slow it down"
+        first.send_signal(signal.SIGTERM)
+        _out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 143, err.decode(errors="replace")[-2000:]
+    assert json.loads((out / "config.json").read_text())["epochs"] == 50
+
+
+@pytest.mark.timeout(120)
+def test_a_stale_lock_of_a_dead_process_is_taken_over(idx_data, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".lock").write_text(f"{dead.pid}\n")
+    child = run_child(_train(out, "--dataset", idx_data), cwd=tmp_path, timeout=90)
+    assert child.code == 0, child.err
+    assert (out / "model.safetensors").is_file()
+
+
+# ----------------------------------------------------------------------------- row 10: huge files in a run folder
+
+
+@pytest.mark.timeout(120)
+def test_report_on_a_2gb_sparse_log_stays_small(finished_run, tmp_path):
+    run = _copy_run(finished_run, tmp_path / "run")
+    _sparse(run / "log.txt", 2 * 1024**3)
+    child = run_child(["report", run], cwd=tmp_path, timeout=90)
+    assert child.code == 0, child.err
+    assert child.max_rss < RSS_LIMIT, f"peak RSS {child.max_rss / 2**20:.0f} MiB"
+    page = (run / "report.html").read_bytes()
+    assert len(page) < 2 * 1024**2 and b"Showing the end of a long log" in page and b"more characters]" in page
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json", "eval.json", "plots/curves.png"])
+def test_report_refuses_a_huge_run_file_before_reading_it(name, finished_run, tmp_path):
+    run = _copy_run(finished_run, tmp_path / "run")
+    _sparse(run / name, 2 * 1024**3)
+    child = run_child(["report", run], cwd=tmp_path, timeout=90)
+    assert_refused(child, f"{run / name}: is 2,147,483,648 bytes")
+    assert not (run / "report.html").exists()
+
+
+@pytest.mark.timeout(120)
+def test_evaluate_refuses_a_run_whose_model_is_a_link(finished_run, tmp_path):
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "model.safetensors").unlink()
+    (run / "model.safetensors").symlink_to(finished_run / "model.safetensors")
+    child = run_child(["evaluate", run], cwd=tmp_path, timeout=90)
+    assert_refused(child, f"{run / 'model.safetensors'}: is a symbolic link")
+
+
+@pytest.mark.timeout(120)
+def test_resume_refuses_a_state_that_is_a_link(finished_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_bytes((finished_run / "config.json").read_bytes())
+    (run / "last.safetensors").symlink_to(finished_run / "last.safetensors")
+    child = run_child(["train", "--resume", run], cwd=tmp_path, timeout=90)
+    assert_refused(child, f"{run / 'last.safetensors'}: is a symbolic link")
 
 
 # ----------------------------------------------------------------------------- row 17: long valid names
