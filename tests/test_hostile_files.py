@@ -112,6 +112,59 @@ def test_report_refuses_a_plot_that_is_a_link(finished_run, tmp_path):
     assert not (run / "report.html").exists()
 
 
+# ----------------------------------------------------------------------------- row 2: train through links and FIFOs
+
+
+@pytest.mark.timeout(120)
+def test_train_refuses_a_linked_log(idx_data, tmp_path):  # noqa: F811
+    notes, _shadow = _user_files(tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.txt").symlink_to(notes)
+    before = snapshot(tmp_path / "home")
+    child = run_child(_train(out, "--dataset", idx_data), cwd=tmp_path, timeout=90)
+    assert_refused(child, f"{out / 'log.txt'}: is a symbolic link", before)
+
+
+@pytest.mark.timeout(120)
+def test_train_refuses_a_fifo_log_without_hanging(idx_data, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    out.mkdir()
+    os.mkfifo(out / "log.txt")
+    start = time.monotonic()
+    child = run_child(_train(out, "--dataset", idx_data), cwd=tmp_path, timeout=60)
+    assert_refused(child, f"{out / 'log.txt'}: is a FIFO")
+    assert time.monotonic() - start < 60
+
+
+@pytest.mark.timeout(120)
+def test_train_replaces_a_linked_plot_and_leaves_its_target(idx_data, tmp_path):  # noqa: F811
+    notes, _shadow = _user_files(tmp_path)
+    out = tmp_path / "run"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "curves.png").symlink_to(notes)
+    before = snapshot(tmp_path / "home")
+    child = run_child(_train(out, "--dataset", idx_data), cwd=tmp_path, timeout=90)
+    assert child.code == 0, child.err
+    assert snapshot(tmp_path / "home") == before
+    curves = out / "plots" / "curves.png"
+    assert not curves.is_symlink() and curves.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.timeout(120)
+def test_train_refuses_a_plots_folder_that_is_a_link(idx_data, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    out.mkdir()
+    elsewhere = tmp_path / "pictures"
+    elsewhere.mkdir()
+    (elsewhere / "curves.png").write_bytes(b"a user's picture")
+    (out / "plots").symlink_to(elsewhere)
+    before = snapshot(elsewhere)
+    child = run_child(_train(out, "--dataset", idx_data), cwd=tmp_path, timeout=90)
+    assert_refused(child, f"{out / 'plots'}: is not a folder", before)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["curves.png"]
+
+
 # ----------------------------------------------------------------------------- row 4: one writer per run folder
 
 
@@ -208,6 +261,36 @@ def test_resume_refuses_a_state_that_is_a_link(finished_run, tmp_path):
     (run / "last.safetensors").symlink_to(finished_run / "last.safetensors")
     child = run_child(["train", "--resume", run], cwd=tmp_path, timeout=90)
     assert_refused(child, f"{run / 'last.safetensors'}: is a symbolic link")
+
+
+# ----------------------------------------------------------------------------- row 15: a full disk under plots/
+
+
+@pytest.fixture
+def full_plots_folder(tmp_path):
+    """``run/plots`` as a 256 KiB tmpfs, filled to the last byte (root on Linux only)."""
+    plots = tmp_path / "run" / "plots"
+    plots.mkdir(parents=True)
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(plots)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("mounting a small tmpfs needs root and mount permission; full-disk cases not run here")
+    try:
+        _fill(plots)
+        yield plots
+    finally:
+        subprocess.run(["umount", str(plots)], check=False)
+
+
+@pytest.mark.timeout(120)
+def test_full_disk_while_plots_are_written_names_the_plot_and_leaves_no_partial(idx_data, full_plots_folder):  # noqa: F811
+    run = full_plots_folder.parent
+    child = run_child(_train(run, "--dataset", idx_data), cwd=run.parent, timeout=90)
+    assert_refused(child, f"{full_plots_folder / 'curves.png'}: No space left on device")
+    assert sorted(p.name for p in full_plots_folder.iterdir()) == ["filler"], "a partial plot was left"
 
 
 # ----------------------------------------------------------------------------- row 17: long valid names
