@@ -17,12 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_distributed import child_env
 from test_hostile import RSS_LIMIT, TINY, _fill, assert_refused, idx_data, run_child, snapshot  # noqa: F401
 
 from mnistkit.errors import ConfigError
-from mnistkit.fileio import NAME_MAX, atomic_write_bytes
+from mnistkit.fileio import NAME_MAX, atomic_write_bytes, write_new_file
 from mnistkit.runs import RunDir
 
 pytest.importorskip("matplotlib")
@@ -163,6 +164,38 @@ def test_train_refuses_a_plots_folder_that_is_a_link(idx_data, tmp_path):  # noq
     child = run_child(_train(out, "--dataset", idx_data), cwd=tmp_path, timeout=90)
     assert_refused(child, f"{out / 'plots'}: is not a folder", before)
     assert sorted(p.name for p in elsewhere.iterdir()) == ["curves.png"]
+
+
+# ----------------------------------------------------------------------------- row 3: --save-input into the inputs
+
+
+@pytest.mark.timeout(120)
+def test_save_input_into_the_input_folder_keeps_every_input(tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (40, 30), dtype=np.uint8)).save(photos / f"{name}.png")
+    (photos / "b~2.png").symlink_to(tmp_path / "dangling")  # a name taken by a link: never written through
+    before = snapshot(photos)
+    child = run_child(["predict", photos / "a.png", photos / "b.png", "--save-input", photos], cwd=tmp_path)
+    assert child.code == 0, child.err
+    after = snapshot(photos)
+    assert all(after[p] == data for p, data in before.items()), "an input was overwritten"
+    made = sorted(p.name for p in after if p not in before)
+    assert made == ["a~2.png", "b~3.png"]
+    assert not (tmp_path / "dangling").exists()
+    assert Image.open(photos / "a~2.png").size == (28, 28)
+
+
+def test_write_new_file_never_replaces(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"input")
+    assert write_new_file(tmp_path, "x", ".png", b"one").name == "x~2.png"
+    assert write_new_file(tmp_path, "x", ".png", b"two").name == "x~3.png"
+    assert (tmp_path / "x.png").read_bytes() == b"input"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png", "x~2.png", "x~3.png"]  # no temporaries
 
 
 # ----------------------------------------------------------------------------- row 4: one writer per run folder
