@@ -22,7 +22,7 @@ import pytest
 from test_distributed import child_env
 from test_hostile import RSS_LIMIT, TINY, _fill, assert_refused, idx_data, run_child, snapshot  # noqa: F401
 
-from mnistkit.errors import ConfigError
+from mnistkit.errors import ConfigError, DatasetNotFoundError
 from mnistkit.fileio import NAME_MAX, atomic_write_bytes, write_new_file
 from mnistkit.runs import RunDir
 
@@ -324,6 +324,54 @@ def test_full_disk_while_plots_are_written_names_the_plot_and_leaves_no_partial(
     child = run_child(_train(run, "--dataset", idx_data), cwd=run.parent, timeout=90)
     assert_refused(child, f"{full_plots_folder / 'curves.png'}: No space left on device")
     assert sorted(p.name for p in full_plots_folder.iterdir()) == ["filler"], "a partial plot was left"
+
+
+# ----------------------------------------------------------------------------- row 16: a checkpoint's data_dir
+
+
+def _checkpoint_naming(data_dir: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A valid checkpoint whose stored config sets ``data_dir``; the environment offers no MNIST and no mirror."""
+    from test_hostile import META
+
+    from mnistkit.checkpoint import save_checkpoint
+    from mnistkit.config import TrainConfig
+    from mnistkit.models import build_model
+
+    config = TrainConfig(dataset="mnist", data_dir=str(data_dir), model="mlp", model_options={"hidden": [8]})
+    meta = {**META, "config": config.to_dict()}
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", build_model("mlp", hidden=[8]), meta)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    monkeypatch.setenv("MNISTKIT_DATA", str(empty))
+    monkeypatch.setenv("MNISTKIT_CACHE_DIR", str(empty / "cache"))
+    monkeypatch.setenv("MNISTKIT_MIRRORS", "http://127.0.0.1:9/")
+    return ckpt
+
+
+def test_a_checkpoints_data_dir_is_never_searched(tmp_path, monkeypatch):
+    from test_distributed import make_pattern_dataset
+
+    from mnistkit.api import evaluate_checkpoint
+
+    planted = tmp_path / "planted"
+    make_pattern_dataset(planted / "MNIST" / "raw", n_train=20, n_test=10)  # MNIST's names, other data
+    before = snapshot(planted)
+    ckpt = _checkpoint_naming(planted, tmp_path, monkeypatch)
+    with pytest.raises(DatasetNotFoundError):
+        evaluate_checkpoint(ckpt, download=False, device="cpu")
+    assert snapshot(planted) == before
+
+
+def test_nothing_is_created_or_downloaded_where_a_checkpoint_says(tmp_path, monkeypatch):
+    from mnistkit.api import evaluate_checkpoint
+    from mnistkit.errors import MnistkitError
+
+    planted = tmp_path / "planted"
+    ckpt = _checkpoint_naming(planted, tmp_path, monkeypatch)
+    with pytest.raises(MnistkitError):
+        evaluate_checkpoint(ckpt, download=True, device="cpu")
+    assert not planted.exists(), "a folder was created where the checkpoint said"
 
 
 # ----------------------------------------------------------------------------- row 17: long valid names
