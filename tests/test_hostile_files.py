@@ -27,6 +27,8 @@ from mnistkit.fileio import NAME_MAX, atomic_write_bytes, write_new_file
 from mnistkit.runs import RunDir
 
 pytest.importorskip("matplotlib")
+#: Most cases start the CLI in a child process (seconds each), so the module stays out of ``make test-fast``.
+pytestmark = pytest.mark.slow
 
 SECRET = b"root:$6$not-a-real-hash:19000:0:99999:7:::\n"
 
