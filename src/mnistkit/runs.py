@@ -10,7 +10,7 @@ A run directory (``mnistkit train --out DIR``, default ``runs/<name>``) holds::
     eval.json            the test-set evaluation
     summary.json         one object describing the run
     plots/               curves, confusion matrix, mistakes, weights (with matplotlib)
-    .lock                held (``flock``) by the one process writing the run; holds its PID
+    .lock                while a process writes the run: locked by it (``flock``), holding its PID
 
 Every reader and writer in the package asks :class:`RunDir` for these paths, so a file name
 lives here only. Writes are atomic (:func:`mnistkit.fileio.atomic_write_bytes`): a killed
@@ -293,49 +293,88 @@ class RunLock:
 
     The kernel drops the lock when its holder exits, however it exits, so a lock
     file left by a dead process is simply taken over. The file holds the holder's
-    PID, for the message the next process gets.
+    PID, for the message the next process gets, and is removed on release; a lock
+    is only good while the file it was taken on is still the one under the name,
+    so removing it cannot let two processes hold locks on two files.
     """
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, path: Path):
         self._fd: int | None = fd
+        self.path = path
 
     @classmethod
     def acquire(cls, run: RunDir) -> RunLock:
         """Lock ``run`` or raise a one-line :class:`ConfigError` naming the process that holds it."""
-        import fcntl
-
-        path = run.lock_file
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        try:
-            fd = os.open(path, flags, 0o666)
-        except OSError as exc:
-            raise ConfigError(f"cannot lock run directory {run.path}: {path.name}: {exc.strerror or exc}") from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ConfigError(f"cannot lock run directory {run.path}: {path.name} is not a regular file")
+        for _attempt in range(MAX_LOCK_ATTEMPTS):
+            fd = _open_lock_file(run)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                    raise ConfigError(f"cannot lock run directory {run.path}: {exc.strerror or exc}") from None
-                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-                raise ConfigError(
-                    f"run directory {run.path} is in use by process {holder} (another mnistkit train); "
-                    "wait for it to end, or choose another --out"
-                ) from None
+                _flock_or_name_holder(fd, run)
+                if _same_file(fd, run.lock_file):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # released and removed by its holder between our open and our lock: try again
+        else:
+            raise ConfigError(f"cannot lock run directory {run.path}: its {LOCK_FILE} keeps being replaced")
+        try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        return cls(fd)
+        except OSError:
+            pass  # the PID is for messages only (a full disk is reported by the run's first real write)
+        return cls(fd, run.lock_file)
 
     def release(self) -> None:
-        """Drop the lock (closing the file drops it); the file stays, so no one can lock a stale name."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Remove the lock file (when it is still ours) and drop the lock."""
+        if self._fd is None:
+            return
+        if _same_file(self._fd, self.path):
+            self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+
+#: A lock file released and removed between our open and our flock is opened again, this many times at most.
+MAX_LOCK_ATTEMPTS = 5
+
+
+def _open_lock_file(run: RunDir) -> int:
+    path = run.lock_file
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        raise ConfigError(f"cannot lock run directory {run.path}: {path.name}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"cannot lock run directory {run.path}: {path.name} is not a regular file")
+    return fd
+
+
+def _flock_or_name_holder(fd: int, run: RunDir) -> None:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            raise ConfigError(f"cannot lock run directory {run.path}: {exc.strerror or exc}") from None
+        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        raise ConfigError(
+            f"run directory {run.path} is in use by process {pid if pid.isdigit() else '(unknown)'} "
+            "(another mnistkit train); wait for it to end, or choose another --out"
+        ) from None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
