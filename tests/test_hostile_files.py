@@ -200,6 +200,19 @@ def test_write_new_file_never_replaces(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png", "x~2.png", "x~3.png"]  # no temporaries
 
 
+def test_write_new_file_without_hard_links_still_never_replaces(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "x.png").write_bytes(b"input")
+    assert write_new_file(tmp_path, "x", ".png", b"one").read_bytes() == b"one"
+    assert (tmp_path / "x.png").read_bytes() == b"input"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png", "x~2.png"]
+
+
 # ----------------------------------------------------------------------------- row 4: one writer per run folder
 
 

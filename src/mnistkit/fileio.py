@@ -370,7 +370,7 @@ def write_new_file(folder: str | os.PathLike, stem: str, suffix: str, data: byte
         for n in range(1, MAX_NAME_TRIES + 1):
             path = folder / (f"{stem}{suffix}" if n == 1 else f"{stem}~{n}{suffix}")
             try:
-                os.link(tmp, path, follow_symlinks=False)
+                _link_new(tmp, path, data)
                 return path
             except FileExistsError:
                 continue
@@ -379,6 +379,30 @@ def write_new_file(folder: str | os.PathLike, stem: str, suffix: str, data: byte
     finally:
         tmp.unlink(missing_ok=True)
     raise FileExistsError(errno.EEXIST, f"{MAX_NAME_TRIES} names like it are taken", str(folder / f"{stem}{suffix}"))
+
+
+def _link_new(tmp: Path, path: Path, data: bytes) -> None:
+    """Give the complete file ``tmp`` the name ``path``, failing with FileExistsError if it is taken.
+
+    Where the filesystem has no hard links (FAT, some network shares) the file is
+    written under its name with ``O_EXCL`` instead: it may then be seen half
+    written, but still never replaces anything.
+    """
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
