@@ -292,6 +292,28 @@ def test_report_refuses_a_huge_run_file_before_reading_it(name, finished_run, tm
     assert not (run / "report.html").exists()
 
 
+def test_metrics_rows_must_be_objects(finished_run, tmp_path):
+    from mnistkit.errors import DataFormatError
+    from mnistkit.report import load_run
+
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n[1, 2]\n')
+    with pytest.raises(DataFormatError, match=r"metrics.jsonl: line 2: expected a JSON object, got list"):
+        load_run(run)
+
+
+def test_plots_are_bounded_together(finished_run, tmp_path):
+    from mnistkit.errors import DataFormatError
+    from mnistkit.report import load_run
+    from mnistkit.runs import MAX_PLOT_BYTES, MAX_PLOTS_TOTAL_BYTES
+
+    run = _copy_run(finished_run, tmp_path / "run")
+    for i in range(MAX_PLOTS_TOTAL_BYTES // MAX_PLOT_BYTES + 1):
+        _sparse(run / "plots" / f"extra{i}.png", MAX_PLOT_BYTES)
+    with pytest.raises(DataFormatError, match=r"images hold over 67,108,864 bytes together"):
+        load_run(run)
+
+
 @pytest.mark.timeout(120)
 def test_evaluate_refuses_a_run_whose_model_is_a_link(finished_run, tmp_path):
     run = _copy_run(finished_run, tmp_path / "run")

@@ -63,8 +63,10 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 #: Caps on what a reader takes from a run folder (bytes). A run's JSON files and metrics hold a few
 #: KB per epoch or class; a plot is ~100 KB. Beyond these a file is refused, not read.
 MAX_RUN_JSON_BYTES = 16 * 1024**2
-MAX_METRICS_BYTES = 64 * 1024**2
+MAX_METRICS_BYTES = 16 * 1024**2
 MAX_PLOT_BYTES = 16 * 1024**2
+#: All plots of a run together: a report inlines them (base64), so this bounds the page too.
+MAX_PLOTS_TOTAL_BYTES = 64 * 1024**2
 #: Of log.txt only the end is read: a report shows its last lines.
 MAX_LOG_TAIL_BYTES = 1024**2
 
@@ -219,10 +221,15 @@ class RunDir:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except (json.JSONDecodeError, RecursionError) as exc:
                 why = "too deeply nested" if isinstance(exc, RecursionError) else exc.msg
                 raise DataFormatError(f"{self.metrics}: line {number}: not valid JSON ({why})") from None
+            if not isinstance(row, dict):
+                raise DataFormatError(
+                    f"{self.metrics}: line {number}: expected a JSON object, got {type(row).__name__}"
+                )
+            rows.append(row)
         return rows
 
     def write_eval(self, evaluation: dict) -> Path:
@@ -253,8 +260,18 @@ class RunDir:
             raise DataFormatError(f"{self.plots}: is not a folder (a symbolic link or a file); plots/ must be a folder")
         return sorted(self.plots.iterdir())
 
-    def read_plot(self, path: Path) -> bytes:
-        return read_bytes(path, MAX_PLOT_BYTES, DataFormatError, "plot", follow_symlinks=False)
+    def read_plots(self, paths: list[Path]) -> dict[Path, bytes]:
+        """The bytes of each plot (regular files only), each and all together bounded."""
+        plots, total = {}, 0
+        for path in paths:
+            plots[path] = read_bytes(path, MAX_PLOT_BYTES, DataFormatError, "plot", follow_symlinks=False)
+            total += len(plots[path])
+            if total > MAX_PLOTS_TOTAL_BYTES:
+                raise DataFormatError(
+                    f"{self.plots}: its images hold over {MAX_PLOTS_TOTAL_BYTES:,} bytes together; "
+                    "a report inlines them all, so move the extra ones elsewhere"
+                )
+        return plots
 
     def write_plot(self, name: str, data: bytes) -> Path:
         """Write ``plots/<name>``; a link in place of plots/ is refused (its target is not the run's)."""

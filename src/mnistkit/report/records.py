@@ -109,6 +109,6 @@ def load_run(run_dir: Path | str) -> RunRecord:
         log=log,
         log_cut=log_cut,
         plots=plots,
-        plot_bytes={p: run.read_plot(p) for p in plots},
+        plot_bytes=run.read_plots(plots),
         missing=[name for name, p in optional.items() if not run.has(p)],
     )
