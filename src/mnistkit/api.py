@@ -47,7 +47,9 @@ def evaluate_checkpoint(
     cfg = TrainConfig.from_dict(saved) if saved else TrainConfig(dataset=ck.meta.get("dataset", "mnist"))
     if split == "val" and not cfg.val_size:
         raise ConfigError("--split val: this model was trained without a validation split (--val-size 0)")
-    ds = load_dataset(dataset or cfg.dataset, data_dir=data_dir or cfg.data_dir, download=download)
+    # the checkpoint's own data_dir is never searched: a file from elsewhere must not choose where
+    # data is read from or downloaded to; the caller's data_dir, the environment and the standard roots do
+    ds = load_dataset(dataset or cfg.dataset, data_dir=data_dir, download=download)
     data = make_task(  # the splits the model was trained for: same validation rows, same task
         ds,
         val_size=cfg.val_size,

@@ -13,16 +13,25 @@ Reading. Every file mnistkit reads from a user (IDX, CSV, checkpoints, a run's
 and turn every fault into the caller's own :class:`~mnistkit.errors.MnistkitError`
 subclass naming the file, so no ``OSError``/``zlib`` traceback reaches a user.
 
+A run folder's own files are read with ``follow_symlinks=False``: a link planted
+there (``log.txt -> /etc/shadow``) is refused, never read into a report.
+:func:`read_tail` reads only the end of a file (a log), however large it is.
+
 Writing. :func:`atomic_write_bytes` writes to a temporary file of the form
 ``.<name>.<8 random chars>.tmp`` beside the target and renames it into place,
 so a crash or a full disk never leaves a half-written file under the final
-name; the file gets the mode ``open()`` would give it (``0666 & ~umask``),
+name, and a symlink or FIFO planted at the target is replaced, never written
+through; the file gets the mode ``open()`` would give it (``0666 & ~umask``),
 not ``mkstemp``'s private 0600. :func:`clean_stale_temporaries` removes such
-leftovers (from a ``kill -9``) when a folder is reopened.
+leftovers (from a ``kill -9``) when a folder is reopened. The other two ways
+to write: :func:`open_append` (a log that grows: ``O_NOFOLLOW``, regular files
+only) and :func:`write_new_file` (a file under a name nobody holds yet: it
+never replaces anything, so it cannot clobber an input).
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import re
@@ -30,7 +39,7 @@ import stat
 import tempfile
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from mnistkit.errors import MnistkitError
 
@@ -43,6 +52,12 @@ EXPANSION_ALLOWANCE = 64 * 1024**2
 #: Read granularity for streams (bytes).
 CHUNK = 1 << 20
 TEMP_SUFFIX = ".tmp"
+#: Longest file name (bytes) that Linux and macOS filesystems accept.
+NAME_MAX = 255
+#: Random characters :func:`tempfile.mkstemp` puts in a name.
+_RANDOM_CHARS = 8
+#: :func:`write_new_file` gives up after this many taken names (``stem~2`` ... ``stem~N``).
+MAX_NAME_TRIES = 10_000
 #: Our temporaries: ``.<name>.<random>.tmp`` (tempfile's random part is 8 of [a-z0-9_]).
 _TEMP_PATTERN = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
@@ -51,15 +66,20 @@ def _fail(error: type[MnistkitError], path: Path, message: str) -> MnistkitError
     return error(f"{path}: {message}")
 
 
-def regular_file_size(path: str | os.PathLike, error: type[MnistkitError], what: str = "file") -> int:
-    """Size in bytes of ``path``, refusing missing files, folders, FIFOs and devices (without opening them)."""
+def regular_file_size(
+    path: str | os.PathLike, error: type[MnistkitError], what: str = "file", follow_symlinks: bool = True
+) -> int:
+    """Size in bytes of ``path``, refusing missing files, folders, FIFOs and devices (without opening them);
+    with ``follow_symlinks=False`` a symbolic link is refused too."""
     path = Path(path)
     try:
-        st = os.stat(path)
+        st = os.stat(path, follow_symlinks=follow_symlinks)
     except FileNotFoundError:
         raise _fail(error, path, f"no such {what}") from None
     except OSError as exc:
         raise _fail(error, path, f"cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise _fail(error, path, f"is a symbolic link; a {what} must be a regular file, not a link to one")
     if stat.S_ISDIR(st.st_mode):
         raise _fail(error, path, f"is a directory, expected a {what}")
     if not stat.S_ISREG(st.st_mode):
@@ -68,11 +88,17 @@ def regular_file_size(path: str | os.PathLike, error: type[MnistkitError], what:
     return st.st_size
 
 
-def _open_regular(path: Path, error: type[MnistkitError], what: str) -> tuple[BinaryIO, int]:
-    """Open after the type check; ``O_NONBLOCK`` so a file swapped for a FIFO in between cannot hang us."""
-    regular_file_size(path, error, what)
+def _open_regular(
+    path: Path, error: type[MnistkitError], what: str, follow_symlinks: bool = True
+) -> tuple[BinaryIO, int]:
+    """Open after the type check; ``O_NONBLOCK`` so a file swapped for a FIFO in between cannot hang us,
+    and ``O_NOFOLLOW`` without ``follow_symlinks`` so one swapped for a link is not followed."""
+    regular_file_size(path, error, what, follow_symlinks)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except OSError as exc:
         raise _fail(error, path, f"cannot be read ({exc.strerror or exc})") from None
     st = os.fstat(fd)
@@ -84,10 +110,16 @@ def _open_regular(path: Path, error: type[MnistkitError], what: str) -> tuple[Bi
     return os.fdopen(fd, "rb"), st.st_size
 
 
-def read_bytes(path: str | os.PathLike, limit: int, error: type[MnistkitError], what: str = "file") -> bytes:
+def read_bytes(
+    path: str | os.PathLike,
+    limit: int,
+    error: type[MnistkitError],
+    what: str = "file",
+    follow_symlinks: bool = True,
+) -> bytes:
     """The whole of a regular file of at most ``limit`` bytes (not decompressed)."""
     path = Path(path)
-    f, size = _open_regular(path, error, what)
+    f, size = _open_regular(path, error, what, follow_symlinks)
     with f:
         if size > limit:
             raise _fail(error, path, f"is {size:,} bytes; a {what} may be at most {limit:,}")
@@ -98,6 +130,25 @@ def read_bytes(path: str | os.PathLike, limit: int, error: type[MnistkitError], 
     if len(data) > limit:  # grew while we read it
         raise _fail(error, path, f"is over {limit:,} bytes; a {what} may be at most {limit:,}")
     return data
+
+
+def read_tail(
+    path: str | os.PathLike, limit: int, error: type[MnistkitError], what: str = "file"
+) -> tuple[bytes, bool]:
+    """The last ``limit`` bytes of a regular file that is not a symlink, and whether anything was cut.
+
+    For logs: a report shows their end, and a 2 GB log must cost what its last
+    ``limit`` bytes cost, not what the whole file would.
+    """
+    path = Path(path)
+    f, size = _open_regular(path, error, what, follow_symlinks=False)
+    with f:
+        try:
+            f.seek(max(0, size - limit))
+            data = f.read(limit)
+        except OSError as exc:
+            raise _fail(error, path, f"cannot be read ({exc.strerror or exc})") from None
+    return data, size > limit
 
 
 class BoundedStream:
@@ -233,10 +284,19 @@ def current_umask() -> int:
     return mask
 
 
+def temp_prefix(name: str, suffix: str = TEMP_SUFFIX) -> str:
+    """``.<name>.``, with ``name`` shortened so that the whole temporary name fits in :data:`NAME_MAX` bytes.
+
+    A valid name of up to 255 bytes must stay writable: its temporary would otherwise be 14 bytes over.
+    """
+    room = NAME_MAX - len(suffix.encode()) - _RANDOM_CHARS - 2
+    return f".{os.fsdecode(os.fsencode(name)[:room])}."
+
+
 def make_temp(path: str | os.PathLike, suffix: str = TEMP_SUFFIX) -> tuple[int, Path]:
     """A new temporary file ``.<name>.<random><suffix>`` beside ``path``, with open()'s usual mode."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(path.name, suffix), suffix=suffix, dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
     except OSError:
@@ -268,6 +328,81 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
     return path
+
+
+def open_append(path: str | os.PathLike, error: type[MnistkitError], what: str = "file") -> TextIO:
+    """``path`` opened for appending text, created if absent; a symlink, FIFO or device there is refused.
+
+    A log grows line by line, so it cannot be renamed into place: ``O_NOFOLLOW``
+    keeps a planted link from sending the lines to its target, ``O_NONBLOCK``
+    keeps a FIFO from hanging the open, and the type is checked on the open file.
+    """
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise _fail(error, path, f"is a symbolic link; a {what} is written only as a regular file") from None
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader
+            raise _fail(error, path, f"is a FIFO (named pipe); a {what} is written only as a regular file") from None
+        raise _fail(error, path, f"cannot be written ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _fail(error, path, f"is not a regular file; a {what} is written only as a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+
+
+def write_new_file(folder: str | os.PathLike, stem: str, suffix: str, data: bytes) -> Path:
+    """Write ``data`` as ``folder/<stem><suffix>``, or ``<stem>~2<suffix>``... when that name is taken.
+
+    Nothing that exists is ever replaced (an input, a file of an earlier call, a
+    link): the complete file is linked to its name, which fails when the name
+    exists, so a reader never sees half of it either.
+    """
+    folder = Path(folder)
+    fd, tmp = make_temp(folder / f"{stem}{suffix}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        for n in range(1, MAX_NAME_TRIES + 1):
+            path = folder / (f"{stem}{suffix}" if n == 1 else f"{stem}~{n}{suffix}")
+            try:
+                _link_new(tmp, path, data)
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(folder / f"{stem}{suffix}")) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    raise FileExistsError(errno.EEXIST, f"{MAX_NAME_TRIES} names like it are taken", str(folder / f"{stem}{suffix}"))
+
+
+def _link_new(tmp: Path, path: Path, data: bytes) -> None:
+    """Give the complete file ``tmp`` the name ``path``, failing with FileExistsError if it is taken.
+
+    Where the filesystem has no hard links (FAT, some network shares) the file is
+    written under its name with ``O_EXCL`` instead: it may then be seen half
+    written, but still never replaces anything.
+    """
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -11,6 +11,7 @@ Only :func:`show_png` uses pyplot, for ``mnistkit show --open``.
 from __future__ import annotations
 
 import functools
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,12 +81,22 @@ def new_figure(width_in: float, height_in: float):
     return fig
 
 
+def png_bytes(fig) -> bytes:
+    """``fig`` rendered as a PNG at :data:`DPI`."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    return buf.getvalue()
+
+
 def save_figure(fig, path: Path | str) -> Path:
-    """Write ``fig`` as a PNG at :data:`DPI`, creating the parent folder; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI, facecolor="white")
-    return path
+    """Write ``fig`` as a PNG at :data:`DPI`, creating the parent folder; returns the path.
+
+    Rendered in memory, then written atomically: a full disk leaves no partial PNG and
+    names the file, and a link at ``path`` is replaced, never written through.
+    """
+    from mnistkit.fileio import atomic_write_bytes
+
+    return atomic_write_bytes(path, png_bytes(fig))
 
 
 #: matplotlib backends that draw only to files: with one of these, no window can open.
@@ -355,16 +366,16 @@ def save_run_plots(
     """
     from mnistkit.runs import RunDir
 
-    out = RunDir(run_dir).plots
+    run = RunDir(run_dir)
     written = []
     if metrics:
-        written.append(save_figure(plot_curves(metrics), out / "curves.png"))
+        written.append(run.write_plot("curves.png", png_bytes(plot_curves(metrics))))
     if confusion is not None and len(confusion):
-        written.append(save_figure(plot_confusion(confusion, class_names), out / "confusion.png"))
+        written.append(run.write_plot("confusion.png", png_bytes(plot_confusion(confusion, class_names))))
     if mistakes is not None and len(mistakes.get("images", ())):
-        written.append(save_figure(plot_mistakes(mistakes, class_names), out / "mistakes.png"))
+        written.append(run.write_plot("mistakes.png", png_bytes(plot_mistakes(mistakes, class_names))))
     if weights is not None:
-        written.append(save_figure(plot_weights(weights, class_names), out / "weights.png"))
+        written.append(run.write_plot("weights.png", png_bytes(plot_weights(weights, class_names))))
     return written
 
 

@@ -302,7 +302,8 @@ def format_line(pred: Prediction) -> str:
 
 
 def save_inputs(predictions: Sequence[Prediction], folder: str | Path) -> list[Path]:
-    """Write the 28x28 image each input became, as ``<folder>/<input's stem>.png`` (numbered on clashes)."""
+    """Write the 28x28 image each input became, as ``<folder>/<input's stem>.png``, or ``<stem>~2.png``...
+    when that name is taken: nothing that exists is replaced, so an input in ``folder`` is never overwritten."""
     return save_pngs([(input_stem(p.path), p.digit) for p in predictions if p.digit is not None], folder)
 
 
@@ -313,23 +314,18 @@ def input_stem(path: str) -> str:
 def save_pngs(items: Sequence[tuple[str, np.ndarray]], folder: str | Path) -> list[Path]:
     from PIL import Image
 
-    from mnistkit.checkpoint import atomic_write_bytes
+    from mnistkit.fileio import write_new_file
 
     out = Path(folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--save-input {folder}: cannot create the folder ({exc.strerror or exc})") from None
-    written, used = [], set()
+    written = []
     for stem, digit in items:
-        name, n = f"{stem}.png", 1
-        while name in used:
-            n += 1
-            name = f"{stem}~{n}.png"
-        used.add(name)
         buf = io.BytesIO()
         Image.fromarray(digit).save(buf, format="PNG")
-        written.append(atomic_write_bytes(out / name, buf.getvalue()))
+        written.append(write_new_file(out, stem, ".png", buf.getvalue()))
     return written
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mnistkit.errors import ConfigError
+from mnistkit.fileio import atomic_write_bytes
 from mnistkit.report.pages import render_comparison_html, render_run_html
 from mnistkit.report.records import RunRecord, load_run
 from mnistkit.runs import REPORT_FILE, RunDir
@@ -38,6 +39,4 @@ def write_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) 
         out = Path(out) if out is not None else Path.cwd() / REPORT_FILE
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file name such as {out / REPORT_FILE}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return atomic_write_bytes(out, page.encode("utf-8"))  # a link planted at ``out`` is replaced, not followed

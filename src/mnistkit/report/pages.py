@@ -10,8 +10,9 @@ from pathlib import Path
 from mnistkit.report.markup import figure_html, fmt, page, table
 from mnistkit.report.records import IMAGE_TYPES, RunRecord
 
-#: Longer logs keep only their last lines, so a report stays small.
+#: Longer logs keep only their last lines, and longer lines their start, so a report stays small.
 MAX_LOG_LINES = 2000
+MAX_LOG_LINE_CHARS = 1000
 PLOT_CAPTIONS = {
     "curves.png": "Loss and accuracy per epoch (training)",
     "confusion.png": "Confusion matrix on the test set (rows: true class, columns: predicted)",
@@ -20,13 +21,13 @@ PLOT_CAPTIONS = {
 }
 
 
-def _plot_html(path: Path, validated: bool = False) -> str:
+def _plot_html(path: Path, data: bytes, validated: bool = False) -> str:
     """A plot file from ``plots/`` as a figure, captioned by :data:`PLOT_CAPTIONS` or its name;
     the curves' caption names validation only when the run had a validation split."""
     caption = PLOT_CAPTIONS.get(path.name, path.stem.replace("_", " "))
     if path.name == "curves.png" and validated:
         caption = "Loss and accuracy per epoch (training and validation)"
-    return figure_html(path.read_bytes(), IMAGE_TYPES[path.suffix.lower()], caption)
+    return figure_html(data, IMAGE_TYPES[path.suffix.lower()], caption)
 
 
 # --------------------------------------------------------------------------- one run
@@ -78,23 +79,32 @@ def _epochs_html(metrics: list[dict]) -> str:
     return table(columns, [[row.get(c) for c in columns] for row in metrics], "epochs")
 
 
-def _log_html(log: str | None) -> str:
-    """The tutorial-style log in a scrolling <pre>, keeping only the tail of very long logs."""
+def _log_html(log: str | None, cut: bool = False) -> str:
+    """The tutorial-style log in a scrolling <pre>, keeping only the tail of very long logs
+    (``cut``: only the end of log.txt was read) and the start of very long lines."""
     if log is None:
         return '<p class="note">No log.txt in this run.</p>'
     lines = log.splitlines()
-    note = ""
+    note = '<p class="note">Showing the end of a long log.</p>' if cut else ""
     if len(lines) > MAX_LOG_LINES:
-        note = f'<p class="note">Showing the last {MAX_LOG_LINES} of {len(lines)} lines.</p>'
+        total = "many" if cut else str(len(lines))
+        note = f'<p class="note">Showing the last {MAX_LOG_LINES} of {total} lines.</p>'
         lines = lines[-MAX_LOG_LINES:]
+    lines = [_clip(line) for line in lines]
     return f"{note}<pre>{html.escape(chr(10).join(lines))}</pre>"
+
+
+def _clip(line: str) -> str:
+    if len(line) <= MAX_LOG_LINE_CHARS:
+        return line
+    return f"{line[:MAX_LOG_LINE_CHARS]} [... {len(line) - MAX_LOG_LINE_CHARS:,} more characters]"
 
 
 def render_run_html(run: RunRecord) -> str:
     """The single-run report: results, per-class table, plots, epochs, config and log."""
     subtitle = " \u00b7 ".join(f"{k}: {fmt(run.get(k))}" for k in ("dataset", "model", "epochs"))
     plots = (
-        "\n".join(_plot_html(p, validated=_best_val(run)[0] is not None) for p in run.plots)
+        "\n".join(_plot_html(p, run.plot_bytes[p], validated=_best_val(run)[0] is not None) for p in run.plots)
         or '<p class="note">No plots in this run (plots/ is missing or empty).</p>'
     )
     missing = (
@@ -119,7 +129,7 @@ def render_run_html(run: RunRecord) -> str:
 <h2>Config</h2>
 {table(("option", "value"), config_rows, "config")}
 <h2>Log</h2>
-{_log_html(run.log)}"""
+{_log_html(run.log, run.log_cut)}"""
     return page(f"mnistkit run {run.name}", body)
 
 

@@ -6,12 +6,10 @@ checked against what training wrote, and other pages can reuse it.
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnistkit.errors import ConfigError, DataFormatError
+from mnistkit.errors import ConfigError
 from mnistkit.plots import RUN_PLOT_NAMES  # cheap: plots imports matplotlib only inside functions
 from mnistkit.runs import CONFIG_FILE, EVAL_FILE, LOG_FILE, METRICS_FILE, SUMMARY_FILE, RunDir
 
@@ -28,7 +26,6 @@ IMAGE_TYPES = {
     ".svg": "image/svg+xml",
     ".webp": "image/webp",
 }
-#: Longer logs keep only their last lines, so a report stays small.
 #: Plot order in reports: the trainer's standard plots first, anything else after, by name.
 PLOT_ORDER = RUN_PLOT_NAMES
 
@@ -43,7 +40,9 @@ class RunRecord:
     summary: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
     log: str | None = None
+    log_cut: bool = False  # only the end of a long log.txt was read
     plots: list[Path] = field(default_factory=list)
+    plot_bytes: dict[Path, bytes] = field(default_factory=dict, repr=False)  # read bounded, as the plots
     missing: list[str] = field(default_factory=list)  # optional files that were absent
     name: str = ""
 
@@ -69,54 +68,13 @@ class RunRecord:
         return value if value is not None else self.evaluation.get("accuracy")
 
 
-def _read_json(path: Path) -> dict:
-    """Parse a JSON object file; a corrupt file is a :class:`DataFormatError` naming it."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise DataFormatError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
+def _plot_files(run: RunDir) -> list[Path]:
+    """Images under ``plots/``: the standard ones in :data:`PLOT_ORDER`, then the rest by name.
 
-
-def _read_jsonl(path: Path) -> list[dict]:
-    """One JSON object per non-blank line (metrics.jsonl)."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
-    return rows
-
-
-def _csv_value(text: str):
-    """A metrics.csv cell as int, float or None (empty cells are missing values)."""
-    if text == "" or text.lower() in {"none", "null", "nan"}:
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _read_metrics_csv(path: Path) -> list[dict]:
-    """metrics.csv as rows of numbers: the fallback when metrics.jsonl is absent."""
-    with path.open(newline="", encoding="utf-8") as f:
-        return [{k: _csv_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def _plot_files(run_dir: Path) -> list[Path]:
-    """Images under ``plots/``: the standard ones in :data:`PLOT_ORDER`, then the rest by name."""
-    folder = RunDir(run_dir).plots
-    if not folder.is_dir():
-        return []
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_TYPES]
+    Every entry with an image suffix is listed, links too: the reader refuses a link rather
+    than this listing passing over it in silence.
+    """
+    files = [p for p in run.plot_files() if p.suffix.lower() in IMAGE_TYPES]
     rank = {name: i for i, name in enumerate(PLOT_ORDER)}
     return sorted(files, key=lambda p: (rank.get(p.name, len(rank)), p.name))
 
@@ -131,27 +89,26 @@ def load_run(run_dir: Path | str) -> RunRecord:
     run = RunDir(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist (pass a folder written by `mnistkit train`)")
-    metrics_path = run.metrics
-    if not metrics_path.is_file() and run.metrics_csv.is_file():
-        metrics_path = run.metrics_csv
-    missing = [
-        name
-        for name in REQUIRED_FILES
-        if not (run_dir / name).is_file() and not (name == METRICS_FILE and metrics_path.is_file())
-    ]
+    missing = [name for name in REQUIRED_FILES if not run.has(run_dir / name)]
+    if missing == [METRICS_FILE] and run.has(run.metrics_csv):
+        missing = []
     if missing:
         raise ConfigError(
             f"{run_dir} is not a complete run directory: missing {', '.join(missing)} (written by `mnistkit train`)"
         )
-    metrics = _read_jsonl(metrics_path) if metrics_path.suffix == ".jsonl" else _read_metrics_csv(metrics_path)
+    config = run.read_config(f"{run.config}")
     optional = {name: run_dir / name for name in OPTIONAL_FILES}
+    log, log_cut = run.read_log_tail() if run.has(run.log) else (None, False)
+    plots = _plot_files(run)
     return RunRecord(
         path=run_dir,
-        config=_read_json(run.config),
-        metrics=metrics,
-        summary=_read_json(run.summary) if run.summary.is_file() else {},
-        evaluation=_read_json(run.eval) if run.eval.is_file() else {},
-        log=run.log.read_text(encoding="utf-8", errors="replace") if run.log.is_file() else None,
-        plots=_plot_files(run_dir),
-        missing=[name for name, p in optional.items() if not p.is_file()],
+        config=config,
+        metrics=run.read_metrics(),
+        summary=run.read_summary() if run.has(run.summary) else {},
+        evaluation=run.read_eval() if run.has(run.eval) else {},
+        log=log,
+        log_cut=log_cut,
+        plots=plots,
+        plot_bytes=run.read_plots(plots),
+        missing=[name for name, p in optional.items() if not run.has(p)],
     )

@@ -24,7 +24,7 @@ from mnistkit.errors import ConfigError
 from mnistkit.evaluation import validation_scores
 from mnistkit.inference import switched_mode
 from mnistkit.losses import NEGATIVE, classification_loss
-from mnistkit.runs import RunDir, default_run_dir
+from mnistkit.runs import RunDir, RunLock, default_run_dir
 from mnistkit.training import lbfgs
 from mnistkit.training.artifacts import RunResult, finish_run
 from mnistkit.training.callbacks import Callback, CallbackList, StopTraining
@@ -60,6 +60,7 @@ def fit(
     cfg, run = resolve_run(config, resume, overrides)
     dist, device = init_distributed(resolve_device(cfg.device))  # (None, device) outside torchrun
     callbacks = CallbackList()
+    lock: RunLock | None = None  # held by the main process from the run's first file to its last
     try:
         # what to learn, and what with
         check_batch_size(cfg.batch_size, dist)
@@ -68,7 +69,7 @@ def fit(
         session = make_session(cfg, data, device, dist)
         # where it goes, and where it starts
         if session.is_main:
-            start_run_dir(run, cfg, resuming=resume is not None)
+            lock = start_run_dir(run, cfg, resuming=resume is not None)
         state = TrainState() if resume is None else load_state(run, session.model, session.optimizer, session.scheduler)
         callbacks = make_callbacks(cfg, run, session, echo=echo, progress=progress, board=tensorboard, hooks=hooks)
         # train, then score once on the test split
@@ -76,6 +77,8 @@ def fit(
         return conclude(cfg, run, data, session, state, callbacks, plots)
     finally:
         callbacks.close()
+        if lock is not None:
+            lock.release()
         shutdown(dist)
 
 
@@ -106,11 +109,17 @@ def resolve_run(config: TrainConfig | None, resume, overrides: dict) -> tuple[Tr
         raise ConfigError(f"--resume {run}: config.json is not a usable config ({why})") from None
 
 
-def start_run_dir(run: RunDir, cfg: TrainConfig, resuming: bool) -> None:
-    """Create the run directory (refusing to overwrite a run) and, for a new run, write its config."""
-    run.prepare(resuming=resuming)
+def start_run_dir(run: RunDir, cfg: TrainConfig, resuming: bool) -> RunLock:
+    """Create and lock the run directory (refusing to overwrite a run) and, for a new run, write its
+    config; returns the lock, which the caller releases when the run's files are written."""
+    lock = run.prepare(resuming=resuming)
     if not resuming:
-        run.write_config(cfg.to_dict())
+        try:
+            run.write_config(cfg.to_dict())
+        except BaseException:
+            lock.release()
+            raise
+    return lock
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

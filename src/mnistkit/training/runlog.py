@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from mnistkit.errors import ConfigError
+from mnistkit.fileio import open_append
 
 
 class RunLog:
@@ -16,8 +19,8 @@ class RunLog:
 
     def __init__(self, log_path: Path | None, echo: bool = True, progress: bool | None = None):
         self.echo = echo
-        # held open for the whole run (closed by close()), so not a with-block
-        self._file = open(log_path, "a", buffering=1, encoding="utf-8") if log_path is not None else None  # noqa: SIM115
+        # held open for the whole run (closed by close()); a link or FIFO at log_path is refused
+        self._file: TextIO | None = open_append(log_path, ConfigError, "run's log") if log_path is not None else None
         self.use_progress = echo and (sys.stdout.isatty() if progress is None else progress)
         self._progress: Any = None  # a rich Progress while a bar is shown (rich is imported only then)
         self._task: Any = None

@@ -160,7 +160,7 @@ def load_state(run: RunDir, model, optimizer, scheduler) -> TrainState:
     Every fault of the file (tampered, truncated, fields of the wrong type) is one
     :class:`CheckpointError`; nothing is restored partially into a usable-looking state.
     """
-    path = run.state
+    path = run.require_regular(run.state, CheckpointError, "training state")
     tensors, meta = load_tensors(path)
     if meta.get("kind") != "training-state":
         raise CheckpointError(f"{path} is not a training-state file")
