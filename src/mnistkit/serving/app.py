@@ -14,6 +14,9 @@ Endpoints::
 Every bad request gets a 4xx JSON ``{"error": "..."}`` and leaves the server
 healthy. What a hostile client can cost is bounded at each step:
 
+- the client: at most :data:`~mnistkit.serving.limits.CLIENT_REQUESTS` ``/predict`` requests in
+  progress per source address (503 beyond, at once), and per-client connections in
+  :mod:`.server`, so one client's slow requests use up its own share, not the server;
 - the body: at most :data:`MAX_BODY_BYTES` (JSON: :data:`MAX_JSON_BYTES`), counted while it
   streams in, and it must arrive within :data:`BODY_TIMEOUT_S` (408 otherwise);
 - JSON: nesting depth and the length of each number are checked before or while parsing,
@@ -67,6 +70,7 @@ from mnistkit.serving.limits import (
     SERVE_MAX_PIXELS,
     Limits,
 )
+from mnistkit.serving.shares import ClientShares, client_address
 
 _PIXELS_SCHEMA = {
     "type": "array",
@@ -165,6 +169,7 @@ def create_app(
     app.state.limits = limits
     light = Lane("small inputs", limits.light_workers, limits.light_queue)
     heavy = Lane("large images", limits.heavy_workers, limits.heavy_queue, nice=HEAVY_NICE)
+    request_shares = ClientShares("requests in progress", limits.client_requests)
     public_meta = public_metadata(ckpt.meta)
 
     _add_error_handlers(app)
@@ -197,6 +202,10 @@ def create_app(
     )
     async def predict(request: Request) -> JSONResponse:
         """Predict one digit from an uploaded image or from 28x28 JSON pixels."""
+        with request_shares.hold(client_address(request.client)):
+            return await predict_request(request)
+
+    async def predict_request(request: Request) -> JSONResponse:
         kind = content_kind(request.headers.get("content-type", ""))
         preview = flag(request.query_params.get("preview"), "preview")
         limit = MAX_JSON_BYTES if kind == "json" else limits.max_body_bytes

@@ -1,0 +1,253 @@
+"""``mnistkit serve`` shares itself fairly: one client holding its whole share of connections and
+requests (slow bodies, slow headers) leaves ``/healthz`` and other clients served.
+
+The server is a real uvicorn process on 127.0.0.1. Clients are told apart by source address, so
+the "other client" connects from 127.0.0.2 (Linux routes all of 127.0.0.0/8 on the loopback
+interface). Every loop here ends by itself: on an event, or at a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import socket
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from synthetic import require_or_skip, stop_process  # noqa: E402
+from test_serve import assert_matches_library, drawing, png_bytes  # noqa: E402
+from test_serve_uvicorn import TIMEOUT_S, ckpt, load_test, run_dir  # noqa: E402, F401
+
+from mnistkit.serving.limits import CLIENT_CONNECTIONS, CLIENT_REQUESTS  # noqa: E402
+
+#: The attacker's address (the default source on loopback) and two others, each its own client.
+ATTACKER, OTHER, THIRD = "127.0.0.1", "127.0.0.2", "127.0.0.3"
+#: A POST whose 1,000-byte body then arrives a byte at a time.
+SLOW_BODY_HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+SLOW_HEADER_HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.fixture(scope="module")
+def server(run_dir, tmp_path_factory):  # noqa: F811
+    """``mnistkit serve`` with the default shares and a 1 s request timeout; yields (host, port)."""
+    for address in (OTHER, THIRD):
+        try:
+            with socket.socket() as s:
+                s.bind((address, 0))
+        except OSError:
+            require_or_skip(f"{address} is not usable as a source address (Linux routes 127.0.0.0/8 on lo)")
+    port = load_test.free_port()
+    log_path = tmp_path_factory.mktemp("log") / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = load_test.start_server(run_dir, port, log, ("--request-timeout", str(TIMEOUT_S)))
+    try:
+        yield ATTACKER, port
+    finally:
+        stop_process(proc)
+        assert "Traceback" not in log_path.read_text()
+
+
+def strict_json(text: str):
+    """JSON as the standard has it: NaN and Infinity are refused, as a browser's JSON.parse does."""
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+async def _open(port: int, source: str, first: bytes = b""):
+    reader, writer = await asyncio.open_connection(ATTACKER, port, local_addr=(source, 0))
+    if first:
+        writer.write(first)
+    return reader, writer
+
+
+async def _drip(reader, writer, stop: asyncio.Event, every_s: float = 0.1) -> bytes:
+    """Send a byte every ``every_s`` until the server answers or closes, or ``stop``; what it sent back."""
+    answer = b""
+    try:
+        while not stop.is_set():
+            writer.write(b"a")
+            await writer.drain()
+            try:
+                chunk = await asyncio.wait_for(reader.read(4096), every_s)
+            except asyncio.TimeoutError:
+                continue
+            if not chunk:
+                break
+            answer += chunk
+    except OSError:  # reset by the server: refused, or closed while we still wrote
+        pass
+    writer.close()
+    return answer
+
+
+async def hostile_client(port: int, stop: asyncio.Event, seen: collections.Counter, head: bytes) -> None:
+    """One connection at a time that sends ``head`` and then drips bytes, reconnecting after each answer."""
+    while not stop.is_set():
+        try:
+            reader, writer = await _open(port, ATTACKER, head)
+        except OSError:
+            seen["connect failed"] += 1
+            await asyncio.sleep(0.05)
+            continue
+        answer = await _drip(reader, writer, stop)
+        seen[answer[9:12].decode() or "closed"] += 1
+
+
+async def refused_at_connect(port: int, source: str) -> bytes:
+    """What a connection from ``source`` that sends nothing gets within a second: a refusal comes at once."""
+    reader, writer = await _open(port, source)
+    try:
+        return await asyncio.wait_for(reader.read(4096), 0.5)
+    except (asyncio.TimeoutError, OSError):
+        return b""
+    finally:
+        writer.close()
+
+
+async def wait_for(condition, limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
+    while not await condition():
+        assert time.monotonic() < deadline, f"not within {limit_s:g} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_client_holding_its_whole_share_leaves_healthz_and_other_clients_served(server, ckpt):  # noqa: F811
+    """Row 9: 64 connections from one address, dripping bodies (and headers), reconnecting after each
+    408 or 503. Once that client's share is full, another address still gets every /healthz and
+    every /predict answered; the attacker's slow bodies still end in 408 (the deadline is kept)."""
+    host, port = server
+    base = f"http://{host}:{port}"
+    drawn = png_bytes(drawing())
+
+    async def scenario():
+        stop, seen = asyncio.Event(), collections.Counter()
+        heads = [SLOW_BODY_HEAD] * 48 + [SLOW_HEADER_HEAD] * 16
+        attack = [asyncio.create_task(hostile_client(port, stop, seen, head)) for head in heads]
+
+        async def share_full() -> bool:
+            return b"too many open connections" in await refused_at_connect(port, ATTACKER)
+
+        try:
+            await wait_for(share_full, 10, "the attacker fills its share of connections")
+            transport = httpx.AsyncHTTPTransport(local_address=OTHER)
+            async with httpx.AsyncClient(transport=transport, base_url=base, timeout=10) as other:
+                health = [await other.get("/healthz") for _ in range(20)]
+                answers = [
+                    await other.post("/predict?preview=1", files={"file": ("d.png", drawn, "image/png")})
+                    for _ in range(5)
+                ]
+                answers += [await other.post("/predict", json=load_test.GOOD_PIXELS) for _ in range(5)]
+
+            async def slow_bodies_timed_out() -> bool:
+                return seen["408"] > 0
+
+            await wait_for(slow_bodies_timed_out, 10 * TIMEOUT_S, "a dripping body gets 408")
+            still_full = await share_full()
+        finally:
+            stop.set()
+            await asyncio.gather(*attack)
+        return health, answers, seen, still_full
+
+    health, answers, seen, still_full = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert [r.status_code for r in health] == [200] * 20, [r.text for r in health if r.status_code != 200]
+    for r in answers:
+        assert r.status_code == 200, r.text
+        assert_matches_library(r, ckpt, np.array(r.json().get("preview", load_test.GOOD_PIXELS["pixels"]), np.uint8))
+    assert still_full and seen["408"] > 0 and seen["503"] > 0, seen
+    # the share comes back once the attacker has gone
+    with httpx.Client(base_url=base, timeout=10) as same_address:
+        deadline = time.monotonic() + 10
+        while (r := same_address.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.status_code == 200
+
+
+@pytest.mark.slow
+def test_a_connection_over_the_share_is_refused_at_once_and_the_share_comes_back(server):
+    """A client with its whole share of connections open: the next one from it is a JSON 503 and closed
+    at once (it holds no slot until a deadline); another address is served; closing one gives a slot back."""
+    _, port = server
+
+    async def scenario():
+        held = [await _open(port, THIRD) for _ in range(CLIENT_CONNECTIONS)]
+        try:
+            # each connection is answered only after its predecessors were accepted: ask one of them
+            held[-1][1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = await asyncio.wait_for(held[-1][0].read(4096), 5)
+            refused = await refused_at_connect(port, THIRD)
+            other = await refused_at_connect(port, OTHER)
+        finally:
+            for _, writer in held:
+                writer.close()
+
+        async def share_back() -> bool:
+            return await refused_at_connect(port, THIRD) == b""
+
+        await wait_for(share_back, 5, "closed connections give their share back")
+        return first, refused, other
+
+    first, refused, other = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert first.startswith(b"HTTP/1.1 200")
+    head, _, body = refused.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503") and b"connection: close" in head and b"retry-after: 1" in head
+    assert strict_json(body.decode()) == {
+        "error": f"too many open connections from your address (at most {CLIENT_CONNECTIONS} at once); "
+        "retry in a moment"
+    }
+    assert other == b""  # another client's new connection waits for its request, as usual
+
+
+@pytest.mark.slow
+def test_requests_in_progress_are_capped_per_client(server):
+    """A client with CLIENT_REQUESTS slow bodies in progress gets 503 for one more /predict at once, while
+    its /healthz and another client's /predict are answered; the slow bodies still end in 408."""
+    host, port = server
+    pixels = json.dumps(load_test.GOOD_PIXELS).encode()
+    post = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n"
+    )
+
+    async def scenario():
+        stop = asyncio.Event()
+        slow = [await _open(port, THIRD, SLOW_BODY_HEAD) for _ in range(CLIENT_REQUESTS)]
+        drips = [asyncio.create_task(_drip(r, w, stop)) for r, w in slow]
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(local_address=THIRD), base_url=f"http://{host}:{port}", timeout=5
+            ) as third:
+
+                async def all_in_progress() -> bool:
+                    r = await third.post("/predict", content=pixels, headers={"Content-Type": "application/json"})
+                    return r.status_code == 503
+
+                await wait_for(all_in_progress, 5, "the slow bodies count as requests in progress")
+                over = await third.post("/predict", content=pixels, headers={"Content-Type": "application/json"})
+                health = await third.get("/healthz")
+            reader, writer = await _open(port, OTHER, post % len(pixels) + pixels)
+            other = await asyncio.wait_for(reader.read(), 10)  # to the end: the server closes after answering
+            writer.close()
+            timed_out = await asyncio.wait_for(asyncio.gather(*drips), 10 * TIMEOUT_S)
+        finally:
+            stop.set()
+            await asyncio.gather(*drips)
+        return over, health, other, timed_out
+
+    over, health, other, timed_out = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert over.status_code == 503 and over.headers["retry-after"] == "1" and over.headers["connection"] == "close"
+    assert over.json()["error"].startswith(
+        f"too many requests in progress from your address (at most {CLIENT_REQUESTS}"
+    )
+    assert health.status_code == 200
+    assert other.startswith(b"HTTP/1.1 200") and b'"label"' in other
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in timed_out), timed_out
