@@ -1,5 +1,6 @@
 """``mnistkit serve`` shares itself fairly: one client holding its whole share of connections and
-requests (slow bodies, slow headers) leaves ``/healthz`` and other clients served.
+requests (slow bodies, slow headers) leaves ``/healthz`` and other clients served. Also ``HEAD``
+answered as ``GET`` without a body.
 
 The server is a real uvicorn process on 127.0.0.1. Clients are told apart by source address, so
 the "other client" connects from 127.0.0.2 (Linux routes all of 127.0.0.0/8 on the loopback
@@ -251,3 +252,26 @@ def test_requests_in_progress_are_capped_per_client(server):
     assert health.status_code == 200
     assert other.startswith(b"HTTP/1.1 200") and b'"label"' in other
     assert all(answer.startswith(b"HTTP/1.1 408") for answer in timed_out), timed_out
+
+
+@pytest.mark.slow
+def test_head_answers_like_get_without_a_body(server):
+    """HEAD on the page and the JSON routes: GET's status and headers (Content-Length included), no body.
+    Two requests on one connection show it: the second response follows the first's headers directly."""
+    host, port = server
+    with httpx.Client(base_url=f"http://{host}:{port}", timeout=10) as client:
+        for path in ("/", "/healthz", "/model", "/docs"):
+            get = client.get(path)
+            head = client.head(path)
+            assert head.status_code == get.status_code == 200, path
+            assert head.headers["content-length"] == str(len(get.content)), path
+            assert head.headers["content-type"] == get.headers["content-type"], path
+        assert client.head("/predict").status_code == client.get("/predict").status_code == 405
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200") and b"content-length: " in first
+    assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b'"status":"ok","model":"logreg"}')

@@ -11,6 +11,8 @@ Endpoints::
     GET  /model     the checkpoint's metadata, with absolute paths reduced to their last part
     GET  /docs      OpenAPI docs (FastAPI's page; the only one that loads assets from a CDN)
 
+``HEAD`` on any path answers as ``GET`` without the body (:class:`HeadAsGet`).
+
 Every bad request gets a 4xx JSON ``{"error": "..."}`` and leaves the server
 healthy. What a hostile client can cost is bounded at each step:
 
@@ -139,6 +141,29 @@ class Lane:
             self.in_flight -= 1
 
 
+class HeadAsGet:
+    """ASGI middleware: ``HEAD`` on any path answers exactly as ``GET`` does, without the body.
+
+    FastAPI's routes accept only the methods they name, so ``HEAD /`` was a 405; monitors and
+    link checkers send HEAD. The headers (Content-Length included) are GET's, as HTTP asks.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
 def _lower_priority(nice: int) -> None:
     """Raise this thread's nice value (Linux: per thread); elsewhere, or if refused, run as is."""
     try:
@@ -173,6 +198,7 @@ def create_app(
     public_meta = public_metadata(ckpt.meta)
 
     _add_error_handlers(app)
+    app.add_middleware(HeadAsGet)
     page = resources.files("mnistkit.serving").joinpath("static/index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
