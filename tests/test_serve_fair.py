@@ -1,6 +1,6 @@
 """``mnistkit serve`` shares itself fairly: one client holding its whole share of connections and
 requests (slow bodies, slow headers) leaves ``/healthz`` and other clients served. Also ``HEAD``
-answered as ``GET`` without a body.
+answered as ``GET`` without a body, and a model answering NaN as a JSON error that names it.
 
 The server is a real uvicorn process on 127.0.0.1. Clients are told apart by source address, so
 the "other client" connects from 127.0.0.2 (Linux routes all of 127.0.0.0/8 on the loopback
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import math
 import socket
 import time
 
@@ -21,10 +22,12 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from fastapi.testclient import TestClient  # noqa: E402
 from synthetic import require_or_skip, stop_process  # noqa: E402
 from test_serve import assert_matches_library, drawing, png_bytes  # noqa: E402
 from test_serve_uvicorn import TIMEOUT_S, ckpt, load_test, run_dir  # noqa: E402, F401
 
+from mnistkit.serving.app import create_app, public_metadata  # noqa: E402
 from mnistkit.serving.limits import CLIENT_CONNECTIONS, CLIENT_REQUESTS  # noqa: E402
 
 #: The attacker's address (the default source on loopback) and two others, each its own client.
@@ -275,3 +278,29 @@ def test_head_answers_like_get_without_a_body(server):
     first, _, rest = answer.partition(b"\r\n\r\n")
     assert first.startswith(b"HTTP/1.1 200") and b"content-length: " in first
     assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b'"status":"ok","model":"logreg"}')
+
+
+def test_a_model_answering_nan_gets_a_json_error_naming_it_and_the_server_stays_up():
+    """A model that answers NaN (its weights broken after loading, past any checkpoint check): /predict is
+    a 500 with valid JSON that says why, not an opaque 'internal error'; /healthz and /model still answer."""
+    import torch
+
+    with TestClient(create_app()) as client:  # the bundled model: no training needed
+        with torch.no_grad():
+            for p in client.app.state.checkpoint.model.parameters():
+                p.fill_(float("nan"))
+        r = client.post("/predict", json=load_test.GOOD_PIXELS)
+        assert r.status_code == 500
+        error = strict_json(r.text)["error"]
+        assert error.startswith("the model gave a non-finite probability (nan) for this input")
+        assert "checkpoint is broken" in error
+        assert client.get("/healthz").status_code == 200
+        strict_json(client.get("/model").text)
+
+
+def test_model_metadata_with_nan_is_served_as_null():
+    """A diverged run records a NaN loss; /model shows it as null, valid JSON, paths still cut."""
+    meta = {"metrics": {"val_loss": math.nan, "best": [math.inf, -math.inf, 0.5]}, "out": "/srv/runs/a"}
+    public = public_metadata(meta)
+    assert public == {"metrics": {"val_loss": None, "best": [None, None, 0.5]}, "out": "a"}
+    assert strict_json(json.dumps(public)) == public

@@ -14,7 +14,8 @@ Endpoints::
 ``HEAD`` on any path answers as ``GET`` without the body (:class:`HeadAsGet`).
 
 Every bad request gets a 4xx JSON ``{"error": "..."}`` and leaves the server
-healthy. What a hostile client can cost is bounded at each step:
+healthy; every response is valid JSON (no bare NaN: a model that answers NaN gets a 500 that
+says so). What a hostile client can cost is bounded at each step:
 
 - the client: at most :data:`~mnistkit.serving.limits.CLIENT_REQUESTS` ``/predict`` requests in
   progress per source address (503 beyond, at once), and per-client connections in
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 import re
 import threading
@@ -300,6 +302,13 @@ def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float | None = 
     digit = analysis.digit
     batch = torch.from_numpy(digit).unsqueeze(0)
     proba = checkpoint_proba(ckpt, batch)[0].tolist()
+    if not all(math.isfinite(p) for p in proba):
+        # JSON has no NaN; and no label can be picked from them. The model's fault, not the request's.
+        raise ApiError(
+            500,
+            f"the model gave a non-finite probability ({_first_non_finite(proba)}) for this input: "
+            "its checkpoint is broken (weights or temperature out of range); no answer is given",
+        )
     novelty = novelty_ratios(ckpt, batch)
     names = ckpt.class_names
     best = max(range(len(proba)), key=proba.__getitem__)
@@ -318,13 +327,18 @@ def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float | None = 
     return result
 
 
+def _first_non_finite(values: list[float]) -> str:
+    return next(repr(v) for v in values if not math.isfinite(v))
+
+
 # ---------------------------------------------------------------------- metadata, errors
 
 _ABSOLUTE_PATH = re.compile(r"(?:^|(?<=[\s=,(\['\"]))(?:/|~/|[A-Za-z]:[\\/])[^\s'\",;)\]]+")
 
 
 def public_metadata(meta):
-    """The checkpoint metadata with every absolute path cut to its last part (``/home/u/runs/a`` -> ``a``).
+    """The checkpoint metadata with every absolute path cut to its last part (``/home/u/runs/a`` -> ``a``),
+    and NaN or infinite numbers as ``None``, so ``/model`` is always valid JSON.
 
     ``/model`` is for anyone who can reach the server; where the files lie on this machine is not
     theirs to know. Works inside longer strings too (a recorded training command).
@@ -335,6 +349,8 @@ def public_metadata(meta):
         return [public_metadata(v) for v in meta]
     if isinstance(meta, str):
         return _ABSOLUTE_PATH.sub(lambda m: _last_part(m.group(0)), meta)
+    if isinstance(meta, float) and not math.isfinite(meta):
+        return None  # a diverged run's NaN loss: JSON has no NaN, and null says "no number"
     return meta
 
 
