@@ -190,6 +190,10 @@ def test_a_connection_over_the_share_is_refused_at_once_and_the_share_comes_back
             first = await asyncio.wait_for(held[-1][0].read(4096), 5)
             refused = await refused_at_connect(port, THIRD)
             other = await refused_at_connect(port, OTHER)
+            # a client that sends its request at once still reads the 503 (no reset drops it)
+            reader, writer = await _open(port, THIRD, b"POST /predict HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 500)
+            eager = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
         finally:
             for _, writer in held:
                 writer.close()
@@ -198,9 +202,9 @@ def test_a_connection_over_the_share_is_refused_at_once_and_the_share_comes_back
             return await refused_at_connect(port, THIRD) == b""
 
         await wait_for(share_back, 5, "closed connections give their share back")
-        return first, refused, other
+        return first, refused, other, eager
 
-    first, refused, other = asyncio.run(asyncio.wait_for(scenario(), 30))
+    first, refused, other, eager = asyncio.run(asyncio.wait_for(scenario(), 30))
     assert first.startswith(b"HTTP/1.1 200")
     head, _, body = refused.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503") and b"connection: close" in head and b"retry-after: 1" in head
@@ -209,6 +213,7 @@ def test_a_connection_over_the_share_is_refused_at_once_and_the_share_comes_back
         "retry in a moment"
     }
     assert other == b""  # another client's new connection waits for its request, as usual
+    assert eager == refused
 
 
 @pytest.mark.slow

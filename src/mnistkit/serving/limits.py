@@ -53,6 +53,9 @@ LIMIT_CONCURRENCY = 64
 #: at once, so it holds no slot. A quarter of :data:`LIMIT_CONCURRENCY`: a client that keeps its
 #: whole share busy (slow bodies, say) leaves the other 48 to everyone else. A browser opens 6.
 CLIENT_CONNECTIONS = 16
+#: Seconds a refused connection (over its client's share) is read and dropped after its 503, so
+#: the request the client was sending does not reset the connection before the 503 is read.
+REFUSAL_LINGER_S = 1.0
 #: ``POST /predict`` requests one client may have in progress (body being read, waiting for a
 #: thread, or computing); one more gets 503 at once. Half its connections: a client dripping
 #: bodies on all of them still leaves half its share of the lanes' queues to others.

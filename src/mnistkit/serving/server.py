@@ -16,12 +16,20 @@ import errno
 import json
 import os
 import socket
+from typing import ClassVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mnistkit.errors import ConfigError
-from mnistkit.serving.limits import HEADER_TIMEOUT_S, KEEP_ALIVE_S, LIMIT_CONCURRENCY, MAX_HEADER_BYTES, Limits
+from mnistkit.serving.limits import (
+    HEADER_TIMEOUT_S,
+    KEEP_ALIVE_S,
+    LIMIT_CONCURRENCY,
+    MAX_HEADER_BYTES,
+    REFUSAL_LINGER_S,
+    Limits,
+)
 from mnistkit.serving.shares import ClientShares, client_address
 
 
@@ -79,27 +87,48 @@ class DeadlineH11Protocol(H11Protocol):
 class SharedH11Protocol(DeadlineH11Protocol):
     """The deadline protocol, refusing a connection at once when its client already holds its share.
 
-    The refusal is a 503 written before any request is read, then the close: waiting for the
-    request would let the extra connection hold a server-wide slot until the header deadline.
+    The refusal is a 503 written before any request is read: waiting for the request would let
+    the extra connection hold a server-wide slot until the header deadline. The connection is then
+    half-closed and what the client sends is read and dropped for :data:`REFUSAL_LINGER_S`: closing
+    with its request unread would reset the connection, and the client's kernel would drop the 503.
     """
 
     connection_shares: ClientShares = ClientShares("open connections", 0)
+    #: Refused connections still lingering; at most :data:`LIMIT_CONCURRENCY`, so refusals cannot
+    #: pile up open sockets: past that, a refusal closes at once.
+    lingering: ClassVar[set[SharedH11Protocol]] = set()
     _holds_share = False
+    _refused = False
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         if self.connection_shares.take(client_address(self.client)):
             self._holds_share = True
         else:
-            self.connections.discard(self)  # nor a server-wide slot while its close is pending
-            transport.write(over_share_response(self.connection_shares.refusal()))
-            transport.close()
+            self._refuse(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:  # after a refusal, the client's request is dropped unread
+            super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lingering.discard(self)
         if self._holds_share:
             self._holds_share = False
             self.connection_shares.give_back(client_address(self.client))
         super().connection_lost(exc)
+
+    def _refuse(self, transport) -> None:
+        self._refused = True
+        self.connections.discard(self)  # it holds no server-wide slot either
+        self._disarm_header_deadline()
+        transport.write(over_share_response(self.connection_shares.refusal()))
+        if len(self.lingering) >= LIMIT_CONCURRENCY or not transport.can_write_eof():
+            transport.close()
+            return
+        self.lingering.add(self)
+        transport.write_eof()
+        self.loop.call_later(REFUSAL_LINGER_S, transport.close)
 
 
 def over_share_response(message: str) -> bytes:
@@ -142,6 +171,7 @@ def uvicorn_config(app, limits: Limits | None = None):
     settings = {
         "header_timeout_s": limits.header_timeout_s,
         "connection_shares": ClientShares("open connections", limits.client_connections),
+        "lingering": set(),
     }
     return uvicorn.Config(
         app,
