@@ -156,18 +156,19 @@ def test_a_client_holding_its_whole_share_leaves_healthz_and_other_clients_serve
                 return seen["408"] > 0
 
             await wait_for(slow_bodies_timed_out, 10 * TIMEOUT_S, "a dripping body gets 408")
-            still_full = await share_full()
+            # and the attacker still fills its share (its connections come and go: ask until one is refused)
+            await wait_for(share_full, 10, "the attacker still fills its share")
         finally:
             stop.set()
             await asyncio.gather(*attack)
-        return health, answers, seen, still_full
+        return health, answers, seen
 
-    health, answers, seen, still_full = asyncio.run(asyncio.wait_for(scenario(), 60))
+    health, answers, seen = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert [r.status_code for r in health] == [200] * 20, [r.text for r in health if r.status_code != 200]
     for r in answers:
         assert r.status_code == 200, r.text
         assert_matches_library(r, ckpt, np.array(r.json().get("preview", load_test.GOOD_PIXELS["pixels"]), np.uint8))
-    assert still_full and seen["408"] > 0 and seen["503"] > 0, seen
+    assert seen["408"] > 0 and seen["503"] > 0, seen
     # the share comes back once the attacker has gone
     with httpx.Client(base_url=base, timeout=10) as same_address:
         deadline = time.monotonic() + 10

@@ -146,8 +146,8 @@ class Lane:
 class HeadAsGet:
     """ASGI middleware: ``HEAD`` on any path answers exactly as ``GET`` does, without the body.
 
-    FastAPI's routes accept only the methods they name, so ``HEAD /`` was a 405; monitors and
-    link checkers send HEAD. The headers (Content-Length included) are GET's, as HTTP asks.
+    FastAPI's routes accept only the methods they name, so without it ``HEAD /`` is a 405; monitors
+    and link checkers send HEAD. The headers (Content-Length included) are GET's, as HTTP asks.
     """
 
     def __init__(self, app):

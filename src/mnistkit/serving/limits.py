@@ -53,13 +53,13 @@ LIMIT_CONCURRENCY = 64
 #: at once, so it holds no slot. A quarter of :data:`LIMIT_CONCURRENCY`: a client that keeps its
 #: whole share busy (slow bodies, say) leaves the other 48 to everyone else. A browser opens 6.
 CLIENT_CONNECTIONS = 16
+#: ``POST /predict`` requests one client may have in progress (body being read, waiting for a
+#: thread, or computing); one more gets 503 at once, its body unread. Half its connections, so one
+#: client holds at most 8 of the light lane's 66 places (it can still fill the large-image lane's 3).
+CLIENT_REQUESTS = 8
 #: Seconds a refused connection (over its client's share) is read and dropped after its 503, so
 #: the request the client was sending does not reset the connection before the 503 is read.
 REFUSAL_LINGER_S = 1.0
-#: ``POST /predict`` requests one client may have in progress (body being read, waiting for a
-#: thread, or computing); one more gets 503 at once. Half its connections: a client dripping
-#: bodies on all of them still leaves half its share of the lanes' queues to others.
-CLIENT_REQUESTS = 8
 #: Largest request line + headers, in bytes (h11's default is 16 KiB too; named here to be seen).
 MAX_HEADER_BYTES = 16 * 1024
 

@@ -93,7 +93,7 @@ class SharedH11Protocol(DeadlineH11Protocol):
     with its request unread would reset the connection, and the client's kernel would drop the 503.
     """
 
-    connection_shares: ClientShares = ClientShares("open connections", 0)
+    connection_shares: ClassVar[ClientShares] = ClientShares("open connections", 0)
     #: Refused connections still lingering; at most :data:`LIMIT_CONCURRENCY`, so refusals cannot
     #: pile up open sockets: past that, a refusal closes at once.
     lingering: ClassVar[set[SharedH11Protocol]] = set()
