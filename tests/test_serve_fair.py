@@ -29,6 +29,7 @@ from test_serve_uvicorn import TIMEOUT_S, ckpt, load_test, run_dir  # noqa: E402
 
 from mnistkit.serving.app import create_app, public_metadata  # noqa: E402
 from mnistkit.serving.limits import CLIENT_CONNECTIONS, CLIENT_REQUESTS  # noqa: E402
+from mnistkit.serving.shares import client_address  # noqa: E402
 
 #: The attacker's address (the default source on loopback) and two others, each its own client.
 ATTACKER, OTHER, THIRD = "127.0.0.1", "127.0.0.2", "127.0.0.3"
@@ -261,6 +262,16 @@ def test_requests_in_progress_are_capped_per_client(server):
     assert health.status_code == 200
     assert other.startswith(b"HTTP/1.1 200") and b'"label"' in other
     assert all(answer.startswith(b"HTTP/1.1 408") for answer in timed_out), timed_out
+
+
+def test_clients_are_told_apart_by_address_and_ipv6_by_its_64_network():
+    """One IPv6 subscriber holds a whole /64: its addresses share one share; IPv4 addresses are their own."""
+    assert client_address(("127.0.0.1", 5000)) == client_address(("127.0.0.1", 6000)) == "127.0.0.1"
+    assert client_address(("127.0.0.2", 5000)) != client_address(("127.0.0.1", 5000))
+    assert client_address(("::ffff:192.0.2.7", 1)) == "192.0.2.7"
+    assert client_address(("2001:db8:1:2::1", 1)) == client_address(("2001:db8:1:2:ffff::9", 1)) == "2001:db8:1:2::/64"
+    assert client_address(("2001:db8:1:3::1", 1)) != client_address(("2001:db8:1:2::1", 1))
+    assert client_address(None) == "" and client_address(("testclient", 50000)) == "testclient"
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ request comes from the proxy's address, so there the proxy is one client.
 from __future__ import annotations
 
 import collections
+import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -60,5 +61,20 @@ class ClientShares:
 
 
 def client_address(client: tuple[str, int] | None) -> str:
-    """The key of a client's share: the host part of an ASGI ``client`` / uvicorn peer (unix sockets: "")."""
-    return client[0] if client else ""
+    """The key of a client's share, from an ASGI ``client`` / uvicorn peer ``(host, port)``.
+
+    An IPv4 address is itself (also when IPv4-mapped, ``::ffff:a.b.c.d``); an IPv6 address counts
+    as its /64 network, since one subscriber usually holds a whole /64 and could otherwise take a
+    fresh share per address. Unix sockets (no peer) are "".
+    """
+    if not client:
+        return ""
+    try:
+        address = ipaddress.ip_address(client[0])
+    except ValueError:  # not an IP address (a test client's name): itself
+        return client[0]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
