@@ -64,7 +64,7 @@ SERVE_HINT = "pip install 'mnistkit[serve]'"
     default=L.CLIENT_CONNECTIONS,
     show_default=True,
     metavar="N",
-    help=f"Open connections one client (source address) may hold, of the server's {L.LIMIT_CONCURRENCY}; "
+    help=f"Open connections one client (source address; for IPv6 its /64) may hold, of the server's {L.LIMIT_CONCURRENCY}; "
     "one more is answered 503 and closed, so a slow client uses up its own share, not /healthz or "
     "other clients'. Behind a reverse proxy every request comes from the proxy: raise this, or 0 for "
     "no per-client limit, and limit clients in the proxy.",

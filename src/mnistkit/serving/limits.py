@@ -2,7 +2,7 @@
 
 Each request is bounded (body size and time, JSON shape, pixels, worker lanes), the server as a
 whole is bounded (:data:`LIMIT_CONCURRENCY`), and so is each client's share of it: one source
-address holds at most :data:`CLIENT_CONNECTIONS` connections and :data:`CLIENT_REQUESTS` requests
+address (for IPv6, one /64) holds at most :data:`CLIENT_CONNECTIONS` connections and :data:`CLIENT_REQUESTS` requests
 in progress, so a slow or hostile client uses up its own share, not ``/healthz`` or other clients'.
 Behind a reverse proxy every request comes from the proxy's address: there raise or turn off
 (0) the per-client limits and let the proxy limit each client.
