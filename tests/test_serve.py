@@ -427,7 +427,8 @@ def test_large_images_cannot_starve_small_requests(ckpt_path, ckpt, monkeypatch)
         return img
 
     monkeypatch.setattr(app_module, "load_image", slow_for_big)
-    app = create_app(ckpt_path, limits=Limits(heavy_workers=1, heavy_queue=0))
+    # the lanes alone: these ten requests come from one client, over its share of requests in progress
+    app = create_app(ckpt_path, limits=Limits(heavy_workers=1, heavy_queue=0, client_requests=0))
     big = png_bytes(Image.new("L", (800, 800), 255))
     small = png_bytes(drawing())
 

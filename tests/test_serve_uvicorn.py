@@ -30,6 +30,9 @@ import load_test  # noqa: E402
 
 #: The server's --request-timeout here: short, so the slow-client tests take seconds.
 TIMEOUT_S = 1.0
+#: Here good and hostile clients all come from 127.0.0.1, standing for many clients: no per-client
+#: shares (they are tested in test_serve_fair.py, with clients on different addresses).
+ONE_ADDRESS_IS_MANY = ("--client-connections", "0", "--client-requests", "0")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def server(run_dir, tmp_path_factory):
     port = load_test.free_port()
     log_path = tmp_path_factory.mktemp("log") / "serve.log"
     with open(log_path, "wb") as log:
-        proc = load_test.start_server(run_dir, port, log, ("--request-timeout", str(TIMEOUT_S)))
+        proc = load_test.start_server(run_dir, port, log, ("--request-timeout", str(TIMEOUT_S), *ONE_ADDRESS_IS_MANY))
     try:
         yield f"http://127.0.0.1:{port}", proc, log_path
     finally:

@@ -58,7 +58,38 @@ SERVE_HINT = "pip install 'mnistkit[serve]'"
     help="A client must send a request's headers, and then its body, within this many seconds each; "
     "else the connection is closed (a late body gets 408).",
 )
-def serve(checkpoint, model_path, host, port, threads, min_confidence, max_pixels, request_timeout):
+@click.option(
+    "--client-connections",
+    type=click.IntRange(0, L.LIMIT_CONCURRENCY),
+    default=L.CLIENT_CONNECTIONS,
+    show_default=True,
+    metavar="N",
+    help=f"Open connections one client (source address; for IPv6 its /64) may hold, of the server's {L.LIMIT_CONCURRENCY}; "
+    "one more is answered 503 and closed, so a slow client uses up its own share, not /healthz or "
+    "other clients'. Behind a reverse proxy every request comes from the proxy: raise this, or 0 for "
+    "no per-client limit, and limit clients in the proxy.",
+)
+@click.option(
+    "--client-requests",
+    type=click.IntRange(0, L.LIMIT_CONCURRENCY),
+    default=L.CLIENT_REQUESTS,
+    show_default=True,
+    metavar="N",
+    help="POST /predict requests one client may have in progress (body arriving, waiting, computing); "
+    "one more gets 503 at once. 0: no per-client limit.",
+)
+def serve(
+    checkpoint,
+    model_path,
+    host,
+    port,
+    threads,
+    min_confidence,
+    max_pixels,
+    request_timeout,
+    client_connections,
+    client_requests,
+):
     """Serve CHECKPOINT (a .safetensors file or a run directory; default: the bundled digit model):
     a drawing and photo page at /, POST /predict, /healthz, /model, /docs."""
     from mnistkit.errors import ConfigError, MnistkitError
@@ -76,7 +107,13 @@ def serve(checkpoint, model_path, host, port, threads, min_confidence, max_pixel
     # Requests are already served in parallel by a thread pool; intra-op threads on
     # top of that only oversubscribe the cores for 28x28 inputs.
     torch.set_num_threads(threads)
-    limits = L.Limits(max_pixels=max_pixels, body_timeout_s=request_timeout, header_timeout_s=request_timeout)
+    limits = L.Limits(
+        max_pixels=max_pixels,
+        body_timeout_s=request_timeout,
+        header_timeout_s=request_timeout,
+        client_connections=client_connections,
+        client_requests=client_requests,
+    )
     # Bind the port first (a busy port fails in a second, not after loading torch and the model),
     # then load and validate the checkpoint, and only then say we are serving.
     sock = bind(host, port)

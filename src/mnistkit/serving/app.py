@@ -11,9 +11,15 @@ Endpoints::
     GET  /model     the checkpoint's metadata, with absolute paths reduced to their last part
     GET  /docs      OpenAPI docs (FastAPI's page; the only one that loads assets from a CDN)
 
-Every bad request gets a 4xx JSON ``{"error": "..."}`` and leaves the server
-healthy. What a hostile client can cost is bounded at each step:
+``HEAD`` on any path answers as ``GET`` without the body (:class:`HeadAsGet`).
 
+Every bad request gets a 4xx JSON ``{"error": "..."}`` and leaves the server
+healthy; every response is valid JSON (no bare NaN: a model that answers NaN gets a 500 that
+says so). What a hostile client can cost is bounded at each step:
+
+- the client: at most :data:`~mnistkit.serving.limits.CLIENT_REQUESTS` ``/predict`` requests in
+  progress per source address (503 beyond, at once), and per-client connections in
+  :mod:`.server`, so one client's slow requests use up its own share, not the server;
 - the body: at most :data:`MAX_BODY_BYTES` (JSON: :data:`MAX_JSON_BYTES`), counted while it
   streams in, and it must arrive within :data:`BODY_TIMEOUT_S` (408 otherwise);
 - JSON: nesting depth and the length of each number are checked before or while parsing,
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 import re
 import threading
@@ -67,6 +74,7 @@ from mnistkit.serving.limits import (
     SERVE_MAX_PIXELS,
     Limits,
 )
+from mnistkit.serving.shares import ClientShares, client_address
 
 _PIXELS_SCHEMA = {
     "type": "array",
@@ -135,6 +143,29 @@ class Lane:
             self.in_flight -= 1
 
 
+class HeadAsGet:
+    """ASGI middleware: ``HEAD`` on any path answers exactly as ``GET`` does, without the body.
+
+    FastAPI's routes accept only the methods they name, so without it ``HEAD /`` is a 405; monitors
+    and link checkers send HEAD. The headers (Content-Length included) are GET's, as HTTP asks.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
 def _lower_priority(nice: int) -> None:
     """Raise this thread's nice value (Linux: per thread); elsewhere, or if refused, run as is."""
     try:
@@ -165,9 +196,11 @@ def create_app(
     app.state.limits = limits
     light = Lane("small inputs", limits.light_workers, limits.light_queue)
     heavy = Lane("large images", limits.heavy_workers, limits.heavy_queue, nice=HEAVY_NICE)
+    request_shares = ClientShares("requests in progress", limits.client_requests)
     public_meta = public_metadata(ckpt.meta)
 
     _add_error_handlers(app)
+    app.add_middleware(HeadAsGet)
     page = resources.files("mnistkit.serving").joinpath("static/index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -197,6 +230,10 @@ def create_app(
     )
     async def predict(request: Request) -> JSONResponse:
         """Predict one digit from an uploaded image or from 28x28 JSON pixels."""
+        with request_shares.hold(client_address(request.client)):
+            return await predict_request(request)
+
+    async def predict_request(request: Request) -> JSONResponse:
         kind = content_kind(request.headers.get("content-type", ""))
         preview = flag(request.query_params.get("preview"), "preview")
         limit = MAX_JSON_BYTES if kind == "json" else limits.max_body_bytes
@@ -265,6 +302,13 @@ def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float | None = 
     digit = analysis.digit
     batch = torch.from_numpy(digit).unsqueeze(0)
     proba = checkpoint_proba(ckpt, batch)[0].tolist()
+    if not all(math.isfinite(p) for p in proba):
+        # JSON has no NaN; and no label can be picked from them. The model's fault, not the request's.
+        raise ApiError(
+            500,
+            f"the model gave a non-finite probability ({_first_non_finite(proba)}) for this input: "
+            "its checkpoint is broken (weights or temperature out of range); no answer is given",
+        )
     novelty = novelty_ratios(ckpt, batch)
     names = ckpt.class_names
     best = max(range(len(proba)), key=proba.__getitem__)
@@ -283,13 +327,18 @@ def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float | None = 
     return result
 
 
+def _first_non_finite(values: list[float]) -> str:
+    return next(repr(v) for v in values if not math.isfinite(v))
+
+
 # ---------------------------------------------------------------------- metadata, errors
 
 _ABSOLUTE_PATH = re.compile(r"(?:^|(?<=[\s=,(\['\"]))(?:/|~/|[A-Za-z]:[\\/])[^\s'\",;)\]]+")
 
 
 def public_metadata(meta):
-    """The checkpoint metadata with every absolute path cut to its last part (``/home/u/runs/a`` -> ``a``).
+    """The checkpoint metadata with every absolute path cut to its last part (``/home/u/runs/a`` -> ``a``),
+    and NaN or infinite numbers as ``None``, so ``/model`` is always valid JSON.
 
     ``/model`` is for anyone who can reach the server; where the files lie on this machine is not
     theirs to know. Works inside longer strings too (a recorded training command).
@@ -300,6 +349,8 @@ def public_metadata(meta):
         return [public_metadata(v) for v in meta]
     if isinstance(meta, str):
         return _ABSOLUTE_PATH.sub(lambda m: _last_part(m.group(0)), meta)
+    if isinstance(meta, float) and not math.isfinite(meta):
+        return None  # a diverged run's NaN loss: JSON has no NaN, and null says "no number"
     return meta
 
 

@@ -1,5 +1,12 @@
 """What a client's request may cost the server: every limit of ``mnistkit serve`` in one place.
 
+Each request is bounded (body size and time, JSON shape, pixels, worker lanes), the server as a
+whole is bounded (:data:`LIMIT_CONCURRENCY`), and so is each client's share of it: one source
+address (for IPv6, one /64) holds at most :data:`CLIENT_CONNECTIONS` connections and :data:`CLIENT_REQUESTS` requests
+in progress, so a slow or hostile client uses up its own share, not ``/healthz`` or other clients'.
+Behind a reverse proxy every request comes from the proxy's address: there raise or turn off
+(0) the per-client limits and let the proxy limit each client.
+
 Imports nothing heavy, so the CLI's help can show these defaults without loading FastAPI.
 """
 
@@ -38,9 +45,21 @@ BODY_TIMEOUT_S = 10.0
 HEADER_TIMEOUT_S = 10.0
 #: Seconds an idle keep-alive connection stays open.
 KEEP_ALIVE_S = 5
-#: Open connections (and requests in progress) at most; beyond it uvicorn answers 503. With the
-#: app's body limit this also bounds the memory that bodies being read can take (64 x 2 MiB).
+#: Open connections (and requests in progress) at most, all clients together; beyond it uvicorn
+#: answers 503. With the app's body limit this also bounds the memory that bodies being read can
+#: take (64 x 2 MiB).
 LIMIT_CONCURRENCY = 64
+#: Open connections one client (one source address) may hold; one more is answered 503 and closed
+#: at once, so it holds no slot. A quarter of :data:`LIMIT_CONCURRENCY`: a client that keeps its
+#: whole share busy (slow bodies, say) leaves the other 48 to everyone else. A browser opens 6.
+CLIENT_CONNECTIONS = 16
+#: ``POST /predict`` requests one client may have in progress (body being read, waiting for a
+#: thread, or computing); one more gets 503 at once, its body unread. Half its connections, so one
+#: client holds at most 8 of the light lane's 66 places (it can still fill the large-image lane's 3).
+CLIENT_REQUESTS = 8
+#: Seconds a refused connection (over its client's share) is read and dropped after its 503, so
+#: the request the client was sending does not reset the connection before the 503 is read.
+REFUSAL_LINGER_S = 1.0
 #: Largest request line + headers, in bytes (h11's default is 16 KiB too; named here to be seen).
 MAX_HEADER_BYTES = 16 * 1024
 
@@ -59,3 +78,5 @@ class Limits:
     heavy_queue: int = HEAVY_QUEUE
     body_timeout_s: float = BODY_TIMEOUT_S
     header_timeout_s: float = HEADER_TIMEOUT_S
+    client_connections: int = CLIENT_CONNECTIONS  # 0: no per-client limit (behind a proxy that sets its own)
+    client_requests: int = CLIENT_REQUESTS  # 0: no per-client limit
