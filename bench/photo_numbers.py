@@ -1,11 +1,11 @@
-"""Written numbers, read two ways side by side, and the preprocessing speed: `make bench-numbers`.
+"""Written numbers, read three ways side by side, and the preprocessing speed: `make bench-numbers`.
 
 The numbers are those of the photo benchmark (`bench/photos.py`: the same generator and seed,
-3-6 MNIST *test* digits per number, every lighting condition in turn). Each is read by
-`mnistkit predict --number` (segmentation by recognition: :mod:`mnistkit.number_reading`) and
-by the geometric grouping alone (:func:`mnistkit.preprocess.image.analyze_number`, each group read
-by the same model), so the gain of letting the model choose the segmentation is measured on
-identical images. ``--timing`` also times preprocessing of a 12-megapixel phone JPEG and a
+3-6 MNIST *test* digits per number, every lighting condition in turn). Each is read by the line
+reader (:mod:`mnistkit.reading`, what `mnistkit predict --number` uses: the bundled one or
+``--line-model``), by the digit model's segmentation by recognition (:mod:`mnistkit.number_reading`)
+and by the geometric grouping alone (:func:`mnistkit.preprocess.image.analyze_number`, each group
+read by the same model), so the readers are measured on identical images. ``--timing`` also times preprocessing of a 12-megapixel phone JPEG and a
 400x400 canvas (min/median/max ms; run it on a quiet machine).
 
     python bench/photo_numbers.py                   # the bundled model, 1000 numbers
@@ -34,6 +34,7 @@ from photos import LIGHTING, ROOT, interval_percent, mnist_test, number_layers, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="checkpoint or run directory (default: the bundled model)")
+    ap.add_argument("--line-model", help="line reader checkpoint or run directory (default: the bundled one)")
     ap.add_argument("--numbers", type=int, default=1000, help="numbers of 3-6 digits (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="the photo benchmark's seed (default 0)")
     ap.add_argument("--timing", action="store_true", help="also time preprocessing (12 MP JPEG, canvas)")
@@ -53,9 +54,12 @@ def main() -> None:
     from mnistkit.number_reading import read_number
     from mnistkit.prediction import probabilities
     from mnistkit.preprocess.image import analyze_number, load_image
+    from mnistkit.reading import read_number_file
+    from mnistkit.reading.model import load_line_reader
 
     model_path = resolve_checkpoint_path(args.model)
     ckpt = load_checkpoint(model_path)
+    line_reader = load_line_reader(args.line_model)
     test_x, test_y = mnist_test("photo_numbers") if args.digits == "test" else validation_digits(ckpt)
     timing: dict = {}
     if args.timing:  # first, before any model work in this process: preprocessing alone
@@ -63,7 +67,7 @@ def main() -> None:
         timing["timing_ms"] = time_preprocessing(test_x[0], np.random.default_rng(args.seed))
         timing["load_after"] = list(os.getloadavg())
     rng = np.random.default_rng([args.seed, 100])  # the photo benchmark's numbers generator
-    truths, by_model, by_geometry = [], [], []
+    truths, by_lines, by_model, by_geometry = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="mnistkit-numbers-") as tmp:
         for k in range(args.numbers):
             idx = rng.choice(len(test_x), int(rng.integers(3, 7)), replace=False)
@@ -72,6 +76,7 @@ def main() -> None:
             path.write_bytes(
                 render_photo(number_layers([test_x[i] for i in idx], rng), rng, LIGHTING[k % len(LIGHTING)])
             )
+            by_lines.append(read_number_file(line_reader, str(path)).text)
             image = load_image(str(path))
             by_model.append(read_number(ckpt, image).text)
             digits = analyze_number(image)
@@ -93,12 +98,13 @@ def main() -> None:
         "numbers": args.numbers,
         "seed": args.seed,
         "digits": args.digits,
+        "line_reader": score(by_lines),
         "segmentation_by_recognition": score(by_model),
         "geometric_grouping_alone": score(by_geometry),
     }
     results.update(timing)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    for name in ("segmentation_by_recognition", "geometric_grouping_alone"):
+    for name in ("line_reader", "segmentation_by_recognition", "geometric_grouping_alone"):
         r = results[name]
         print(
             f"{name}: {r['read_exactly_percent']:.1f} % read exactly (95 % interval "

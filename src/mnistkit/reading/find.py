@@ -36,9 +36,11 @@ LINE_PIECE_ASPECT = 4
 #: The dark of a gutter or a table beside the page: under this share of the paper's level, wider
 #: than 1/MASS_WINDOW of the image's short side, touching the border.
 DARK_SHARE = 0.5
+GUTTER_LEVEL = 60
 MASS_WINDOW = 12
 #: A band of 3 columns (rows) inked over this share of the image's height (width) is a ruling line.
 RULED_SHARE = 0.4
+RULED_PEAK = 2.5
 #: Pieces under this share of the largest piece's pixels are specks.
 SPECK_SHARE = 0.02
 #: Two pieces are in one line when their rows overlap by this share of the shorter one.
@@ -107,10 +109,11 @@ def runs(mask: np.ndarray, length: int, axis: int) -> np.ndarray:
 
 
 def ruled(mask: np.ndarray, writing: np.ndarray) -> np.ndarray:
-    """The columns (rows) of a ruling line, even a broken or faint one: bands of 3 columns (rows)
+    """The columns (rows) of a ruling line, even a broken or faint one: thin bands of columns (rows)
     inked over at least :data:`RULED_SHARE` of the image's height (width), where the image is
     several times taller (wider) than the tallest piece of ``writing`` (so a tight crop of a 1 is
-    no ruling line). Pieces of such lines are too short for :func:`remove_lines_and_masses`."""
+    no ruling line). Pieces of such lines are too short for :func:`remove_lines_and_masses`.
+    The rows through a long number are inked as much, but so are the rows around them."""
     from scipy import ndimage
 
     h, w = mask.shape
@@ -119,28 +122,35 @@ def ruled(mask: np.ndarray, writing: np.ndarray) -> np.ndarray:
     tallest = max((b[0].stop - b[0].start for b in boxes), default=h)
     out = np.zeros_like(mask)
     if h >= LINE_VS_WRITING * tallest:
-        band = ndimage.maximum_filter1d(mask, 3, axis=1)
-        columns = band.mean(0) >= RULED_SHARE
+        columns = _peaks(ndimage.maximum_filter1d(mask, 3, axis=1).mean(0), max(4, tallest // 5))
         out[:, ndimage.maximum_filter1d(columns, 3)] = True
     if w >= LINE_VS_WRITING * tallest:
-        band = ndimage.maximum_filter1d(mask, 3, axis=0)
-        rows = band.mean(1) >= RULED_SHARE
+        rows = _peaks(ndimage.maximum_filter1d(mask, 3, axis=0).mean(1), max(4, tallest // 5))
         out[ndimage.maximum_filter1d(rows, 3), :] = True
     return out & mask
+
+
+def _peaks(cover: np.ndarray, away: int) -> np.ndarray:
+    """Rows (columns) inked over :data:`RULED_SHARE` of the image and :data:`RULED_PEAK` times more
+    than the rows ``away`` above and below: a thin line, where writing covers a band of rows."""
+    padded = np.pad(cover, away)
+    around = np.maximum(padded[: len(cover)], padded[2 * away :])
+    return (cover >= RULED_SHARE) & (cover >= RULED_PEAK * around)
 
 
 def dark_masses(paper_up: np.ndarray) -> np.ndarray:
     """Where the image is dark over an area wider than any pen stroke and touches the border (a
     book's gutter, the table beside a page, a shadow at the edge), with a fringe around it.
 
-    Dark is under :data:`DARK_SHARE` of the paper's level; an opening with a square of
+    Dark is under :data:`DARK_SHARE` of the paper's level and under :data:`GUTTER_LEVEL` (a shadow on
+    the page is lighter: the writing in it stays); an opening with a square of
     1/:data:`MASS_WINDOW` of the short side erases strokes and keeps masses.
     """
     from scipy import ndimage
 
     h, w = paper_up.shape
     window = max(5, min(h, w) // MASS_WINDOW)
-    dark = paper_up < DARK_SHARE * float(np.percentile(paper_up, 90))
+    dark = paper_up < min(DARK_SHARE * float(np.percentile(paper_up, 90)), GUTTER_LEVEL)
     wide = runs(runs(dark, window, axis=0), window, axis=1)  # whole window x window squares of dark
     labels, count = ndimage.label(wide)
     if count == 0:

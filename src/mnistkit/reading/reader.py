@@ -20,6 +20,8 @@ from mnistkit.preprocess.tensor import Normalization, normalize
 from mnistkit.reading.find import FoundLine, find_lines
 from mnistkit.reading.line import pad_lines
 
+#: A line holding this share of the image's writing, read as a sure number, is the answer at once.
+MAIN_WRITING = 0.5
 #: Weight of a line's share of the writing against its reading's confidence, in :func:`_line_score`.
 INK_WEIGHT = 1.0
 
@@ -83,10 +85,18 @@ def read_image(
     temperature: float = 1.0,
     norm: Normalization = LINE_NORM,
 ) -> LineReading:
-    """The number in ``gray`` (uint8 ``[H, W]``): every candidate line read, the surest with digits kept."""
+    """The number in ``gray`` (uint8 ``[H, W]``).
+
+    The line holding most of the writing is read first; when it reads as a sure number that is the
+    answer (the common case: one number in the image). Otherwise every candidate line is read and
+    the likeliest (:func:`_line_score`) with digits is kept.
+    """
     found = find_lines(gray)
     if not found:
         return LineReading("", 0.0, [], True, "no ink found")
+    texts, conf, probs = read_line_images(model, [found[0].image], class_names, temperature, norm)
+    if texts[0] and conf[0] >= min_confidence and found[0].ink_share >= MAIN_WRITING:
+        return _reading(found[0], texts[0], conf[0], probs[0], min_confidence)
     texts, conf, probs = read_line_images(model, [f.image for f in found], class_names, temperature, norm)
     best = max(range(len(found)), key=lambda i: (bool(texts[i]), _line_score(conf[i], found[i].ink_share)))
     return _reading(found[best], texts[best], conf[best], probs[best], min_confidence)
