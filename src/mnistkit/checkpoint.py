@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from mnistkit.calibration import TEMPERATURE_RANGE
 from mnistkit.errors import CheckpointError, MnistkitError
 from mnistkit.fileio import atomic_write_bytes, read_bytes
 
@@ -42,7 +43,22 @@ __all__ = [
 ]
 
 FORMAT = "mnistkit-checkpoint/1"
-_MAX_HEADER = 100 * 1024 * 1024  # bytes; a larger header is not a checkpoint of ours
+#: Most tensors a file of ours holds. The largest model the registry builds within
+#: :data:`mnistkit.models.registry.LAYER_LIMITS` (a CNN of four stages) has 26; a training state
+#: holds the model twice (weights and best weights) plus Adam's two moments and step per weight.
+MAX_TENSORS = 256
+#: Header bytes one tensor's entry may take: its name, dtype, shape and offsets are under 150.
+HEADER_BYTES_PER_TENSOR = 512
+#: Header bytes for the metadata: the JSON of model, config, metrics, card and class names
+#: (1,000 names of 64 characters are 70 kB; a trained checkpoint's whole header is about 10 kB).
+MAX_METADATA_BYTES = 4 * 1024**2
+#: The largest header read, checked from its 8-byte length before the JSON is parsed: parsing
+#: a 99 MB header listing a million empty tensors takes gigabytes and most of a minute.
+MAX_HEADER_BYTES = MAX_TENSORS * HEADER_BYTES_PER_TENSOR + MAX_METADATA_BYTES
+#: The tensor types mnistkit writes: fp32 weights, statistics and optimiser state, int64 counters
+#: (BatchNorm's batch count). Anything else (fp64, fp8, ...) was not written by us, and some
+#: types (fp8) have no kernels for the checks below.
+WRITTEN_DTYPES = (torch.float32, torch.int64)
 #: Largest checkpoint or training-state file read (bytes). The largest preset's state file
 #: (best-mlp, weights + best weights + Adam moments) is about 30 MB.
 MAX_CHECKPOINT_BYTES = 1024**3
@@ -133,6 +149,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"checkpoint {path} is a directory; give the .safetensors file inside it")
     data = read_bytes(path, MAX_CHECKPOINT_BYTES, CheckpointError, "checkpoint")
     header = _read_header(path, data)
+    _check_entries(path, header)
     _check_length(path, data, header)
     raw_meta = header.get("__metadata__") or {}
     raw_meta = raw_meta if isinstance(raw_meta, dict) else {}
@@ -161,7 +178,12 @@ def _read_header(path: Path, data: bytes) -> dict:
     if len(data) < 8:
         raise CheckpointError(f"{path} is not a safetensors checkpoint (file too short: {len(data)} bytes)")
     (n,) = struct.unpack("<Q", data[:8])
-    if n == 0 or n > min(_MAX_HEADER, len(data) - 8):
+    if 0 < n <= len(data) - 8 and n > MAX_HEADER_BYTES and data[8:9] == b"{":
+        raise CheckpointError(
+            f"{path} has a {n:,}-byte safetensors header; an mnistkit checkpoint's is at most "
+            f"{MAX_HEADER_BYTES:,} ({MAX_TENSORS} tensors and their metadata): it was not written by mnistkit"
+        )
+    if n == 0 or n > min(MAX_HEADER_BYTES, len(data) - 8):
         pickled = data[:1] == b"\x80" or data[:2] == b"PK" or path.suffix in (".pt", ".pth", ".pkl", ".ckpt")
         hint = (
             (
@@ -179,6 +201,28 @@ def _read_header(path: Path, data: bytes) -> dict:
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a valid safetensors checkpoint (header is not an object)")
     return header
+
+
+def _check_entries(path: Path, header: dict) -> None:
+    """At most :data:`MAX_TENSORS` tensors, each of a type we write (:data:`WRITTEN_DTYPES`),
+    checked on the header before any tensor is made."""
+    entries = {k: e for k, e in header.items() if k != "__metadata__"}
+    if len(entries) > MAX_TENSORS:
+        raise CheckpointError(
+            f"{path} lists {len(entries):,} tensors; an mnistkit checkpoint has at most {MAX_TENSORS}"
+        )
+    allowed = {_SAFETENSORS_DTYPES[d] for d in WRITTEN_DTYPES}
+    for name, entry in entries.items():
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if dtype not in allowed:
+            raise CheckpointError(
+                f"checkpoint {path} stores {name[:60]!r} as {str(dtype)[:20]}; mnistkit writes only "
+                f"{', '.join(sorted(allowed))} tensors"
+            )
+
+
+#: safetensors' names for the types of :data:`WRITTEN_DTYPES`.
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.int64: "I64"}
 
 
 def _check_length(path: Path, data: bytes, header: dict) -> None:
@@ -264,7 +308,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         ) from None
     _check_fits(skeleton, tensors, path)
     _check_consistency(meta, skeleton, path)
-    check_finite(tensors, path)
+    check_finite(tensors, path, dtypes={k: v.dtype for k, v in skeleton.state_dict().items()})
     novelty = _load_novelty(novelty_tensors, meta, skeleton, path)
     model = build_model(meta["model"], **options)
     model.load_state_dict(tensors, strict=True)
@@ -304,8 +348,10 @@ def _finite_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _positive_finite(v) -> bool:
-    return _finite_number(v) and float(v) > 0
+def _temperature_ok(v) -> bool:
+    """Within the range :func:`mnistkit.calibration.fit_temperature` keeps its fits in: a temperature
+    of 1e-300 turns every logit into infinity and every probability into NaN."""
+    return isinstance(v, (int, float)) and _finite_number(v) and TEMPERATURE_RANGE[0] <= v <= TEMPERATURE_RANGE[1]
 
 
 def _probability(v) -> bool:
@@ -335,8 +381,8 @@ META_FIELDS: tuple[MetaField, ...] = (
     MetaField(
         "class_names",
         True,
-        lambda v: isinstance(v, list) and 2 <= len(v) <= _max_classes() and all(isinstance(c, str) for c in v),
-        "a list of 2 to 1000 strings",
+        lambda v: _class_names_ok(v),
+        "a list of 2 to 1000 printable strings of 1 to 64 characters",
     ),
     MetaField(
         "norm",
@@ -351,7 +397,12 @@ META_FIELDS: tuple[MetaField, ...] = (
     MetaField("metrics", False, lambda v: isinstance(v, dict), "an object"),
     MetaField("dataset", False, lambda v: isinstance(v, str), "a string"),
     MetaField("created", False, lambda v: isinstance(v, str), "a string"),
-    MetaField("temperature", False, _positive_finite, "a positive finite number"),
+    MetaField(
+        "temperature",
+        False,
+        _temperature_ok,
+        f"a number in [{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}]",
+    ),
     MetaField("min_confidence", False, lambda v: _probability(v), "a number in [0, 1]"),
     MetaField("min_confidence_chosen", False, lambda v: isinstance(v, str), "a string"),
     MetaField("card", False, lambda v: isinstance(v, dict), "an object"),
@@ -365,10 +416,14 @@ def _novelty_meta_ok(value) -> bool:
     return meta_ok(value)
 
 
-def _max_classes() -> int:
-    from mnistkit.data.dataset import MAX_CLASSES
+def _class_names_ok(value) -> bool:
+    """2 to MAX_CLASSES names, each one :func:`mnistkit.data.dataset.class_name_problem` accepts:
+    names are printed in every answer, so a long one or a newline would reach every user."""
+    from mnistkit.data.dataset import MAX_CLASSES, class_name_problem
 
-    return MAX_CLASSES
+    return (
+        isinstance(value, list) and 2 <= len(value) <= MAX_CLASSES and all(class_name_problem(c) is None for c in value)
+    )
 
 
 def _check_meta(meta: dict, path) -> None:
@@ -419,10 +474,19 @@ def _output_count(skeleton: torch.nn.Module) -> int | None:
     return 1 if out.dim() == 1 else int(out.shape[-1])
 
 
-def check_finite(tensors: dict[str, torch.Tensor], path, prefix: str = "") -> None:
-    """Refuse NaN or infinite weights: they would give NaN probabilities for every input."""
+def check_finite(
+    tensors: dict[str, torch.Tensor], path, prefix: str = "", dtypes: dict[str, torch.dtype] | None = None
+) -> None:
+    """Refuse NaN or infinite weights: they would give NaN probabilities for every input.
+
+    ``dtypes`` (tensor name -> the model's dtype for it) makes the check on the values the model
+    will hold: ``load_state_dict`` casts, and 1e300 is finite in fp64 but infinite in fp32.
+    """
     for name, t in tensors.items():
-        if name.startswith(prefix) and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+        if not (name.startswith(prefix) and t.is_floating_point() and t.numel()):
+            continue
+        target = (dtypes or {}).get(name, t.dtype)
+        if not bool(torch.isfinite(t.to(target) if target.is_floating_point else t).all()):
             raise CheckpointError(
                 f"checkpoint {path} has non-finite values (NaN or infinity) in {name}; "
                 "the model diverged or the file was tampered with"
