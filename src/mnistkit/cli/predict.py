@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
+from mnistkit.cli.options import print_json
 from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 
 
@@ -151,7 +151,7 @@ def _predict_images(
     if save_dir:
         save_inputs(result.predictions, save_dir)
     if as_json:
-        click.echo(json.dumps([p.to_dict() for p in result.predictions], indent=2))
+        print_json([p.to_dict() for p in result.predictions], indent=2)
     else:
         for p in result.predictions:
             click.echo(format_line(p))
@@ -169,7 +169,7 @@ def _read_numbers(ckpt, inputs, as_json: bool, min_confidence: float | None, sav
     if save_dir:
         save_number_inputs(readings, save_dir)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in readings], indent=2))
+        print_json([r.to_dict() for r in readings], indent=2)
     else:
         for r in readings:
             click.echo(format_number_line(r))
@@ -184,7 +184,7 @@ def _print_about(ckpt, as_json: bool) -> None:
 
     card = model_card(ckpt)
     if as_json:
-        click.echo(json.dumps({"checkpoint": str(ckpt.path), **card}, indent=2, default=str))
+        print_json({"checkpoint": str(ckpt.path), **card}, indent=2)
         return
     click.echo(f"checkpoint: {ckpt.path}")
     for line in card_lines(card):
