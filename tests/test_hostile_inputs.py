@@ -394,3 +394,47 @@ def test_csv_memory_follows_the_parsed_array(good_ckpt, tmp_path):
     growth = runs[large] - runs[small]
     assert growth < 3 * array_bytes, f"RSS grew {growth / 2**20:.0f} MiB for a {array_bytes / 2**20:.0f} MiB array"
     assert runs[large] < RSS_LIMIT
+
+
+# ----------------------------------------------------------------------------- row 13: small files, large pixels
+
+
+@pytest.fixture(scope="module")
+def decode_bombs(tmp_path_factory) -> dict[str, Path]:
+    """Small files whose pixels, as decoded, pass the budget by a little (float, alpha, animation),
+    and a 1x50,000,000 grey PNG that fits it (50 MB) but is all border."""
+    folder = tmp_path_factory.mktemp("bombs")
+    side = 4200  # 17.6 MP: 70.6 MB at 4 bytes a pixel, over the 64 MiB budget
+    files = {name: folder / name for name in ("float.tif", "alpha.png", "animated.webp", "line.png")}
+    PNG.new("F", (side, side), 0.0).save(files["float.tif"], compression="tiff_deflate")
+    PNG.new("LA", (side, side), (0, 128)).save(files["alpha.png"])
+    frames = [PNG.new("RGBA", (side, side), (v, v, v, 255)) for v in (0, 255)]
+    frames[0].save(files["animated.webp"], save_all=True, append_images=frames[1:], lossless=True)
+    PNG.new("L", (50_000_000, 1), 255).save(files["line.png"])
+    return files
+
+
+def test_the_decoded_size_is_checked_by_mode_before_decoding(decode_bombs):
+    from mnistkit.errors import InputImageError
+    from mnistkit.preprocess.decode import MAX_DECODED_BYTES, load_image
+
+    files = decode_bombs
+    for name in ("float.tif", "alpha.png", "animated.webp"):
+        assert files[name].stat().st_size < 400_000
+        with pytest.raises(InputImageError, match=rf"{name}: image is 4200x4200 in mode \w+: 70,560,000 bytes"):
+            load_image(files[name])
+    assert load_image(files["line.png"]).size == (50_000_000, 1)  # 50 MB of grey: within the budget
+    assert 50_000_000 < MAX_DECODED_BYTES < 4 * 4200 * 4200
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_decode_bombs_through_the_cli_stay_small(decode_bombs, digit_png, tmp_path):
+    files = decode_bombs
+    child = run_child(["predict", *files.values(), digit_png], cwd=tmp_path, timeout=150)
+    assert child.code == 2, child.err
+    errors = child.err.splitlines()
+    assert len(errors) == 3 and all("bytes once decoded, over the limit" in e for e in errors), child.err
+    lines = child.out.splitlines()
+    assert lines[0].startswith(f"{files['line.png']}  ?  ") and lines[1].startswith(str(digit_png)), child.out
+    assert child.max_rss < RSS_LIMIT, f"peak RSS {child.max_rss / 2**20:.0f} MiB"
