@@ -55,10 +55,10 @@ MAX_METADATA_BYTES = 4 * 1024**2
 #: The largest header read, checked from its 8-byte length before the JSON is parsed: parsing
 #: a 99 MB header listing a million empty tensors takes gigabytes and most of a minute.
 MAX_HEADER_BYTES = MAX_TENSORS * HEADER_BYTES_PER_TENSOR + MAX_METADATA_BYTES
-#: The tensor types mnistkit writes: fp32 weights, statistics and optimiser state, int64 counters
-#: (BatchNorm's batch count). Anything else (fp64, fp8, ...) was not written by us, and some
-#: types (fp8) have no kernels for the checks below.
-WRITTEN_DTYPES = (torch.float32, torch.int64)
+#: The tensor types mnistkit writes, with safetensors' names for them: fp32 weights, statistics
+#: and optimiser state, int64 counters (BatchNorm's batch count). Anything else (fp64, fp8, ...)
+#: was not written by us, and some types (fp8) have no kernels for the checks below.
+WRITTEN_DTYPES = {torch.float32: "F32", torch.int64: "I64"}
 #: Largest checkpoint or training-state file read (bytes). The largest preset's state file
 #: (best-mlp, weights + best weights + Adam moments) is about 30 MB.
 MAX_CHECKPOINT_BYTES = 1024**3
@@ -211,7 +211,7 @@ def _check_entries(path: Path, header: dict) -> None:
         raise CheckpointError(
             f"{path} lists {len(entries):,} tensors; an mnistkit checkpoint has at most {MAX_TENSORS}"
         )
-    allowed = {_SAFETENSORS_DTYPES[d] for d in WRITTEN_DTYPES}
+    allowed = set(WRITTEN_DTYPES.values())
     for name, entry in entries.items():
         dtype = entry.get("dtype") if isinstance(entry, dict) else None
         if dtype not in allowed:
@@ -219,10 +219,6 @@ def _check_entries(path: Path, header: dict) -> None:
                 f"checkpoint {path} stores {name[:60]!r} as {str(dtype)[:20]}; mnistkit writes only "
                 f"{', '.join(sorted(allowed))} tensors"
             )
-
-
-#: safetensors' names for the types of :data:`WRITTEN_DTYPES`.
-_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.int64: "I64"}
 
 
 def _check_length(path: Path, data: bytes, header: dict) -> None:

@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_PIXELS = 50_000_000
 #: Refuse images whose pixels, as Pillow holds them in memory, take more than this many bytes,
 #: checked from the header (after JPEG's reduced-size setup) before any pixel is decoded. The
-#: pixel limit alone let a 318 KB float TIFF of 50 MP (4 bytes a pixel, then float copies while
-#: converting) take 1.3 GB. 64 MiB holds 50 MP of 8-bit grey, 16 MP of colour, float or alpha;
+#: pixel limit alone let a 304 KB float TIFF of 50 MP (4 bytes a pixel, then float copies while
+#: converting) take 1.3 GB. 64 MiB holds 50 MP of 8-bit grey or palette, 16 MP of colour, float or alpha;
 #: the steps after decoding make a few copies of it at most.
 MAX_DECODED_BYTES = 64 * 1024**2
 #: Bytes a pixel takes in Pillow's memory, by mode (Pillow keeps 2 and 3 bands in 4 bytes).
