@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mnistkit.calibration import TEMPERATURE_RANGE
+from mnistkit.checkpoint_meta import META_FIELDS, check_meta
 from mnistkit.errors import CheckpointError, MnistkitError
 from mnistkit.fileio import atomic_write_bytes, read_bytes
 
@@ -289,7 +287,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     from mnistkit.novelty import split_tensors
 
     tensors, meta = load_tensors(path)
-    _check_meta(meta, path)
+    check_meta(meta, path)
     tensors, novelty_tensors = split_tensors(tensors)  # not the model's: checked by their own rule
     options = meta.get("model_options", {})
     try:  # a weightless skeleton first: bogus options (a 10^9-unit layer) must not allocate anything
@@ -338,109 +336,6 @@ def _load_novelty(tensors: dict[str, torch.Tensor], meta: dict, skeleton: torch.
             f"{meta['model']!r} {has}"
         )
     return NoveltyModel.from_checkpoint(tensors, meta["novelty"], len(meta["class_names"]), path)
-
-
-def _finite_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _temperature_ok(v) -> bool:
-    """Within the range :func:`mnistkit.calibration.fit_temperature` keeps its fits in: a temperature
-    of 1e-300 turns every logit into infinity and every probability into NaN."""
-    return isinstance(v, (int, float)) and _finite_number(v) and TEMPERATURE_RANGE[0] <= v <= TEMPERATURE_RANGE[1]
-
-
-def _probability(v) -> bool:
-    return _finite_number(v) and 0 <= float(v) <= 1
-
-
-def _str_dict(v) -> bool:
-    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
-
-
-@dataclass(frozen=True)
-class MetaField:
-    """One checkpoint metadata field: whether it must be present, its check, and what it must be."""
-
-    name: str
-    required: bool
-    check: Callable[[object], bool]
-    expected: str
-
-
-#: Every metadata field a checkpoint may carry, checked by meaning at load time. Fields not
-#: listed are kept but never interpreted. Adding a field is one line here.
-META_FIELDS: tuple[MetaField, ...] = (
-    MetaField("model", True, lambda v: isinstance(v, str) and bool(v), "a model name"),
-    MetaField("model_options", False, lambda v: isinstance(v, dict), "an object of model options"),
-    MetaField("task", True, lambda v: v in ("multiclass", "binary"), '"multiclass" or "binary"'),
-    MetaField(
-        "class_names",
-        True,
-        lambda v: _class_names_ok(v),
-        "a list of 2 to 1000 printable strings of 1 to 64 characters",
-    ),
-    MetaField(
-        "norm",
-        True,
-        lambda v: (
-            isinstance(v, dict) and _finite_number(v.get("mean")) and _finite_number(v.get("std")) and v["std"] > 0
-        ),
-        "{mean, std}: finite numbers, std > 0",
-    ),
-    MetaField("versions", False, _str_dict, "an object of strings"),
-    MetaField("config", False, lambda v: isinstance(v, dict), "an object"),
-    MetaField("metrics", False, lambda v: isinstance(v, dict), "an object"),
-    MetaField("dataset", False, lambda v: isinstance(v, str), "a string"),
-    MetaField("created", False, lambda v: isinstance(v, str), "a string"),
-    MetaField(
-        "temperature",
-        False,
-        _temperature_ok,
-        f"a number in [{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}]",
-    ),
-    MetaField("min_confidence", False, lambda v: _probability(v), "a number in [0, 1]"),
-    MetaField("min_confidence_chosen", False, lambda v: isinstance(v, str), "a string"),
-    MetaField("card", False, lambda v: isinstance(v, dict), "an object"),
-    MetaField("novelty", False, lambda v: _novelty_meta_ok(v), "{feature: embed, threshold > 0, classes, dims}"),
-)
-
-
-def _novelty_meta_ok(value) -> bool:
-    from mnistkit.novelty import meta_ok
-
-    return meta_ok(value)
-
-
-def _class_names_ok(value) -> bool:
-    """2 to MAX_CLASSES names, each one :func:`mnistkit.data.dataset.class_name_problem` accepts:
-    names are printed in every answer, so a long one or a newline would reach every user."""
-    from mnistkit.data.dataset import MAX_CLASSES, class_name_problem
-
-    return (
-        isinstance(value, list) and 2 <= len(value) <= MAX_CLASSES and all(class_name_problem(c) is None for c in value)
-    )
-
-
-def _check_meta(meta: dict, path) -> None:
-    """Every field of :data:`META_FIELDS` present when required and meaningful when present."""
-    for field in META_FIELDS:
-        if field.name not in meta:
-            if field.required:
-                raise CheckpointError(
-                    f"checkpoint {path} lacks metadata field {field.name!r}; it was not written by save_checkpoint"
-                )
-            continue
-        value = meta[field.name]
-        try:
-            ok = field.check(value)
-        except Exception:  # an untrusted value the check did not foresee (e.g. a huge int in a float check)
-            ok = False
-        if not ok:
-            shown = json.dumps(value)[:60] if not isinstance(value, str) else repr(value[:60])
-            raise CheckpointError(
-                f"checkpoint {path} has a bad metadata field {field.name!r}: {shown}; expected {field.expected}"
-            )
 
 
 def _check_consistency(meta: dict, skeleton: torch.nn.Module, path) -> None:
