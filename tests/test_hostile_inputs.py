@@ -3,7 +3,8 @@ to parse, class names that forge output, images too small or too large for prepr
 spaces that ask for petabytes, and CSVs that are parsed whole.
 
 Cases that are about what a user sees run the real CLI in a child process (:func:`run_child` from
-``test_hostile``: exit code, output and the child's own peak RSS); the rest call the library.
+``test_hostile``: exit code, output and the child's own peak RSS) and are marked slow (a few
+seconds each, so ``make test-fast`` leaves them to ``make test``); the rest call the library.
 Every hostile file is built here, small.
 """
 
@@ -110,6 +111,7 @@ def test_temperature_at_the_calibrations_limits_is_accepted(good_ckpt, tmp_path)
         assert load_checkpoint(retag(good_ckpt, tmp_path / f"t{t}.safetensors", {"temperature": t})).temperature == t
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_meaningless_temperature_through_the_cli(good_ckpt, digit_png, tmp_path):
     bad = retag(good_ckpt, tmp_path / "cold.safetensors", {"temperature": 1e-300})
@@ -126,6 +128,7 @@ def _overflowing(tensors):
         tensors[name] = torch.full_like(tensors[name], 0.0 if name == first else 3e38)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("form", ["lines", "json", "csv"])
 def test_non_finite_probabilities_are_never_an_answer(form, good_ckpt, digit_png, tmp_path):
@@ -151,6 +154,7 @@ def test_json_output_is_always_valid_json(capsys):
     assert json.loads(capsys.readouterr().out) == {"ece": None, "top": [["7", None]], "n": 3}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_predict_json_is_valid_json(good_ckpt, digit_png, tmp_path):
     child = run_child(["predict", "--model", good_ckpt, "--json", digit_png], cwd=tmp_path, timeout=60)
@@ -166,6 +170,7 @@ def _empty_tensors(n: int) -> dict[str, torch.Tensor]:
     return {f"e{i}": torch.empty(0) for i in range(n)}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_header_over_the_bound_is_refused_before_it_is_parsed(tmp_path):
     """~90,000 empty tensors (a 5 MB header, digest right): refused from its 8-byte length, at once."""
@@ -226,6 +231,7 @@ def test_class_names_at_the_limit_are_accepted(good_ckpt, tmp_path):
     assert load_checkpoint(ok).class_names == names
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_forged_line_never_reaches_the_output(good_ckpt, digit_png, tmp_path):
     bad = retag(good_ckpt, tmp_path / "names.safetensors", {"class_names": [NAMES["a newline"], *"123456789"]})
@@ -255,6 +261,7 @@ def _png(path: Path, width: int, height: int, value: int) -> Path:
 TINY_IMAGES = {"400x1 black": (400, 1, 0), "1x400 white": (1, 400, 255), "3x3 black": (3, 3, 0), "1x1": (1, 1, 0)}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("number", [False, True], ids=["digit", "number"])
 def test_tiny_images_are_unsure_and_the_others_still_printed(number, digit_png, tmp_path):
@@ -324,6 +331,7 @@ def test_cnn_widths_in_a_space_are_bounded(tmp_path):
     parse_space({"widths": {"layers": [1, 4], "width": [16, 1024]}}, "cnn")  # the limits themselves are fine
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_petabyte_space_through_the_cli(tmp_path):
     space = tmp_path / "space.toml"
