@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,9 +22,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from mnistkit.checkpoint_meta import META_FIELDS, check_meta
 from mnistkit.errors import CheckpointError, MnistkitError
 from mnistkit.fileio import atomic_write_bytes, read_bytes
-from mnistkit.models.registry import SEQUENCE_PROBE, TASKS
+from mnistkit.models.registry import SEQUENCE_PROBE
 
 if TYPE_CHECKING:  # pragma: no cover
     from mnistkit.novelty import NoveltyModel
@@ -43,7 +42,22 @@ __all__ = [
 ]
 
 FORMAT = "mnistkit-checkpoint/1"
-_MAX_HEADER = 100 * 1024 * 1024  # bytes; a larger header is not a checkpoint of ours
+#: Most tensors a file of ours holds. The largest model the registry builds within
+#: :data:`mnistkit.models.registry.LAYER_LIMITS` (a CNN of four stages) has 26; a training state
+#: holds the model twice (weights and best weights) plus Adam's two moments and step per weight.
+MAX_TENSORS = 256
+#: Header bytes one tensor's entry may take: its name, dtype, shape and offsets are under 150.
+HEADER_BYTES_PER_TENSOR = 512
+#: Header bytes for the metadata: the JSON of model, config, metrics, card and class names
+#: (1,000 names of 64 characters are 70 kB; a trained checkpoint's whole header is about 10 kB).
+MAX_METADATA_BYTES = 4 * 1024**2
+#: The largest header read, checked from its 8-byte length before the JSON is parsed: parsing
+#: a 99 MB header listing a million empty tensors takes gigabytes and most of a minute.
+MAX_HEADER_BYTES = MAX_TENSORS * HEADER_BYTES_PER_TENSOR + MAX_METADATA_BYTES
+#: The tensor types mnistkit writes, with safetensors' names for them: fp32 weights, statistics
+#: and optimiser state, int64 counters (BatchNorm's batch count). Anything else (fp64, fp8, ...)
+#: was not written by us, and some types (fp8) have no kernels for the checks below.
+WRITTEN_DTYPES = {torch.float32: "F32", torch.int64: "I64"}
 #: Largest checkpoint or training-state file read (bytes). The largest preset's state file
 #: (best-mlp, weights + best weights + Adam moments) is about 30 MB.
 MAX_CHECKPOINT_BYTES = 1024**3
@@ -134,6 +148,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"checkpoint {path} is a directory; give the .safetensors file inside it")
     data = read_bytes(path, MAX_CHECKPOINT_BYTES, CheckpointError, "checkpoint")
     header = _read_header(path, data)
+    _check_entries(path, header)
     _check_length(path, data, header)
     raw_meta = header.get("__metadata__") or {}
     raw_meta = raw_meta if isinstance(raw_meta, dict) else {}
@@ -162,7 +177,12 @@ def _read_header(path: Path, data: bytes) -> dict:
     if len(data) < 8:
         raise CheckpointError(f"{path} is not a safetensors checkpoint (file too short: {len(data)} bytes)")
     (n,) = struct.unpack("<Q", data[:8])
-    if n == 0 or n > min(_MAX_HEADER, len(data) - 8):
+    if 0 < n <= len(data) - 8 and n > MAX_HEADER_BYTES and data[8:9] == b"{":
+        raise CheckpointError(
+            f"{path} has a {n:,}-byte safetensors header; an mnistkit checkpoint's is at most "
+            f"{MAX_HEADER_BYTES:,} ({MAX_TENSORS} tensors and their metadata): it was not written by mnistkit"
+        )
+    if n == 0 or n > min(MAX_HEADER_BYTES, len(data) - 8):
         pickled = data[:1] == b"\x80" or data[:2] == b"PK" or path.suffix in (".pt", ".pth", ".pkl", ".ckpt")
         hint = (
             (
@@ -180,6 +200,24 @@ def _read_header(path: Path, data: bytes) -> dict:
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a valid safetensors checkpoint (header is not an object)")
     return header
+
+
+def _check_entries(path: Path, header: dict) -> None:
+    """At most :data:`MAX_TENSORS` tensors, each of a type we write (:data:`WRITTEN_DTYPES`),
+    checked on the header before any tensor is made."""
+    entries = {k: e for k, e in header.items() if k != "__metadata__"}
+    if len(entries) > MAX_TENSORS:
+        raise CheckpointError(
+            f"{path} lists {len(entries):,} tensors; an mnistkit checkpoint has at most {MAX_TENSORS}"
+        )
+    allowed = set(WRITTEN_DTYPES.values())
+    for name, entry in entries.items():
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if dtype not in allowed:
+            raise CheckpointError(
+                f"checkpoint {path} stores {name[:60]!r} as {str(dtype)[:20]}; mnistkit writes only "
+                f"{', '.join(sorted(allowed))} tensors"
+            )
 
 
 def _check_length(path: Path, data: bytes, header: dict) -> None:
@@ -250,7 +288,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     from mnistkit.novelty import split_tensors
 
     tensors, meta = load_tensors(path)
-    _check_meta(meta, path)
+    check_meta(meta, path)
     tensors, novelty_tensors = split_tensors(tensors)  # not the model's: checked by their own rule
     options = meta.get("model_options", {})
     try:  # a weightless skeleton first: bogus options (a 10^9-unit layer) must not allocate anything
@@ -265,7 +303,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         ) from None
     _check_fits(skeleton, tensors, path)
     _check_consistency(meta, skeleton, path)
-    check_finite(tensors, path)
+    check_finite(tensors, path, dtypes={k: v.dtype for k, v in skeleton.state_dict().items()})
     novelty = _load_novelty(novelty_tensors, meta, skeleton, path)
     model = build_model(meta["model"], **options)
     model.load_state_dict(tensors, strict=True)
@@ -301,98 +339,6 @@ def _load_novelty(tensors: dict[str, torch.Tensor], meta: dict, skeleton: torch.
     return NoveltyModel.from_checkpoint(tensors, meta["novelty"], len(meta["class_names"]), path)
 
 
-def _finite_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _positive_finite(v) -> bool:
-    return _finite_number(v) and float(v) > 0
-
-
-def _probability(v) -> bool:
-    return _finite_number(v) and 0 <= float(v) <= 1
-
-
-def _str_dict(v) -> bool:
-    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
-
-
-@dataclass(frozen=True)
-class MetaField:
-    """One checkpoint metadata field: whether it must be present, its check, and what it must be."""
-
-    name: str
-    required: bool
-    check: Callable[[object], bool]
-    expected: str
-
-
-#: Every metadata field a checkpoint may carry, checked by meaning at load time. Fields not
-#: listed are kept but never interpreted. Adding a field is one line here.
-META_FIELDS: tuple[MetaField, ...] = (
-    MetaField("model", True, lambda v: isinstance(v, str) and bool(v), "a model name"),
-    MetaField("model_options", False, lambda v: isinstance(v, dict), "an object of model options"),
-    MetaField("task", True, lambda v: v in TASKS, " or ".join(f'"{t}"' for t in TASKS)),
-    MetaField(
-        "class_names",
-        True,
-        lambda v: isinstance(v, list) and 2 <= len(v) <= _max_classes() and all(isinstance(c, str) for c in v),
-        "a list of 2 to 1000 strings",
-    ),
-    MetaField(
-        "norm",
-        True,
-        lambda v: (
-            isinstance(v, dict) and _finite_number(v.get("mean")) and _finite_number(v.get("std")) and v["std"] > 0
-        ),
-        "{mean, std}: finite numbers, std > 0",
-    ),
-    MetaField("versions", False, _str_dict, "an object of strings"),
-    MetaField("config", False, lambda v: isinstance(v, dict), "an object"),
-    MetaField("metrics", False, lambda v: isinstance(v, dict), "an object"),
-    MetaField("dataset", False, lambda v: isinstance(v, str), "a string"),
-    MetaField("created", False, lambda v: isinstance(v, str), "a string"),
-    MetaField("temperature", False, _positive_finite, "a positive finite number"),
-    MetaField("min_confidence", False, lambda v: _probability(v), "a number in [0, 1]"),
-    MetaField("min_confidence_chosen", False, lambda v: isinstance(v, str), "a string"),
-    MetaField("card", False, lambda v: isinstance(v, dict), "an object"),
-    MetaField("novelty", False, lambda v: _novelty_meta_ok(v), "{feature: embed, threshold > 0, classes, dims}"),
-)
-
-
-def _novelty_meta_ok(value) -> bool:
-    from mnistkit.novelty import meta_ok
-
-    return meta_ok(value)
-
-
-def _max_classes() -> int:
-    from mnistkit.data.dataset import MAX_CLASSES
-
-    return MAX_CLASSES
-
-
-def _check_meta(meta: dict, path) -> None:
-    """Every field of :data:`META_FIELDS` present when required and meaningful when present."""
-    for field in META_FIELDS:
-        if field.name not in meta:
-            if field.required:
-                raise CheckpointError(
-                    f"checkpoint {path} lacks metadata field {field.name!r}; it was not written by save_checkpoint"
-                )
-            continue
-        value = meta[field.name]
-        try:
-            ok = field.check(value)
-        except Exception:  # an untrusted value the check did not foresee (e.g. a huge int in a float check)
-            ok = False
-        if not ok:
-            shown = json.dumps(value)[:60] if not isinstance(value, str) else repr(value[:60])
-            raise CheckpointError(
-                f"checkpoint {path} has a bad metadata field {field.name!r}: {shown}; expected {field.expected}"
-            )
-
-
 def _check_consistency(meta: dict, skeleton: torch.nn.Module, path) -> None:
     """The metadata agrees with the model it describes: task, and one class name per output."""
     task = getattr(skeleton, "mnistkit_task", "multiclass")
@@ -423,10 +369,19 @@ def _output_count(skeleton: torch.nn.Module, task: str = "multiclass") -> int | 
     return 1 if out.dim() == 1 else int(out.shape[-1])
 
 
-def check_finite(tensors: dict[str, torch.Tensor], path, prefix: str = "") -> None:
-    """Refuse NaN or infinite weights: they would give NaN probabilities for every input."""
+def check_finite(
+    tensors: dict[str, torch.Tensor], path, prefix: str = "", dtypes: dict[str, torch.dtype] | None = None
+) -> None:
+    """Refuse NaN or infinite weights: they would give NaN probabilities for every input.
+
+    ``dtypes`` (tensor name -> the model's dtype for it) makes the check on the values the model
+    will hold: ``load_state_dict`` casts, and 1e300 is finite in fp64 but infinite in fp32.
+    """
     for name, t in tensors.items():
-        if name.startswith(prefix) and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+        if not (name.startswith(prefix) and t.is_floating_point() and t.numel()):
+            continue
+        target = (dtypes or {}).get(name, t.dtype)
+        if not bool(torch.isfinite(t.to(target) if target.is_floating_point else t).all()):
             raise CheckpointError(
                 f"checkpoint {path} has non-finite values (NaN or infinity) in {name}; "
                 "the model diverged or the file was tampered with"

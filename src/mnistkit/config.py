@@ -25,6 +25,11 @@ LBFGS_MODELS = ("logreg", "binary-logreg")
 #: hidden-layer activations of the MLPs (mnistkit.models.mlp.ACTIVATIONS maps them to modules;
 #: kept here too so the CLI can offer them without importing torch; a test keeps the two equal)
 ACTIVATION_NAMES = ("relu", "gelu", "sigmoid", "tanh")
+#: Ceilings on the loop's sizes, so a typo or a hostile --space file is one line, not hours of
+#: work or an allocation of terabytes: the presets train 4-30 epochs; a batch is at most the
+#: whole of MNIST's training set (60,000) rounded up.
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
 
 
 _NEGATIVES_HELP = (
@@ -117,9 +122,9 @@ class TrainConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("device", self.device, DEVICES)
         _choice("norm", self.norm, NORMS)
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("eval_batch_size", self.eval_batch_size)
+        _positive_int("epochs", self.epochs, MAX_EPOCHS)
+        _positive_int("batch_size", self.batch_size, MAX_BATCH_SIZE)
+        _positive_int("eval_batch_size", self.eval_batch_size, MAX_BATCH_SIZE)
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 100):
             raise ConfigError(f"lr must be a number in (0, 100), got {self.lr!r}")
         if not 0 <= self.weight_decay < 10:
@@ -374,9 +379,11 @@ def _choice(what: str, value, allowed) -> None:
         raise ConfigError(f"unknown {what} {value!r}; choose one of: {', '.join(allowed)}")
 
 
-def _positive_int(what: str, value) -> None:
+def _positive_int(what: str, value, maximum: int | None = None) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{what} must be a positive whole number, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{what} must be at most {maximum:,}, got {value:,}")
 
 
 # Public checks for options that live outside TrainConfig (the scikit-learn estimators' parameters):

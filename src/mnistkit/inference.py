@@ -156,10 +156,23 @@ def checkpoint_proba(
     bf16: bool = False,
 ) -> torch.Tensor:
     """:func:`class_probabilities` with everything a :class:`~mnistkit.checkpoint.Checkpoint` knows: its model,
-    normalisation, task and calibration temperature. Predict and serve call this."""
-    return class_probabilities(
+    normalisation, task and calibration temperature. Predict and serve call this.
+
+    Probabilities that are not finite are refused here, once for every caller: a NaN is never
+    an answer (finite weights can still overflow to infinite logits, and NaN is not JSON).
+    """
+    proba = class_probabilities(
         checkpoint.model, images, checkpoint.norm, checkpoint.task, batch_size, device, bf16, checkpoint.temperature
     )
+    bad = int((~torch.isfinite(proba)).any(dim=-1).sum()) if proba.numel() else 0
+    if bad:
+        from mnistkit.errors import CheckpointError
+
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path}: the model gives non-finite probabilities (NaN or infinity) for "
+            f"{bad} of {len(proba)} inputs; its weights are broken, retrain or use another checkpoint"
+        )
+    return proba
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

@@ -6,9 +6,9 @@ library; :func:`mnistkit.cli.main` prints them as one line and exits 2.
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from mnistkit.cli.options import print_json
 
 _DATA_DIR = click.option(
     "--data-dir",
@@ -62,7 +62,7 @@ def info_cmd(name, data_dir, as_json):
 
     info = dataset_info(name, data_dir=data_dir)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        print_json(info, indent=2)
         return
     click.echo(f"name:        {info['name']}  ({info['description']})")
     click.echo(f"classes:     {', '.join(info['classes'])}")

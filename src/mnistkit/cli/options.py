@@ -44,9 +44,30 @@ class KeyValue(click.ParamType):
 
 def print_json_line(obj) -> None:
     """One JSON object on one line: the last line of stdout for ``--json``."""
+    print_json(obj)
+
+
+def print_json(obj, indent: int | None = None) -> None:
+    """The one place ``--json`` output is written: always valid JSON. A NaN or infinity (which
+    Python's json would write as the bare, invalid ``NaN``) becomes ``null``; objects that JSON
+    has no type for are written as strings."""
     import json
 
-    click.echo(json.dumps(obj, separators=(", ", ": "), default=str))
+    separators = (", ", ": ") if indent is None else None
+    click.echo(json.dumps(_finite(obj), separators=separators, indent=indent, default=str, allow_nan=False))
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float replaced by None (nested lists, tuples and dicts)."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def model_options_from(hidden, activation, dropout, model_option) -> dict:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
+from mnistkit.cli.options import print_json
 from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 
 
@@ -158,7 +158,7 @@ def _read_lines(ctx, model_path, inputs, about: bool, as_json: bool, min_confide
     if save_dir:
         save_line_inputs(readings, save_dir)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in readings], indent=2))
+        print_json([r.to_dict() for r in readings], indent=2)
     else:
         for r in readings:
             click.echo(r.line_text())
@@ -198,7 +198,7 @@ def _predict_images(
     if save_dir:
         save_inputs(result.predictions, save_dir)
     if as_json:
-        click.echo(json.dumps([p.to_dict() for p in result.predictions], indent=2))
+        print_json([p.to_dict() for p in result.predictions], indent=2)
     else:
         for p in result.predictions:
             click.echo(format_line(p))
@@ -216,7 +216,7 @@ def _read_numbers(ckpt, inputs, as_json: bool, min_confidence: float | None, sav
     if save_dir:
         save_number_inputs(readings, save_dir)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in readings], indent=2))
+        print_json([r.to_dict() for r in readings], indent=2)
     else:
         for r in readings:
             click.echo(format_number_line(r))
@@ -231,7 +231,7 @@ def _print_about(ckpt, as_json: bool) -> None:
 
     card = model_card(ckpt)
     if as_json:
-        click.echo(json.dumps({"checkpoint": str(ckpt.path), **card}, indent=2, default=str))
+        print_json({"checkpoint": str(ckpt.path), **card}, indent=2)
         return
     click.echo(f"checkpoint: {ckpt.path}")
     for line in card_lines(card):

@@ -13,6 +13,12 @@ Three kinds, chosen from what is on disk:
   names), optionally under ``train/`` and ``test/``; without them a test split is
   carved as for the CSV. Every image goes through
   :func:`mnistkit.preprocess.image.preprocess_image`, the same path prediction uses.
+  A file that cannot be decoded refuses the whole folder in one line naming it, rather
+  than being skipped: training on fewer images than the folder holds would hide the
+  broken file and shift the classes' balance. Every decodable image is used, even a
+  tiny or blank one (preprocessing frames it as it would for prediction). Sub-folder
+  names must be valid class names (:func:`mnistkit.data.dataset.class_name_problem`),
+  since the checkpoint stores them and every prediction prints them.
 
 Normalisation constants are computed from the training split.
 """
@@ -29,6 +35,7 @@ from mnistkit.data.dataset import (
     MAX_CLASSES,
     Dataset,
     Split,
+    class_name_problem,
     compute_normalization,
     make_split,
     numbered_class_names,
@@ -148,6 +155,10 @@ def _class_folders(folder: Path) -> list[Path]:
     found = sorted(Path(e.path) for e in _entries(folder) if e.is_dir() and not e.name.startswith("."))
     if len(found) > MAX_CLASSES:
         raise DataFormatError(f"{folder}: {len(found)} class sub-folders; at most {MAX_CLASSES} classes are allowed")
+    for sub in found:
+        problem = class_name_problem(sub.name)
+        if problem:
+            raise DataFormatError(f"{folder}: the class sub-folder name {sub.name[:64]!r} {problem}; rename it")
     return found
 
 

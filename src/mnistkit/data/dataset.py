@@ -18,6 +18,26 @@ IMAGE_SIZE = 28
 #: Most classes a dataset may have (EMNIST ByClass, the largest we know, has 62). A label of
 #: 2,000,000,000 would otherwise make two billion class names.
 MAX_CLASSES = 1000
+#: Longest class name (characters). Names are printed in every prediction line and JSON answer, so
+#: a long one multiplies every answer's size; EMNIST's and folder names in practice are a few characters.
+MAX_CLASS_NAME = 64
+
+
+def class_name_problem(name: object) -> str | None:
+    """What is wrong with ``name`` as a class name, or None when it is fine.
+
+    A class name is a non-empty printable string of at most :data:`MAX_CLASS_NAME` characters:
+    a newline in a name would forge an output line, an escape sequence would drive the terminal.
+    """
+    if not isinstance(name, str):
+        return f"is a {type(name).__name__}, not a string"
+    if not name:
+        return "is empty"
+    if len(name) > MAX_CLASS_NAME:
+        return f"has {len(name):,} characters, over the limit of {MAX_CLASS_NAME}"
+    if not name.isprintable():
+        return "holds control characters (a newline, a tab or a terminal escape)"
+    return None
 
 
 @dataclass

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mnistkit.models.layers import MaskDropout
-from mnistkit.models.registry import register_model
+from mnistkit.models.registry import check_layers, register_model
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int = 3, same: bool = True) -> nn.Sequential:
@@ -43,9 +43,7 @@ class SmallCNN(nn.Module):
         self, widths=(32, 64, 128), num_classes=10, dropout=0.25, in_channels=1, kernel=3, head_hidden=0, padding="same"
     ):
         super().__init__()
-        widths = [int(w) for w in widths]
-        if not widths or len(widths) > 4 or any(w < 1 for w in widths):
-            raise ValueError(f"widths must be 1 to 4 positive channel counts, got {widths}")
+        widths = check_layers("widths", widths)
         if kernel not in (3, 5):
             raise ValueError(f"kernel must be 3 or 5, got {kernel!r}")
         if padding not in ("same", "valid"):

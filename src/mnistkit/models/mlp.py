@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mnistkit.models.layers import MaskDropout
-from mnistkit.models.registry import register_model
+from mnistkit.models.registry import check_layers, register_model
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -43,9 +43,7 @@ class MLP(nn.Module):
             raise ValueError(f"max_norm must be a number >= 0 (0 = off), got {max_norm!r}")
         self.max_norm = float(max_norm)
         self.input_dropout = MaskDropout(input_dropout) if input_dropout > 0 else None
-        hidden = [int(h) for h in hidden]
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"hidden sizes must be positive, got {hidden}")
+        hidden = check_layers("hidden", hidden)
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
@@ -95,9 +93,7 @@ class SeedMLP(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
-        widths = [784, *(int(h) for h in hidden), 10]
-        if any(w < 1 for w in widths):
-            raise ValueError(f"hidden sizes must be positive, got {list(hidden)}")
+        widths = [784, *check_layers("hidden", hidden), 10]
         self.n_layers = len(widths) - 1
         for i in range(self.n_layers):
             setattr(self, f"linear{i + 1}", nn.Linear(widths[i], widths[i + 1]))

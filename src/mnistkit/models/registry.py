@@ -42,6 +42,49 @@ TASKS = ("multiclass", "binary", "sequence")
 SEQUENCE_PROBE = (1, 1, 32, 32)
 
 
+@dataclass(frozen=True)
+class LayerLimits:
+    """How many layers, and units (or channels) per layer, a structural list option may ask for.
+
+    Why: a width of 10^12 is a whole number, and without a ceiling the first ``torch.empty``
+    asks for petabytes; the ceilings sit well above every preset and the tuner's defaults.
+    ``rule`` is the sentence every fault's message starts with.
+    """
+
+    min_layers: int
+    max_layers: int
+    max_width: int
+    rule: str
+
+
+#: Structural list options (``hidden``: an MLP's units per hidden layer; ``widths``: a CNN's
+#: channels per stage) and their ceilings. An 8192-wide MLP layer is 67 M weights (268 MB in
+#: fp32, about 1 GB with Adam's moments and gradients); the largest preset uses 1024 units and
+#: 256 channels.
+LAYER_LIMITS: dict[str, LayerLimits] = {
+    "hidden": LayerLimits(
+        0, 8, 8192, "hidden sizes must be positive whole numbers, at most 8,192, in at most 8 layers"
+    ),
+    "widths": LayerLimits(1, 4, 1024, "widths must be 1 to 4 positive channel counts, each at most 1,024"),
+}
+
+
+def check_layers(option: str, sizes) -> list[int]:
+    """``sizes`` as ints within :data:`LAYER_LIMITS` for ``option``; a ValueError stating the rule otherwise."""
+    limits = LAYER_LIMITS[option]
+    try:
+        ok = (
+            not isinstance(sizes, (str, bytes, dict))
+            and limits.min_layers <= len(sizes) <= limits.max_layers
+            and all(not isinstance(s, bool) and s == int(s) and 1 <= s <= limits.max_width for s in sizes)
+        )
+    except (TypeError, ValueError, OverflowError):  # not a list, or items that are not numbers
+        ok = False
+    if not ok:
+        raise ValueError(f"{limits.rule}, got {sizes!r}"[:300])
+    return [int(s) for s in sizes]
+
+
 def register_model(name: str, task: str, description: str, train_defaults: dict | None = None):
     """Decorator adding a builder function to :data:`MODELS` under ``name``.
 

@@ -18,6 +18,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Refuse images with more pixels than this before decoding them (decompression bombs).
 MAX_PIXELS = 50_000_000
+#: Refuse images whose pixels, as Pillow holds them in memory, take more than this many bytes,
+#: checked from the header (after JPEG's reduced-size setup) before any pixel is decoded. The
+#: pixel limit alone let a 304 KB float TIFF of 50 MP (4 bytes a pixel, then float copies while
+#: converting) take 1.3 GB. 64 MiB holds 50 MP of 8-bit grey or palette, 16 MP of colour, float or alpha;
+#: the steps after decoding make a few copies of it at most.
+MAX_DECODED_BYTES = 64 * 1024**2
+#: Bytes a pixel takes in Pillow's memory, by mode (Pillow keeps 2 and 3 bands in 4 bytes).
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 #: Refuse image files (and standard input) larger than this, in bytes, before reading them whole.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: Formats we agree to decode; Pillow's other plugins (EPS, ...) are never tried on user input.
@@ -47,8 +55,10 @@ def load_image(
     small file that would decode to gigabytes is refused cheaply; JPEGs are then
     decoded at 1/2, 1/4 or 1/8 scale when that still leaves :data:`WORK_SIDE`
     pixels (the DCT does the shrinking: a 12-megapixel photo costs a fraction
-    of a full decode; ``work_side`` asks for more, as number reading does). Any failure raises :class:`~mnistkit.errors.InputImageError`
-    whose message starts with the input's name.
+    of a full decode; ``work_side`` asks for more, as number reading does). What the pixels will
+    take in memory, by mode (float, 16-bit, colour, alpha), is checked against
+    :data:`MAX_DECODED_BYTES` before they are decoded. Any failure raises
+    :class:`~mnistkit.errors.InputImageError` whose message starts with the input's name.
     """
     from PIL import Image, ImageOps
 
@@ -71,6 +81,7 @@ def load_image(
                 # when that still leaves WORK_SIDE px: draft keeps at least the size asked for.
                 scale = min(1.0, work_side / max(width, height))
                 img.draft("L", (int(width * scale) + 1, int(height * scale) + 1))
+            _check_decoded_size(img, label)
             img.load()  # pixels now in memory: the image outlives the closed buffer
             ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when upright
             return img
@@ -84,6 +95,18 @@ def load_image(
         raise InputImageError(f"{label}: not an image (or not one of {', '.join(ALLOWED_FORMATS)})") from None
     except Exception as exc:
         raise InputImageError(f"{label}: cannot decode image ({type(exc).__name__}: {exc})") from None
+
+
+def _check_decoded_size(img: PILImage.Image, label: str) -> None:
+    """Refuse an image whose pixels would take over :data:`MAX_DECODED_BYTES` in memory (known
+    from the header: size and mode; a JPEG's after :meth:`~PIL.Image.Image.draft`)."""
+    width, height = img.size
+    decoded = width * height * _PIXEL_BYTES.get(img.mode, 4)
+    if decoded > MAX_DECODED_BYTES:
+        raise InputImageError(
+            f"{label}: image is {width}x{height} in mode {img.mode}: {decoded:,} bytes once decoded, over the "
+            f"limit of {MAX_DECODED_BYTES:,}; scale it down or save it as 8-bit grey or JPEG"
+        )
 
 
 def _read_bytes(source: ImageSource, label: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:

@@ -80,8 +80,10 @@ def _solidity(ink: np.ndarray) -> float:
 
 def _dark_ink_votes(gray: np.ndarray, patches: int = 8) -> float:
     """Sum over patches (a ``patches`` x ``patches`` grid) holding ink-like contrast of
-    (median - mean): positive when dark marks are the minority, negative for light marks."""
+    (median - mean): positive when dark marks are the minority, negative for light marks.
+    An image under ``patches`` px on a side has fewer patches that way (one per pixel)."""
     h, w = gray.shape
+    patches = min(patches, h, w)
     ph, pw = max(1, h // patches), max(1, w // patches)
     blocks = gray[: ph * patches, : pw * patches].reshape(patches, ph, patches, pw).swapaxes(1, 2)
     grid = blocks.reshape(patches * patches, ph * pw)
@@ -306,7 +308,8 @@ def split_touching(mask: np.ndarray) -> list[np.ndarray]:
     for k in range(1, parts):
         centre = k * width // parts
         lo, hi = max(1, centre - width // (3 * parts)), min(width - 1, centre + width // (3 * parts) + 1)
-        cuts.append(cols[0] + lo + int(np.argmin(column_ink[lo:hi])))
+        if hi > lo:  # a group a pixel or two tall has fewer columns than cuts: no window there
+            cuts.append(cols[0] + lo + int(np.argmin(column_ink[lo:hi])))
     cuts.append(cols[-1] + 1)
     out = []
     for a, b in itertools.pairwise(cuts):

@@ -16,6 +16,7 @@ import torch
 
 from mnistkit.ctc import greedy_decode
 from mnistkit.data.lines import LINE_NORM
+from mnistkit.errors import CheckpointError
 from mnistkit.preprocess.tensor import Normalization, normalize
 from mnistkit.reading.find import FoundLine, find_lines
 from mnistkit.reading.line import pad_lines
@@ -72,7 +73,10 @@ def read_line_images(
     if not lines:
         return [], [], []
     model.eval()
-    decoded = greedy_decode(model(normalize(torch.from_numpy(pad_lines(lines)), norm)), temperature)
+    logits = model(normalize(torch.from_numpy(pad_lines(lines)), norm))
+    if not bool(torch.isfinite(logits).all()):  # a NaN is never an answer (nor valid JSON)
+        raise CheckpointError("the line model gives non-finite scores (NaN or infinity): its weights are broken")
+    decoded = greedy_decode(logits, temperature)
     texts = ["".join(class_names[k] for k in row) for row in decoded.labels]
     return texts, decoded.confidence, decoded.digit_probs
 

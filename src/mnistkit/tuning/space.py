@@ -259,6 +259,7 @@ def _check_values(param: Param, model: str, where: str) -> None:
     from mnistkit.config import resolve_config
 
     if param.kind == "layers":
+        _check_layer_range(param, where)
         return
     samples = (
         list(param.choices)
@@ -281,6 +282,19 @@ def _check_values(param: Param, model: str, where: str) -> None:
             _check_model_value(param.name, value, model, where)
 
 
+def _check_layer_range(param: Param, where: str) -> None:
+    """Both corners of a layers entry (fewest and narrowest, most and widest) are networks the
+    model registry can build (:data:`mnistkit.models.registry.LAYER_LIMITS`)."""
+    from mnistkit.models.registry import LAYER_LIMITS
+
+    limits = LAYER_LIMITS[param.name]
+    if param.high > limits.max_layers or param.low < limits.min_layers or param.width[1] > limits.max_width:
+        raise ConfigError(
+            f"{where}: layers {[param.low, param.high]}, width {list(param.width)} are outside the model's "
+            f"limits: {limits.rule}"
+        )
+
+
 def _check_model_value(name: str, value, model: str, where: str) -> None:
     from mnistkit.config import ACTIVATION_NAMES
     from mnistkit.models import get_model_spec
@@ -301,6 +315,13 @@ def _check_model_value(name: str, value, model: str, where: str) -> None:
         raise ConfigError(f"{where}: unknown activation {value!r}; choose from {', '.join(ACTIVATION_NAMES)}")
     if name == "dropout" and not (isinstance(value, (int, float)) and 0 <= value < 1):
         raise ConfigError(f"{where}: dropout must be in [0, 1), got {value!r}")
+    if name in LAYER_OPTIONS:
+        from mnistkit.models.registry import check_layers
+
+        try:
+            check_layers(name, value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- sampling
