@@ -51,9 +51,10 @@ test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=300 -n 2 -m "not slow and not browser" \
 		$(foreach m,$(FAST_SKIP),--ignore=tests/test_$(m).py)
 
-# The hostile-input corpus alone (also part of `make test`); full-disk cases need root for a tmpfs.
+# The hostile-input corpus alone (also part of `make test`): files, inputs, secrets and the server's
+# fair shares; full-disk cases need root for a tmpfs.
 test-hostile: setup
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=600 tests/test_hostile.py
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=600 tests/test_hostile*.py tests/test_serve_fair.py
 
 bench: setup
 	$(PY) bench/run.py

@@ -10,7 +10,8 @@ secs=${2:-10}; conc=${3:-16}; attack=${4:-}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd); py=${PYTHON:-$here/../.venv/bin/python}
 tmp=$(mktemp -d); port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$py" -m mnistkit serve "$ckpt" --host 127.0.0.1 --port "$port" >"$tmp/serve.log" 2>&1 &
+# every request comes from 127.0.0.1, standing for many clients: per-client shares off
+"$py" -m mnistkit serve "$ckpt" --host 127.0.0.1 --port "$port" --client-connections 0 --client-requests 0 >"$tmp/serve.log" 2>&1 &
 server=$!; trap 'kill $server 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 120); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.5; done
 curl -sf "http://127.0.0.1:$port/healthz" >/dev/null || { echo "the server did not start:" >&2; cat "$tmp/serve.log" >&2; exit 1; }
