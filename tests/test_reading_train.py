@@ -9,6 +9,8 @@ from mnistkit.checkpoint import load_checkpoint
 from mnistkit.errors import ConfigError
 from mnistkit.training import fit, loop
 
+pytestmark = pytest.mark.slow  # trains line models (about a minute)
+
 LINES = "digit-lines-sample"
 
 

@@ -158,12 +158,14 @@ def test_validation_split_and_early_stopping_keep_best_weights(synthetic_dataset
     assert all(row["val_accuracy"] is not None for row in rows)
     assert len(rows) < 40  # stopped early
     best = min(row["val_loss"] for row in rows)
-    assert rows[-1]["val_loss"] > best + 1e-3  # the last epoch's weights would score differently
+    # the last epoch's weights would score differently (relatively: on these easy data the losses
+    # reach 1e-5, where an absolute margin says nothing)
+    assert rows[-1]["val_loss"] > 1.5 * best
     log = (tmp_path / "v" / "log.txt").read_text()
     assert "Early stopping after epoch" in log
     # The saved model is the best epoch's: it scores the validation split at that epoch's val_loss.
     saved = evaluate_checkpoint(tmp_path / "v", split="val", download=False)
-    assert saved.n == 120 and saved.loss == pytest.approx(best, abs=1e-4)
+    assert saved.n == 120 and saved.loss == pytest.approx(best, abs=max(1e-5, 0.25 * (rows[-1]["val_loss"] - best)))
 
 
 @pytest.mark.parametrize("optimizer, schedule", [("sgd", "cosine"), ("adamw", "onecycle"), ("adagrad", "none")])
