@@ -7,6 +7,8 @@
   paragraph, list item or table row, or in the paragraph just above the table or code block (its
   caption); and every results file they name exists. Settings are not figures: an option's default
   is written without a unit (``--request-timeout`` seconds, default 10) or in inline code.
+- Every ``python`` example parses, the names it imports from mnistkit exist, and each
+  ``mnistkit.NAME`` it uses is public API.
 - README.zh-CN.md shows every command README.md shows; relative links lead to files that exist.
 """
 
@@ -194,6 +196,38 @@ def test_the_chinese_readme_shows_every_command_of_the_english_one():
     assert not missing, f"README.zh-CN.md does not show: {sorted(missing)}"
 
 
+def python_blocks(path: Path) -> list[tuple[int, str]]:
+    """(first line number, source) of each ``python`` code block in the page."""
+    return [
+        (block.lines[0][0], "\n".join(line for _, line in block.lines))
+        for block in blocks(path.read_text(encoding="utf-8"))
+        if block.kind == "code" and block.lang == "python" and block.lines
+    ]
+
+
+def check_python(source: str, where: str) -> None:
+    """The block parses, the names it imports exist, and each ``mnistkit.NAME`` it uses is public API."""
+    import ast
+    import importlib
+
+    import mnistkit
+
+    tree = ast.parse(source, where)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mnistkit"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{where}: {node.module} has no {alias.name}"
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "mnistkit":
+            assert node.attr in mnistkit.__all__, f"{where}: mnistkit has no {node.attr}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_python_example_uses_names_that_exist(page):
+    for line, source in python_blocks(REPO / page):
+        check_python(source, f"{page}:{line}")
+
+
 # --- figures, links, length -----------------------------------------------------------------------
 
 
@@ -238,6 +272,13 @@ def test_the_command_checker_catches_a_wrong_command():
     with pytest.raises(AssertionError, match="--format takes one of"):
         check_command(["export", "RUN", "--format", "pickle", "--out", "m.pkl"])
     check_command(["export", "CHECKPOINT", "--format", "onnx|torchscript", "--out", "FILE"])
+
+
+def test_the_python_checker_catches_a_missing_name():
+    with pytest.raises(AssertionError, match="mnistkit has no train"):
+        check_python("import mnistkit\nmnistkit.train(model='mlp')", "page.md:1")
+    with pytest.raises(AssertionError, match="mnistkit.estimators has no LogisticRegresion"):
+        check_python("from mnistkit.estimators import LogisticRegresion", "page.md:1")
 
 
 def test_inline_commands_are_checked_and_error_lines_are_not_commands(tmp_path):
