@@ -45,7 +45,7 @@ test: setup system-deps check
 
 # The edit-run loop, under a minute on 2 cores: no slow or browser tests, and not the modules that mostly
 # start servers, child processes or a database, or run long trainings and scikit-learn's checks (all run in `make test`).
-FAST_SKIP := hostile serve_uvicorn tune tune_postgres distributed faults notebook photos signals readme_commands \
+FAST_SKIP := hostile serve_uvicorn tune tune_postgres distributed faults notebook photos signals \
 	bundled estimators export determinism
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=300 -n 2 -m "not slow and not browser" \

@@ -1,11 +1,11 @@
-"""Rewrite README.md's benchmark table from the newest ``bench/results/*.json``.
+"""Rewrite bench/README.md's benchmark table from the newest ``bench/results/*.json``.
 
 The table lives between ``<!-- bench:start -->`` and ``<!-- bench:end -->``; everything
 outside the markers is left byte for byte. Without the markers the README is not
 touched and a message says so (exit status 1).
 
-    python bench/readme_table.py                      # newest results -> README.md
-    python bench/readme_table.py --results FILE.json --readme README.md
+    python bench/readme_table.py                      # newest results -> bench/README.md
+    python bench/readme_table.py --results FILE.json --readme bench/README.md
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def rewrite(readme_text: str, block: str) -> str | None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=Path, default=None, help="a results JSON (default: the newest in bench/results)")
-    p.add_argument("--readme", type=Path, default=BENCH.parent / "README.md", help="default: README.md")
+    p.add_argument("--readme", type=Path, default=BENCH / "README.md", help="default: bench/README.md")
     args = p.parse_args(argv)
     path = args.results or newest_result(BENCH / "results")
     if path is None:

@@ -104,7 +104,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # +-10 %, elastic 34, thickness 0.5 gave 99.12 %. That 32-64-128 model (test 99.50 %) was shipped until
     # 2026-11-28. Since then: twice as wide, 20 epochs, and generated non-digits (--negatives 0.15) so that it
     # is unsure of letters and scribbles by itself; fp32 (amp off) so CPU and GPU runs train alike. Of six
-    # --negatives recipes trained on a GPU (README, "Non-digits in training"), the two best on validation
+    # --negatives recipes trained on a GPU (bench/README.md, "the bundled digit model's recipe"), the two best on validation
     # were 64-128-256 x 20 epochs at weight 0.25 (val 99.48 %, photographed val 99.35 / 99.33 %) and at
     # 0.15 (99.38 %, 99.30 / 99.33 %); only 0.15 met the 99.5 % test gate (99.58 % against 99.38 %), so
     # its test figure was seen before the choice.
