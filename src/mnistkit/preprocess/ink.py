@@ -15,7 +15,7 @@ from mnistkit.preprocess.frame import box_fill, frame_digit
 #: closing window of 1/PAPER_WINDOW of it: wider than any pen stroke of a digit that fits the frame.
 PAPER_SIDE = 160
 PAPER_WINDOW = 8
-#: A patch vote (:func:`_dark_ink_votes`, grey levels summed over patches) this far from 0 settles
+#: A patch vote (:func:`dark_ink_votes`, grey levels summed over patches) this far from 0 settles
 #: the polarity of a dark-bordered image; a closer one is settled by comparing both readings.
 SURE_VOTE = 32
 #: Paper darker than this (0..255) is treated as this bright when measuring ink contrast.
@@ -53,7 +53,7 @@ def ink_map(gray: np.ndarray, paper_is_light: bool) -> np.ndarray:
     A light border means dark ink on paper. A dark border is either light ink
     on a dark ground (a chalkboard, an MNIST-style drawing) or a dark photo of
     paper (dim light, a vignette, a shadow over the edges). Ink is the minority
-    of the pixels near it, so a vote over patches (:func:`_dark_ink_votes`)
+    of the pixels near it, so a vote over patches (:func:`dark_ink_votes`)
     says which. Shadow edges in a dim photo can sway a close vote towards
     light ink (under :data:`SURE_VOTE`), so then both readings are made and
     the one whose digit looks drawn wins: read the wrong way round, the ink
@@ -63,7 +63,7 @@ def ink_map(gray: np.ndarray, paper_is_light: bool) -> np.ndarray:
     """
     if paper_is_light:
         return ink_contrast(gray, True)
-    votes = _dark_ink_votes(gray)
+    votes = dark_ink_votes(gray)
     if votes >= 0 or votes <= -SURE_VOTE:
         return ink_contrast(gray, votes >= 0)
     dark, light = ink_contrast(gray, True), ink_contrast(gray, False)
@@ -78,7 +78,7 @@ def _solidity(ink: np.ndarray) -> float:
     return box_fill(frame_digit(ink, max(groups, key=lambda g: g.area).mask))
 
 
-def _dark_ink_votes(gray: np.ndarray, patches: int = 8) -> float:
+def dark_ink_votes(gray: np.ndarray, patches: int = 8) -> float:
     """Sum over patches (a ``patches`` x ``patches`` grid) holding ink-like contrast of
     (median - mean): positive when dark marks are the minority, negative for light marks.
     An image under ``patches`` px on a side has fewer patches that way (one per pixel)."""

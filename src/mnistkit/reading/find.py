@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from mnistkit.preprocess.decode import LIGHT_BACKGROUND, border_median
-from mnistkit.preprocess.ink import ink_contrast, ink_mask
+from mnistkit.preprocess.ink import dark_ink_votes, ink_contrast, ink_mask
 from mnistkit.reading.line import line_image
 
 #: The ink is looked for on a copy at most this many px on the long side.
@@ -71,7 +70,7 @@ def find_lines(gray: np.ndarray, max_lines: int = MAX_LINES) -> list[FoundLine]:
     """
     if gray.ndim != 2 or min(gray.shape) < 2:
         return []
-    light = border_median(gray) > LIGHT_BACKGROUND
+    light = paper_is_light(gray)
     factor = max(1, -(-max(gray.shape) // FIND_SIDE))
     small = np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
     paper_up = small if light else 255 - small
@@ -158,6 +157,16 @@ def dark_masses(paper_up: np.ndarray) -> np.ndarray:
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     border = np.isin(labels, edge[edge > 0])
     return ndimage.maximum_filter(border, size=2 * max(2, window // 2) + 1)
+
+
+def paper_is_light(gray: np.ndarray) -> bool:
+    """Whether the ground is lighter than the writing. The border is no guide here (it can be mostly
+    a dark gutter or table): the ground is light when the image's median is nearer its light end
+    (most pixels are ground), or when the patches holding ink say the ink is the dark minority
+    (:func:`mnistkit.preprocess.ink.dark_ink_votes`: a page beside a wide dark gutter)."""
+    step = (max(1, gray.shape[0] // 200), max(1, gray.shape[1] // 200))
+    low, mid, high = np.percentile(gray[:: step[0], :: step[1]], (1, 50, 99))
+    return bool(mid - low >= high - mid) or dark_ink_votes(gray) > 0
 
 
 def remove_lines_and_masses(mask: np.ndarray) -> np.ndarray:
