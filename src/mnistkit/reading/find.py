@@ -44,8 +44,8 @@ RULED_PEAK = 2.5
 SPECK_SHARE = 0.02
 #: Two pieces are in one line when their rows overlap by this share of the shorter one.
 SAME_LINE = 0.3
-#: A thin piece this many times taller than the line beside it is no part of it (a ruling line's rest).
-SLIVER_HEIGHT = 1.5
+#: A piece joins a line at most this many times taller than itself (digits of a line are alike).
+SAME_HEIGHT = 2.5
 #: A line image's margin around the ink, as a share of the line's height.
 MARGIN = 0.15
 #: At most this many candidate lines are returned, the likeliest first.
@@ -230,9 +230,9 @@ def _is_mass(box: tuple[slice, slice], size: int, h: int, w: int) -> bool:
 def group_lines(writing: np.ndarray) -> list[tuple[slice, slice]]:
     """The boxes of the lines of writing (in no particular order).
 
-    Pieces whose rows overlap are one line (the tallest pieces first, so a line's rows are its
-    digits' rows); a thin piece much taller than the line beside it (what is left of a ruling line)
-    stays apart. An underline below the digits stays apart too: read with them, it makes the digits
+    Pieces whose rows overlap are one line (the tallest pieces first), unless the line is over
+    :data:`SAME_HEIGHT` times taller than the piece: the rest of a ruling line or a box's corner
+    beside a number is no part of it (and a full stop after it is a line of its own). An underline below the digits stays apart too: read with them, it makes the digits
     small in the line image (measured on the development numbers: bench/README.md).
     """
     from scipy import ndimage
@@ -240,21 +240,16 @@ def group_lines(writing: np.ndarray) -> list[tuple[slice, slice]]:
     labels, _ = ndimage.label(writing, structure=np.ones((3, 3), bool))
     boxes = [b for b in ndimage.find_objects(labels) if b is not None]
     lines: list[list[int]] = []  # [y0, y1, x0, x1]
-    for ys, xs in sorted(boxes, key=lambda b: (_is_sliver(b), -(b[0].stop - b[0].start))):
+    for ys, xs in sorted(boxes, key=lambda b: -(b[0].stop - b[0].start)):
+        h = ys.stop - ys.start
         for line in lines:
             overlap = min(line[1], ys.stop) - max(line[0], ys.start)
-            joins = overlap >= SAME_LINE * min(line[1] - line[0], ys.stop - ys.start)
-            if joins and not (_is_sliver((ys, xs)) and ys.stop - ys.start > SLIVER_HEIGHT * (line[1] - line[0])):
+            if overlap >= SAME_LINE * min(line[1] - line[0], h) and line[1] - line[0] <= SAME_HEIGHT * h:
                 _extend(line, [ys.start, ys.stop, xs.start, xs.stop])
                 break
         else:
             lines.append([ys.start, ys.stop, xs.start, xs.stop])
     return [(slice(y0, y1), slice(x0, x1)) for y0, y1, x0, x1 in lines]
-
-
-def _is_sliver(box: tuple[slice, slice]) -> bool:
-    """A piece at least :data:`LINE_PIECE_ASPECT` times taller than wide (a 1, or a piece of a line)."""
-    return box[0].stop - box[0].start >= LINE_PIECE_ASPECT * (box[1].stop - box[1].start)
 
 
 def _extend(line: list[int], box: list[int]) -> None:
