@@ -125,6 +125,17 @@ def test_a_number_beside_a_gutter_ruling_lines_and_an_underline(digits):
     assert best.image.shape[0] == LINE_HEIGHT and best.image.max() == 255
 
 
+def test_a_scan_whose_border_is_mostly_gutter_is_still_dark_ink_on_paper(digits):
+    ink = _number_ink(digits, "8", 24)
+    page = _page(ink, (160, 110), (60, 70))
+    page[:, :45] = 12  # the book's gutter ...
+    page[-15:, :] = 12  # ... and the table below the page: most of the border is black
+    assert np.median(np.concatenate([page[0], page[-1], page[:, 0], page[:, -1]])) < 50
+    lines = find_lines(page)
+    assert lines and _inside(lines[0].box, 62, 84, 72, 92)
+    assert lines[0].box[0] >= 45  # the digit, not the gutter's edge
+
+
 def test_white_on_black_reads_the_same_ink_as_black_on_white(digits):
     ink = _number_ink(digits, "305", 40)
     black_on_white = _page(ink, (120, 220), (40, 40))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from mnistkit.preprocess.ink import dark_ink_votes, ink_contrast, ink_mask
+from mnistkit.preprocess.ink import MIN_INK, dark_ink_votes, ink_contrast, ink_mask
 from mnistkit.reading.line import line_image
 
 #: The ink is looked for on a copy at most this many px on the long side.
@@ -166,6 +166,8 @@ def paper_is_light(gray: np.ndarray) -> bool:
     (:func:`mnistkit.preprocess.ink.dark_ink_votes`: a page beside a wide dark gutter)."""
     step = (max(1, gray.shape[0] // 200), max(1, gray.shape[1] // 200))
     low, mid, high = np.percentile(gray[:: step[0], :: step[1]], (1, 50, 99))
+    if high - low < MIN_INK:  # no ink at all (a blank page): nothing to invert
+        return True
     return bool(mid - low >= high - mid) or dark_ink_votes(gray) > 0
 
 
