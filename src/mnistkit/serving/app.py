@@ -31,8 +31,9 @@ says so). What a hostile client can cost is bounded at each step:
 
 Images go through :func:`mnistkit.preprocess.image.analyze_image`, the same
 path ``mnistkit predict`` and image-folder training use; JSON pixels do too
-(a 28x28 bright-on-dark array passes through it unchanged). Probabilities come
-from :func:`mnistkit.inference.checkpoint_proba` (the checkpoint's calibration included).
+(a 28x28 bright-on-dark array passes through it unchanged). Digits are then predicted by
+:func:`mnistkit.prediction.top_predictions` (the checkpoint's calibration and the unsure rule included),
+the function ``mnistkit predict`` and ``mnistkit.predict`` use.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnistkit.errors import InputImageError
-from mnistkit.prediction import min_confidence_for, unsure_reason
+from mnistkit.prediction import top_predictions
 from mnistkit.preprocess.image import SIDE, DigitAnalysis, analyze_image, load_image
 from mnistkit.serving.bodies import (
     JSON_TYPE,
@@ -292,38 +293,31 @@ def predict_pixels(ckpt, pixels: np.ndarray, min_confidence: float | None = None
 
 def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float | None = None, preview: bool = False) -> dict:
     """What preprocessing found (its uint8 ``(28, 28)`` digit and more) -> the response body of
-    ``POST /predict``; "unsure" is :func:`mnistkit.prediction.unsure_reason`, the CLI's rule too
-    (``min_confidence`` None: the checkpoint's own)."""
+    ``POST /predict``, from :func:`mnistkit.prediction.top_predictions`: the function ``mnistkit predict``
+    and ``mnistkit.predict`` use, so the unsure rule and the rounding are theirs too."""
     import torch
 
-    from mnistkit.inference import checkpoint_proba
-    from mnistkit.novelty import novelty_ratios
-
-    digit = analysis.digit
-    batch = torch.from_numpy(digit).unsqueeze(0)
-    proba = checkpoint_proba(ckpt, batch)[0].tolist()
-    if not all(math.isfinite(p) for p in proba):
+    names = ckpt.class_names
+    batch = torch.from_numpy(analysis.digit).unsqueeze(0)
+    pred = top_predictions(ckpt, batch, ["upload"], len(names), analyses=[analysis], min_confidence=min_confidence)[0]
+    proba = dict(pred.top)
+    if not all(math.isfinite(p) for p in proba.values()):
         # JSON has no NaN; and no label can be picked from them. The model's fault, not the request's.
         raise ApiError(
             500,
-            f"the model gave a non-finite probability ({_first_non_finite(proba)}) for this input: "
+            f"the model gave a non-finite probability ({_first_non_finite(list(proba.values()))}) for this input: "
             "its checkpoint is broken (weights or temperature out of range); no answer is given",
         )
-    novelty = novelty_ratios(ckpt, batch)
-    names = ckpt.class_names
-    best = max(range(len(proba)), key=proba.__getitem__)
-    threshold = min_confidence_for(ckpt, min_confidence)
-    reason = unsure_reason(analysis, proba, threshold, float(novelty[0]) if novelty is not None else None)
     result = {
-        "label": names[best],
-        "probability": round(proba[best], 6),
-        "probabilities": {n: round(p, 6) for n, p in zip(names, proba)},
-        "unsure": reason is not None,
+        "label": pred.label,
+        "probability": pred.probability,
+        "probabilities": {n: proba[n] for n in names},
+        "unsure": pred.unsure,
     }
-    if reason is not None:
-        result["reason"] = reason
+    if pred.reason is not None:
+        result["reason"] = pred.reason
     if preview:
-        result["preview"] = digit.tolist()
+        result["preview"] = analysis.digit.tolist()
     return result
 
 
