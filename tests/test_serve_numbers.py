@@ -272,3 +272,52 @@ def test_the_readmes_curl_command_reads_a_phone_photo(server, tmp_path):
             check=True,
         )
         assert key in json.loads(out.stdout), out.stdout
+
+
+@pytest.mark.browser
+def test_a_photo_of_a_number_is_read_on_the_page_with_the_line_it_saw(server, tmp_path):
+    """Tick "a number", upload a photo: the page shows the number the server read (the same answer
+    the API gives for the request the page sent), its confidence, and the line image as the preview."""
+    from test_browser_draw import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError:
+        require_or_skip("the playwright package is not installed")
+    if not Path(CHROMIUM).is_file():
+        require_or_skip(f"no Chromium at {CHROMIUM} (set MNISTKIT_CHROMIUM)")
+    photo = tmp_path / "number.jpg"
+    photo.write_bytes(number_photo((1600, 1200)))
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            # bypass_csp: Playwright evaluates its wait predicates with eval(), which the page's CSP forbids.
+            page = browser.new_page(viewport={"width": 820, "height": 900}, bypass_csp=True)
+            urls: list[str] = []
+            page.on("request", lambda r: urls.append(r.url))
+            page.goto(server)
+            page.wait_for_selector("#chart .bar")
+            page.wait_for_load_state("networkidle")
+            assert page.is_enabled("#number-mode")  # the server has a line reader
+            page.check("#number-mode")
+            with page.expect_response(lambda r: "/predict" in r.url) as answered:
+                page.set_input_files("#file", str(photo))
+            response = answered.value
+            assert "number=1" in response.url and response.status == 200
+            body = assert_well_formed_number(response.json())
+            page.wait_for_function("document.getElementById('label').textContent !== '\\u2013'", timeout=15_000)
+            page.wait_for_function("document.getElementById('line').naturalHeight > 0", timeout=15_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "browser-number.png"))
+            assert page.text_content("#error") == ""
+            assert page.text_content("#label") == (body["number"] or "?")
+            assert page.text_content("#prob") == f"({body['confidence'] * 100:.1f}%)"
+            assert page.is_hidden("#unsure") != body["unsure"]
+            assert page.is_visible("#line") and page.is_hidden("#preview")
+            assert page.get_attribute("#line", "src") == body["line_image"]
+            assert page.evaluate("document.getElementById('line').naturalHeight") == LINE_HEIGHT
+            shown = page.eval_on_selector_all("#chart .bar", "bs => bs.map(b => b.dataset.label).join('')")
+            assert shown == body["number"]
+            assert all(url.startswith(server) for url in urls), urls
+        finally:
+            browser.close()
