@@ -321,3 +321,15 @@ def test_a_photo_of_a_number_is_read_on_the_page_with_the_line_it_saw(server, tm
             assert all(url.startswith(server) for url in urls), urls
         finally:
             browser.close()
+
+
+def test_a_line_reader_answering_nan_gets_a_json_500_naming_it(line_run):
+    import torch
+
+    with TestClient(create_app(line_model=line_run)) as c:
+        with torch.no_grad():
+            for p in c.app.state.line_reader.model.parameters():
+                p.fill_(float("nan"))
+        r = c.post("/predict?number=1", files={"file": ("n.jpg", number_photo(), "image/jpeg")})
+        assert r.status_code == 500 and "line reader gave a non-finite probability" in r.json()["error"]
+        assert c.post("/predict", files={"file": ("n.jpg", number_photo(text="1"), "image/jpeg")}).status_code == 200

@@ -55,7 +55,8 @@ SERVE_HINT = "pip install 'mnistkit[serve]'"
     type=click.IntRange(1),
     default=L.SERVE_MAX_PIXELS,
     show_default=True,
-    help="Largest uploaded image in pixels (width x height), checked from the header before decoding.",
+    help="Largest uploaded image in pixels (width x height), checked from the header before decoding. "
+    f"A JPEG, decoded at reduced size, may have up to {L.SERVE_MAX_JPEG_PIXELS:,}.",
 )
 @click.option(
     "--request-timeout",

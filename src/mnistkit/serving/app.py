@@ -239,7 +239,8 @@ def create_app(
     reader = load_number_reader(line_model)
     app = FastAPI(
         title="mnistkit",
-        description="Predict handwritten digits with an mnistkit checkpoint.",
+        description="Predict handwritten digits with an mnistkit checkpoint, and read written numbers "
+        "with a line reader (POST /predict?number=1).",
         version=str((ckpt.meta.get("versions") or {}).get("mnistkit", "")),
     )
     app.state.checkpoint = ckpt
@@ -313,11 +314,10 @@ def create_app(
             raise ApiError(422, NUMBER_NEEDS_IMAGE)
         size = declared_length(request)
         photo = kind != "json" and size is not None and limits.max_body_bytes < size and may_hold_photo(content_type)
-        if not photo:
-            return await answer(request, kind, preview, number, photo)
-        client = client_address(request.client)
-        with photo_shares.hold(client), photo_slots.hold():
-            return await answer(request, kind, preview, number, photo)
+        if photo:  # a body over max_body_bytes, read only while it holds a photo slot
+            with photo_shares.hold(client_address(request.client)), photo_slots.hold():
+                return await answer(request, kind, preview, number, photo)
+        return await answer(request, kind, preview, number, photo)
 
     async def answer(request: Request, kind: str, preview: bool, number: bool, photo: bool) -> JSONResponse:
         body = await read_body(request, kind, photo)

@@ -88,7 +88,7 @@ class Limits:
     max_pixels: int = SERVE_MAX_PIXELS
     max_jpeg_pixels: int = SERVE_MAX_JPEG_PIXELS
     max_photo_bytes: int = MAX_PHOTO_BYTES
-    large_uploads: int = LARGE_UPLOADS
+    large_uploads: int = LARGE_UPLOADS  # 0: no body over max_body_bytes is read
     client_large_uploads: int = CLIENT_LARGE_UPLOADS  # 0: no per-client limit
     light_max_pixels: int = LIGHT_MAX_PIXELS
     light_workers: int = LIGHT_WORKERS
