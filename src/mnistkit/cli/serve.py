@@ -21,6 +21,14 @@ SERVE_HINT = "pip install 'mnistkit[serve]'"
     "[default: the bundled digit model]",
 )
 @click.option(
+    "--line-model",
+    type=click.Path(),
+    metavar="CHECKPOINT|RUN_DIR",
+    help="Line model (e.g. trained with --model crnn) that reads numbers for POST /predict?number=1 and the "
+    "page's number mode.  [default: the bundled line reader when installed; without one, numbers get 501 "
+    "and digits are served as usual]",
+)
+@click.option(
     "--host",
     default="127.0.0.1",
     show_default=True,
@@ -47,7 +55,8 @@ SERVE_HINT = "pip install 'mnistkit[serve]'"
     type=click.IntRange(1),
     default=L.SERVE_MAX_PIXELS,
     show_default=True,
-    help="Largest uploaded image in pixels (width x height), checked from the header before decoding.",
+    help="Largest uploaded image in pixels (width x height), checked from the header before decoding. "
+    f"A JPEG, decoded at reduced size, may have up to {L.SERVE_MAX_JPEG_PIXELS:,}.",
 )
 @click.option(
     "--request-timeout",
@@ -81,6 +90,7 @@ SERVE_HINT = "pip install 'mnistkit[serve]'"
 def serve(
     checkpoint,
     model_path,
+    line_model,
     host,
     port,
     threads,
@@ -91,7 +101,8 @@ def serve(
     client_requests,
 ):
     """Serve CHECKPOINT (a .safetensors file or a run directory; default: the bundled digit model):
-    a drawing and photo page at /, POST /predict, /healthz, /model, /docs."""
+    a drawing and photo page at /, POST /predict (?number=1: a written number, read by the line
+    model), /healthz, /model, /line-model, /docs."""
     from mnistkit.errors import ConfigError, MnistkitError
 
     if checkpoint and model_path:
@@ -118,14 +129,22 @@ def serve(
     # then load and validate the checkpoint, and only then say we are serving.
     sock = bind(host, port)
     try:
-        app = create_app(checkpoint, limits=limits, min_confidence=min_confidence)
+        app = create_app(checkpoint, line_model=line_model, limits=limits, min_confidence=min_confidence)
     except BaseException:
         sock.close()
         raise
     shown = checkpoint if checkpoint else "the bundled digit model"
     click.echo(f"serving {shown} at http://{_url_host(host)}:{port}/  (Ctrl+C stops)", err=True)
+    click.echo(f"numbers: {_numbers_source(app, line_model)}", err=True)
     serve_forever(app, sock, limits)
     return 0
+
+
+def _numbers_source(app, line_model) -> str:
+    """What reads numbers, for the start-up message: a server without a reader says so once, here."""
+    if app.state.line_reader is None:
+        return "none (no bundled line reader installed; give --line-model to read numbers)"
+    return line_model or "the bundled line reader"
 
 
 def _url_host(host: str) -> str:

@@ -7,8 +7,13 @@ Endpoints::
                     ``{"pixels": 28x28 numbers 0-255}`` -> ``{label, probability, probabilities,
                     unsure[, reason][, preview]}``; ``?preview=1`` adds ``preview``, the 28x28 uint8
                     image the model was given (rows of ints 0-255, bright ink on black, as MNIST)
+    POST /predict?number=1   an image of a written number -> ``{number, confidence, unsure, reason,
+                    digits: [{label, probability}]}`` from the line reader (:mod:`.numbers`);
+                    ``?preview=1`` adds ``line_image``, the line it read as a PNG data URL.
+                    501 when the server has no line reader (digits still work)
     GET  /healthz   liveness
     GET  /model     the checkpoint's metadata, with absolute paths reduced to their last part
+    GET  /line-model  the line reader's metadata (as /model); 501 without one
     GET  /docs      OpenAPI docs (FastAPI's page; the only one that loads assets from a CDN)
 
 ``HEAD`` on any path answers as ``GET`` without the body (:class:`HeadAsGet`).
@@ -21,18 +26,23 @@ says so). What a hostile client can cost is bounded at each step:
   progress per source address (503 beyond, at once), and per-client connections in
   :mod:`.server`, so one client's slow requests use up its own share, not the server;
 - the body: at most :data:`MAX_BODY_BYTES` (JSON: :data:`MAX_JSON_BYTES`), counted while it
-  streams in, and it must arrive within :data:`BODY_TIMEOUT_S` (408 otherwise);
+  streams in, and it must arrive within :data:`BODY_TIMEOUT_S` (408 otherwise); a JPEG photo with
+  a Content-Length may have up to :data:`MAX_PHOTO_BYTES`, while at most :data:`LARGE_UPLOADS` such
+  bodies (one per client) are in progress;
 - JSON: nesting depth and the length of each number are checked before or while parsing,
   so no recursion error and no 5,000-digit integer conversion ever happens;
-- images: at most :data:`SERVE_MAX_PIXELS` by the header, before any pixel is decoded;
+- images: at most :data:`SERVE_MAX_PIXELS` by the header, before any pixel is decoded (a JPEG,
+  decoded at reduced size: :data:`SERVE_MAX_JPEG_PIXELS`);
 - work: small inputs and large images run in two separate bounded pools (:class:`Lane`), each
   with a bounded queue, so large uploads wait for their own thread (or get 503 at once when
   that queue is full) and never hold up drawings and JSON pixels.
 
 Images go through :func:`mnistkit.preprocess.image.analyze_image`, the same
 path ``mnistkit predict`` and image-folder training use; JSON pixels do too
-(a 28x28 bright-on-dark array passes through it unchanged). Probabilities come
-from :func:`mnistkit.inference.checkpoint_proba` (the checkpoint's calibration included).
+(a 28x28 bright-on-dark array passes through it unchanged). Digits are then predicted by
+:func:`mnistkit.prediction.top_predictions` (the checkpoint's calibration and the unsure rule included),
+the function ``mnistkit predict`` and ``mnistkit.predict`` use; numbers by
+:func:`mnistkit.reading.read_number_file`, the function ``mnistkit predict --number`` uses.
 """
 
 from __future__ import annotations
@@ -43,7 +53,9 @@ import math
 import os
 import re
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path, PureWindowsPath
 
@@ -55,15 +67,20 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnistkit.errors import InputImageError
-from mnistkit.prediction import min_confidence_for, unsure_reason
+from mnistkit.prediction import top_predictions
 from mnistkit.preprocess.image import SIDE, DigitAnalysis, analyze_image, load_image
 from mnistkit.serving.bodies import (
+    JPEG_MAGIC,
     JSON_TYPE,
     MULTIPART,
+    SHRINK_HINT,
     ApiError,
+    check_pixels,
     content_kind,
+    declared_length,
     flag,
-    image_pixels,
+    image_header,
+    may_hold_photo,
     multipart_file,
     parse_pixels_json,
     read_limited_body,
@@ -74,6 +91,7 @@ from mnistkit.serving.limits import (
     SERVE_MAX_PIXELS,
     Limits,
 )
+from mnistkit.serving.numbers import NO_LINE_READER, load_number_reader, read_number_bytes
 from mnistkit.serving.shares import ClientShares, client_address
 
 _PIXELS_SCHEMA = {
@@ -94,7 +112,8 @@ _PREDICT_DOC = {
             "in": "query",
             "required": False,
             "schema": {"type": "boolean"},
-            "description": "also return `preview`: the 28x28 image the model was given (rows of ints 0-255)",
+            "description": "also return `preview`: the 28x28 image the model was given (rows of ints 0-255); "
+            "with `number=1`, `line_image`: the line the reader read, as a PNG data URL",
         }
     ],
     "requestBody": {
@@ -143,6 +162,31 @@ class Lane:
             self.in_flight -= 1
 
 
+class Slots:
+    """At most ``capacity`` of something in progress, server-wide; one more is refused (503) at once.
+
+    Touched only on the event loop's thread, so it needs no lock.
+    """
+
+    def __init__(self, what: str, capacity: int):
+        self.what = what
+        self.capacity = capacity
+        self.held = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold one while the block runs; all taken: :class:`ApiError` 503, closing the unread body's connection."""
+        if self.held >= self.capacity:
+            raise ApiError(
+                503, f"server busy with {self.what}; retry in a moment", {"Retry-After": "1", "Connection": "close"}
+            )
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
+
+
 class HeadAsGet:
     """ASGI middleware: ``HEAD`` on any path answers exactly as ``GET`` does, without the body.
 
@@ -177,26 +221,37 @@ def _lower_priority(nice: int) -> None:
 def create_app(
     checkpoint_path: str | Path | None = None,
     *,
+    line_model: str | Path | None = None,
     limits: Limits | None = None,
     min_confidence: float | None = None,
 ) -> FastAPI:
-    """Load the checkpoint (a file, a run directory, or ``None`` for the bundled model) once and
-    build the app around it. Checkpoint problems raise :class:`~mnistkit.errors.CheckpointError`."""
+    """Load the checkpoint (a file, a run directory, or ``None`` for the bundled model) and the line
+    reader for numbers (``line_model``, else the bundled one when installed: :func:`.numbers.load_number_reader`)
+    once, and build the app around them. Checkpoint problems raise :class:`~mnistkit.errors.CheckpointError`.
+
+    ``min_confidence`` (None: each model's own threshold) judges digits and numbers alike, as
+    ``mnistkit predict --min-confidence`` does."""
     from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.checkpoint import load_checkpoint, load_tensors
 
     limits = limits or Limits()
     ckpt = load_checkpoint(resolve_checkpoint_path(checkpoint_path))
+    reader = load_number_reader(line_model)
     app = FastAPI(
         title="mnistkit",
-        description="Predict handwritten digits with an mnistkit checkpoint.",
+        description="Predict handwritten digits with an mnistkit checkpoint, and read written numbers "
+        "with a line reader (POST /predict?number=1).",
         version=str((ckpt.meta.get("versions") or {}).get("mnistkit", "")),
     )
     app.state.checkpoint = ckpt
+    app.state.line_reader = reader
     app.state.limits = limits
     light = Lane("small inputs", limits.light_workers, limits.light_queue)
     heavy = Lane("large images", limits.heavy_workers, limits.heavy_queue, nice=HEAVY_NICE)
     request_shares = ClientShares("requests in progress", limits.client_requests)
+    # Photo bodies (over max_body_bytes) hold the most memory: few at once, and one per client.
+    photo_slots = Slots("large photos", limits.large_uploads)
+    photo_shares = ClientShares("large photos in progress", limits.client_large_uploads)
     public_meta = public_metadata(ckpt.meta)
 
     _add_error_handlers(app)
@@ -217,6 +272,15 @@ def create_app(
         """The checkpoint's metadata: model, task, dataset, normalisation, class names, metrics, versions."""
         return public_meta
 
+    line_meta = public_metadata(load_tensors(reader.path)[1]) if reader and reader.path else None
+
+    @app.get("/line-model")
+    async def line_model_info() -> JSONResponse:
+        """The line reader's metadata (as ``/model``); 501 when this server reads no numbers."""
+        if line_meta is None:
+            return JSONResponse({"error": NO_LINE_READER}, status_code=501)
+        return JSONResponse(line_meta)
+
     @app.post(
         "/predict",
         openapi_extra=_PREDICT_DOC,
@@ -224,22 +288,70 @@ def create_app(
         responses={
             200: {
                 "description": "{label, probability, probabilities: {class name: p}, unsure, "
-                "reason (when unsure), preview (with ?preview=1)}"
+                "reason (when unsure), preview (with ?preview=1)}; with ?number=1: {number, confidence, "
+                "unsure, reason, digits: [{label, probability}], line_image (with ?preview=1)}"
             }
         },
     )
     async def predict(request: Request) -> JSONResponse:
-        """Predict one digit from an uploaded image or from 28x28 JSON pixels."""
+        """Predict one digit from an uploaded image or from 28x28 JSON pixels.
+
+        With the query parameter `number=1`, read the written number in an uploaded image with the line
+        reader instead: `{number, confidence, unsure, reason, digits: [{label, probability}]}`; 501 when
+        this server has no line reader.
+        """
         with request_shares.hold(client_address(request.client)):
             return await predict_request(request)
 
     async def predict_request(request: Request) -> JSONResponse:
-        kind = content_kind(request.headers.get("content-type", ""))
+        content_type = request.headers.get("content-type", "")
+        kind = content_kind(content_type)
         preview = flag(request.query_params.get("preview"), "preview")
-        limit = MAX_JSON_BYTES if kind == "json" else limits.max_body_bytes
+        number = flag(request.query_params.get("number"), "number")
+        if number and reader is None:
+            raise ApiError(501, NO_LINE_READER)
+        if number and kind == "json":
+            raise ApiError(422, NUMBER_NEEDS_IMAGE)
+        size = declared_length(request)
+        photo = kind != "json" and size is not None and limits.max_body_bytes < size and may_hold_photo(content_type)
+        if photo:  # a body over max_body_bytes, read only while it holds a photo slot
+            with photo_shares.hold(client_address(request.client)), photo_slots.hold():
+                return await answer(request, kind, preview, number, photo)
+        return await answer(request, kind, preview, number, photo)
+
+    async def answer(request: Request, kind: str, preview: bool, number: bool, photo: bool) -> JSONResponse:
+        body = await read_body(request, kind, photo)
+        if kind == "json":
+            pixels = parse_pixels_json(body)
+            return JSONResponse(await light.run(predict_pixels, ckpt, pixels, min_confidence, preview))
+        data, name = await multipart_file(request, body) if kind == "multipart" else (body, "request body")
+        if photo and not data.startswith(JPEG_MAGIC):
+            raise ApiError(
+                413,
+                f"request body of {len(body):,} bytes is over the limit of {limits.max_body_bytes:,} bytes "
+                f"for images other than JPEG; {_OVER_BODY_HINT}",
+            )
+        header = image_header(data)
+        max_pixels = check_pixels(header, limits.max_pixels, limits.max_jpeg_pixels, name)
+        lane = heavy if header is not None and header.pixels > limits.light_max_pixels else light
+        if number:
+            assert reader is not None  # checked before the body was read
+            result = await lane.run(read_number_bytes, reader, data, name, min_confidence, preview)
+        else:
+            result = await lane.run(predict_image_bytes, ckpt, data, name, max_pixels, min_confidence, preview)
+        return JSONResponse(result)  # plain floats and strings: skip FastAPI's generic encoder
+
+    async def read_body(request: Request, kind: str, photo: bool) -> bytes:
+        """The whole body within the time limit; a photo may be up to ``max_photo_bytes``."""
+        if kind == "json":
+            limit, hint = MAX_JSON_BYTES, ""
+        elif photo:
+            limit, hint = limits.max_photo_bytes, f" for a JPEG photo; {SHRINK_HINT}"
+        else:
+            limit, hint = limits.max_body_bytes, f"; {_OVER_BODY_HINT}"
         try:
             with anyio.fail_after(limits.body_timeout_s):
-                body = await read_limited_body(request, limit)
+                body = await read_limited_body(request, limit, hint)
         except TimeoutError:
             raise ApiError(408, f"request body not received within {limits.body_timeout_s:g} s") from None
         if not body:
@@ -248,19 +360,18 @@ def create_app(
                 "empty request body: send an image file (multipart field 'file') "
                 'or JSON {"pixels": 28x28 numbers 0-255}',
             )
-        if kind == "json":
-            pixels = parse_pixels_json(body)
-            result = await light.run(predict_pixels, ckpt, pixels, min_confidence, preview)
-        else:
-            data, name = await multipart_file(request, body) if kind == "multipart" else (body, "request body")
-            # Over the pixel limit is refused from the header in microseconds: the light lane will do.
-            size = image_pixels(data)
-            lane = heavy if size is not None and limits.light_max_pixels < size <= limits.max_pixels else light
-            result = await lane.run(predict_image_bytes, ckpt, data, name, limits.max_pixels, min_confidence, preview)
-        return JSONResponse(result)  # plain floats and strings: skip FastAPI's generic encoder
+        return body
 
     return app
 
+
+#: What a body over the image limit is told to do.
+_OVER_BODY_HINT = f"send photos as JPEG (with a Content-Length, as curl -F does), or {SHRINK_HINT}"
+#: ``?number=1`` with JSON pixels: a number is read from an image, never from one 28x28 digit.
+NUMBER_NEEDS_IMAGE = (
+    "?number=1 reads a written number from an image: send the image (multipart field 'file' or an "
+    'image/* body); JSON {"pixels": ...} is one 28x28 digit'
+)
 
 #: The page loads nothing from elsewhere; the policy makes the browser enforce that.
 _PAGE_CSP = (
@@ -292,38 +403,31 @@ def predict_pixels(ckpt, pixels: np.ndarray, min_confidence: float | None = None
 
 def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float | None = None, preview: bool = False) -> dict:
     """What preprocessing found (its uint8 ``(28, 28)`` digit and more) -> the response body of
-    ``POST /predict``; "unsure" is :func:`mnistkit.prediction.unsure_reason`, the CLI's rule too
-    (``min_confidence`` None: the checkpoint's own)."""
+    ``POST /predict``, from :func:`mnistkit.prediction.top_predictions`: the function ``mnistkit predict``
+    and ``mnistkit.predict`` use, so the unsure rule and the rounding are theirs too."""
     import torch
 
-    from mnistkit.inference import checkpoint_proba
-    from mnistkit.novelty import novelty_ratios
-
-    digit = analysis.digit
-    batch = torch.from_numpy(digit).unsqueeze(0)
-    proba = checkpoint_proba(ckpt, batch)[0].tolist()
-    if not all(math.isfinite(p) for p in proba):
+    names = ckpt.class_names
+    batch = torch.from_numpy(analysis.digit).unsqueeze(0)
+    pred = top_predictions(ckpt, batch, ["upload"], len(names), analyses=[analysis], min_confidence=min_confidence)[0]
+    proba = dict(pred.top)
+    if not all(math.isfinite(p) for p in proba.values()):
         # JSON has no NaN; and no label can be picked from them. The model's fault, not the request's.
         raise ApiError(
             500,
-            f"the model gave a non-finite probability ({_first_non_finite(proba)}) for this input: "
+            f"the model gave a non-finite probability ({_first_non_finite(list(proba.values()))}) for this input: "
             "its checkpoint is broken (weights or temperature out of range); no answer is given",
         )
-    novelty = novelty_ratios(ckpt, batch)
-    names = ckpt.class_names
-    best = max(range(len(proba)), key=proba.__getitem__)
-    threshold = min_confidence_for(ckpt, min_confidence)
-    reason = unsure_reason(analysis, proba, threshold, float(novelty[0]) if novelty is not None else None)
     result = {
-        "label": names[best],
-        "probability": round(proba[best], 6),
-        "probabilities": {n: round(p, 6) for n, p in zip(names, proba)},
-        "unsure": reason is not None,
+        "label": pred.label,
+        "probability": pred.probability,
+        "probabilities": {n: proba[n] for n in names},
+        "unsure": pred.unsure,
     }
-    if reason is not None:
-        result["reason"] = reason
+    if pred.reason is not None:
+        result["reason"] = pred.reason
     if preview:
-        result["preview"] = digit.tolist()
+        result["preview"] = analysis.digit.tolist()
     return result
 
 

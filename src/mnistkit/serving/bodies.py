@@ -1,6 +1,7 @@
 """Reading and checking request bodies before any model work: the content type, bounded body
-reads (413 without buffering an over-limit body), multipart files, a cheap pixel-count check
-from the image header, and ``{"pixels": ...}`` JSON with its depth and number-length limits.
+reads (413 without buffering an over-limit body, and a larger limit for JPEG photos), multipart
+files, a cheap pixel-count check from the image header, and ``{"pixels": ...}`` JSON with its depth
+and number-length limits.
 
 Every refusal is an :class:`ApiError`, which the app turns into a 4xx ``{"error": message}``.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from dataclasses import dataclass
 
 import numpy as np
 from starlette.requests import ClientDisconnect, Request
@@ -19,6 +21,12 @@ from mnistkit.serving.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_NUMBER_C
 
 #: Content types ``POST /predict`` accepts.
 MULTIPART, JSON_TYPE = "multipart/form-data", "application/json"
+#: Content types whose body may hold a JPEG photo (and so may be larger than an image of another kind).
+PHOTO_TYPES = (MULTIPART, "image/jpeg", "image/pjpeg", "application/octet-stream")
+#: The first bytes of every JPEG file (start of image, then a marker).
+JPEG_MAGIC = b"\xff\xd8\xff"
+#: What a refused large image is told to do: the page and ``mnistkit predict`` need no more than this.
+SHRINK_HINT = "shrink it: a digit or a number needs no more than about 1,000 px on the long side"
 
 
 class ApiError(Exception):
@@ -59,26 +67,38 @@ def flag(value: str | None, name: str) -> bool:
     raise ApiError(422, f"query parameter {name}={value[:20]!r} must be 1 or 0 (true/false)")
 
 
-async def read_limited_body(request: Request, limit: int) -> bytes:
+def may_hold_photo(content_type: str) -> bool:
+    """Whether a body of this Content-Type may be a JPEG photo (a form, a JPEG, or untyped bytes)."""
+    return content_type.split(";")[0].strip().lower() in PHOTO_TYPES
+
+
+def declared_length(request: Request) -> int | None:
+    """The request's Content-Length, ``None`` without one (chunked); a malformed one is a 400."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    try:
+        return int(declared)
+    except ValueError:
+        raise ApiError(400, f"bad Content-Length header {declared[:30]!r}") from None
+
+
+async def read_limited_body(request: Request, limit: int, hint: str = "") -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes without buffering it.
 
     A declared Content-Length over the limit is refused before reading; a body
     without one (chunked) is counted as it streams and dropped once too big.
+    ``hint`` (``"; what to do"``) ends the 413's message.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise ApiError(400, f"bad Content-Length header {declared[:30]!r}") from None
-        if size > limit:
-            raise ApiError(413, f"request body of {size:,} bytes is over the limit of {limit:,} bytes")
+    size = declared_length(request)
+    if size is not None and size > limit:
+        raise ApiError(413, f"request body of {size:,} bytes is over the limit of {limit:,} bytes{hint}")
     chunks, total = [], 0
     try:
         async for chunk in request.stream():
             total += len(chunk)
             if total > limit:
-                raise ApiError(413, f"request body is over the limit of {limit:,} bytes")
+                raise ApiError(413, f"request body is over the limit of {limit:,} bytes{hint}")
             chunks.append(chunk)
     except ClientDisconnect:  # nobody is left to answer; a 400 keeps it out of the error log
         raise ApiError(400, "client closed the connection before sending the whole body") from None
@@ -110,20 +130,56 @@ async def multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
         await form.close()
 
 
-def image_pixels(data: bytes) -> int | None:
-    """Width x height from the image header, or ``None`` when the header does not parse.
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says: its size, format and mode (no pixel decoded)."""
 
-    Only to choose a :class:`Lane`; :func:`~mnistkit.preprocess.image.load_image` still
-    checks the size and decodes. Opening reads the header alone (microseconds).
+    width: int
+    height: int
+    format: str
+    mode: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def decoded_reduced(self) -> bool:
+        """Whether :func:`~mnistkit.preprocess.image.load_image` decodes it at reduced size: a JPEG in
+        grey or RGB (Pillow's draft, 1/2 to 1/8 scale), so its pixel count costs little memory."""
+        return self.format == "JPEG" and self.mode in ("L", "RGB")
+
+
+def image_header(data: bytes) -> ImageHeader | None:
+    """The image's header, or ``None`` when it does not parse (``load_image`` then says why).
+
+    Opening reads the header alone (microseconds): enough to choose a :class:`Lane` and a pixel limit.
     """
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
-            width, height = img.size
-            return width * height
+            return ImageHeader(img.width, img.height, img.format or "", img.mode)
     except Exception:  # any failure is reported by load_image, with its message
         return None
+
+
+def check_pixels(header: ImageHeader | None, limit: int, jpeg_limit: int, name: str) -> int:
+    """The pixel limit for this image (``jpeg_limit`` when it decodes at reduced size, else ``limit``),
+    checked from its header: over it is a 400 that says what to do, before any pixel is decoded."""
+    allowed = jpeg_limit if header is not None and header.decoded_reduced else limit
+    if header is not None and header.pixels > allowed:
+        hint = (
+            SHRINK_HINT
+            if header.decoded_reduced
+            else f"send it as a JPEG (up to {jpeg_limit:,} pixels), or {SHRINK_HINT}"
+        )
+        raise ApiError(
+            400,
+            f"{name}: image is {header.width}x{header.height} = {header.pixels:,} pixels, "
+            f"over the limit of {allowed:,}; {hint}",
+        )
+    return allowed
 
 
 # ---------------------------------------------------------------------- JSON pixels

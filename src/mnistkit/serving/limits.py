@@ -17,6 +17,17 @@ from dataclasses import dataclass
 #: Largest request body accepted, in bytes (413 above it). The page sends a drawing of ~10 KB
 #: and resizes photos to at most 1,024 px a side (~200 KB JPEG) before uploading them.
 MAX_BODY_BYTES = 2 * 1024 * 1024
+#: Largest body holding a JPEG photo, in bytes: a 12-megapixel phone JPEG is 2-6 MB, and a JPEG is
+#: decoded at 1/2-1/8 scale, to the size a digit or a number needs. A body over MAX_BODY_BYTES is
+#: read only when it declares its Content-Length, and is refused (413) unless it holds a JPEG.
+MAX_PHOTO_BYTES = 12 * 1024 * 1024
+#: Such photo bodies being read or worked on at once, server-wide (503 beyond, with Retry-After).
+#: Each holds at most ~3 x MAX_PHOTO_BYTES (the body, the chunks it was joined from or the copy
+#: multipart parsing makes, and the file's bytes), so photos add at most ~72 MiB to the bodies below.
+LARGE_UPLOADS = 2
+#: Of those, the ones one client (source address) may have in progress: one, so a single client
+#: sending slow photos cannot hold every photo slot.
+CLIENT_LARGE_UPLOADS = 1
 #: Largest JSON body: 784 numbers fit in ~25 KB even written with 30 characters each.
 MAX_JSON_BYTES = 64 * 1024
 #: Deepest JSON nesting accepted; ``{"pixels": [[...]]}`` needs 3.
@@ -27,6 +38,10 @@ MAX_NUMBER_CHARS = 32
 #: :data:`~mnistkit.preprocess.image.MAX_PIXELS`; a 28x28 model needs no more than this, and a
 #: server decodes for strangers: a 7,000 x 7,000 16-bit PNG costs over 1 GB.
 SERVE_MAX_PIXELS = 4_000_000
+#: Largest JPEG (8-bit grey or RGB) the server decodes, in pixels: as ``mnistkit predict`` allows.
+#: Those decode at reduced size (Pillow's draft), so a 48-megapixel 8000 x 6000 phone photo becomes
+#: 2,000 x 1,500 grey pixels: 200 ms and ~3 MB (baseline), 0.9 s and ~40 MB (progressive), in one thread.
+SERVE_MAX_JPEG_PIXELS = 50_000_000
 #: Images up to this many pixels are "light" (a 400x400 canvas is 160,000; 512x512 fits).
 LIGHT_MAX_PIXELS = 300_000
 #: Threads for light work (JSON pixels, drawings, small images): one per core of a small machine.
@@ -46,8 +61,8 @@ HEADER_TIMEOUT_S = 10.0
 #: Seconds an idle keep-alive connection stays open.
 KEEP_ALIVE_S = 5
 #: Open connections (and requests in progress) at most, all clients together; beyond it uvicorn
-#: answers 503. With the app's body limit this also bounds the memory that bodies being read can
-#: take (64 x 2 MiB).
+#: answers 503. With the app's body limits this also bounds the memory that bodies being read can
+#: take (64 x 2 MiB, and LARGE_UPLOADS photos of at most MAX_PHOTO_BYTES).
 LIMIT_CONCURRENCY = 64
 #: Open connections one client (one source address) may hold; one more is answered 503 and closed
 #: at once, so it holds no slot. A quarter of :data:`LIMIT_CONCURRENCY`: a client that keeps its
@@ -71,6 +86,10 @@ class Limits:
 
     max_body_bytes: int = MAX_BODY_BYTES
     max_pixels: int = SERVE_MAX_PIXELS
+    max_jpeg_pixels: int = SERVE_MAX_JPEG_PIXELS
+    max_photo_bytes: int = MAX_PHOTO_BYTES
+    large_uploads: int = LARGE_UPLOADS  # 0: no body over max_body_bytes is read
+    client_large_uploads: int = CLIENT_LARGE_UPLOADS  # 0: no per-client limit
     light_max_pixels: int = LIGHT_MAX_PIXELS
     light_workers: int = LIGHT_WORKERS
     light_queue: int = LIGHT_QUEUE
