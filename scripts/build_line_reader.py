@@ -9,10 +9,9 @@ the model card into the checkpoint's metadata and replaces
     python scripts/build_line_reader.py --from-run DIR     # package a finished run of the same recipe
     python scripts/build_line_reader.py --from-run DIR --real-benchmark bench/results/real-numbers.json
 
-The threshold is the lowest best-path probability at which the readings kept are at least
-:data:`KEPT_RIGHT` right on the validation lines (lines the weights never saw, made like the
-training lines); real handwriting is never used to choose it, so the development set's unsure
-figures stay honest estimates.
+The threshold flags :data:`FLAG_BUDGET` of the run's validation lines (lines the weights never saw,
+made like the training lines): the least sure readings. Real handwriting is never used to choose
+it, so the development set's unsure figures stay honest estimates.
 """
 
 from __future__ import annotations
@@ -27,8 +26,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-#: The share of kept (not unsure) validation lines that must be read exactly.
-KEPT_RIGHT = 0.995
+#: The share of the synthetic validation lines the unsure threshold flags (the issue's budget for
+#: real numbers is 15 %).
+FLAG_BUDGET = 0.15
 NOTE = (
     "trained on CPU on synthetic lines of MNIST training digits; torch kernels differ across machines "
     "and thread counts, so a rebuild gives close, not identical, weights"
@@ -91,9 +91,8 @@ def main() -> int:
 
 
 def choose_threshold(checkpoint: Path) -> tuple[float, str]:
-    """The lowest confidence at which kept validation lines are :data:`KEPT_RIGHT` right."""
+    """The best-path probability under which :data:`FLAG_BUDGET` of the validation lines fall."""
     import numpy as np
-    import torch
 
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.config import TrainConfig
@@ -105,20 +104,15 @@ def choose_threshold(checkpoint: Path) -> tuple[float, str]:
     data = load_training_data(TrainConfig.from_dict(ckpt.meta["config"]))
     if data.val is None:
         raise SystemExit("build_line_reader: the run has no validation split to choose the threshold on")
-    logits = predict_logits(ckpt.model, data.val.images, ckpt.norm, 512)
-    decoded = greedy_decode(logits, ckpt.temperature)
+    decoded = greedy_decode(predict_logits(ckpt.model, data.val.images, ckpt.norm, 512), ckpt.temperature)
     truth = [[v for v in row if v != PAD] for row in data.val.labels.tolist()]
     right = np.array([a == b for a, b in zip(decoded.labels, truth)])
     conf = np.array(decoded.confidence)
-    order = np.argsort(-conf)
-    kept_right = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
-    ok = np.flatnonzero(kept_right >= KEPT_RIGHT)
-    threshold = float(conf[order][ok[-1]]) if ok.size else 1.0
-    flagged = float((conf < threshold).mean())
-    del torch
+    threshold = float(np.quantile(conf, FLAG_BUDGET))
+    kept = conf >= threshold
     return round(threshold, 4), (
-        f"the lowest best-path probability at which kept lines are >= {KEPT_RIGHT:.1%} right on the run's "
-        f"{len(truth)} synthetic validation lines (it flags {flagged:.1%} of them)"
+        f"flags the least sure {FLAG_BUDGET:.0%} of the run's {len(truth)} synthetic validation lines "
+        f"(there, {right[kept].mean():.1%} of the kept lines are read exactly, {right.mean():.1%} of all)"
     )
 
 

@@ -179,6 +179,18 @@ def test_a_tight_crop_of_a_one_keeps_the_one(digits):
     assert y1 - y0 >= tight.shape[0]
 
 
+def test_straight_strokes_alone_are_writing_when_clear_of_the_edges():
+    page = np.full((100, 200), 230, np.uint8)
+    page[30:70, 50:54] = 20  # a big "11": two straight strokes, 40 % of the height
+    page[30:70, 90:94] = 20
+    (line,) = find_lines(page)
+    x0, y0, x1, y1 = line.box
+    assert x0 <= 50 and x1 >= 94 and y0 <= 30 and y1 >= 70
+    ruled = np.full((100, 200), 230, np.uint8)
+    ruled[:, 100:102] = 20  # a ruling line from edge to edge is no writing
+    assert find_lines(ruled) == []
+
+
 def test_runs_is_an_opening_by_a_line():
     from scipy import ndimage
 

@@ -332,7 +332,9 @@ def save_pngs(items: Sequence[tuple[str, np.ndarray]], folder: str | Path) -> li
 # --- the Python API --------------------------------------------------------------------------------
 
 
-def predict(images: Any, model: Any = None, *, top_k: int = 1, min_confidence: float | None = None) -> list[Prediction]:
+def predict(
+    images: Any, model: Any = None, *, top_k: int = 1, min_confidence: float | None = None, number: bool = False
+) -> list:
     """Predict digits in photos, scans, drawings or arrays: ``mnistkit.predict``.
 
     Parameters
@@ -346,12 +348,17 @@ def predict(images: Any, model: Any = None, *, top_k: int = 1, min_confidence: f
         loaded :class:`~mnistkit.checkpoint.Checkpoint`.
     top_k, min_confidence
         As the CLI's ``--top-k`` and ``--min-confidence`` (None: the model's own threshold).
+    number
+        As ``--number``: each input is a written number, read whole by a line reader (``model``:
+        None for the bundled one, or a line checkpoint or run directory).
 
     Returns
     -------
     list of :class:`Prediction`
         One per input, in order: ``label``, ``probability`` (calibrated), ``top``,
-        ``unsure`` and ``reason``, and ``digit`` (the 28x28 image the model saw).
+        ``unsure`` and ``reason``, and ``digit`` (the 28x28 image the model saw). With
+        ``number=True``, :class:`~mnistkit.reading.reader.LineReading` objects: ``text``,
+        ``confidence``, ``digit_probs``, ``unsure``, ``reason`` and ``line`` (what was read).
 
     Examples
     --------
@@ -362,9 +369,13 @@ def predict(images: Any, model: Any = None, *, top_k: int = 1, min_confidence: f
     """
     from mnistkit.preprocess.image import analyze_image
 
-    checkpoint = _as_checkpoint(model)
     check_min_confidence(min_confidence)
     items, names = _as_items(images)
+    if number:
+        from mnistkit.reading import read_numbers
+
+        return read_numbers(items, names, model, min_confidence)
+    checkpoint = _as_checkpoint(model)
     analyses = []
     for item, name in zip(items, names):
         if isinstance(item, (str, Path, bytes, bytearray)):

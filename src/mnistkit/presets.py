@@ -130,5 +130,5 @@ PRESETS: dict[str, dict[str, Any]] = {
     # lines-bundled: the line reader shipped inside the package (mnistkit.bundled; `make bundled-reader`):
     # the crnn model's own training defaults on the synthetic digit lines, fp32 so CPU and GPU runs train
     # alike. How its recipe was chosen on real development numbers: bench/README.md, "The line reader".
-    "lines-bundled": dict(model="crnn", dataset="digit-lines", epochs=10, amp=False, seed=0, log_every=100),
+    "lines-bundled": dict(model="crnn", dataset="digit-lines", epochs=8, amp=False, seed=0, log_every=100),
 }

@@ -60,3 +60,21 @@ def save_line_inputs(readings: list[LineReading], folder) -> list:
     from mnistkit.prediction import input_stem, save_pngs
 
     return save_pngs([(f"{input_stem(r.path)}-line", r.line) for r in readings if r.line is not None], folder)
+
+
+def read_numbers(items: list, names: list[str], model=None, min_confidence: float | None = None) -> list[LineReading]:
+    """``mnistkit.predict(..., number=True)``: each item (a path, file bytes, a PIL image or a 2-D
+    array) read as a written number by the line reader ``model`` (None: the bundled one)."""
+    from mnistkit.preprocess.decode import to_grayscale
+    from mnistkit.reading.model import load_line_reader
+
+    reader = load_line_reader(model)
+    readings = []
+    for item, name in zip(items, names):
+        if isinstance(item, (str, bytes, bytearray)) or hasattr(item, "__fspath__"):
+            readings.append(read_number_file(reader, item, name, min_confidence))
+            continue
+        reading = reader.read(to_grayscale(item), min_confidence)
+        reading.path = name
+        readings.append(reading)
+    return readings

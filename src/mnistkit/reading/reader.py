@@ -21,8 +21,11 @@ from mnistkit.preprocess.tensor import Normalization, normalize
 from mnistkit.reading.find import FoundLine, find_lines
 from mnistkit.reading.line import pad_lines
 
-#: A line holding this share of the image's writing, read as a sure number, is the answer at once.
+#: A line holding this share of the image's writing, read with at least this confidence, is the
+#: answer at once (the other lines are not read). Fixed, not the user's unsure threshold: a lower
+#: threshold must not let a doubtful first line stand in for a surer one.
 MAIN_WRITING = 0.5
+SURE_FIRST = 0.5
 #: Weight of a line's share of the writing against its reading's confidence, in :func:`_line_score`.
 INK_WEIGHT = 1.0
 
@@ -99,7 +102,7 @@ def read_image(
     if not found:
         return LineReading("", 0.0, [], True, "no ink found")
     texts, conf, probs = read_line_images(model, [found[0].image], class_names, temperature, norm)
-    if texts[0] and conf[0] >= min_confidence and found[0].ink_share >= MAIN_WRITING:
+    if texts[0] and conf[0] >= SURE_FIRST and found[0].ink_share >= MAIN_WRITING:
         return _reading(found[0], texts[0], conf[0], probs[0], min_confidence)
     texts, conf, probs = read_line_images(model, [f.image for f in found], class_names, temperature, norm)
     best = max(range(len(found)), key=lambda i: (bool(texts[i]), _line_score(conf[i], found[i].ink_share)))
