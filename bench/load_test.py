@@ -123,7 +123,6 @@ def start_server(checkpoint: Path, port: int, log=subprocess.DEVNULL, extra: tup
             "127.0.0.1",
             "--port",
             str(port),
-            *ONE_ADDRESS_MANY_CLIENTS,
             *extra,
         ],
         stdout=log,
@@ -373,7 +372,7 @@ def main(argv=None) -> int:
         log_path = Path(tmp) / "serve.log"
         extra = () if args.request_timeout is None else ("--request-timeout", str(args.request_timeout))
         with open(log_path, "wb") as log:
-            proc = start_server(checkpoint, port, log, extra)
+            proc = start_server(checkpoint, port, log, (*ONE_ADDRESS_MANY_CLIENTS, *extra))
         rss_idle = peak_rss_mb(proc.pid)
         cpu_before = cpu_seconds(proc.pid)
         url = f"http://127.0.0.1:{port}/predict"

@@ -293,7 +293,7 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     out["unknown model"] = (with_meta(tmp / "unknown.safetensors", model="resnet-9000"), "unknown model 'resnet-9000'")
     out["absurd options"] = (
         with_meta(tmp / "absurd.safetensors", model_options={"hidden": [10**9]}),
-        "does not fit model 'mlp'",
+        "hidden sizes must be positive whole numbers, at most 8,192",  # refused before any weight is made
     )
     out["negative width"] = (
         with_meta(tmp / "negative.safetensors", model_options={"hidden": [-5]}),

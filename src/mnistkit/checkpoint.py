@@ -213,7 +213,7 @@ def _check_entries(path: Path, header: dict) -> None:
     allowed = set(WRITTEN_DTYPES.values())
     for name, entry in entries.items():
         dtype = entry.get("dtype") if isinstance(entry, dict) else None
-        if dtype not in allowed:
+        if not isinstance(dtype, str) or dtype not in allowed:  # a list or object is no dtype (and unhashable)
             raise CheckpointError(
                 f"checkpoint {path} stores {name[:60]!r} as {str(dtype)[:20]}; mnistkit writes only "
                 f"{', '.join(sorted(allowed))} tensors"

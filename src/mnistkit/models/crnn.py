@@ -13,6 +13,9 @@ from torch import nn
 
 from mnistkit.models.registry import register_model
 
+#: The widest conv block or GRU a line model may ask for (an untrusted checkpoint's options).
+MAX_WIDTH = 512
+
 
 def _block(c_in: int, c_out: int, pool: tuple[int, int]) -> list[nn.Module]:
     return [
@@ -71,4 +74,15 @@ class CRNN(nn.Module):
     },
 )
 def crnn(channels: tuple[int, ...] = (16, 32, 64, 64), hidden: int = 64, num_classes: int = 10) -> nn.Module:
+    """``channels``: the four conv blocks' widths; ``hidden``: the GRU's units per direction."""
+    ok = (
+        isinstance(channels, (list, tuple))
+        and len(channels) == 4
+        and all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_WIDTH for c in channels)
+        and isinstance(hidden, int)
+        and not isinstance(hidden, bool)
+        and 1 <= hidden <= MAX_WIDTH
+    )
+    if not ok:
+        raise ValueError(f"channels must be 4 whole numbers and hidden one, each 1 to {MAX_WIDTH}")
     return CRNN(tuple(channels), hidden, num_classes)

@@ -66,7 +66,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mnistkit.errors import InputImageError
+from mnistkit.errors import CheckpointError, InputImageError
 from mnistkit.prediction import top_predictions
 from mnistkit.preprocess.image import SIDE, DigitAnalysis, analyze_image, load_image
 from mnistkit.serving.bodies import (
@@ -208,6 +208,13 @@ class HeadAsGet:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
+#: The 500 for a model whose answer is not finite: the model's fault, not the request's.
+BROKEN_MODEL = (
+    "the model gave a non-finite probability ({value}) for this input: "
+    "its checkpoint is broken (weights or temperature out of range); no answer is given"
+)
 
 
 def _lower_priority(nice: int) -> None:
@@ -409,15 +416,16 @@ def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float | None = 
 
     names = ckpt.class_names
     batch = torch.from_numpy(analysis.digit).unsqueeze(0)
-    pred = top_predictions(ckpt, batch, ["upload"], len(names), analyses=[analysis], min_confidence=min_confidence)[0]
+    try:
+        pred = top_predictions(ckpt, batch, ["upload"], len(names), analyses=[analysis], min_confidence=min_confidence)[
+            0
+        ]
+    except CheckpointError:  # the one inference path refuses non-finite probabilities (a NaN is no answer)
+        raise ApiError(500, BROKEN_MODEL.format(value="nan")) from None
     proba = dict(pred.top)
     if not all(math.isfinite(p) for p in proba.values()):
         # JSON has no NaN; and no label can be picked from them. The model's fault, not the request's.
-        raise ApiError(
-            500,
-            f"the model gave a non-finite probability ({_first_non_finite(list(proba.values()))}) for this input: "
-            "its checkpoint is broken (weights or temperature out of range); no answer is given",
-        )
+        raise ApiError(500, BROKEN_MODEL.format(value=_first_non_finite(list(proba.values()))))
     result = {
         "label": pred.label,
         "probability": pred.probability,

@@ -33,6 +33,12 @@ NO_LINE_READER = (
 PNG_DATA_URL = "data:image/png;base64,"
 
 
+#: The 500 for a line reader whose answer is not finite.
+BROKEN_READER = (
+    "the line reader gave a non-finite probability for this input: its checkpoint is broken; no answer is given"
+)
+
+
 def load_number_reader(source: str | Path | None = None) -> LineReader | None:
     """The line reader the server reads numbers with: ``source`` (a line checkpoint or run directory),
     else the bundled one; ``None`` when no source is given and this install has no bundled reader.
@@ -61,6 +67,8 @@ def read_number_bytes(
         reading = read_number_file(reader, data, name, min_confidence)
     except InputImageError as exc:
         raise ApiError(400, str(exc)) from None
+    except CheckpointError:  # the reader refuses non-finite scores: the model's fault, not the request's
+        raise ApiError(500, BROKEN_READER) from None
     return number_body(reading, preview)
 
 
@@ -73,10 +81,7 @@ def number_body(reading: LineReading, preview: bool = False) -> dict:
     values = [body["confidence"], *(d["probability"] for d in body["digits"])]
     if not all(math.isfinite(v) for v in values):
         # JSON has no NaN, and a NaN confidence judges nothing. The model's fault, not the request's.
-        raise ApiError(
-            500,
-            "the line reader gave a non-finite probability for this input: its checkpoint is broken; no answer is given",
-        )
+        raise ApiError(500, BROKEN_READER)
     if preview:
         body["line_image"] = png_data_url(reading.line) if reading.line is not None else None
     return body
