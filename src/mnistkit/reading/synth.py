@@ -45,7 +45,7 @@ class Recipe:
     specks_p: float = 0.3
     thin_p: float = 0.45  # a finer pen than MNIST's (2-4 px thinner at WORK_HEIGHT)
     thick_p: float = 0.1
-    flag_one_p: float = 0.6  # a 1 with the lead-in stroke of European hands
+    flag_one_p: float = 0.35  # a 1 with the lead-in stroke of European hands
     blur_p: float = 0.3
     jpeg_p: float = 0.25
     gap: tuple[float, float] = (-0.22, 0.45)  # space between digits, in digit widths (negative: overlap)
