@@ -135,6 +135,60 @@ def score(truth: list[str], texts: list[str], unsure: list[bool], ms: list[float
     }
 
 
+def phone_photo_jpeg(seed: int = 0) -> bytes:
+    """A 12-megapixel (4000x3000) JPEG of a 4-digit number written 150 px tall on grey paper, with
+    uneven light: the size and kind of file a phone sends."""
+    import io
+
+    from PIL import Image
+
+    from mnistkit.data import load_dataset
+
+    rng = np.random.default_rng(seed)
+    ds = load_dataset("mnist-sample")
+    digits = [ds.test.images[int(i)].numpy() for i in rng.choice(len(ds.test), 4, replace=False)]
+    ink = np.concatenate([np.asarray(Image.fromarray(d).resize((150, 150))) for d in digits], axis=1)
+    yy, xx = np.mgrid[0:3000, 0:4000]
+    page = (200 + 30 * (xx / 4000) - 20 * (yy / 3000) + rng.normal(0, 3, (3000, 4000))).astype(np.float32)
+    page[1400:1550, 1600:2200] -= ink.astype(np.float32) * 0.7
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).convert("RGB").save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def time_inputs(model: str | None, repeats: int = 30) -> dict:
+    """Per-number latency of the line reader, decode included, on a phone photo and a scan crop
+    (min/median/max ms over ``repeats`` reads after a warm-up, in this process)."""
+    from mnistkit.reading import read_number_file
+    from mnistkit.reading.model import load_line_reader
+
+    reader = load_line_reader(model)
+    photo = phone_photo_jpeg()
+    crop = _scan_crop(photo)
+    out = {}
+    for name, data in (("12 MP phone JPEG", photo), ("200x60 scan crop", crop)):
+        read_number_file(reader, data, name)
+        ms = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            read_number_file(reader, data, name)
+            ms.append(1000 * (time.perf_counter() - t0))
+        out[name] = {k: round(float(f(ms)), 2) for k, f in (("min", np.min), ("median", np.median), ("max", np.max))}
+    return out
+
+
+def _scan_crop(photo: bytes) -> bytes:
+    """The number of :func:`phone_photo_jpeg` cut as a 200x60 px grey PNG, as a scanned form field."""
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(photo)).convert("L").crop((1550, 1375, 2250, 1585)).resize((200, 60))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", type=Path, default=DEV_SET, help="NNNN_LABEL.ext files (default: the dev set)")
@@ -143,6 +197,9 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="digit checkpoint for the digits reader (default: bundled)")
     ap.add_argument("--line-model", default=None, help="line checkpoint for the lines reader (default: bundled)")
     ap.add_argument("--tag", default="", help="suffix of the results file")
+    ap.add_argument(
+        "--timing", action="store_true", help="also time a 12 MP phone JPEG and a 200x60 crop (quiet machine)"
+    )
     ap.add_argument(
         "--out", type=Path, default=None, help="results JSON (default bench/results/real-numbers[-TAG].json)"
     )
@@ -163,6 +220,10 @@ def main() -> None:
         "load_before": list(os.getloadavg()),
         "line_model": args.line_model or "bundled",
     }
+    if args.timing:  # first, before the readers' runs
+        results["timing_ms"] = time_inputs(args.line_model)
+        for name, t in results["timing_ms"].items():
+            print(f"{name}: {t['min']} / {t['median']} / {t['max']} ms (min / median / max)")
     for name in args.readers.split(","):
         read = makers[name]()
         if read is None:

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from mnistkit.reading.reader import LineReading
 
 #: Numbers are looked for on a decoded copy at least this many px on the long side (a JPEG is decoded
-#: at 1/2, 1/4 or 1/8 scale down to it): a number a tenth of a 12 MP photo wide keeps ~100 px.
-NUMBER_DECODE_SIDE = 1000
+#: at 1/2, 1/4 or 1/8 scale down to it: a 4000 px photo at 1/4, 1000 px): a number a tenth of a
+#: 12 MP photo wide keeps ~100 px.
+NUMBER_DECODE_SIDE = 960
 
 
 def read_number_file(

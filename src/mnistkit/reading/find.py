@@ -81,11 +81,8 @@ def find_lines(gray: np.ndarray, max_lines: int = MAX_LINES) -> list[FoundLine]:
     if not groups:
         return []
     total = float(sum(int(writing[g].sum()) for g in groups)) or 1.0
-    full_ink = ink_contrast(gray if light else 255 - gray) if factor > 1 else ink
-    keep = (
-        np.kron(writing, np.ones((factor, factor), bool))[: gray.shape[0], : gray.shape[1]] if factor > 1 else writing
-    )
-    lines = [_cut(full_ink, keep, g, factor, float(writing[g].sum()) / total) for g in groups]
+    ground = gray if light else 255 - gray
+    lines = [_cut(ground, ink, writing, g, factor, float(writing[g].sum()) / total) for g in groups]
     lines.sort(key=lambda ln: -ln.ink_share)
     return lines[:max_lines]
 
@@ -273,16 +270,27 @@ def _extend(line: list[int], box: list[int]) -> None:
     line[:] = [min(line[0], box[0]), max(line[1], box[1]), min(line[2], box[2]), max(line[3], box[3])]
 
 
-def _cut(ink: np.ndarray, keep: np.ndarray, box: tuple[slice, slice], factor: int, share: float) -> FoundLine:
-    """The line in ``box`` (reduced copy's pixels) cut from the full-size ``ink`` with a margin;
-    ink that is not writing (removed lines, masses, other lines' pieces outside the box) is blanked."""
+def _cut(
+    ground: np.ndarray, ink: np.ndarray, writing: np.ndarray, box: tuple[slice, slice], factor: int, share: float
+) -> FoundLine:
+    """The line in ``box`` (the reduced copy's pixels) cut from the decoded image ``ground`` (paper
+    light) with a margin. Its ink is measured on the cut itself at full resolution (``ink``, the
+    reduced copy's, serves when there was no reduction); ink that is not writing (removed lines,
+    masses, other lines' pieces) is blanked."""
+    from scipy import ndimage
+
     ys, xs = box
-    h, w = ink.shape
+    h, w = ground.shape
     margin = MARGIN * (ys.stop - ys.start) * factor
     y0, y1 = max(0, int(ys.start * factor - margin)), min(h, int(ys.stop * factor + margin) + 1)
     x0, x1 = max(0, int(xs.start * factor - margin)), min(w, int(xs.stop * factor + margin) + 1)
-    crop = ink[y0:y1, x0:x1].astype(np.float32)
-    from scipy import ndimage
-
-    near = ndimage.maximum_filter(keep[y0:y1, x0:x1], size=2 * max(1, factor) + 1)
-    return FoundLine((x0, y0, x1, y1), line_image(crop * near), share)
+    if factor == 1:
+        crop, keep = ink[y0:y1, x0:x1], writing[y0:y1, x0:x1]
+    else:
+        crop = ink_contrast(ground[y0:y1, x0:x1])
+        sy, sx = y0 // factor, x0 // factor
+        small = writing[sy : -(-y1 // factor), sx : -(-x1 // factor)]
+        keep = np.repeat(np.repeat(small, factor, axis=0), factor, axis=1)
+        keep = keep[y0 - sy * factor : y1 - sy * factor, x0 - sx * factor : x1 - sx * factor]
+    near = ndimage.maximum_filter(keep, size=2 * factor + 1)
+    return FoundLine((x0, y0, x1, y1), line_image(crop.astype(np.float32) * near), share)
