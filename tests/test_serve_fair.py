@@ -328,3 +328,36 @@ def test_model_metadata_with_nan_is_served_as_null():
     public = public_metadata(meta)
     assert public == {"metrics": {"val_loss": None, "best": [None, None, 0.5]}, "out": "a"}
     assert strict_json(json.dumps(public)) == public
+
+
+def test_a_refusal_to_a_client_already_gone_closes_quietly():
+    """A client over its share that hangs up at once: the refusal's half-close finds no peer
+    (ENOTCONN), and the connection is closed without an exception in the server's loop."""
+    from mnistkit.serving.server import SharedH11Protocol
+    from mnistkit.serving.shares import ClientShares
+
+    class GoneTransport:
+        closed = False
+        written = b""
+
+        def write(self, data):
+            self.written += data
+
+        def can_write_eof(self):
+            return True
+
+        def write_eof(self):
+            raise OSError(107, "Transport endpoint is not connected")
+
+        def close(self):
+            self.closed = True
+
+    protocol = SharedH11Protocol.__new__(SharedH11Protocol)
+    protocol.connections = set()
+    protocol.connection_shares = ClientShares("open connections", 1)
+    protocol.lingering = set()
+    protocol._disarm_header_deadline = lambda: None
+    transport = GoneTransport()
+    protocol._refuse(transport)
+    assert transport.closed and transport.written.startswith(b"HTTP/1.1 503")
+    assert protocol not in protocol.lingering

@@ -126,8 +126,12 @@ class SharedH11Protocol(DeadlineH11Protocol):
         if len(self.lingering) >= LIMIT_CONCURRENCY or not transport.can_write_eof():
             transport.close()
             return
+        try:
+            transport.write_eof()
+        except OSError:  # the client is gone already (it hung up before the refusal): nothing to linger for
+            transport.close()
+            return
         self.lingering.add(self)
-        transport.write_eof()
         self.loop.call_later(REFUSAL_LINGER_S, transport.close)
 
 
