@@ -304,3 +304,25 @@ def test_an_internal_error_is_one_line_with_a_hint_and_exit_1(capsys, monkeypatc
     monkeypatch.setenv("MNISTKIT_DEBUG", "1")
     with pytest.raises(RuntimeError, match="the registry"):
         run_cli(["models"], capsys)
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["train", "--dataset", "mnsit", "--dry-run"], "unknown dataset 'mnsit' (did you mean 'mnist'?)"),
+        (["train", "--model", "cnnn", "--dry-run"], "unknown model 'cnnn' (did you mean 'cnn'?)"),
+    ],
+)
+def test_a_mistyped_name_gets_a_did_you_mean(args, hint, capsys):
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and hint in err and err.count("\n") == 1
+
+
+def test_a_mistyped_run_folder_is_one_error_before_anything_is_read(tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.new("L", (28, 28), 255).save(photo)
+    code, out, err = run_cli(["predict", str(tmp_path / "runs" / "nope"), str(photo)], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "no such run directory or checkpoint" in err

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from mnistkit.errors import ConfigError
+from mnistkit.errors import ConfigError, did_you_mean
 from mnistkit.presets import PRESETS  # the recipes live in their own module; the merge is here
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
@@ -246,7 +246,9 @@ def _preset_options(preset: str | None) -> dict[str, Any]:
     if preset is None:
         return {}
     if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        raise ConfigError(
+            f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; choose one of: {', '.join(PRESETS)}"
+        )
     return {**PRESETS[preset], "preset": preset}
 
 

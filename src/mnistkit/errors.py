@@ -35,3 +35,14 @@ class CheckpointError(MnistkitError, ValueError):
 
 class InputImageError(MnistkitError, ValueError):
     """An image given for prediction cannot be decoded or is too large."""
+
+
+def did_you_mean(name: object, choices) -> str:
+    """``" (did you mean 'mnist'?)"`` when ``name`` is a near miss of one of ``choices``, else ``""``:
+    the tail of an "unknown name" message, as click gives for a mistyped flag."""
+    import difflib
+
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

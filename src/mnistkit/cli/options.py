@@ -105,10 +105,13 @@ class LazyChoice(click.Choice):
         super().__init__((), case_sensitive=True)
 
     def convert(self, value, param, ctx):
+        from mnistkit.errors import did_you_mean
+
         if self._what is None:
             return super().convert(value, param, ctx)
         if value not in self.choices:
-            self.fail(f"unknown {self._what} {value!r}; choose one of: {', '.join(self.choices)}", param, ctx)
+            hint = did_you_mean(value, self.choices)
+            self.fail(f"unknown {self._what} {value!r}{hint}; choose one of: {', '.join(self.choices)}", param, ctx)
         return value
 
     @property

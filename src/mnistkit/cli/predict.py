@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mnistkit.cli.options import print_json
+from mnistkit.errors import ConfigError
 from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 
 
@@ -86,6 +87,10 @@ def predict(ctx, inputs, model_path, number, min_confidence, save_dir, about, to
         if model_path:
             raise click.UsageError(f"{inputs[0]} is a checkpoint and --model gives another: give the model once")
         model_path = inputs.pop(0)
+    elif len(inputs) > 1 and not model_path and _looks_like_a_missing_model(inputs[0]):
+        raise ConfigError(
+            f"{inputs[0]}: no such run directory or checkpoint (a first argument followed by images names the model)"
+        )
     check_min_confidence(min_confidence)
     if (number and model_path is None) or _is_line_model(model_path):
         return _read_lines(ctx, model_path, inputs, about, as_json, min_confidence, save_dir, csv_path)
@@ -120,6 +125,13 @@ def _is_checkpoint(arg: str) -> bool:
     from mnistkit.runs import RunDir
 
     return (p.suffix == ".safetensors" and not p.is_dir()) or (p.is_dir() and RunDir(p).checkpoint.is_file())
+
+
+def _looks_like_a_missing_model(arg: str) -> bool:
+    """A first argument that does not exist and is no image name: a mistyped run folder or checkpoint
+    (``predict runs/nope photo.jpg``), refused before anything is read."""
+    p = Path(arg)
+    return arg != "-" and not p.exists() and (p.suffix == ".safetensors" or p.suffix == "")
 
 
 def _is_line_model(model_path: str | None) -> bool:

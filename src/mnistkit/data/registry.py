@@ -7,7 +7,7 @@ one with :func:`register_dataset`; the EMNIST family plugs in the same way.
 from __future__ import annotations
 
 from mnistkit.data.spec import DIGITS, DatasetSpec
-from mnistkit.errors import ConfigError
+from mnistkit.errors import ConfigError, did_you_mean
 from mnistkit.preprocess.tensor import Normalization
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -160,8 +160,8 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     except (KeyError, TypeError):
         choices = ", ".join(_REGISTRY)
         raise ConfigError(
-            f"unknown dataset {name!r}; choose one of: {choices}, or a path to a folder "
-            "of IDX files, a Kaggle-style CSV or an image folder"
+            f"unknown dataset {name!r}{did_you_mean(name, _REGISTRY)}; choose one of: {choices}, or a path to "
+            "a folder of IDX files, a Kaggle-style CSV or an image folder"
         ) from None
 
 

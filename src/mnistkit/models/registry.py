@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from mnistkit.errors import ConfigError
+from mnistkit.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,9 @@ def get_model_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
+        raise ConfigError(
+            f"unknown model {name!r}{did_you_mean(name, MODELS)}; choose one of: {', '.join(MODELS)}"
+        ) from None
 
 
 def build_model(name: str, **options) -> nn.Module:
