@@ -254,19 +254,21 @@ def photo_benchmark_summary(result: dict) -> dict:
     }
 
 
-def check_recipe(meta: dict) -> None:
-    """The run was trained with exactly the recipe the card will name (apart from where it ran)."""
+def check_recipe(meta: dict, preset: str | None = None) -> None:
+    """The run was trained with exactly the recipe the card will name (``preset``, default the digit
+    model's), apart from where it ran."""
     from mnistkit.bundled import PRESET
     from mnistkit.config import resolve_config
     from mnistkit.errors import ConfigError
 
+    preset = preset or PRESET
     got = {k: v for k, v in (meta.get("config") or {}).items() if k not in RUN_PLACE_FIELDS}
-    want = {k: v for k, v in resolve_config(PRESET).to_dict().items() if k not in RUN_PLACE_FIELDS}
+    want = {k: v for k, v in resolve_config(preset).to_dict().items() if k not in RUN_PLACE_FIELDS}
     # an option added after the run was trained is absent from its config: it ran as the default did
     defaults = resolve_config().to_dict()
     diff = sorted(k for k in want if got.get(k, defaults[k]) != want[k])
     if diff:
-        raise ConfigError(f"the run was not trained with --preset {PRESET}: it differs in {', '.join(diff)}")
+        raise ConfigError(f"the run was not trained with --preset {preset}: it differs in {', '.join(diff)}")
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_bundled_model import check_recipe, train  # the digit model's packaging: same run, same checks
 
 REPO = Path(__file__).resolve().parents[1]
 #: The share of the synthetic validation lines the unsure threshold flags (the issue's budget for
@@ -116,16 +116,6 @@ def choose_threshold(checkpoint: Path) -> tuple[float, str]:
     )
 
 
-def train(run: Path, command: str, threads: int | None) -> Path:
-    argv = [sys.executable, "-m", *shlex.split(command), "--out", str(run), "-q"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    print("$", command, "--out", run, flush=True)
-    subprocess.run(argv, check=True, env=env)
-    return run
-
-
 def real_benchmark(path: Path | None) -> dict:
     """The card's benchmark field: the line reader's row of bench/real_numbers.py's results."""
     if path is None:
@@ -141,19 +131,6 @@ def real_benchmark(path: Path | None) -> dict:
         "numbers": result.get("numbers"),
         "source": "bench/real_numbers.py",
     }
-
-
-def check_recipe(meta: dict, preset: str) -> None:
-    """The run was trained with exactly the preset the card names (apart from where it ran)."""
-    from mnistkit.config import resolve_config
-    from mnistkit.errors import ConfigError
-
-    place = ("out", "name", "device", "data_dir", "download")
-    got = {k: v for k, v in (meta.get("config") or {}).items() if k not in place}
-    want = {k: v for k, v in resolve_config(preset).to_dict().items() if k not in place}
-    diff = sorted(k for k in want if got.get(k) != want[k])
-    if diff:
-        raise ConfigError(f"the run was not trained with --preset {preset}: it differs in {', '.join(diff)}")
 
 
 if __name__ == "__main__":

@@ -49,23 +49,21 @@ CARD_KEYS = (
 
 
 def bundled_model_path() -> Path:
-    """Where the bundled checkpoint lies; a clear error when this install lacks it."""
-    path = Path(__file__).with_name(MODEL_FILE)
-    if not path.is_file():
-        raise CheckpointError(
-            f"this install has no bundled model ({path} is missing): give a checkpoint or run directory, "
-            "or rebuild it with `make bundled-model`"
-        )
-    return path
+    """Where the bundled digit model lies; a clear error when this install lacks it."""
+    return _shipped(MODEL_FILE, "model", "a checkpoint or run directory", "bundled-model")
 
 
 def bundled_line_model_path() -> Path:
     """Where the bundled line reader lies; a clear error when this install lacks it."""
-    path = Path(__file__).with_name(LINE_MODEL_FILE)
+    return _shipped(LINE_MODEL_FILE, "line reader", "a line checkpoint (--model RUN)", "bundled-reader")
+
+
+def _shipped(file_name: str, what: str, instead: str, target: str) -> Path:
+    path = Path(__file__).with_name(file_name)
     if not path.is_file():
         raise CheckpointError(
-            f"this install has no bundled line reader ({path} is missing): give a line checkpoint "
-            "(--model RUN), or rebuild it with `make bundled-reader`"
+            f"this install has no bundled {what} ({path} is missing): give {instead}, "
+            f"or rebuild it with `make {target}`"
         )
     return path
 
