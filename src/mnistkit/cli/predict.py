@@ -169,11 +169,7 @@ def _read_lines(ctx, model_path, inputs, about: bool, as_json: bool, min_confide
     _echo_failures(failures)
     if save_dir:
         save_line_inputs(readings, save_dir)
-    if as_json:
-        print_json([r.to_dict() for r in readings], indent=2)
-    else:
-        for r in readings:
-            click.echo(r.line_text())
+    _show(readings, as_json, lambda r: r.line_text())
     if failures:
         ctx.exit(2)
     return 0
@@ -209,11 +205,7 @@ def _predict_images(
     _echo_failures(result.failures)
     if save_dir:
         save_inputs(result.predictions, save_dir)
-    if as_json:
-        print_json([p.to_dict() for p in result.predictions], indent=2)
-    else:
-        for p in result.predictions:
-            click.echo(format_line(p))
+    _show(result.predictions, as_json, format_line)
     return len(result.failures)
 
 
@@ -227,12 +219,17 @@ def _read_numbers(ckpt, inputs, as_json: bool, min_confidence: float | None, sav
     _echo_failures(failures)
     if save_dir:
         save_number_inputs(readings, save_dir)
-    if as_json:
-        print_json([r.to_dict() for r in readings], indent=2)
-    else:
-        for r in readings:
-            click.echo(format_number_line(r))
+    _show(readings, as_json, format_number_line)
     return len(failures)
+
+
+def _show(results, as_json: bool, line_of) -> None:
+    """Each result as one printed line (``line_of``), or all as one JSON list of their ``to_dict()``."""
+    if as_json:
+        print_json([r.to_dict() for r in results], indent=2)
+    else:
+        for r in results:
+            click.echo(line_of(r))
 
 
 def _print_about(ckpt, as_json: bool) -> None:
