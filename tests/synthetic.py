@@ -46,7 +46,7 @@ def quick_train(
     seed: int = 0,
 ) -> torch.nn.Module:
     """A registry model after about ``steps`` Adam steps (whole epochs of shuffled batches), trained by
-    the estimators' minibatch loop (:func:`mnistkit.solvers.minibatch.minibatch_train`).
+    the one epoch loop over arrays, as the estimators train (:func:`mnistkit.training.arrays.minibatch_train`).
 
     For tests that need a model that merely works (predict, the browser demo) in seconds,
     without a run directory. One torch thread: on a shared 2-core machine two spinning
@@ -56,7 +56,7 @@ def quick_train(
 
     from mnistkit.models import build_model
     from mnistkit.preprocess import normalize
-    from mnistkit.solvers.minibatch import MinibatchOptions, minibatch_train
+    from mnistkit.training.arrays import MinibatchOptions, minibatch_train
 
     epochs = max(1, math.ceil(steps * batch_size / len(images)))
     opts = MinibatchOptions(batch_size, max_epochs=epochs, tol=0.0, patience=epochs + 1, seed=seed, lr=lr)

@@ -8,7 +8,7 @@ import pytest
 
 from mnistkit.config import TrainConfig
 from mnistkit.errors import ConfigError
-from mnistkit.training import lbfgs
+from mnistkit.training import lbfgs_trainer as lbfgs
 from mnistkit.training.callbacks import CallbackList
 from mnistkit.training.runlog import RunLog
 from mnistkit.training.state import TrainState

@@ -11,6 +11,7 @@ import torch
 
 from mnistkit.models import build_model
 from mnistkit.training.loop import train_step
+from mnistkit.training.session import training_loss
 
 #: eps well above float rounding of tiny gradients, where Adam's first step (about lr * sign(g)) would magnify it
 LR, WEIGHT_DECAY, EPS = 0.05, 0.01, 1e-3
@@ -66,7 +67,12 @@ def test_train_step_matches_a_hand_written_step(model_name, options, task, smoot
 
     torch.manual_seed(1)  # the same dropout masks in both forward passes
     loss, logits = train_step(
-        model, make_optimizer(model.parameters(), optimizer), x, y, task, smoothing, contextlib.nullcontext
+        model,
+        make_optimizer(model.parameters(), optimizer),
+        x,
+        y,
+        training_loss(task, smoothing),
+        contextlib.nullcontext,
     )
     torch.manual_seed(1)
     ref_logits = reference(x)

@@ -1,4 +1,4 @@
-"""scikit-learn's ``LogisticRegression`` API over :mod:`mnistkit.solvers` (L-BFGS, or minibatches)."""
+"""scikit-learn's ``LogisticRegression`` API over :mod:`mnistkit.solvers` (L-BFGS) or :mod:`mnistkit.training.arrays` (minibatches)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from mnistkit.estimators.common import (
 )
 from mnistkit.models import build_model
 from mnistkit.solvers.lbfgs import fit_logistic
-from mnistkit.solvers.minibatch import MinibatchOptions, minibatch_train
 from mnistkit.solvers.sparse import cpu_threads_for
+from mnistkit.training.arrays import MinibatchOptions, minibatch_train
 
 
 class LogisticRegression(ClassifierMixin, BaseEstimator):

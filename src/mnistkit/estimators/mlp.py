@@ -1,4 +1,4 @@
-"""scikit-learn's ``MLPClassifier`` API over the registry's ``mlp`` and :mod:`mnistkit.solvers.minibatch`."""
+"""scikit-learn's ``MLPClassifier`` API over the registry's ``mlp`` and :mod:`mnistkit.training.arrays`."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from mnistkit.estimators.common import (
     seed_from,
 )
 from mnistkit.models import build_model
-from mnistkit.solvers.minibatch import MinibatchOptions, minibatch_train
 from mnistkit.solvers.sparse import cpu_threads_for, rows
+from mnistkit.training.arrays import MinibatchOptions, minibatch_train
 
 
 class MLPClassifier(ClassifierMixin, BaseEstimator):

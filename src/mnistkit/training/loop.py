@@ -21,16 +21,15 @@ import torch
 from mnistkit.config import TrainConfig, resolve_config, resolve_device
 from mnistkit.ctc import exact_matches
 from mnistkit.errors import ConfigError
-from mnistkit.evaluation import validation_scores
 from mnistkit.inference import switched_mode
-from mnistkit.losses import NEGATIVE, classification_loss
+from mnistkit.losses import NEGATIVE
 from mnistkit.runs import RunDir, RunLock, default_run_dir
-from mnistkit.training import lbfgs
+from mnistkit.training import lbfgs_trainer
 from mnistkit.training.artifacts import RunResult, finish_run
 from mnistkit.training.callbacks import Callback, CallbackList, StopTraining
 from mnistkit.training.distributed import check_batch_size, init_distributed, shutdown
 from mnistkit.training.optim import current_lr
-from mnistkit.training.session import Session, load_training_data, make_callbacks, make_session
+from mnistkit.training.session import EpochParts, Session, load_training_data, make_callbacks, make_session
 from mnistkit.training.state import TrainState, load_state
 
 __all__ = ["RunResult", "StopTraining", "fit", "run_epochs", "train_one_epoch", "train_step"]
@@ -136,19 +135,22 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def trainer_for(cfg: TrainConfig) -> Trainer:
-    """The one place that chooses how a model is trained: minibatch epochs for every model today.
+    """The one place that chooses how a run is trained: :func:`run_epochs`, or full-batch L-BFGS
+    (:mod:`~mnistkit.training.lbfgs_trainer`) for logistic regression unless minibatches are asked for.
 
-    Another trainer (e.g. a full-batch solver for ``logreg``) is a function of the same shape: it
-    finds the normalised training split in ``session.batches.x`` / ``.y``, appends one metrics row
-    per epoch (or solver pass) to ``state`` and calls the callbacks, so saving, logging, early
-    stopping and the final artifacts stay the same."""
-    if lbfgs.wanted(cfg):  # logistic regression: full-batch L-BFGS (training/lbfgs.py); minibatches under torchrun
-        return functools.partial(lbfgs.train, cfg, fallback=run_epochs)
+    A trainer is a function of one shape: it finds the normalised training split in
+    ``session.batches.x`` / ``.y``, appends one metrics row per epoch (or solver pass) to ``state``
+    and calls the callbacks, so saving, logging, early stopping and the final artifacts stay the same."""
+    if lbfgs_trainer.wanted(cfg):  # minibatch epochs under torchrun, where L-BFGS cannot share the work
+        return functools.partial(lbfgs_trainer.train, cfg, fallback=run_epochs)
     return run_epochs
 
 
-def run_epochs(s: Session, state: TrainState, callbacks: Callback) -> None:
-    """Epochs from ``state.epoch + 1``: train, time, validate, then the callbacks save, log and may stop."""
+def run_epochs(s: EpochParts, state: TrainState, callbacks: Callback) -> None:
+    """Epochs from ``state.epoch + 1``: train, time, validate, then the callbacks save, log and may stop.
+
+    The one epoch loop: ``mnistkit train`` runs it over a :class:`Session`, the scikit-learn
+    estimators over their arrays (:func:`mnistkit.training.arrays.minibatch_train`)."""
     callbacks.on_train_begin(state)
     for epoch in range(state.epoch + 1, s.epochs + 1):
         t0 = time.perf_counter()
@@ -159,7 +161,7 @@ def run_epochs(s: Session, state: TrainState, callbacks: Callback) -> None:
         state.train_seconds += row["seconds"]
         row["elapsed"] = round(state.train_seconds, 4)
         row["lr"] = current_lr(s.optimizer)
-        row.update(validation_scores(s.model, s.val, s.norm, s.task, s.eval_batch_size))
+        row.update(s.validate(s.model))
         state.metrics.append(row)
         state.epoch = epoch
         callbacks.on_epoch_end(state)
@@ -168,17 +170,14 @@ def run_epochs(s: Session, state: TrainState, callbacks: Callback) -> None:
     callbacks.on_train_end(state)
 
 
-def train_one_epoch(s: Session, epoch: int, callbacks: Callback) -> dict:
-    """One pass over the session's batches, in train mode; returns the epoch's loss and accuracy."""
-    device = s.batches.x.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+def train_one_epoch(s: EpochParts, epoch: int, callbacks: Callback) -> dict:
+    """One pass over the batches, in train mode; returns the epoch's mean loss and accuracy (percent)."""
+    loss_sum = torch.zeros((), device=s.device, dtype=_sum_dtype(s.device))
+    correct = torch.zeros((), device=s.device, dtype=torch.long)
     callbacks.on_epoch_begin(epoch, s.batches.steps)
     with switched_mode(s.train_model, training=True):
         for step, (xb, yb) in enumerate(s.batches(epoch), start=1):
-            loss, logits = train_step(
-                s.train_model, s.optimizer, xb, yb, s.task, s.label_smoothing, s.autocast, s.negative_weight
-            )
+            loss, logits = train_step(s.train_model, s.optimizer, xb, yb, s.loss, s.autocast)
             if s.scheduler is not None:
                 s.scheduler.step()
             if s.negative_weight:  # weigh the batch by its real images: a tensor, so still no host sync
@@ -193,16 +192,23 @@ def train_one_epoch(s: Session, epoch: int, callbacks: Callback) -> dict:
     return {"train_loss": float(loss_sum) / seen, "train_accuracy": 100.0 * int(correct) / seen}
 
 
-def train_step(model, optimizer, xb, yb, task: str, label_smoothing: float, autocast, negative_weight: float = 0.0):
+def train_step(model, optimizer, xb, yb, loss_fn: Callable, autocast):
     """Forward, loss, backward, update. Returns the loss and logits (still on device).
-    ``negative_weight``: the loss weight of the batch's generated non-digits (label ``NEGATIVE``)."""
+    ``loss_fn(logits, labels)``: the mean loss of the batch (:func:`~mnistkit.training.session.training_loss`
+    for ``mnistkit train``; the estimators add their penalty term)."""
     with autocast():
         logits = model(xb)
-        loss = classification_loss(logits.float(), yb, task, label_smoothing, negative_weight=negative_weight)
+        loss = loss_fn(logits, yb)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss, logits
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    """The epoch's loss sum adds hundreds of batch means: in float64, so its rounding stays far below
+    the estimators' ``tol``, except on MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _correct(logits, y, task):

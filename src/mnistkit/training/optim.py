@@ -1,8 +1,10 @@
-"""Optimiser and per-step learning-rate schedule factories."""
+"""The optimiser factory (one, for ``mnistkit train`` and the estimators) and the per-step
+learning-rate schedule factory."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -27,7 +29,18 @@ def param_groups(params, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+class OptimizerRecipe(Protocol):
+    """The fields an optimiser is built from: a :class:`TrainConfig`, or the estimators'
+    :class:`~mnistkit.training.arrays.MinibatchOptions`."""
+
+    optimizer: str  # a name of mnistkit.config.OPTIMIZERS
+    lr: float
+    weight_decay: float
+    momentum: float  # sgd only
+    nesterov: bool  # sgd only
+
+
+def make_optimizer(params, cfg: OptimizerRecipe, device: torch.device) -> torch.optim.Optimizer:
     """Build the configured optimiser over :func:`param_groups`, using the fused single-kernel
     implementation when the device supports it (fewer per-step kernel launches and Python overhead)."""
     groups = param_groups(params, cfg.weight_decay)

@@ -1,14 +1,16 @@
 """What one training run works with, built once from the config: model, optimiser, schedule,
-batches, validation data (:func:`make_session`) and callbacks (:func:`make_callbacks`).
+batches, loss, validation (:func:`make_session`) and callbacks (:func:`make_callbacks`).
 
-The epoch loop (:mod:`mnistkit.training.loop`) reads a :class:`Session` instead of the whole config.
+The epoch loop (:mod:`mnistkit.training.loop`) reads the :class:`EpochParts` of a :class:`Session`
+instead of the whole config; the estimators hand it the same parts built over their arrays.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -16,6 +18,8 @@ from mnistkit.config import TrainConfig
 from mnistkit.data.dataset import Split
 from mnistkit.data.task import TaskData, make_task
 from mnistkit.errors import ConfigError
+from mnistkit.evaluation import validation_scores
+from mnistkit.losses import classification_loss
 from mnistkit.models import build_model, get_model_spec
 from mnistkit.precision import autocast as _autocast
 from mnistkit.preprocess import Normalization, normalize
@@ -42,31 +46,60 @@ DRY_RUN_TRAIN_BATCHES = 4
 DRY_RUN_EVAL_ROWS = 512
 
 
+class Batches(Protocol):
+    """An epoch's batches: ``batches(epoch)`` yields ``(inputs, labels)`` on the training device;
+    ``steps`` is the batches per epoch and ``seen`` the samples they hold (over all ranks)."""
+
+    steps: int
+    seen: int
+
+    def __call__(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
 @dataclass
-class Session:
-    """The pieces of a run that one epoch needs. ``model`` is the bare module (saved, validated,
+class EpochParts:
+    """What the one epoch loop (:func:`mnistkit.training.loop.run_epochs`) steps and scores, whoever
+    trains: ``mnistkit train`` builds a :class:`Session`, the estimators build these parts over
+    their arrays (:mod:`mnistkit.training.arrays`). ``model`` is the bare module (saved, validated,
     scored); ``train_model`` the one stepped (DDP-wrapped under torchrun, compiled with ``--compile``)."""
 
     model: torch.nn.Module
     train_model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    batches: EpochBatches
-    task: str  # "multiclass" or "binary"
-    label_smoothing: float
+    batches: Batches
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> the mean loss a step lowers
+    task: str  # "multiclass", "binary" or "sequence"
     negative_weight: float  # the loss weight of generated non-digits (--negatives); 0 = none in the batches
     autocast: Callable  # a factory of autocast contexts (a no-op one in fp32)
     device: torch.device
     dist: DistContext | None
     epochs: int  # planned epochs
-    val: Split | None  # uint8 images on the device, or None without a validation split
-    norm: Normalization
-    eval_batch_size: int
+    validate: Callable[[torch.nn.Module], dict]  # the model -> the epoch's validation scores (a row's fields)
 
     @property
     def is_main(self) -> bool:
         """Only the main process prints and writes files."""
         return self.dist is None or self.dist.is_main
+
+
+@dataclass
+class Session(EpochParts):
+    """What one ``mnistkit train`` run works with: the loop's parts over the normalised training
+    split (``batches.x`` / ``.y``, which a full-batch solver reads whole) and its normalisation."""
+
+    batches: EpochBatches
+    norm: Normalization
+
+
+def training_loss(task: str, label_smoothing: float = 0.0, negative_weight: float = 0.0) -> Callable:
+    """The loss ``mnistkit train`` steps on: :func:`classification_loss` of the logits in fp32
+    (under bf16 autocast the model returns bf16 logits, too coarse for a loss)."""
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return classification_loss(logits.float(), labels, task, label_smoothing, negative_weight=negative_weight)
+
+    return loss
 
 
 def _compiled(model: torch.nn.Module) -> torch.nn.Module:
@@ -161,16 +194,17 @@ def make_session(cfg: TrainConfig, data: TaskData, device: torch.device, dist: D
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg, cfg.epochs * batches.steps),
         batches=batches,
+        loss=training_loss(task, cfg.label_smoothing, cfg.negatives),
         task=task,
-        label_smoothing=cfg.label_smoothing,
         negative_weight=cfg.negatives,
         autocast=_autocast(device, cfg.amp),
         device=device,
         dist=dist,
         epochs=cfg.epochs,
-        val=val,
+        validate=functools.partial(
+            validation_scores, split=val, norm=data.norm, task=task, batch_size=cfg.eval_batch_size
+        ),
         norm=data.norm,
-        eval_batch_size=cfg.eval_batch_size,
     )
 
 

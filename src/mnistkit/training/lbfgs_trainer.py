@@ -1,4 +1,4 @@
-"""``--solver lbfgs``: logistic regression fitted in one call by full-batch L-BFGS.
+"""``--solver lbfgs``: the trainer that fits logistic regression in one call by full-batch L-BFGS.
 
 ``mnistkit train --model logreg`` and :class:`mnistkit.estimators.LogisticRegression` share
 :func:`mnistkit.solvers.lbfgs.fit_logistic` (preconditioned, CSR matmuls for mostly-zero
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from mnistkit.config import LBFGS_MODELS, TrainConfig
-from mnistkit.evaluation import loss_and_accuracy, validation_scores
+from mnistkit.evaluation import loss_and_accuracy
 from mnistkit.inference import switched_mode
 from mnistkit.losses import logits_to_probabilities
 from mnistkit.preprocess import Normalization, normalize
@@ -47,7 +47,7 @@ def train(cfg: TrainConfig, s: Session, state: TrainState, callbacks: CallbackLi
         return
     callbacks.on_train_begin(state)
     row = fit_linear(s.model, s.batches.x, s.batches.y, cfg, s.norm, callbacks)
-    row.update(validation_scores(s.model, s.val, s.norm, s.task, s.eval_batch_size))
+    row.update(s.validate(s.model))
     state.metrics.append(row)
     state.train_seconds += row["seconds"]
     state.epoch = s.epochs  # the run is finished: nothing is left to resume
