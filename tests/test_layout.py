@@ -115,6 +115,21 @@ def test_data_package_has_no_cycle_even_through_deferred_imports():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+def test_solvers_sit_below_training_even_through_deferred_imports():
+    """``mnistkit.solvers`` holds the numerics that ``mnistkit.training`` builds on (the trainers, the
+    estimators' epochs): nothing it imports, directly or further down, not even inside a function,
+    reaches back up into ``training``."""
+    graph = import_graph(top_level=False)
+    seen, todo = set(), [m for m in graph if m.startswith("mnistkit.solvers")]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph.get(module, ()))
+    assert "mnistkit.solvers.lbfgs" in seen and "mnistkit.training.arrays" in graph  # the reader sees them
+    assert not sorted(m for m in seen if m.startswith("mnistkit.training"))
+
+
 @pytest.mark.parametrize("module", sorted(module_files()))
 def test_module_is_short_enough_to_read(module):
     path = module_files()[module]

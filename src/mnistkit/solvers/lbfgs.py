@@ -99,22 +99,34 @@ def fit_logistic(model, X, target: torch.Tensor, *, lam: float, tol: float, max_
     """
     weight0 = model.linear.weight
     dtype, device = weight0.dtype, weight0.device
-    k = weight0.shape[0]
-    task = model.mnistkit_task
     data = Design(X, dtype, device)
-    n, d = data.source.shape[0], data.mu.shape[0]
     # Centred coordinates: logits = (x - mu) @ W.T + c, i.e. b = c - W @ mu. Same problem
     # (W and its penalty unchanged), but far better conditioned for uncentred data such as pixels.
     # L-BFGS moves (v, u), which the preconditioner maps to (W, c).
     precond = Preconditioner(data, lam)
-    v = torch.zeros(k, d, dtype=dtype, device=device, requires_grad=True)
-    u = torch.zeros(k, dtype=dtype, device=device, requires_grad=True)
-    # The stopping rule is sklearn's: the largest |gradient| in (W, c) at most tol. torch's own
-    # test would look at the gradient in (v, u), so it is set to 0 and the closure reports a
-    # converged point by handing L-BFGS a zero gradient there. The loss-change test only ends
-    # a line search that no longer moves; at sklearn's 64 * eps it would stop float32 fits early.
-    opt = torch.optim.LBFGS(
-        [v, u],
+    v = torch.zeros(weight0.shape[0], data.mu.shape[0], dtype=dtype, device=device, requires_grad=True)
+    u = torch.zeros(weight0.shape[0], dtype=dtype, device=device, requires_grad=True)
+    opt = _lbfgs([v, u], max_iter, dtype)
+    objective = _Objective(model, data, precond, target, lam, tol, opt)
+    opt.step(objective)
+    n_iter = opt.state[v]["n_iter"]
+    if not (torch.equal(objective.last["v"], v) and torch.equal(objective.last["u"], u)):
+        objective()  # the line search settled on an earlier point: measure the gradient there
+    with torch.no_grad():
+        w, c = precond.weight(v), precond.intercept(u)
+        bias = c - w @ data.mu
+    # Stopping short of max_iter without meeting tol means no step can lower the loss any more
+    # in this precision (the loss-change test): as converged as the arithmetic allows.
+    converged = objective.last["gmax"] <= tol or n_iter < max_iter
+    return LbfgsResult(w.detach(), bias.detach(), n_iter, converged, objective.last["loss"])
+
+
+def _lbfgs(params: list[torch.Tensor], max_iter: int, dtype: torch.dtype) -> torch.optim.LBFGS:
+    """torch's L-BFGS with its own stopping tests out of the way: the gradient test is
+    :class:`_Objective`'s (scikit-learn's, in ``(W, c)``), and the loss-change test only ends a line
+    search that no longer moves (at scikit-learn's ``64 * eps`` it would stop float32 fits early)."""
+    return torch.optim.LBFGS(
+        params,
         lr=1,
         max_iter=max_iter,
         max_eval=2 * max_iter + 20,
@@ -123,32 +135,39 @@ def fit_logistic(model, X, target: torch.Tensor, *, lam: float, tol: float, max_
         history_size=LBFGS_HISTORY,
         line_search_fn="strong_wolfe",
     )
-    target = target.to(device)
-    target = target if task == "multiclass" else target.to(dtype)
-    last: dict = {}
 
-    def closure():
-        opt.zero_grad(set_to_none=True)
-        w, c = precond.weight(v), precond.intercept(u)
+
+class _Objective:
+    """The closure L-BFGS calls: the penalised mean loss at its point ``(v, u)``, with the gradient.
+
+    The stopping rule is scikit-learn's, the largest ``|gradient|`` in ``(W, c)`` at most ``tol``;
+    torch would test the gradient in ``(v, u)``, so a converged point is reported by handing L-BFGS
+    a zero gradient there. ``last`` holds the point last evaluated and its loss and gradient size.
+    """
+
+    def __init__(self, model, data: Design, precond: Preconditioner, target, lam: float, tol: float, opt):
+        self.model, self.data, self.precond, self.lam, self.tol, self.opt = model, data, precond, lam, tol, opt
+        self.task = model.mnistkit_task
+        self.v, self.u = opt.param_groups[0]["params"]
+        target = target.to(data.mu.device)
+        self.target = target if self.task == "multiclass" else target.to(data.mu.dtype)
+        self.last: dict = {}
+
+    def __call__(self) -> torch.Tensor:
+        v, u, data = self.v, self.u, self.data
+        self.opt.zero_grad(set_to_none=True)
+        w, c = self.precond.weight(v), self.precond.intercept(u)
         w.retain_grad()
         c.retain_grad()
-        loss = data.loss_sum(model, w, c - w @ data.mu, target, task) / n + 0.5 * lam * (w * w).sum()
+        n = data.source.shape[0]
+        loss = (
+            data.loss_sum(self.model, w, c - w @ data.mu, self.target, self.task) / n + 0.5 * self.lam * (w * w).sum()
+        )
         loss.backward()
+        assert w.grad is not None and c.grad is not None  # retained above
         gmax = max(w.grad.abs().max().item(), c.grad.abs().max().item())
-        last.update(v=v.detach().clone(), u=u.detach().clone(), gmax=gmax, loss=loss.item())
-        if gmax <= tol:
+        self.last.update(v=v.detach().clone(), u=u.detach().clone(), gmax=gmax, loss=loss.item())
+        if gmax <= self.tol:
             v.grad.zero_()
             u.grad.zero_()
         return loss
-
-    opt.step(closure)
-    n_iter = opt.state[v]["n_iter"]
-    if not (torch.equal(last["v"], v) and torch.equal(last["u"], u)):
-        closure()  # the line search settled on an earlier point: measure the gradient there
-    with torch.no_grad():
-        w, c = precond.weight(v), precond.intercept(u)
-        bias = c - w @ data.mu
-    # Stopping short of max_iter without meeting tol means no step can lower the loss any more
-    # in this precision (the loss-change test): as converged as the arithmetic allows.
-    converged = last["gmax"] <= tol or n_iter < max_iter
-    return LbfgsResult(w.detach(), bias.detach(), n_iter, converged, last["loss"])

@@ -44,24 +44,41 @@ def finish_run(
     cfg: TrainConfig, run: RunDir, data: TaskData, session: Session, state: TrainState, log: RunLog, plots: bool = True
 ) -> RunResult:
     """Score on the test split, print the tutorial's accuracy line, write checkpoint and reports."""
-    model, task, device = session.model, session.task, session.device
+    model = session.model
     ev = evaluate(
         model,
         data.test.images,
         data.test.labels,
         data.norm,
         data.class_names,
-        task,
+        session.task,
         "test",
         cfg.eval_batch_size,
-        device,
+        session.device,
     )
-    cal = calibration_step(model, data, task, cfg.eval_batch_size, log)
-    log.line(f"Accuracy of the model on the {ev.n} test images: {ev.accuracy:.2f} %")  # the tutorial's last line
+    cal = calibration_step(model, data, session.task, cfg.eval_batch_size, log)
+    log_test_scores(ev, log)
+    train_seconds = round(state.train_seconds, 3)
+    ckpt = save_checkpoint(run.checkpoint, model, checkpoint_meta(cfg, data, state, ev, cal, train_seconds))
+    run.write_eval({**ev.to_dict(), "calibration": cal.to_dict()})
+    summary = run_summary(cfg, run, data, ev, cal, train_seconds, ckpt, session.device)
+    run.write_summary(summary)
+    if plots:
+        save_plots(run, state.metrics, ev, data, model, log)
+    return RunResult(run.path, ckpt, ev.accuracy, train_seconds, state.metrics, ev, cfg, summary, model)
+
+
+def log_test_scores(ev: EvalResult, log: RunLog) -> None:
+    """The tutorial's last line (the test accuracy), and for a binary task what accuracy hides."""
+    log.line(f"Accuracy of the model on the {ev.n} test images: {ev.accuracy:.2f} %")
     if ev.binary:
         b = ev.binary
         log.line(f"Precision: {b['precision']:.2f} %, Recall: {b['recall']:.2f} %, ROC AUC: {b['roc_auc']:.4f}")
-    train_seconds = round(state.train_seconds, 3)
+
+
+def checkpoint_meta(cfg: TrainConfig, data: TaskData, state: TrainState, ev: EvalResult, cal, train_seconds) -> dict:
+    """The checkpoint's metadata: what rebuilds the model and reads its inputs (config, classes,
+    normalisation, temperature) and how it scored, so a checkpoint alone explains itself."""
     metrics = {
         "test_accuracy": ev.accuracy,
         "test_loss": ev.loss,
@@ -80,9 +97,14 @@ def finish_run(
     }
     if cal.temperature is not None:
         meta["temperature"] = cal.temperature  # Checkpoint.temperature: predict and serve divide logits by it
-    ckpt = save_checkpoint(run.checkpoint, model, meta)
-    run.write_eval({**ev.to_dict(), "calibration": cal.to_dict()})
-    summary = {
+    return meta
+
+
+def run_summary(
+    cfg: TrainConfig, run: RunDir, data: TaskData, ev: EvalResult, cal, train_seconds, ckpt, device
+) -> dict:
+    """``summary.json``: the run at a glance, flat, for scripts, reports and ``mnistkit show``."""
+    return {
         "dataset": data.dataset_name,
         "model": cfg.model,
         "preset": cfg.preset,
@@ -97,10 +119,6 @@ def finish_run(
         "binary": ev.binary,
         **cal.to_dict(),
     }
-    run.write_summary(summary)
-    if plots:
-        save_plots(run, state.metrics, ev, data, model, log)
-    return RunResult(run.path, ckpt, ev.accuracy, train_seconds, state.metrics, ev, cfg, summary, model)
 
 
 def calibration_step(model, data: TaskData, task: str, batch_size: int, log: RunLog):
