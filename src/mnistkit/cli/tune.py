@@ -6,6 +6,7 @@ import click
 
 from mnistkit.cli.options import GroupedCommand, LazyChoice, model_options_from, print_json_line
 from mnistkit.cli.train import train as _train
+from mnistkit.errors import MnistkitError
 
 #: train options that make no sense for a search (each trial has its own folder, log and test-free end)
 NOT_TUNE_OPTIONS = {
@@ -108,7 +109,9 @@ def tune(
 
     Trials are scored on a validation split carved from the training data (--val-size, default
     10000 images); only the best trial is scored on the test set, at the end. Rerunning the same
-    command resumes the study; Ctrl-C stops after saving what is done.
+    command resumes the study; Ctrl-C stops after saving what is done. With --timeout the default
+    space's epochs are sized so several trials fit the budget; when no trial completed (e.g. a
+    budget too short for one trial) it says why and what budget would do, and exits 2.
 
     Workers on many machines share a study through --storage: start them all with the same
     command, at once if you like; they take turns to set the study up, then share its trials.
@@ -136,15 +139,21 @@ def tune(
         compile=compile_,
         **opts,
     )
+    _print_outcome(summary, quiet, as_json)
+
+
+def _print_outcome(summary: dict, quiet: bool, as_json: bool) -> None:
+    """The final line (--quiet) or JSON object (--json); a search that found nothing is not a
+    success: exit 2 with why, as for input that cannot work."""
     best = summary.get("best")
-    if quiet:
+    if quiet and best:
         click.echo(
             f"Best trial {best['number']}: validation {best['val_accuracy']:.2f} %, test {best['test_accuracy']:.2f} %"
-            if best
-            else "No trial completed"
         )
     if as_json:
         print_json_line(summary)
+    if not best:
+        raise MnistkitError(f"no trial completed: {summary['no_trial_why']}")
 
 
 def _shared_train_options() -> list:

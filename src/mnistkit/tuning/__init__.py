@@ -50,31 +50,85 @@ def tune(
     a dict) replaces the model family's default search space. Rerunning with the same ``out`` (or ``storage``) and ``study``
     resumes; ``trials`` counts the study's finished trials, not this call's.
 
-    On KeyboardInterrupt the files of the trials done so far are written, then it re-raises.
+    When no trial completed, ``summary["best"]`` is None and ``summary["no_trial_why"]`` says why
+    (the CLI prints it and exits 2). On KeyboardInterrupt the files of the trials done so far are
+    written, then it re-raises.
     """
-    from mnistkit.config import resolve_config
-    from mnistkit.tuning.space import default_space, parse_space, read_space_file
-    from mnistkit.tuning.storage import mask_url, open_storage, set_up_storage, storage_url
-    from mnistkit.tuning.study import StudySettings, join_study, make_pruner, quiet_optuna
+    from mnistkit.tuning.storage import mask_url, storage_url
+    from mnistkit.tuning.study import quiet_optuna
 
     _check_counts(trials, timeout, workers, heartbeat)
     quiet_optuna()
     out = Path(out).absolute()
     explicit = {k: v for k, v in train_options.items() if v is not None}
+    log = print if echo else (lambda *_: None)
+    started = time.monotonic()  # the budget counts from here, the probe of its epochs included
+    wanted = _wanted_settings(explicit, space, trials, pruner, timeout, log)
+    study_name = study or DEFAULT_STUDY
+    st, settings = _set_up_study(
+        storage, out, heartbeat, study_name, sampler_seed, wanted, explicit, space, pruner, trials
+    )
+    storage_shown = mask_url(storage_url(storage, out))  # never the password
+    log(
+        f"Study {study_name!r} in {storage_shown}: {settings.base.model}, up to {settings.trials} trials"
+        + (f", {timeout:g} s budget" if timeout else "")
+        + (f", {workers} workers" if workers > 1 else "")
+    )
+    run = _Run(st, settings, out, timeout, workers, storage_shown, log, plots, started)
+    opened = dict(storage=storage, study=study_name, heartbeat=heartbeat, sampler_seed=sampler_seed)
+    run.trials(live, echo, {**opened, "per_worker": dict(explicit)})
+    return run.conclude()
+
+
+def _wanted_settings(explicit: dict, space, trials: int | None, pruner: str | None, timeout: float | None, log):
+    """The study's settings as this command asks for them: the base config (tune's validation split
+    by default) and the search space, the given one or the model's default sized to ``timeout``."""
+    from mnistkit.config import resolve_config
+    from mnistkit.tuning.space import parse_space, read_space_file
+    from mnistkit.tuning.study import StudySettings, make_pruner
+
     base = resolve_config(**{"val_size": DEFAULT_VAL_SIZE, **explicit})
     if not base.val_size:
         raise ConfigError("tune scores trials on a validation split: give --val-size > 0 (default 10000)")
     if isinstance(space, dict):
-        raw_space, where = space, "space"
+        raw_space, space_label = space, "space"
+    elif space is not None:
+        raw_space, space_label = read_space_file(space), f"--space {space}"
     else:
-        raw_space = read_space_file(space) if space is not None else default_space(base.model)
-        where = f"--space {space}" if space is not None else "search space"
+        raw_space, space_label = _default_space(base, timeout, log), "search space"
     wanted = StudySettings(
-        base, parse_space(raw_space, base.model, where), trials or DEFAULT_TRIALS, pruner or "median"
+        base, parse_space(raw_space, base.model, space_label), trials or DEFAULT_TRIALS, pruner or "median"
     )
     make_pruner(wanted.pruner)  # validates the name before anything is created
-    study_name = study or DEFAULT_STUDY
-    st, settings = set_up_storage(
+    return wanted
+
+
+def _default_space(base, timeout: float | None, log) -> dict:
+    """The model's default space; under ``timeout``, with its epochs sized so several trials finish
+    in the budget (from a probe of two training steps on this machine)."""
+    from mnistkit.tuning.budget import TRIAL_SHARE, epochs_for_budget, seconds_per_epoch
+    from mnistkit.tuning.space import default_space
+
+    space = default_space(base.model)
+    if timeout is None:
+        return space
+    epoch_seconds = seconds_per_epoch(base)
+    sized = epochs_for_budget(space, epoch_seconds, timeout)
+    if sized != space:
+        epochs = sized["epochs"]
+        log(
+            f"Epochs searched: {epochs['low']} to {epochs['high']} (an epoch takes about {epoch_seconds:.1f} s here; "
+            f"a trial may use {TRIAL_SHARE:.0%} of the {timeout:g} s budget)"
+        )
+    return sized
+
+
+def _set_up_study(storage, out: Path, heartbeat, study_name, sampler_seed, wanted, explicit, space, pruner, trials):
+    """Open the storage and create or join the study under its set-up lock; returns (study, settings)."""
+    from mnistkit.tuning.storage import open_storage, set_up_storage
+    from mnistkit.tuning.study import join_study
+
+    return set_up_storage(
         storage,
         out,
         lambda: join_study(
@@ -88,56 +142,56 @@ def tune(
             trials=trials,
         ),
     )
-    where = mask_url(storage_url(storage, out))
-    log = print if echo else (lambda *_: None)
-    log(
-        f"Study {study_name!r} in {where}: {settings.base.model}, up to {settings.trials} trials"
-        + (f", {timeout:g} s budget" if timeout else "")
-        + (f", {workers} workers" if workers > 1 else "")
-    )
 
-    import sys
 
-    from mnistkit.tuning.outputs import write_outputs
-    from mnistkit.tuning.progress import TuneProgress
+class _Run:
+    """One ``tune`` call once its study is set up: run the trials here or in workers under the live
+    view, then write the output folder and say how it went."""
 
-    show_live = sys.stdout.isatty() if live is None else live
-    started = time.monotonic()
-    try:
-        with TuneProgress(st, settings.trials, timeout, workers, live=show_live, echo=echo):
-            if workers == 1:
-                _run_here(st, settings, out, timeout, sampler_seed, started)
-            else:
-                _run_workers(
-                    st,
-                    settings,
-                    out,
-                    timeout,
-                    workers,
-                    dict(
-                        storage=storage,
-                        study=study_name,
-                        heartbeat=heartbeat,
-                        sampler_seed=sampler_seed,
-                        per_worker=dict(explicit.items()),
-                    ),
-                    log,
-                )
-    except KeyboardInterrupt:
-        log("Interrupted: saving the trials done so far (rerun the same command to resume)")
-        write_outputs(st, out, settings, where, log, plots=plots)
-        raise
-    summary = write_outputs(st, out, settings, where, log, plots=plots)
-    summary["seconds"] = round(time.monotonic() - started, 1)
-    best = summary["best"]
-    if best:
-        log(
-            f"Best trial {best['number']}: validation {best['val_accuracy']:.2f} %, "
-            f"test {best['test_accuracy']:.2f} %; config in {out / 'best.json'}, report {out / 'report.html'}"
-        )
-    else:
-        log(f"No trial completed; see {out / 'trials.csv'}")
-    return summary
+    def __init__(self, st, settings, out: Path, timeout, workers: int, storage_shown: str, log, plots: bool, started):
+        self.st, self.settings, self.out, self.timeout, self.workers = st, settings, out, timeout, workers
+        self.storage_shown, self.log, self.plots, self.started = storage_shown, log, plots, started
+
+    def trials(self, live: bool | None, echo: bool, open_args: dict) -> None:
+        """Run the trials; on Ctrl-C write the files of those done so far, then re-raise."""
+        import sys
+
+        from mnistkit.tuning.progress import TuneProgress
+
+        show_live = sys.stdout.isatty() if live is None else live
+        try:
+            with TuneProgress(self.st, self.settings.trials, self.timeout, self.workers, live=show_live, echo=echo):
+                if self.workers == 1:
+                    _run_here(self.st, self.settings, self.out, self.timeout, open_args["sampler_seed"], self.started)
+                else:
+                    _run_workers(self.st, self.settings, self.out, self.timeout, self.workers, open_args, self.log)
+        except KeyboardInterrupt:
+            self.log("Interrupted: saving the trials done so far (rerun the same command to resume)")
+            self.write()
+            raise
+
+    def write(self) -> dict:
+        from mnistkit.tuning.outputs import write_outputs
+
+        return write_outputs(self.st, self.out, self.settings, self.storage_shown, self.log, plots=self.plots)
+
+    def conclude(self) -> dict:
+        """Write the outputs; the summary, with the best trial or why there is none."""
+        from mnistkit.tuning.budget import why_no_trial_completed
+
+        summary = self.write()
+        summary["seconds"] = round(time.monotonic() - self.started, 1)
+        best = summary["best"]
+        if best:
+            self.log(
+                f"Best trial {best['number']}: validation {best['val_accuracy']:.2f} %, "
+                f"test {best['test_accuracy']:.2f} %; config in {self.out / 'best.json'}, "
+                f"report {self.out / 'report.html'}"
+            )
+        else:
+            summary["no_trial_why"] = why_no_trial_completed(self.st, self.timeout, self.out)
+            self.log(f"No trial completed: {summary['no_trial_why']}")
+        return summary
 
 
 def _check_counts(trials, timeout, workers, heartbeat) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 import time
 
+from mnistkit.tuning.budget import cut_line
+
 
 class TuneProgress:
     """Poll ``study`` and show its state; use as a context manager around the workers."""
@@ -101,9 +103,9 @@ class TuneProgress:
                 if t.value is not None
                 else (f"after epoch {max(t.intermediate_values)}" if t.intermediate_values else "")
             )
+            outcome = cut_line(t.user_attrs) or f"{t.state.name.lower()} {value}".rstrip()
             print(
-                f"trial {t.number} {t.state.name.lower()} {value}".rstrip()
-                + (f" | best {best.value:.2f} % (trial {best.number})" if best else ""),
+                f"trial {t.number} {outcome}" + (f" | best {best.value:.2f} % (trial {best.number})" if best else ""),
                 flush=True,
             )
 

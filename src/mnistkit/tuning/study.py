@@ -201,13 +201,17 @@ def _normal(v):
 
 class PruningHook:
     """Per-epoch hook for :func:`mnistkit.training.fit`: report validation accuracy, prune, and stop
-    after the last epoch before the test evaluation (the test set is for the best trial only)."""
+    after the last epoch before the test evaluation (the test set is for the best trial only).
+
+    A trial the ``--timeout`` budget cuts short is pruned too (Optuna has no other state for it),
+    and says so in its user attributes (:mod:`~mnistkit.tuning.budget`)."""
 
     def __init__(self, trial, epochs: int, time_left=None):
         self.trial = trial
         self.epochs = epochs
         self.time_left = time_left  # callable -> seconds left of --timeout, or None
         self.value: float | None = None
+        self.started = time.monotonic()  # an epoch's wall-clock time includes loading and validation
 
     def on_epoch_end(self, epoch: int, row: dict) -> None:
         import optuna
@@ -221,9 +225,18 @@ class PruningHook:
         left = self.time_left() if self.time_left is not None else None
         if epoch < self.epochs and left is not None and left <= 0:
             # the budget is spent: a trial that started in time does not run on for many minutes
+            self._record_cut(epoch)
             raise optuna.TrialPruned(f"stopped after epoch {epoch}: the --timeout budget is spent")
         if epoch >= self.epochs:
             raise StopTraining
+
+    def _record_cut(self, epoch: int) -> None:
+        from mnistkit.tuning.budget import CUT_BY, TIMEOUT
+
+        seconds = (time.monotonic() - self.started) / epoch
+        attrs = {CUT_BY: TIMEOUT, "epochs_done": epoch, "epochs_planned": self.epochs, "epoch_seconds": seconds}
+        for key, value in attrs.items():
+            self.trial.set_user_attr(key, value)
 
 
 def trial_dir(out: Path, number: int) -> Path:
