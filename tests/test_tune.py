@@ -252,6 +252,62 @@ def test_pruned_trials_stop_early_and_keep_no_state(synthetic_dataset, tmp_path)
     assert len(metrics) == 1 and json.loads(metrics[0])["val_accuracy"] is not None
 
 
+def test_a_budget_too_short_for_one_trial_says_so_and_exits_2(
+    synthetic_dataset, tmp_path, tiny_space, capsys, monkeypatch
+):
+    """The budget runs out after the first epoch of the first trial: the trial is named as cut by
+    --timeout (not merely "pruned"), the end says what budget one trial needs, and the exit is 2."""
+    from mnistkit.tuning import study as study_module
+
+    calls = iter([60.0])  # time left when the trial starts; spent from then on
+    monkeypatch.setattr(study_module.Worker, "time_left", lambda self: next(calls, -1.0))
+    out = tmp_path / "study"
+    args = tune_args(synthetic_dataset, out, tiny_space, trials=2) + ["--timeout", 60, "--no-plots"]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 2
+    assert "trial 0 stopped by the --timeout budget after epoch 1 of 2 (" in stdout
+    assert err.startswith("mnistkit: error: no trial completed: the --timeout 60 s budget ran out during trial 0")
+    assert "one such trial needs about --timeout " in err and len(err.strip().splitlines()) == 1
+    assert not (out / "best.json").exists()
+
+
+def test_the_default_space_is_sized_to_the_budget(synthetic_dataset, tmp_path, capsys, monkeypatch):
+    """With an epoch measured at 10 s, a 120 s budget leaves a trial 30 s: one epoch of 2 x 10 s (the
+    margin), so the search runs one-epoch trials and completes them instead of cutting a 20-epoch one."""
+    from mnistkit.tuning import budget
+
+    monkeypatch.setattr(budget, "seconds_per_epoch", lambda base: 10.0)
+    out = tmp_path / "study"
+    args = ["tune", "--dataset", synthetic_dataset, "--model", "mlp", "--val-size", 200, "--trials", 1]
+    code, stdout, err = run_cli(args + ["--timeout", 120, "--out", out, "--no-plots", "--sampler-seed", 1], capsys)
+    assert code == 0, err
+    assert (
+        "Epochs searched: 1 to 1 (an epoch takes about 10.0 s here; a trial may use 25% of the 120 s budget)" in stdout
+    )
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["state"] for r in rows] == ["COMPLETE"]
+    assert json.loads((out / "best.json").read_text())["epochs"] == 1
+
+
+def test_epochs_for_budget_caps_only_what_does_not_fit():
+    from mnistkit.tuning.budget import budget_needed, epochs_for_budget
+
+    space = {"lr": {"low": 1e-3, "high": 1e-2}, "epochs": {"low": 5, "high": 20}}
+    assert epochs_for_budget(space, epoch_seconds=1.0, timeout=600) == space  # 75 epochs would fit
+    assert epochs_for_budget(space, epoch_seconds=1.0, timeout=80)["epochs"] == {"low": 5, "high": 10}
+    assert epochs_for_budget(space, epoch_seconds=1.0, timeout=24)["epochs"] == {"low": 3, "high": 3}
+    assert epochs_for_budget({"epochs": 4}, epoch_seconds=100.0, timeout=1) == {"epochs": 4}  # fixed: the user's
+    assert budget_needed(epoch_seconds=38.0, epochs=15) == 720
+
+
+def test_seconds_per_epoch_is_measured_on_this_machine(synthetic_dataset):
+    from mnistkit.config import resolve_config
+    from mnistkit.tuning.budget import seconds_per_epoch
+
+    seconds = seconds_per_epoch(resolve_config(dataset=str(synthetic_dataset), model="mlp", val_size=200))
+    assert 0 < seconds < 60
+
+
 def test_local_workers_share_one_journal(synthetic_dataset, tmp_path, tiny_space, capsys):
     out = tmp_path / "study"
     code, stdout, err = run_cli(
