@@ -64,7 +64,8 @@ def test_signal_during_training_is_one_line_and_the_run_resumes(
     assert victim.poll() is None, "training ended before the signal: " + victim.communicate()[1]
     victim.send_signal(sig)
     _out, err = victim.communicate(timeout=60)
-    assert victim.returncode == exit_code and err == f"mnistkit: {word}\n", (victim.returncode, err)
+    resume_line = f"mnistkit: {word}; continue it with: mnistkit train --resume {run}\n"
+    assert victim.returncode == exit_code and err == resume_line, (victim.returncode, err)
     assert (run / "last.safetensors").exists() and not (run / "model.safetensors").exists()
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
     done_before = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -76,3 +77,32 @@ def test_signal_during_training_is_one_line_and_the_run_resumes(
     assert FINAL_LINE.search(out), out
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4] and (run / "model.safetensors").exists()
+
+
+def test_an_interrupt_before_the_first_epoch_leaves_a_run_that_resumes_from_epoch_0(
+    synthetic_dataset, tmp_path, capsys, monkeypatch
+):
+    """Ctrl-C while the run is being set up (its folder and config written, no epoch saved): the
+    one line says how to continue, and ``--resume`` starts that run again from epoch 0."""
+    from mnistkit.cli import Signalled
+    from mnistkit.training import loop
+
+    def interrupted(cfg):
+        def trainer(session, state, callbacks):
+            raise Signalled(signal.SIGINT)  # what the CLI's handler raises on Ctrl-C
+
+        return trainer
+
+    run = tmp_path / "run"
+    args = ["train", "--dataset", synthetic_dataset, "--model", "logreg", "--epochs", 2, "--out", run]
+    real = loop.trainer_for
+    monkeypatch.setattr(loop, "trainer_for", interrupted)
+    code, _out, err = run_cli(args, capsys)
+    assert code == 130 and err == f"mnistkit: interrupted; continue it with: mnistkit train --resume {run}\n"
+    assert (run / "config.json").exists() and not (run / "last.safetensors").exists()
+
+    monkeypatch.setattr(loop, "trainer_for", real)
+    code, out, err = run_cli(["train", "--resume", run], capsys)
+    assert code == 0 and err == "", err
+    assert f"Resuming {run} after epoch 0/2" in out and FINAL_LINE.search(out), out
+    assert (run / "model.safetensors").exists()

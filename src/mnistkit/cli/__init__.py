@@ -87,6 +87,11 @@ def _install_signal_handlers() -> dict:
     return {sig: signal.signal(sig, _raise_signalled) for sig in SIGNAL_EXIT}
 
 
+def _notes(exc: BaseException | None) -> str:
+    """``; NOTE`` per note on an interrupt (how to continue the interrupted work), on the same line."""
+    return "".join(f"; {_one_line(n)}" for n in getattr(exc, "__notes__", ()))
+
+
 def _os_error_message(exc: OSError) -> str:
     """``FILE: reason`` (the file when the error carries one, as atomic writes' do)."""
     reason = _one_line(exc.strerror or exc)
@@ -114,10 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except Signalled as exc:
-        click.echo(f"{prog}: {_SIGNAL_WORD[exc.signum]}", err=True)
+        click.echo(f"{prog}: {_SIGNAL_WORD[exc.signum]}{_notes(exc)}", err=True)
         code = SIGNAL_EXIT[exc.signum]
-    except click.exceptions.Abort:
-        click.echo(f"{prog}: aborted", err=True)
+    except click.exceptions.Abort as exc:  # click's word for a KeyboardInterrupt it caught (the cause)
+        click.echo(f"{prog}: aborted{_notes(exc.__cause__)}", err=True)
         code = 130
     except click.UsageError as exc:
         where = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
@@ -132,8 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:  # disk full, read-only directory, permission denied
         click.echo(f"{ERROR_PREFIX}{_os_error_message(exc)}", err=True)
         code = 2
-    except KeyboardInterrupt:  # off the main thread, or raised by code that catches signals itself
-        click.echo(f"{prog}: interrupted", err=True)
+    except KeyboardInterrupt as exc:  # off the main thread, or raised by code that catches signals itself
+        click.echo(f"{prog}: interrupted{_notes(exc)}", err=True)
         code = 130
     except Exception as exc:  # a bug: say so on one line unless debugging
         if os.environ.get("MNISTKIT_DEBUG"):

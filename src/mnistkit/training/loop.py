@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -69,11 +70,15 @@ def fit(
         # where it goes, and where it starts
         if session.is_main:
             lock = start_run_dir(run, cfg, resuming=resume is not None)
-        state = TrainState() if resume is None else load_state(run, session.model, session.optimizer, session.scheduler)
+        state = TrainState() if resume is None else resumed_state(run, session)
         callbacks = make_callbacks(cfg, run, session, echo=echo, progress=progress, board=tensorboard, hooks=hooks)
         # train, then score once on the test split
         trainer_for(cfg)(session, state, callbacks)
         return conclude(cfg, run, data, session, state, callbacks, plots)
+    except BaseException as exc:
+        if lock is not None and is_interrupt(exc):
+            note_resume(exc, run)
+        raise
     finally:
         callbacks.close()
         if lock is not None:
@@ -90,8 +95,10 @@ def resolve_run(config: TrainConfig | None, resume, overrides: dict) -> tuple[Tr
         cfg = resolve_config(base=config, **overrides)
         return cfg, default_run_dir(cfg)
     run = RunDir(resume)
-    if not run.is_interrupted() or not run.config.exists():
-        raise ConfigError(f"--resume {run}: no interrupted run there (needs config.json and {run.state.name})")
+    if not run.config.exists() or (run.is_finished() and not run.is_interrupted()):
+        raise ConfigError(
+            f"--resume {run}: no interrupted run there (needs config.json, and {run.state.name} once finished)"
+        )
     saved = run.read_config(f"--resume {run}: config.json")
     allowed = {"device", "data_dir"}
     bad = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
@@ -119,6 +126,27 @@ def start_run_dir(run: RunDir, cfg: TrainConfig, resuming: bool) -> RunLock:
             lock.release()
             raise
     return lock
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Stopped from outside (Ctrl-C, or the CLI's SIGINT / SIGTERM, which unwind as a BaseException
+    that is not an Exception): the run can go on later, unlike after an error."""
+    return not isinstance(exc, (Exception, SystemExit, GeneratorExit))
+
+
+def note_resume(exc: BaseException, run: RunDir) -> None:
+    """Attach the command that continues ``run`` to an interrupt (``add_note``; the CLI prints notes
+    on its one interrupted line). An interrupt inside an interrupted run keeps the innermost note."""
+    if not getattr(exc, "__notes__", None):
+        exc.__notes__ = [f"continue it with: mnistkit train --resume {shlex.quote(str(run.path))}"]
+
+
+def resumed_state(run: RunDir, s: Session) -> TrainState:
+    """The saved state of an interrupted run, restored into the session; a run interrupted before its
+    first epoch was saved has none and starts again from epoch 0 with its saved config."""
+    if not run.is_interrupted():
+        return TrainState(resumed=True)
+    return load_state(run, s.model, s.optimizer, s.scheduler)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -165,8 +165,9 @@ class _Run:
                     _run_here(self.st, self.settings, self.out, self.timeout, open_args["sampler_seed"], self.started)
                 else:
                     _run_workers(self.st, self.settings, self.out, self.timeout, self.workers, open_args, self.log)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             self.log("Interrupted: saving the trials done so far (rerun the same command to resume)")
+            exc.__notes__ = ["rerun the same command to resume the study"]  # not the trial's
             self.write()
             raise
 
