@@ -33,7 +33,7 @@ says so). What a hostile client can cost is bounded at each step:
   so no recursion error and no 5,000-digit integer conversion ever happens;
 - images: at most :data:`SERVE_MAX_PIXELS` by the header, before any pixel is decoded (a JPEG,
   decoded at reduced size: :data:`SERVE_MAX_JPEG_PIXELS`);
-- work: small inputs and large images run in two separate bounded pools (:class:`Lane`), each
+- work: small inputs and large images run in two separate bounded pools (:class:`~.lanes.Lane`), each
   with a bounded queue, so large uploads wait for their own thread (or get 503 at once when
   that queue is full) and never hold up drawings and JSON pixels.
 
@@ -47,15 +47,8 @@ the function ``mnistkit predict`` and ``mnistkit.predict`` use; numbers by
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import math
-import os
 import re
-import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path, PureWindowsPath
 
@@ -85,6 +78,7 @@ from mnistkit.serving.bodies import (
     parse_pixels_json,
     read_limited_body,
 )
+from mnistkit.serving.lanes import Lane, Slots
 from mnistkit.serving.limits import (
     HEAVY_NICE,
     MAX_JSON_BYTES,
@@ -133,60 +127,6 @@ _PREDICT_DOC = {
 }
 
 
-class Lane:
-    """A dedicated pool of worker threads with a bounded queue: when both are full, refuse at once (503).
-
-    Queuing without end would turn a burst into unbounded memory and latency; an
-    immediate 503 with ``Retry-After`` lets the client back off. ``nice`` lowers the
-    scheduling priority of the lane's own threads (Linux schedules threads one by one),
-    so on a busy machine the CPU goes to light requests first.
-    """
-
-    def __init__(self, name: str, workers: int, queue: int, nice: int = 0):
-        self.name = name
-        self.capacity = workers + queue
-        self.in_flight = 0  # only touched on the event loop: no lock needed
-        self.pool = ThreadPoolExecutor(
-            workers,
-            thread_name_prefix=f"mnistkit-{name.replace(' ', '-')}",
-            initializer=functools.partial(_lower_priority, nice) if nice else None,
-        )
-
-    async def run(self, fn, *args):
-        if self.in_flight >= self.capacity:
-            raise ApiError(503, f"server busy with {self.name}; retry in a moment", {"Retry-After": "1"})
-        self.in_flight += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-        finally:
-            self.in_flight -= 1
-
-
-class Slots:
-    """At most ``capacity`` of something in progress, server-wide; one more is refused (503) at once.
-
-    Touched only on the event loop's thread, so it needs no lock.
-    """
-
-    def __init__(self, what: str, capacity: int):
-        self.what = what
-        self.capacity = capacity
-        self.held = 0
-
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        """Hold one while the block runs; all taken: :class:`ApiError` 503, closing the unread body's connection."""
-        if self.held >= self.capacity:
-            raise ApiError(
-                503, f"server busy with {self.what}; retry in a moment", {"Retry-After": "1", "Connection": "close"}
-            )
-        self.held += 1
-        try:
-            yield
-        finally:
-            self.held -= 1
-
-
 class HeadAsGet:
     """ASGI middleware: ``HEAD`` on any path answers exactly as ``GET`` does, without the body.
 
@@ -217,14 +157,6 @@ BROKEN_MODEL = (
 )
 
 
-def _lower_priority(nice: int) -> None:
-    """Raise this thread's nice value (Linux: per thread); elsewhere, or if refused, run as is."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (AttributeError, OSError):
-        pass
-
-
 def create_app(
     checkpoint_path: str | Path | None = None,
     *,
@@ -239,7 +171,7 @@ def create_app(
     ``min_confidence`` (None: each model's own threshold) judges digits and numbers alike, as
     ``mnistkit predict --min-confidence`` does."""
     from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint, load_tensors
+    from mnistkit.checkpoint import load_checkpoint
 
     limits = limits or Limits()
     ckpt = load_checkpoint(resolve_checkpoint_path(checkpoint_path))
@@ -253,17 +185,20 @@ def create_app(
     app.state.checkpoint = ckpt
     app.state.line_reader = reader
     app.state.limits = limits
-    light = Lane("small inputs", limits.light_workers, limits.light_queue)
-    heavy = Lane("large images", limits.heavy_workers, limits.heavy_queue, nice=HEAVY_NICE)
-    request_shares = ClientShares("requests in progress", limits.client_requests)
-    # Photo bodies (over max_body_bytes) hold the most memory: few at once, and one per client.
-    photo_slots = Slots("large photos", limits.large_uploads)
-    photo_shares = ClientShares("large photos in progress", limits.client_large_uploads)
-    public_meta = public_metadata(ckpt.meta)
-
     _add_error_handlers(app)
     app.add_middleware(HeadAsGet)
+    _add_info_routes(app, ckpt, reader)
+    _add_predict_route(app, Predictor(ckpt, reader, limits, min_confidence))
+    return app
+
+
+def _add_info_routes(app: FastAPI, ckpt, reader) -> None:
+    """The page, liveness and the two models' metadata: cheap answers that need no lane."""
+    from mnistkit.checkpoint import load_tensors
+
     page = resources.files("mnistkit.serving").joinpath("static/index.html").read_text(encoding="utf-8")
+    public_meta = public_metadata(ckpt.meta)
+    line_meta = public_metadata(load_tensors(reader.path)[1]) if reader and reader.path else None
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -279,8 +214,6 @@ def create_app(
         """The checkpoint's metadata: model, task, dataset, normalisation, class names, metrics, versions."""
         return public_meta
 
-    line_meta = public_metadata(load_tensors(reader.path)[1]) if reader and reader.path else None
-
     @app.get("/line-model")
     async def line_model_info() -> JSONResponse:
         """The line reader's metadata (as ``/model``); 501 when this server reads no numbers."""
@@ -288,6 +221,8 @@ def create_app(
             return JSONResponse({"error": NO_LINE_READER}, status_code=501)
         return JSONResponse(line_meta)
 
+
+def _add_predict_route(app: FastAPI, predictor: Predictor) -> None:
     @app.post(
         "/predict",
         openapi_extra=_PREDICT_DOC,
@@ -307,30 +242,56 @@ def create_app(
         reader instead: `{number, confidence, unsure, reason, digits: [{label, probability}]}`; 501 when
         this server has no line reader.
         """
-        with request_shares.hold(client_address(request.client)):
-            return await predict_request(request)
+        return await predictor.handle(request)
 
-    async def predict_request(request: Request) -> JSONResponse:
+
+class Predictor:
+    """``POST /predict`` over one loaded model (and line reader): a request is checked, its body read
+    within the limits, and the work run in a lane sized to the input.
+
+    The lanes, shares and slots are why a few clients cannot starve the rest: small inputs and large
+    images queue apart (:class:`~.limits.Lane`), each client holds a bounded share of the requests in
+    progress (:class:`~.shares.ClientShares`), and photo bodies (over ``max_body_bytes``), which hold
+    the most memory, get few slots at once and one per client."""
+
+    def __init__(self, ckpt, reader, limits: Limits, min_confidence: float | None):
+        self.ckpt, self.reader, self.limits, self.min_confidence = ckpt, reader, limits, min_confidence
+        self.light = Lane("small inputs", limits.light_workers, limits.light_queue)
+        self.heavy = Lane("large images", limits.heavy_workers, limits.heavy_queue, nice=HEAVY_NICE)
+        self.request_shares = ClientShares("requests in progress", limits.client_requests)
+        self.photo_slots = Slots("large photos", limits.large_uploads)
+        self.photo_shares = ClientShares("large photos in progress", limits.client_large_uploads)
+
+    async def handle(self, request: Request) -> JSONResponse:
+        with self.request_shares.hold(client_address(request.client)):
+            return await self.route(request)
+
+    async def route(self, request: Request) -> JSONResponse:
+        """Refuse what cannot be answered before reading the body; a photo body waits for a photo slot."""
         content_type = request.headers.get("content-type", "")
         kind = content_kind(content_type)
         preview = flag(request.query_params.get("preview"), "preview")
         number = flag(request.query_params.get("number"), "number")
-        if number and reader is None:
+        if number and self.reader is None:
             raise ApiError(501, NO_LINE_READER)
         if number and kind == "json":
             raise ApiError(422, NUMBER_NEEDS_IMAGE)
         size = declared_length(request)
-        photo = kind != "json" and size is not None and limits.max_body_bytes < size and may_hold_photo(content_type)
+        photo = (
+            kind != "json" and size is not None and self.limits.max_body_bytes < size and may_hold_photo(content_type)
+        )
         if photo:  # a body over max_body_bytes, read only while it holds a photo slot
-            with photo_shares.hold(client_address(request.client)), photo_slots.hold():
-                return await answer(request, kind, preview, number, photo)
-        return await answer(request, kind, preview, number, photo)
+            with self.photo_shares.hold(client_address(request.client)), self.photo_slots.hold():
+                return await self.answer(request, kind, preview, number, photo)
+        return await self.answer(request, kind, preview, number, photo)
 
-    async def answer(request: Request, kind: str, preview: bool, number: bool, photo: bool) -> JSONResponse:
-        body = await read_body(request, kind, photo)
+    async def answer(self, request: Request, kind: str, preview: bool, number: bool, photo: bool) -> JSONResponse:
+        """Read the body, check the image's size from its header, and predict in the lane it needs."""
+        limits, min_confidence = self.limits, self.min_confidence
+        body = await self.read_body(request, kind, photo)
         if kind == "json":
             pixels = parse_pixels_json(body)
-            return JSONResponse(await light.run(predict_pixels, ckpt, pixels, min_confidence, preview))
+            return JSONResponse(await self.light.run(predict_pixels, self.ckpt, pixels, min_confidence, preview))
         data, name = await multipart_file(request, body) if kind == "multipart" else (body, "request body")
         if photo and not data.startswith(JPEG_MAGIC):
             raise ApiError(
@@ -340,16 +301,17 @@ def create_app(
             )
         header = image_header(data)
         max_pixels = check_pixels(header, limits.max_pixels, limits.max_jpeg_pixels, name)
-        lane = heavy if header is not None and header.pixels > limits.light_max_pixels else light
+        lane = self.heavy if header is not None and header.pixels > limits.light_max_pixels else self.light
         if number:
-            assert reader is not None  # checked before the body was read
-            result = await lane.run(read_number_bytes, reader, data, name, min_confidence, preview)
+            assert self.reader is not None  # checked before the body was read
+            result = await lane.run(read_number_bytes, self.reader, data, name, min_confidence, preview)
         else:
-            result = await lane.run(predict_image_bytes, ckpt, data, name, max_pixels, min_confidence, preview)
+            result = await lane.run(predict_image_bytes, self.ckpt, data, name, max_pixels, min_confidence, preview)
         return JSONResponse(result)  # plain floats and strings: skip FastAPI's generic encoder
 
-    async def read_body(request: Request, kind: str, photo: bool) -> bytes:
+    async def read_body(self, request: Request, kind: str, photo: bool) -> bytes:
         """The whole body within the time limit; a photo may be up to ``max_photo_bytes``."""
+        limits = self.limits
         if kind == "json":
             limit, hint = MAX_JSON_BYTES, ""
         elif photo:
@@ -368,8 +330,6 @@ def create_app(
                 'or JSON {"pixels": 28x28 numbers 0-255}',
             )
         return body
-
-    return app
 
 
 #: What a body over the image limit is told to do.

@@ -153,7 +153,7 @@ class ImageHeader:
 def image_header(data: bytes) -> ImageHeader | None:
     """The image's header, or ``None`` when it does not parse (``load_image`` then says why).
 
-    Opening reads the header alone (microseconds): enough to choose a :class:`Lane` and a pixel limit.
+    Opening reads the header alone (microseconds): enough to choose a :class:`~.lanes.Lane` and a pixel limit.
     """
     from PIL import Image
 
