@@ -153,9 +153,10 @@ class _Run:
         self.storage_shown, self.log, self.plots, self.started = storage_shown, log, plots, started
 
     def trials(self, live: bool | None, echo: bool, open_args: dict) -> None:
-        """Run the trials; on Ctrl-C write the files of those done so far, then re-raise."""
+        """Run the trials; on Ctrl-C or SIGTERM write the files of those done so far, then re-raise."""
         import sys
 
+        from mnistkit.training.loop import is_interrupt
         from mnistkit.tuning.progress import TuneProgress
 
         show_live = sys.stdout.isatty() if live is None else live
@@ -165,7 +166,9 @@ class _Run:
                     _run_here(self.st, self.settings, self.out, self.timeout, open_args["sampler_seed"], self.started)
                 else:
                     _run_workers(self.st, self.settings, self.out, self.timeout, self.workers, open_args, self.log)
-        except KeyboardInterrupt as exc:
+        except BaseException as exc:  # Ctrl-C is the CLI's Signalled, not a KeyboardInterrupt
+            if not is_interrupt(exc):
+                raise
             self.log("Interrupted: saving the trials done so far (rerun the same command to resume)")
             exc.__notes__ = ["rerun the same command to resume the study"]  # not the trial's
             self.write()
