@@ -49,8 +49,7 @@ def main() -> None:
     suffix = "" if args.digits == "test" else "-val"
     args.out = args.out or str(ROOT / "bench" / "results" / f"photos-numbers{suffix}.json")
 
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
     from mnistkit.number_reading import read_number
     from mnistkit.prediction import probabilities
     from mnistkit.preprocess.image import analyze_number, load_image

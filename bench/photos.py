@@ -235,7 +235,7 @@ def interval_percent(successes: int, n: int) -> list[float]:
 
 def flagged_percent(analyses, probs, novelty, use_novelty: bool = True, thresholds=THRESHOLDS) -> dict:
     """% of inputs the unsure rule flags, per ``--min-confidence`` in ``thresholds``."""
-    from mnistkit.prediction import unsure_reason
+    from mnistkit.unsure import unsure_reason
 
     ratios = novelty if novelty is not None and use_novelty else [None] * len(analyses)
     return {
@@ -259,8 +259,7 @@ def main() -> None:
     if args.quick:
         args.n, args.numbers, args.non_digits = 200, 50, 100
 
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
     from mnistkit.number_reading import read_number_files
 
     model_path = resolve_checkpoint_path(args.model)

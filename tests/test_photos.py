@@ -20,10 +20,10 @@ from scipy import ndimage  # noqa: E402
 
 from mnistkit.errors import CheckpointError, InputImageError  # noqa: E402
 from mnistkit.number_reading import read_number  # noqa: E402
-from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, unsure_reason  # noqa: E402
 from mnistkit.preprocess import Normalization  # noqa: E402
 from mnistkit.preprocess.image import analyze_image, analyze_number, load_image, preprocess_image  # noqa: E402
 from mnistkit.preprocess.ink import ink_mask, mean3x3  # noqa: E402
+from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE, unsure_reason  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import quick_train, run_cli  # noqa: E402
@@ -338,7 +338,7 @@ def test_unsure_inputs_print_a_question_mark(run_dir, tmp_path, capsys, monkeypa
 
 
 def test_choose_min_confidence_spends_the_budget_the_rest_of_the_rule_leaves():
-    from mnistkit.prediction import choose_min_confidence
+    from mnistkit.unsure import choose_min_confidence
 
     top = np.linspace(0.5, 0.99, 200)  # 200 true digits' top probabilities, no ties
     none = np.zeros(200, bool)
@@ -398,7 +398,7 @@ def test_no_checkpoint_uses_the_bundled_model_or_says_it_is_missing(tmp_path, ca
 
 def test_python_api_takes_paths_arrays_and_pil_images(run_dir, easy_digits, tmp_path):
     import mnistkit
-    import mnistkit.prediction  # importing the module must not shadow the function
+    import mnistkit.api  # importing the module must not shadow the function
 
     x, y = easy_digits
     path = tmp_path / "d.png"

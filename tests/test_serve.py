@@ -29,11 +29,11 @@ import mnistkit.serving.app as app_module
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.config import TrainConfig
 from mnistkit.inference import checkpoint_proba
-from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 from mnistkit.preprocess import Normalization
 from mnistkit.preprocess.image import load_image, preprocess_image
 from mnistkit.serving.app import ApiError, create_app, parse_pixels_json, public_metadata
 from mnistkit.serving.limits import MAX_BODY_BYTES, MAX_JSON_BYTES, SERVE_MAX_PIXELS, Limits
+from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE
 
 NORM = Normalization(0.1307, 0.3081)
 CLASSES = [str(i) for i in range(10)]

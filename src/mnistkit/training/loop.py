@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+import mnistkit.training.lbfgs as lbfgs  # the module, not the package: training/__init__ imports this one
 from mnistkit.config import TrainConfig, resolve_config, resolve_device
 from mnistkit.ctc import exact_matches
 from mnistkit.errors import ConfigError
@@ -25,7 +26,6 @@ from mnistkit.evaluation import validation_scores
 from mnistkit.inference import switched_mode
 from mnistkit.losses import NEGATIVE, classification_loss
 from mnistkit.runs import RunDir, RunLock, default_run_dir
-from mnistkit.training import lbfgs
 from mnistkit.training.artifacts import RunResult, finish_run
 from mnistkit.training.callbacks import Callback, CallbackList, StopTraining
 from mnistkit.training.distributed import check_batch_size, init_distributed, shutdown
@@ -136,7 +136,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def trainer_for(cfg: TrainConfig) -> Trainer:
-    """The one place that chooses how a model is trained: minibatch epochs for every model today.
+    """The one place that chooses how a model is trained: full-batch L-BFGS for logistic regression
+    (:mod:`.lbfgs`), minibatch epochs for every other model.
 
     Another trainer (e.g. a full-batch solver for ``logreg``) is a function of the same shape: it
     finds the normalised training split in ``session.batches.x`` / ``.y``, appends one metrics row
