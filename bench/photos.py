@@ -217,9 +217,10 @@ def read_digits(ckpt, files: list[Path]):
     """Run the predict path (decode, analyse, calibrated probabilities, novelty ratios) on files
     -> (probs, analyses, novelty ratios or None when the checkpoint has no novelty model)."""
     from mnistkit.novelty import novelty_ratios
-    from mnistkit.prediction import analyze_files, probabilities
+    from mnistkit.prediction import decode_input, probabilities
+    from mnistkit.preprocess.image import analyze_image
 
-    analyses = analyze_files([str(f) for f in files])
+    analyses = [analyze_image(decode_input(str(f), None)) for f in files]  # every file must be readable
     digits = np.stack([a.digit for a in analyses])
     return probabilities(ckpt, digits), analyses, novelty_ratios(ckpt, digits)
 
