@@ -76,7 +76,7 @@ def test_unknown_name_lists_choices():
 
 
 def test_register_dataset_and_custom_loader(monkeypatch):
-    from mnistkit.data import registry
+    from mnistkit.data import dataset_registry as registry
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY) or {})
     list_datasets()

@@ -200,6 +200,15 @@ def test_unsure_for_no_ink_and_below_the_confidence_threshold(ckpt_path, ckpt, t
         assert body["unsure"] is True and "below --min-confidence 1" in body["reason"]
 
 
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_create_app_refuses_a_min_confidence_that_is_no_probability(bad):
+    """The check is the server's boundary, from the CLI or from Python, before any model loads."""
+    from mnistkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"--min-confidence must be between 0 and 1, got {bad}"):
+        create_app("no-such-model.safetensors", min_confidence=bad)
+
+
 def test_healthz_model_docs_and_page(client, ckpt_path):
     assert client.get("/healthz").json() == {"status": "ok", "model": "logreg"}
     meta = client.get("/model").json()
