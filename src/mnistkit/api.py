@@ -14,6 +14,9 @@ from mnistkit.card import model_card
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path
 from mnistkit.errors import ConfigError
 from mnistkit.evaluation import evaluate_checkpoint
+from mnistkit.prediction import stack_digits, top_predictions
+from mnistkit.preprocess.image import analyze_image, load_image
+from mnistkit.reading import read_numbers
 from mnistkit.unsure import check_min_confidence
 
 __all__ = ["evaluate_checkpoint", "load_checkpoint", "model_card", "predict", "resolve_checkpoint_path"]
@@ -54,14 +57,9 @@ def predict(
     >>> p.label, round(p.probability, 3), p.unsure                        # doctest: +SKIP
     ('7', 0.998, False)
     """
-    from mnistkit.prediction import stack_digits, top_predictions
-    from mnistkit.preprocess.image import analyze_image, load_image
-
     check_min_confidence(min_confidence)
     items, names = _as_items(images)
     if number:
-        from mnistkit.reading import read_numbers
-
         return read_numbers(items, names, model, min_confidence)
     checkpoint = _as_checkpoint(model)
     analyses = []
