@@ -11,7 +11,7 @@ Fashion-MNIST's test split, seed 0) stays the judge; this script only chooses.
 
 The last row is the rule ``make bundled-model`` now uses for a model trained with ``--negatives``:
 no novelty model, and the model's own ``--min-confidence``, the highest at which the whole rule
-flags at most 1.5 % of the same threshold digits (:func:`mnistkit.prediction.choose_min_confidence`).
+flags at most 1.5 % of the same threshold digits (:func:`mnistkit.unsure.choose_min_confidence`).
 
     python bench/novelty_features.py                 # bundled model, ~5 min on 2 cores
     python bench/novelty_features.py --model RUN     # another CNN checkpoint or run directory
@@ -68,12 +68,12 @@ def main() -> int:
     p.add_argument("--tag", default="", help="added to the results file's name (e.g. the model compared)")
     args = p.parse_args()
 
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
     from mnistkit.data import load_dataset, split_validation
     from mnistkit.data.idx import read_idx
     from mnistkit.novelty import DEFAULT_FLAG_RATE, FEATURES, NoveltyModel, embed_images
-    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, choose_min_confidence, probabilities, unsure_reason
+    from mnistkit.prediction import probabilities
+    from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE, choose_min_confidence, unsure_reason
 
     started = time.perf_counter()
     ckpt = load_checkpoint(resolve_checkpoint_path(args.model))

@@ -4,7 +4,7 @@ The numbers are those of the photo benchmark (`bench/photos.py`: the same genera
 3-6 MNIST *test* digits per number, every lighting condition in turn). Each is read by the line
 reader (:mod:`mnistkit.reading`, what `mnistkit predict --number` uses: the bundled one or
 ``--line-model``), by the digit model's segmentation by recognition (:mod:`mnistkit.number_reading`)
-and by the geometric grouping alone (:func:`mnistkit.preprocess.image.analyze_number`, each group
+and by the geometric grouping alone (``bench/geometric_numbers.py``, each group
 read by the same model), so the readers are measured on identical images. ``--timing`` also times preprocessing of a 12-megapixel phone JPEG and a
 400x400 canvas (min/median/max ms; run it on a quiet machine).
 
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from geometric_numbers import analyze_number
 from photos import LIGHTING, ROOT, interval_percent, mnist_test, number_layers, render_photo, time_preprocessing
 
 
@@ -49,11 +50,10 @@ def main() -> None:
     suffix = "" if args.digits == "test" else "-val"
     args.out = args.out or str(ROOT / "bench" / "results" / f"photos-numbers{suffix}.json")
 
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
     from mnistkit.number_reading import read_number
     from mnistkit.prediction import probabilities
-    from mnistkit.preprocess.image import analyze_number, load_image
+    from mnistkit.preprocess.image import load_image
     from mnistkit.reading import read_number_file
     from mnistkit.reading.model import load_line_reader
 

@@ -217,9 +217,10 @@ def read_digits(ckpt, files: list[Path]):
     """Run the predict path (decode, analyse, calibrated probabilities, novelty ratios) on files
     -> (probs, analyses, novelty ratios or None when the checkpoint has no novelty model)."""
     from mnistkit.novelty import novelty_ratios
-    from mnistkit.prediction import analyze_files, probabilities
+    from mnistkit.prediction import decode_input, probabilities
+    from mnistkit.preprocess.image import analyze_image
 
-    analyses = analyze_files([str(f) for f in files])
+    analyses = [analyze_image(decode_input(str(f), None)) for f in files]  # every file must be readable
     digits = np.stack([a.digit for a in analyses])
     return probabilities(ckpt, digits), analyses, novelty_ratios(ckpt, digits)
 
@@ -235,7 +236,7 @@ def interval_percent(successes: int, n: int) -> list[float]:
 
 def flagged_percent(analyses, probs, novelty, use_novelty: bool = True, thresholds=THRESHOLDS) -> dict:
     """% of inputs the unsure rule flags, per ``--min-confidence`` in ``thresholds``."""
-    from mnistkit.prediction import unsure_reason
+    from mnistkit.unsure import unsure_reason
 
     ratios = novelty if novelty is not None and use_novelty else [None] * len(analyses)
     return {
@@ -259,8 +260,7 @@ def main() -> None:
     if args.quick:
         args.n, args.numbers, args.non_digits = 200, 50, 100
 
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
     from mnistkit.number_reading import read_number_files
 
     model_path = resolve_checkpoint_path(args.model)

@@ -58,8 +58,7 @@ def wilson_percent(k: int, n: int) -> list[float]:
 
 
 def digit_reader(model: str | None) -> Reader:
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
     from mnistkit.number_reading import read_number
     from mnistkit.prediction import decode_input
 

@@ -18,7 +18,7 @@ held out for validation (the same seeded split training used, so never seen by t
 the test split), photographed by bench/photos.py's generator with a seed the benchmark does not use.
 
 ``--choose-min-confidence`` instead gives the model its own ``--min-confidence`` default: the
-highest at which the whole unsure rule flags at most :data:`~mnistkit.prediction.UNSURE_FLAG_RATE`
+highest at which the whole unsure rule flags at most :data:`~mnistkit.unsure.UNSURE_FLAG_RATE`
 of the same photographed validation digits. It is meant for a model trained with ``--negatives``,
 which is unsure of non-digits by itself and needs no novelty model: the shipped recipe is one
 (``make bundled-model`` passes it).
@@ -45,7 +45,7 @@ NOTE = (
 
 
 def main() -> int:
-    from mnistkit.prediction import UNSURE_FLAG_RATE
+    from mnistkit.unsure import UNSURE_FLAG_RATE
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -88,10 +88,11 @@ def main() -> int:
 
     sys.path.insert(0, str(REPO / "src"))
     import mnistkit.bundled
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.bundled import MAX_BYTES, MODEL_FILE, TRAIN_COMMAND, card_from_metadata, parameter_count
-    from mnistkit.checkpoint import atomic_write_bytes, load_checkpoint, load_tensors, save_tensors
+    from mnistkit.bundled import MAX_BYTES, MODEL_FILE, TRAIN_COMMAND
+    from mnistkit.card import card_from_metadata, parameter_count
+    from mnistkit.checkpoint import load_checkpoint, load_tensors, resolve_checkpoint_path, save_tensors
     from mnistkit.errors import MnistkitError
+    from mnistkit.fileio import atomic_write_bytes
 
     target = args.target or Path(mnistkit.bundled.__file__).with_name(MODEL_FILE)
     try:
@@ -170,12 +171,13 @@ def photographed_validation(ckpt, photos: int):
 
 
 def choose_threshold(checkpoint: Path, photos: int) -> tuple[float, str]:
-    """The run's own ``--min-confidence`` (:func:`mnistkit.prediction.choose_min_confidence` on its
+    """The run's own ``--min-confidence`` (:func:`mnistkit.unsure.choose_min_confidence` on its
     photographed validation digits), and how it was chosen, for the card."""
     import numpy as np
 
     from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.prediction import UNSURE_FLAG_RATE, choose_min_confidence, probabilities, unsure_reason
+    from mnistkit.prediction import probabilities
+    from mnistkit.unsure import UNSURE_FLAG_RATE, choose_min_confidence, unsure_reason
 
     ckpt = load_checkpoint(checkpoint)
     _, analyses, digits, note = photographed_validation(ckpt, photos)
@@ -193,7 +195,8 @@ def fit_novelty(checkpoint: Path, photos: int):
 
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.novelty import DEFAULT_FLAG_RATE, FEATURE, FEATURES, NoveltyModel, embed_images
-    from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE, probabilities, unsure_reason
+    from mnistkit.prediction import probabilities
+    from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE, unsure_reason
 
     ckpt = load_checkpoint(checkpoint)
     train, analyses, digits, note = photographed_validation(ckpt, photos)

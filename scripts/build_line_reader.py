@@ -45,17 +45,16 @@ def main() -> int:
 
     sys.path.insert(0, str(REPO / "src"))
     import mnistkit.bundled
-    from mnistkit.api import resolve_checkpoint_path
     from mnistkit.bundled import (
         LINE_MODEL_FILE,
         LINE_PRESET,
         LINE_TRAIN_COMMAND,
         MAX_BYTES,
-        card_from_metadata,
-        parameter_count,
     )
-    from mnistkit.checkpoint import atomic_write_bytes, load_checkpoint, load_tensors, save_tensors
+    from mnistkit.card import card_from_metadata, parameter_count
+    from mnistkit.checkpoint import load_checkpoint, load_tensors, resolve_checkpoint_path, save_tensors
     from mnistkit.errors import MnistkitError
+    from mnistkit.fileio import atomic_write_bytes
 
     target = args.target or Path(mnistkit.bundled.__file__).with_name(LINE_MODEL_FILE)
     try:

@@ -12,7 +12,8 @@ import torch
 from click.testing import CliRunner
 from conftest import REPO
 
-from mnistkit.bundled import CARD_KEYS, MAX_BYTES, PRESET, TRAIN_COMMAND, bundled_model_path, model_card
+from mnistkit.bundled import MAX_BYTES, PRESET, TRAIN_COMMAND, bundled_model_path
+from mnistkit.card import CARD_KEYS, model_card
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.config import TrainConfig, resolve_config
 
@@ -203,7 +204,7 @@ def test_build_script_accepts_a_run_older_than_an_option_that_ran_as_its_default
 def test_build_script_gives_a_model_its_own_min_confidence(tmp_path, mnist_root):
     """``--choose-min-confidence``: the highest threshold at which the unsure rule flags at most 1 %
     of the run's photographed validation digits, stored in the checkpoint and shown on the card."""
-    from mnistkit.prediction import UNSURE_FLAG_RATE
+    from mnistkit.unsure import UNSURE_FLAG_RATE
 
     run = tmp_path / "run"
     _recipe_checkpoint(run, {**resolve_config(PRESET).to_dict(), "out": str(run)})

@@ -12,7 +12,7 @@ import torch
 
 from mnistkit.cli import main
 from mnistkit.data import write_idx
-from mnistkit.data.registry import IDX_FILES
+from mnistkit.data.dataset_registry import IDX_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from mnistkit.data import fetch_dataset, get_dataset_spec, load_dataset
+from mnistkit.data.dataset_registry import IDX_FILES
 from mnistkit.data.idx import encode_idx
-from mnistkit.data.registry import IDX_FILES
 from mnistkit.errors import ConfigError, DatasetNotFoundError
 
 

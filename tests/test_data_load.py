@@ -22,7 +22,7 @@ from mnistkit.data import (
     split_validation,
     write_idx,
 )
-from mnistkit.data.registry import IDX_FILES
+from mnistkit.data.dataset_registry import IDX_FILES
 from mnistkit.errors import ConfigError, DataFormatError, DatasetNotFoundError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -76,7 +76,7 @@ def test_unknown_name_lists_choices():
 
 
 def test_register_dataset_and_custom_loader(monkeypatch):
-    from mnistkit.data import registry
+    from mnistkit.data import dataset_registry as registry
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY) or {})
     list_datasets()

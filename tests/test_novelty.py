@@ -14,8 +14,8 @@ from mnistkit.checkpoint import load_checkpoint, load_tensors, save_checkpoint, 
 from mnistkit.errors import CheckpointError
 from mnistkit.models import build_model
 from mnistkit.novelty import NoveltyModel, embed_images, novelty_ratios
-from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 from mnistkit.preprocess import Normalization
+from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE
 
 NORM = Normalization(0.1307, 0.3081)
 META = {"dataset": "mnist", "norm": NORM.to_dict(), "class_names": [str(i) for i in range(10)]}
@@ -255,8 +255,8 @@ def test_a_novelty_ratio_over_one_makes_a_sure_prediction_unsure(mnist_root):
     """For checkpoints that carry a novelty model, the unsure rule asks it after the probability."""
     from mnistkit.data import load_dataset
     from mnistkit.novelty import REASON
-    from mnistkit.prediction import unsure_reason
     from mnistkit.preprocess.image import analyze_image
+    from mnistkit.unsure import unsure_reason
 
     digit = analyze_image(255 - load_dataset("mnist", data_dir=mnist_root, download=False).test.images[0].numpy())
     sure = np.eye(10)[7] * 0.97 + 0.003

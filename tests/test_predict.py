@@ -235,3 +235,26 @@ def test_a_run_directory_works_as_checkpoint(ckpt_path, digit_dir, tmp_path, cap
     code, out, _ = run_cli(["predict", tmp_path / "run", digit_dir / "d0.png"], capsys, monkeypatch)
     _, direct, _ = run_cli(["predict", ckpt_path, digit_dir / "d0.png"], capsys, monkeypatch)
     assert code == 0 and out == direct
+
+
+def test_python_api_refuses_a_min_confidence_that_is_no_probability():
+    """``mnistkit.predict`` checks ``min_confidence`` with the CLI's rule before loading a model."""
+    import mnistkit
+    from mnistkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--min-confidence must be between 0 and 1, got 2"):
+        mnistkit.predict(np.zeros((28, 28), np.uint8), model="no-such-model", min_confidence=2)
+
+
+def test_a_checkpoint_without_a_threshold_of_its_own_takes_the_default():
+    """One owner of the fallback: the model's own threshold, else DEFAULT_MIN_CONFIDENCE."""
+    from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE, min_confidence_for, model_min_confidence
+
+    assert model_min_confidence({}) == DEFAULT_MIN_CONFIDENCE
+    assert model_min_confidence({"min_confidence": 0.85}) == 0.85
+    assert model_min_confidence({}, default=0.5) == 0.5
+
+    class Model:
+        min_confidence = 0.85
+
+    assert min_confidence_for(Model(), None) == 0.85 and min_confidence_for(Model(), 0.2) == 0.2

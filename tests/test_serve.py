@@ -29,11 +29,11 @@ import mnistkit.serving.app as app_module
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.config import TrainConfig
 from mnistkit.inference import checkpoint_proba
-from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 from mnistkit.preprocess import Normalization
 from mnistkit.preprocess.image import load_image, preprocess_image
 from mnistkit.serving.app import ApiError, create_app, parse_pixels_json, public_metadata
 from mnistkit.serving.limits import MAX_BODY_BYTES, MAX_JSON_BYTES, SERVE_MAX_PIXELS, Limits
+from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE
 
 NORM = Normalization(0.1307, 0.3081)
 CLASSES = [str(i) for i in range(10)]
@@ -198,6 +198,15 @@ def test_unsure_for_no_ink_and_below_the_confidence_threshold(ckpt_path, ckpt, t
     with TestClient(create_app(ckpt_path, min_confidence=1.0)) as c:
         body = c.post("/predict", json={"pixels": test_digits[0][0].tolist()}).json()
         assert body["unsure"] is True and "below --min-confidence 1" in body["reason"]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_create_app_refuses_a_min_confidence_that_is_no_probability(bad):
+    """The check is the server's boundary, from the CLI or from Python, before any model loads."""
+    from mnistkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"--min-confidence must be between 0 and 1, got {bad}"):
+        create_app("no-such-model.safetensors", min_confidence=bad)
 
 
 def test_healthz_model_docs_and_page(client, ckpt_path):

@@ -23,7 +23,7 @@ _LAZY = {
     "load_checkpoint": ("mnistkit.checkpoint", "load_checkpoint"),
     "save_checkpoint": ("mnistkit.checkpoint", "save_checkpoint"),
     "evaluate": ("mnistkit.evaluation", "evaluate"),
-    "predict": ("mnistkit.prediction", "predict"),
+    "predict": ("mnistkit.api", "predict"),
     "MnistkitError": ("mnistkit.errors", "MnistkitError"),
 }
 

@@ -1,82 +1,101 @@
-"""High-level functions behind the CLI commands that work on checkpoints."""
+"""The public face of the package: what ``mnistkit.predict`` and the commands that work on
+checkpoints call. Re-exports and small functions only; the work lives in the modules below,
+and none of them imports this one.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from mnistkit.card import model_card
+from mnistkit.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path
 from mnistkit.errors import ConfigError
-from mnistkit.runs import checkpoint_path
+from mnistkit.evaluation import evaluate_checkpoint
+from mnistkit.prediction import stack_digits, top_predictions
+from mnistkit.preprocess.image import analyze_image, load_image
+from mnistkit.reading import read_numbers
+from mnistkit.unsure import check_min_confidence
+
+__all__ = ["evaluate_checkpoint", "load_checkpoint", "model_card", "predict", "resolve_checkpoint_path"]
 
 
-def resolve_checkpoint_path(path: str | Path | None) -> Path:
-    """Accept a checkpoint file or a run directory (then its ``model.safetensors``); ``None`` is the
-    bundled pretrained digit model."""
-    if path is None:
-        from mnistkit.bundled import bundled_model_path
+def predict(
+    images: Any, model: Any = None, *, top_k: int = 1, min_confidence: float | None = None, number: bool = False
+) -> list:
+    """Predict digits in photos, scans, drawings or arrays: ``mnistkit.predict``.
 
-        return bundled_model_path()
-    return checkpoint_path(path)
+    Parameters
+    ----------
+    images
+        One input or a list of them: a path (str or ``Path``), encoded file bytes, a PIL
+        image, or a 2-D NumPy array of 0..255 values (a 3-D ``[N, H, W]`` array is N images).
+        Every input goes through the same preprocessing as ``mnistkit predict``.
+    model
+        ``None`` for the bundled digit model, a checkpoint file or run directory, or a
+        loaded :class:`~mnistkit.checkpoint.Checkpoint`.
+    top_k, min_confidence
+        As the CLI's ``--top-k`` and ``--min-confidence`` (None: the model's own threshold).
+    number
+        As ``--number``: each input is a written number, read whole by a line reader (``model``:
+        None for the bundled one, or a line checkpoint or run directory).
 
+    Returns
+    -------
+    list of :class:`Prediction`
+        One per input, in order: ``label``, ``probability`` (calibrated), ``top``,
+        ``unsure`` and ``reason``, and ``digit`` (the 28x28 image the model saw). With
+        ``number=True``, :class:`~mnistkit.reading.reader.LineReading` objects: ``text``,
+        ``confidence``, ``digit_probs``, ``unsure``, ``reason`` and ``line`` (what was read).
 
-def evaluate_checkpoint(
-    checkpoint,
-    split: str = "test",
-    dataset: str | None = None,
-    data_dir=None,
-    download: bool = True,
-    batch_size: int = 1024,
-    device: str = "auto",
-    bf16: bool = False,
-    other_classes: bool = False,
-):
-    """Load a checkpoint, rebuild the split it was trained for, and score it.
-
-    A dataset whose class names differ from the checkpoint's (Fashion-MNIST for a digit model)
-    is refused: its score would mean nothing. ``other_classes=True`` scores it anyway (a
-    relabelled copy of the same classes); the number of classes must still match.
+    Examples
+    --------
+    >>> import mnistkit                                                   # doctest: +SKIP
+    >>> p = mnistkit.predict("my-digit.jpg")[0]                           # doctest: +SKIP
+    >>> p.label, round(p.probability, 3), p.unsure                        # doctest: +SKIP
+    ('7', 0.998, False)
     """
-    from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.config import TrainConfig, resolve_device
-    from mnistkit.data import load_dataset
-    from mnistkit.data.task import make_task
-    from mnistkit.evaluation import evaluate
-
-    dev = resolve_device(device)
-    ck = load_checkpoint(resolve_checkpoint_path(checkpoint), device=dev)
-    saved = dict(ck.meta.get("config") or {})
-    cfg = TrainConfig.from_dict(saved) if saved else TrainConfig(dataset=ck.meta.get("dataset", "mnist"))
-    if split == "val" and not cfg.val_size:
-        raise ConfigError("--split val: this model was trained without a validation split (--val-size 0)")
-    # the checkpoint's own data_dir is never searched: a file from elsewhere must not choose where
-    # data is read from or downloaded to; the caller's data_dir, the environment and the standard roots do
-    ds = load_dataset(dataset or cfg.dataset, data_dir=data_dir, download=download)
-    data = make_task(  # the splits the model was trained for: same validation rows, same task
-        ds,
-        val_size=cfg.val_size,
-        seed=cfg.seed,
-        positive=cfg.positive,
-        classes=cfg.classes,
-        binary=ck.task == "binary",
-        model=cfg.model,
-        norm=cfg.norm,
-    )
-    if len(data.class_names) != len(ck.class_names):
-        raise ConfigError(
-            f"dataset {dataset or cfg.dataset!r} has {len(data.class_names)} classes but the checkpoint "
-            f"predicts {len(ck.class_names)}"
-        )
-    if list(data.class_names) != list(ck.class_names) and not other_classes:
-        raise ConfigError(
-            f"dataset {dataset or cfg.dataset!r} has the classes {_names(data.class_names)} but the checkpoint "
-            f"predicts {_names(ck.class_names)}: its score would mean nothing (pass --other-classes to score it anyway)"
-        )
-    chosen = data.split(split)
-    return evaluate(
-        ck.model, chosen.images, chosen.labels, ck.norm, ck.class_names, ck.task, split, batch_size, dev, bf16
+    check_min_confidence(min_confidence)
+    items, names = _as_items(images)
+    if number:
+        return read_numbers(items, names, model, min_confidence)
+    checkpoint = _as_checkpoint(model)
+    analyses = []
+    for item, name in zip(items, names):
+        if isinstance(item, (str, Path, bytes, bytearray)):
+            item = load_image(item, name=name)
+        analyses.append(analyze_image(item))
+    return top_predictions(
+        checkpoint,
+        stack_digits([a.digit for a in analyses]),
+        names,
+        top_k,
+        analyses=analyses,
+        min_confidence=min_confidence,
     )
 
 
-def _names(names) -> str:
-    """A few class names for a one-line message."""
-    shown = ", ".join(map(str, list(names)[:4]))
-    return f"{shown}, ..." if len(names) > 4 else shown
+def _as_checkpoint(model: Any) -> Checkpoint:
+    """A loaded checkpoint as it is; a path, a run directory or None (the bundled model) loaded."""
+    return model if isinstance(model, Checkpoint) else load_checkpoint(model)
+
+
+def _as_items(images: Any) -> tuple[list, list[str]]:
+    """One input or a sequence of them -> (items, names for messages)."""
+    if (isinstance(images, np.ndarray) and images.ndim == 3) or isinstance(images, (list, tuple)):
+        items = list(images)
+    else:
+        items = [images]
+    names = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, Path)):
+            names.append(str(item))
+        elif isinstance(item, (bytes, bytearray, np.ndarray)) or hasattr(item, "mode"):
+            names.append(f"<image {i}>")
+        else:
+            raise ConfigError(
+                f"cannot predict a {type(item).__name__}: give paths, file bytes, PIL images or 2-D NumPy arrays"
+            )
+    return items, names

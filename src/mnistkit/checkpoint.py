@@ -26,6 +26,8 @@ from mnistkit.checkpoint_meta import META_FIELDS, check_meta
 from mnistkit.errors import CheckpointError, MnistkitError
 from mnistkit.fileio import atomic_write_bytes, read_bytes
 from mnistkit.models.registry import SEQUENCE_PROBE
+from mnistkit.runs import checkpoint_path
+from mnistkit.unsure import model_min_confidence
 
 if TYPE_CHECKING:  # pragma: no cover
     from mnistkit.novelty import NoveltyModel
@@ -34,9 +36,9 @@ __all__ = [
     "FORMAT",
     "META_FIELDS",
     "Checkpoint",
-    "atomic_write_bytes",
     "load_checkpoint",
     "load_tensors",
+    "resolve_checkpoint_path",
     "save_checkpoint",
     "save_tensors",
 ]
@@ -96,11 +98,8 @@ class Checkpoint:
     @property
     def min_confidence(self) -> float:
         """The top probability below which this model's predictions are unsure, when ``--min-confidence``
-        is not given: the model's own, chosen when it was packaged (:func:`mnistkit.prediction.choose_min_confidence`),
-        else :data:`mnistkit.prediction.DEFAULT_MIN_CONFIDENCE`."""
-        from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
-
-        return float(self.meta.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
+        is not given (:func:`mnistkit.unsure.model_min_confidence`)."""
+        return model_min_confidence(self.meta)
 
 
 def versions() -> dict:
@@ -247,7 +246,8 @@ def save_checkpoint(
     ``meta`` should carry ``dataset``, ``norm`` (``{"mean", "std"}``), ``class_names``,
     and optionally ``config`` and ``metrics``; the model's name, options and task are
     taken from the model itself. ``extra_tensors`` are stored beside the weights, under the
-    digest: today only a novelty model's (``novelty.*`` names, with ``meta["novelty"]``).
+    digest: a novelty model's (``novelty.*`` names, with ``meta["novelty"]``), the only extra tensors a
+    checkpoint carries.
     """
     from mnistkit.novelty import PREFIX
 
@@ -270,22 +270,30 @@ def save_checkpoint(
     return save_tensors(path, {**state, **extra}, full)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+def resolve_checkpoint_path(path: str | Path | None) -> Path:
+    """Accept a checkpoint file or a run directory (then its ``model.safetensors``); ``None`` is the
+    bundled pretrained digit model."""
+    if path is None:
+        from mnistkit.bundled import bundled_model_path
+
+        return bundled_model_path()
+    return checkpoint_path(path)
+
+
+def load_checkpoint(path: str | Path | None, device: str | torch.device = "cpu") -> Checkpoint:
     """Load, verify and rebuild a checkpoint's model (eval mode) on ``device``.
 
-    ``path`` is a ``.safetensors`` file or a run directory (then its ``model.safetensors``).
+    ``path`` is a ``.safetensors`` file, a run directory (then its ``model.safetensors``), or
+    ``None`` for the bundled digit model (:func:`resolve_checkpoint_path`).
 
     Refuses with :class:`CheckpointError` a missing, truncated or tampered file, a
     pickle, a checkpoint naming an unknown model, and weights that do not fit the
     model its metadata names (listing missing and unexpected keys).
     """
     from mnistkit.models import build_model
-
-    if Path(path).is_dir():  # a run directory, as every command accepts: its model.safetensors
-        from mnistkit.runs import checkpoint_path
-
-        path = checkpoint_path(path)
     from mnistkit.novelty import split_tensors
+
+    path = resolve_checkpoint_path(path)  # a run directory, as every command accepts: its model.safetensors
 
     tensors, meta = load_tensors(path)
     check_meta(meta, path)

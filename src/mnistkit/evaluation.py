@@ -1,4 +1,5 @@
-"""Evaluation: accuracy, per-class precision/recall/F1, confusion matrix, binary ROC AUC."""
+"""Evaluation: accuracy, per-class precision/recall/F1, confusion matrix, binary ROC AUC; and a
+checkpoint scored on the split it was trained for (:func:`evaluate_checkpoint`, ``mnistkit evaluate``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from mnistkit.ctc import exact_matches, greedy_labels
+from mnistkit.errors import ConfigError
 from mnistkit.inference import predict_logits
 from mnistkit.losses import classification_loss, logits_to_probabilities
 from mnistkit.preprocess import Normalization
@@ -172,3 +174,66 @@ def _sequence_result(logits: torch.Tensor, labels: torch.Tensor, class_names: li
         class_names=list(class_names),
         predictions=greedy_labels(logits),
     )
+
+
+def evaluate_checkpoint(
+    checkpoint,
+    split: str = "test",
+    dataset: str | None = None,
+    data_dir=None,
+    download: bool = True,
+    batch_size: int = 1024,
+    device: str = "auto",
+    bf16: bool = False,
+    other_classes: bool = False,
+):
+    """Load a checkpoint, rebuild the split it was trained for, and score it.
+
+    A dataset whose class names differ from the checkpoint's (Fashion-MNIST for a digit model)
+    is refused: its score would mean nothing. ``other_classes=True`` scores it anyway (a
+    relabelled copy of the same classes); the number of classes must still match.
+    """
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.config import TrainConfig, resolve_device
+    from mnistkit.data import load_dataset
+    from mnistkit.data.task import make_task
+
+    dev = resolve_device(device)
+    ck = load_checkpoint(checkpoint, device=dev)
+    saved = dict(ck.meta.get("config") or {})
+    cfg = TrainConfig.from_dict(saved) if saved else TrainConfig(dataset=ck.meta.get("dataset", "mnist"))
+    if split == "val" and not cfg.val_size:
+        raise ConfigError("--split val: this model was trained without a validation split (--val-size 0)")
+    # the checkpoint's own data_dir is never searched: a file from elsewhere must not choose where
+    # data is read from or downloaded to; the caller's data_dir, the environment and the standard roots do
+    ds = load_dataset(dataset or cfg.dataset, data_dir=data_dir, download=download)
+    data = make_task(  # the splits the model was trained for: same validation rows, same task
+        ds,
+        val_size=cfg.val_size,
+        seed=cfg.seed,
+        positive=cfg.positive,
+        classes=cfg.classes,
+        binary=ck.task == "binary",
+        model=cfg.model,
+        norm=cfg.norm,
+    )
+    if len(data.class_names) != len(ck.class_names):
+        raise ConfigError(
+            f"dataset {dataset or cfg.dataset!r} has {len(data.class_names)} classes but the checkpoint "
+            f"predicts {len(ck.class_names)}"
+        )
+    if list(data.class_names) != list(ck.class_names) and not other_classes:
+        raise ConfigError(
+            f"dataset {dataset or cfg.dataset!r} has the classes {_class_list(data.class_names)} but the checkpoint "
+            f"predicts {_class_list(ck.class_names)}: its score would mean nothing (pass --other-classes to score it anyway)"
+        )
+    chosen = data.split(split)
+    return evaluate(
+        ck.model, chosen.images, chosen.labels, ck.norm, ck.class_names, ck.task, split, batch_size, dev, bf16
+    )
+
+
+def _class_list(names) -> str:
+    """A few class names for a one-line message."""
+    shown = ", ".join(map(str, list(names)[:4]))
+    return f"{shown}, ..." if len(names) > 4 else shown

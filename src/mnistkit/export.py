@@ -92,8 +92,7 @@ class PixelModel(nn.Module):
 
 def export_checkpoint(checkpoint_path: str | Path, fmt: str, out: str | Path) -> ExportResult:
     """Export ``checkpoint_path`` (a file or run directory) as ``fmt`` to ``out``, checked against PyTorch."""
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")

@@ -14,7 +14,7 @@ score as they did.
 The fitted means, the precision (inverse covariance) and a threshold live in the checkpoint:
 tensors under the ``novelty.`` key prefix (covered by the checkpoint's digest) and a ``novelty``
 metadata object saying how the threshold was chosen. :func:`novelty_ratios` is what the unsure
-rule (:func:`mnistkit.prediction.unsure_reason`) reads: distance / threshold, above 1 means
+rule (:func:`mnistkit.unsure.unsure_reason`) reads: distance / threshold, above 1 means
 "unlike the training digits".
 
 >>> nov = NoveltyModel.fit(features, labels).with_flag_rate(val_distances, val_unsure, 0.015)  # doctest: +SKIP
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from mnistkit.errors import CheckpointError
-from mnistkit.prediction import UNSURE_FLAG_RATE
+from mnistkit.unsure import NOVELTY_REASON, UNSURE_FLAG_RATE
 
 if TYPE_CHECKING:  # pragma: no cover
     from mnistkit.checkpoint import Checkpoint
@@ -46,19 +46,17 @@ FEATURES = {"embed": "embed", "stages": "stage_features"}
 FEATURE = "stages"
 #: Added to the covariance's diagonal before inverting it. Some pooled channels are almost
 #: always zero (ReLU), which makes the covariance near-singular; 1e-3 is small against the
-#: features' variances (order 0.1-1) yet keeps the precision's entries bounded. It is the value
-#: the prototype measured (fashion 90.5 %, digits 2.2 % flagged) and was not tuned further.
+#: features' variances (order 0.1-1) yet keeps the precision's entries bounded (with it, 90.5 % of
+#: Fashion-MNIST and 2.2 % of digits are flagged); it is not tuned further.
 DEFAULT_RIDGE = 1e-3
 #: :meth:`NoveltyModel.with_threshold`'s percentile: a threshold from in-distribution distances
 #: alone (the first bundled novelty model's; new ones use :meth:`NoveltyModel.with_flag_rate`).
 DEFAULT_PERCENTILE = 98.0
 #: New thresholds: the whole unsure rule may flag at most this share of held-out photographed
-#: digits. The issue's budget is 2 % of the photo benchmark's digits, whose writers the model
-#: never saw (a little harder than the held-out digits of its own training writers): 1.5 % keeps
-#: a margin.
-DEFAULT_FLAG_RATE = UNSURE_FLAG_RATE  # the unsure rule's budget (mnistkit.prediction)
-#: The unsure rule's reason when the ratio is over 1.
-REASON = "unlike the digits this model was trained on"
+#: digits (the rule's budget, :data:`mnistkit.unsure.UNSURE_FLAG_RATE`).
+DEFAULT_FLAG_RATE = UNSURE_FLAG_RATE
+#: The unsure rule's reason when the ratio is over 1 (the rule owns it).
+REASON = NOVELTY_REASON
 _TENSORS = ("means", "precision")
 _BATCH = 1024
 

@@ -20,14 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mnistkit.errors import InputImageError
-from mnistkit.prediction import (
-    decode_input,
-    input_stem,
-    min_confidence_for,
-    probabilities,
-    save_pngs,
-    unsure_reason,
-)
+from mnistkit.prediction import decode_input, input_stem, probabilities, save_pngs, stack_digits
+from mnistkit.unsure import min_confidence_for, unsure_reason
 
 if TYPE_CHECKING:
     from mnistkit.checkpoint import Checkpoint
@@ -97,7 +91,7 @@ def best_segmentation(checkpoint: Checkpoint, number: NumberInk) -> tuple[list[D
     spans = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + MAX_JOIN) + 1)]
     spans = [(i, j) for i, j in spans if j == i + 1 or number.joinable(i, j)]
     analyses = {span: number.digit(*span) for span in spans}
-    proba = dict(zip(spans, probabilities(checkpoint, _stack([analyses[s] for s in spans]))))
+    proba = dict(zip(spans, probabilities(checkpoint, stack_digits([analyses[s].digit for s in spans]))))
     best, came_from = [0.0] + [-math.inf] * n, [0] * (n + 1)
     for i, j in spans:  # sorted by start, so best[i] is final when span (i, j) is scored
         score = best[i] + math.log(max(float(proba[i, j].max()), 1e-12)) - JOIN_COST * (j - i - 1)
@@ -110,10 +104,6 @@ def best_segmentation(checkpoint: Checkpoint, number: NumberInk) -> tuple[list[D
     chosen.reverse()
     rows = np.stack([proba[s] for s in chosen]) if chosen else np.zeros((0, len(checkpoint.class_names)), np.float32)
     return [analyses[s] for s in chosen], rows
-
-
-def _stack(analyses: list[DigitAnalysis]) -> np.ndarray:
-    return np.stack([a.digit for a in analyses]) if analyses else np.zeros((0, 28, 28), np.uint8)
 
 
 def read_number_files(

@@ -35,7 +35,7 @@ from mnistkit.config import DEVICES
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def evaluate(checkpoint, split, dataset, other_classes, data_dir, download, batch_size, device, bf16, as_json):
     """Score a checkpoint (a .safetensors file or a run directory) on a dataset split."""
-    from mnistkit.api import evaluate_checkpoint
+    from mnistkit.evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(
         checkpoint,

@@ -12,7 +12,8 @@ from mnistkit.cli.options import print_json_line
 def models(as_json):
     """List the model architectures `mnistkit train --model` accepts, and the pretrained digit model
     that `mnistkit predict` uses when no checkpoint is given, with its model card."""
-    from mnistkit.bundled import bundled_model_path, model_card
+    from mnistkit.bundled import bundled_model_path
+    from mnistkit.card import model_card
     from mnistkit.errors import CheckpointError
     from mnistkit.models import get_model_spec, list_models
 

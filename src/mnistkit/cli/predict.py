@@ -9,7 +9,7 @@ import click
 
 from mnistkit.cli.options import print_json
 from mnistkit.errors import ConfigError
-from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
+from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE
 
 
 @click.command()
@@ -78,9 +78,8 @@ def predict(ctx, inputs, model_path, number, min_confidence, save_dir, about, to
     a blot, or low confidence). Unreadable images are reported on stderr and
     skipped; the exit code is then 2.
     """
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint
-    from mnistkit.prediction import check_min_confidence
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from mnistkit.unsure import check_min_confidence
 
     inputs = list(inputs)
     if inputs and _is_checkpoint(inputs[0]):
@@ -138,8 +137,7 @@ def _is_line_model(model_path: str | None) -> bool:
     """Whether ``model_path`` is a line reader's checkpoint (a sequence model reads numbers)."""
     if model_path is None:
         return False
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_tensors
+    from mnistkit.checkpoint import load_tensors, resolve_checkpoint_path
 
     try:
         return load_tensors(resolve_checkpoint_path(model_path))[1].get("task") == "sequence"
@@ -235,7 +233,7 @@ def _show(results, as_json: bool, line_of) -> None:
 def _print_about(ckpt, as_json: bool) -> None:
     """The checkpoint's model card (:func:`mnistkit.bundled.model_card`: the stored card, else one
     derived from its training metadata), in the same lines as ``mnistkit models``."""
-    from mnistkit.bundled import model_card
+    from mnistkit.card import model_card
     from mnistkit.cli.models import card_lines
 
     card = model_card(ckpt)
@@ -249,7 +247,7 @@ def _print_about(ckpt, as_json: bool) -> None:
 
 def _predict_csv(ckpt, csv_path: str, out_path: str | None, bf16: bool = False) -> None:
     """Write the submission (to ``out_path`` or stdout) and print the accuracy when labels exist."""
-    from mnistkit.checkpoint import atomic_write_bytes
+    from mnistkit.fileio import atomic_write_bytes
     from mnistkit.prediction import predict_csv, submission_csv
 
     result = predict_csv(ckpt, csv_path, bf16)

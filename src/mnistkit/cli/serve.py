@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mnistkit.prediction import DEFAULT_MIN_CONFIDENCE
 from mnistkit.serving import limits as L
+from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE
 
 SERVE_HINT = "pip install 'mnistkit[serve]'"
 
@@ -45,7 +45,7 @@ SERVE_HINT = "pip install 'mnistkit[serve]'"
 )
 @click.option(
     "--min-confidence",
-    type=click.FloatRange(0, 1),
+    type=float,
     default=None,
     help="Report predictions whose calibrated top probability is below this as unsure (as `mnistkit predict`).  "
     f"[default: the model's own threshold, else {DEFAULT_MIN_CONFIDENCE:g}]",

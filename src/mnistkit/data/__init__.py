@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 
 from mnistkit.data.dataset import Dataset, Split
+from mnistkit.data.dataset_registry import get_dataset_spec, is_registered, list_datasets, register_dataset
 from mnistkit.data.files import fetch_idx_files, load_idx_dataset, locate_folder
 from mnistkit.data.idx import read_idx, write_idx
-from mnistkit.data.registry import get_dataset_spec, is_registered, list_datasets, register_dataset
 from mnistkit.data.roots import find_file, mirrors_for, search_roots
 from mnistkit.data.spec import DatasetSpec
 from mnistkit.data.task import split_validation

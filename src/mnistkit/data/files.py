@@ -41,7 +41,7 @@ def files_in(spec: DatasetSpec, folder: Path) -> list[Path] | None:
 
 def _belongs_to_other_dataset(spec: DatasetSpec, labels_path: Path) -> bool:
     """In a flat folder, True if the (small) train-labels file is another dataset's, by md5."""
-    from mnistkit.data.registry import all_specs
+    from mnistkit.data.dataset_registry import all_specs
 
     if not labels_path.name.endswith(".gz"):
         return False

@@ -10,7 +10,7 @@ modules and :func:`mnistkit.losses.classification_loss`, the same code as
 ``mnistkit train --model logreg`` shares.
 
 - :mod:`~mnistkit.estimators.logistic`: :class:`LogisticRegression`.
-- :mod:`~mnistkit.estimators.mlp`: :class:`MLPClassifier`.
+- :mod:`~mnistkit.estimators.mlp_classifier`: :class:`MLPClassifier`.
 - :mod:`~mnistkit.estimators.common`: parameter checks (the config's), labels and seeds.
 
 scikit-learn is an optional extra: importing this package without it raises
@@ -32,6 +32,6 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     raise ImportError("mnistkit.estimators needs scikit-learn: pip install 'mnistkit[sklearn]'") from None
 
 from mnistkit.estimators.logistic import LogisticRegression
-from mnistkit.estimators.mlp import MLPClassifier
+from mnistkit.estimators.mlp_classifier import MLPClassifier
 
 __all__ = ["LogisticRegression", "MLPClassifier"]

@@ -6,7 +6,7 @@ mass sits at the centre, white ink on black. A model trained on that only works
 on input framed the same way, so every path that turns an image into model input
 (image-folder training, ``mnistkit predict``, ``mnistkit serve``) calls
 :func:`preprocess_image` (or :func:`analyze_image`, which also says what it
-found; :func:`analyze_number` for a written number); normalisation then happens
+found; :func:`number_ink` for a written number); normalisation then happens
 once, in :func:`mnistkit.preprocess.normalize`, with the checkpoint's own statistics.
 
 Steps, each a small function (decode: :mod:`.decode`; finding the ink: :mod:`.ink`; framing:
@@ -66,10 +66,6 @@ OTHER_DIGIT = 0.25
 #: In a number, a group under this share of the largest group's pixels is a speck (a thin 1 or
 #: 7 in a grey pen can be a quarter of a bold 8).
 NUMBER_SPECK = 0.1
-#: In a number, neighbouring groups closer than DIGIT_GAP of their height and together no wider
-#: than ONE_DIGIT_WIDTH of it are one digit (digits are ~0.5-0.8 as wide as tall, and written apart).
-DIGIT_GAP = 0.02
-ONE_DIGIT_WIDTH = 0.8
 #: Reading a number with a model (:class:`NumberInk`): separate neighbouring pieces at most JOIN_GAP
 #: of their height apart, together at most JOINED_WIDTH times as wide as tall, may be tried as one
 #: digit (parts of one ink group cut by :func:`split_touching` may always be rejoined).
@@ -116,7 +112,7 @@ def preprocess_image(img: PILImage.Image | np.ndarray) -> np.ndarray:
 def analyze_image(img: PILImage.Image | np.ndarray) -> DigitAnalysis:
     """:func:`preprocess_image`'s work, also saying what it found (see :class:`DigitAnalysis`).
 
-    The unsure rule (:func:`mnistkit.prediction.unsure_reason`) reads the findings.
+    The unsure rule (:func:`mnistkit.unsure.unsure_reason`) reads the findings.
     """
     gray = to_grayscale(img)
     paper_is_light = border_median(gray) > LIGHT_BACKGROUND
@@ -132,34 +128,14 @@ def analyze_image(img: PILImage.Image | np.ndarray) -> DigitAnalysis:
     return DigitAnalysis(digit, _count_digits(groups), ink_share, box_fill(digit))
 
 
-def analyze_number(img: PILImage.Image | np.ndarray) -> list[DigitAnalysis]:
-    """A written number -> one analysis (and MNIST-framed 28x28 digit) per digit, left to right.
-
-    Ink pieces are grouped by column overlap (the strokes of a 4 or a 5 are one
-    digit), faint strokes joined to bold ink kept (:func:`ink_mask`'s hysteresis),
-    specks and border-touching shadows dropped as for single digits, and
-    a group much wider than tall is cut at its thinnest columns into as many
-    digit-wide parts as its width suggests (digits that touch). Empty when no ink.
-    """
-    gray = to_grayscale(img)
-    ink = ink_map(shrink(gray), border_median(gray) > LIGHT_BACKGROUND)
-    groups, ink_share = find_pieces(ink_mask(ink, keep_faint=True))
-    masks = []
-    for group in _merge_narrow_neighbours(_number_groups(groups)):
-        masks.extend(split_touching(group.mask))
-    digits = [frame_digit(ink, m) for m in masks]
-    return [DigitAnalysis(d, 1, ink_share, box_fill(d)) for d in digits]
-
-
 @dataclass(frozen=True)
 class NumberInk:
     """A written number's ink (at working size) cut into its finest left-to-right units.
 
-    Units are the digit groups :func:`analyze_number` starts from, with groups much wider
-    than tall already cut where digits touch. Pieces of one digit can still be separate
-    units (the bar of a 5, the two strokes of a 4, a 2 cut in three); a reader with a
-    model decides which neighbours to join (:mod:`mnistkit.number_reading`), where
-    :func:`analyze_number` has only geometry to go on.
+    Units are the digit groups of :func:`number_groups`, with groups much wider than tall
+    already cut where digits touch. Pieces of one digit can still be separate units (the
+    bar of a 5, the two strokes of a 4, a 2 cut in three); a reader with a model decides
+    which neighbours to join (:mod:`mnistkit.number_reading`), where geometry alone cannot.
     """
 
     ink: np.ndarray
@@ -192,11 +168,11 @@ def number_ink(img: PILImage.Image | np.ndarray) -> NumberInk:
     gray = to_grayscale(img)
     ink = ink_map(shrink(gray), border_median(gray) > LIGHT_BACKGROUND)
     groups, ink_share = find_pieces(ink_mask(ink, keep_faint=True))
-    cut = [(g, _bounded(part)) for g, group in enumerate(_number_groups(groups)) for part in split_touching(group.mask)]
+    cut = [(g, _bounded(part)) for g, group in enumerate(number_groups(groups)) for part in split_touching(group.mask)]
     return NumberInk(ink, ink_share, tuple(u for _, u in cut), tuple(g for g, _ in cut))
 
 
-def _number_groups(groups: list[Group]) -> list[Group]:
+def number_groups(groups: list[Group]) -> list[Group]:
     """Digit groups of a number, left to right: specks and short marks (under :data:`NUMBER_SPECK`
     of the largest group's pixels or :data:`SHORT` of the tallest group's height) dropped."""
     if not groups:
@@ -209,26 +185,6 @@ def _number_groups(groups: list[Group]) -> list[Group]:
 def _bounded(mask: np.ndarray) -> Group:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     return Group(mask, int(mask.sum()), int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1)
-
-
-def _merge_narrow_neighbours(groups: list[Group]) -> list[Group]:
-    """Left-to-right groups -> the same, with neighbours that touch or overlap in columns (no
-    gap of :data:`DIGIT_GAP` of the height between them) joined when together they are still
-    no wider than one digit (:data:`ONE_DIGIT_WIDTH` of their height): the two strokes of a 4,
-    or the bar and body of a 5, that the column-overlap rule left apart."""
-    out: list[Group] = []
-    for group in groups:
-        if out:
-            prev = out[-1]
-            left, right = min(prev.left, group.left), max(prev.right, group.right)
-            top, bottom = min(prev.top, group.top), max(prev.bottom, group.bottom)
-            if group.left - prev.right <= DIGIT_GAP * (bottom - top) and right - left <= ONE_DIGIT_WIDTH * (
-                bottom - top
-            ):
-                out[-1] = Group(prev.mask | group.mask, prev.area + group.area, left, right, top, bottom)
-                continue
-        out.append(group)
-    return out
 
 
 def _framed_analysis(digit: np.ndarray) -> DigitAnalysis:

@@ -12,6 +12,7 @@ import torch
 from mnistkit.errors import CheckpointError
 from mnistkit.preprocess.tensor import Normalization
 from mnistkit.reading.reader import LINE_NORM, LineReading, read_image
+from mnistkit.unsure import min_confidence_for, model_min_confidence
 
 #: The unsure threshold of a line model that carries none: a reading's best-path probability under it.
 DEFAULT_LINE_CONFIDENCE = 0.5
@@ -30,7 +31,7 @@ class LineReader:
 
     def read(self, gray: np.ndarray, min_confidence: float | None = None) -> LineReading:
         """The number written in ``gray`` (uint8 ``[H, W]``, any polarity and size)."""
-        threshold = self.min_confidence if min_confidence is None else min_confidence
+        threshold = min_confidence_for(self, min_confidence)
         return read_image(self.model, gray, self.class_names, threshold, self.temperature, self.norm)
 
 
@@ -47,7 +48,7 @@ def load_line_reader(source: str | Path | None = None) -> LineReader:
         ckpt.model,
         ckpt.class_names,
         ckpt.temperature,
-        float(ckpt.meta.get("min_confidence", DEFAULT_LINE_CONFIDENCE)),
+        model_min_confidence(ckpt.meta, DEFAULT_LINE_CONFIDENCE),
         ckpt.norm,
         ckpt.path,
     )

@@ -87,6 +87,7 @@ from mnistkit.serving.limits import (
 )
 from mnistkit.serving.numbers import NO_LINE_READER, load_number_reader, read_number_bytes
 from mnistkit.serving.shares import ClientShares, client_address
+from mnistkit.unsure import check_min_confidence
 
 _PIXELS_SCHEMA = {
     "type": "array",
@@ -170,9 +171,9 @@ def create_app(
 
     ``min_confidence`` (None: each model's own threshold) judges digits and numbers alike, as
     ``mnistkit predict --min-confidence`` does."""
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
 
+    check_min_confidence(min_confidence)  # the boundary for the server, from the CLI or from Python
     limits = limits or Limits()
     ckpt = load_checkpoint(resolve_checkpoint_path(checkpoint_path))
     reader = load_number_reader(line_model)

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
+import mnistkit.training.lbfgs_trainer as lbfgs_trainer  # the module, not the package: training/__init__ imports this one
 from mnistkit.config import TrainConfig, resolve_config, resolve_device
 from mnistkit.ctc import exact_matches
 from mnistkit.errors import ConfigError
 from mnistkit.inference import switched_mode
 from mnistkit.losses import NEGATIVE
 from mnistkit.runs import RunDir, RunLock, default_run_dir
-from mnistkit.training import lbfgs_trainer
 from mnistkit.training.artifacts import RunResult, finish_run
 from mnistkit.training.callbacks import Callback, CallbackList, StopTraining
 from mnistkit.training.distributed import check_batch_size, init_distributed, shutdown

@@ -123,8 +123,7 @@ def make_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
 def load_initial_weights(model: torch.nn.Module, source: str, data: TaskData) -> None:
     """``--init-from``: copy a checkpoint's weights into ``model``, which must be the same network for
     the same classes and pixel scale (anything else would start from weights meant for other inputs)."""
-    from mnistkit.api import resolve_checkpoint_path
-    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
 
     start = load_checkpoint(resolve_checkpoint_path(source))
     if list(start.class_names) != list(data.class_names):

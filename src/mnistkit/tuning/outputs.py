@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from mnistkit.checkpoint import atomic_write_bytes
+from mnistkit.fileio import atomic_write_bytes
 from mnistkit.runs import RunDir
 
 TRIALS_CSV = "trials.csv"
