@@ -323,10 +323,14 @@ def test_unsure_inputs_print_a_question_mark(run_dir, tmp_path, capsys, monkeypa
     )
     lines = out.splitlines()
     assert code == 0 and [line.split("  ")[1] for line in lines] == ["?", "?"]
-    assert "(no ink found)" in lines[0] and "2 separate digits" in lines[1]
-    code, out, _ = run_cli(["predict", "--model", run_dir, tmp_path / "two.jpg", "--json"], capsys, monkeypatch)
-    doc = json.loads(out)[0]
+    assert lines[0] == f"{tmp_path / 'blank.jpg'}  ?  (no ink found)"  # no label, no probability
+    assert "2 separate digits" in lines[1]
+    code, out, _ = run_cli(
+        ["predict", "--model", run_dir, tmp_path / "two.jpg", tmp_path / "blank.jpg", "--json"], capsys, monkeypatch
+    )
+    doc, blank = json.loads(out)
     assert doc["unsure"] is True and doc["reason"].startswith("2 separate digits")
+    assert blank["label"] is None and blank["probability"] is None and blank["top"] == []
     code, _, err = run_cli(
         ["predict", "--model", run_dir, tmp_path / "two.jpg", "--min-confidence", "2"], capsys, monkeypatch
     )

@@ -39,11 +39,12 @@ STDIN = "-"
 @dataclass
 class Prediction:
     """One input's prediction: the best label, its probability, the ``top`` (label, p) pairs, and
-    whether it is unsure (with the reason, from :func:`unsure_reason`)."""
+    whether it is unsure (with the reason, from :func:`unsure_reason`). An image with no ink has
+    no label, no probability and an empty ``top``: there is nothing to read."""
 
     path: str
-    label: str
-    probability: float
+    label: str | None
+    probability: float | None
     top: list[tuple[str, float]]
     unsure: bool = False
     reason: str | None = None
@@ -176,6 +177,9 @@ def top_predictions(
         ratio = float(novelty[i]) if novelty is not None else None
         reason = unsure_reason(analyses[i], proba[i], min_confidence, ratio) if analyses is not None else None
         digit = analyses[i].digit if analyses is not None else None
+        if analyses is not None and analyses[i].digits_found == 0:  # a blank page: no answer at all
+            preds.append(Prediction(name, None, None, [], True, reason, digit))
+            continue
         preds.append(Prediction(name, top[0][0], top[0][1], top, reason is not None, reason, digit))
     return preds
 
@@ -208,7 +212,7 @@ def format_line(pred: Prediction) -> str:
     an unsure prediction reads ``path  ?  label  probability  (reason)``."""
     pairs = "  ".join(f"{label}  {p:.4f}" for label, p in pred.top)
     if pred.unsure:
-        return f"{pred.path}  ?  {pairs}  ({pred.reason})"
+        return f"{pred.path}  ?  {pairs}  ({pred.reason})".replace("    ", "  ")
     return f"{pred.path}  {pairs}"
 
 

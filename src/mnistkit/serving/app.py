@@ -390,7 +390,7 @@ def predict_digit(ckpt, analysis: DigitAnalysis, min_confidence: float | None = 
     result = {
         "label": pred.label,
         "probability": pred.probability,
-        "probabilities": {n: proba[n] for n in names},
+        "probabilities": {n: proba[n] for n in names if n in proba},  # none when there is no ink
         "unsure": pred.unsure,
     }
     if pred.reason is not None:
