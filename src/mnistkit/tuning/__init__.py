@@ -22,6 +22,8 @@ from mnistkit.errors import ConfigError
 DEFAULT_VAL_SIZE = 10_000
 DEFAULT_TRIALS = 50
 DEFAULT_STUDY = "mnistkit"
+#: How unpromising trials are stopped early (mnistkit.tuning.study.PRUNERS).
+DEFAULT_PRUNER = "median"
 #: Seconds between a running trial's heartbeats on a database storage.
 DEFAULT_HEARTBEAT = 30
 
@@ -70,7 +72,7 @@ def tune(
         raw_space = read_space_file(space) if space is not None else default_space(base.model)
         where = f"--space {space}" if space is not None else "search space"
     wanted = StudySettings(
-        base, parse_space(raw_space, base.model, where), trials or DEFAULT_TRIALS, pruner or "median"
+        base, parse_space(raw_space, base.model, where), trials or DEFAULT_TRIALS, pruner or DEFAULT_PRUNER
     )
     make_pruner(wanted.pruner)  # validates the name before anything is created
     study_name = study or DEFAULT_STUDY
