@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mnistkit.cli.options import GroupedCommand, LazyChoice, model_options_from, print_json_line
+from mnistkit.cli.options import GroupedCommand, LazyChoice, RecipeOption, model_options_from, print_json_line
 from mnistkit.cli.train import train as _train
 from mnistkit.config import OPTION_GROUPS
 from mnistkit.tuning import DEFAULT_HEARTBEAT, DEFAULT_PRUNER, DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE
@@ -34,7 +34,8 @@ def _pruners() -> tuple[str, ...]:
     "--trials",
     type=click.IntRange(min=1),
     default=None,
-    show_default=str(DEFAULT_TRIALS),
+    cls=RecipeOption,
+    default_text=str(DEFAULT_TRIALS),
     help="Finished trials the study should have (a rerun resumes towards it).",
 )
 @click.option(
@@ -43,14 +44,22 @@ def _pruners() -> tuple[str, ...]:
     default=None,
     help="Seconds after which no new trial starts; running ones stop at their next epoch end.",
 )
-@click.option("--study", "study_name", default=None, show_default=DEFAULT_STUDY, help="Study name in the storage.")
+@click.option(
+    "--study",
+    "study_name",
+    default=None,
+    cls=RecipeOption,
+    default_text=DEFAULT_STUDY,
+    help="Study name in the storage.",
+)
 @click.option(
     "--storage",
     default=None,
     help="Where the study lives, shared by workers on many machines: postgresql://USER@HOST/DB (or "
     "mysql://, sqlite:///, a journal file). Give the password in PGPASSWORD or ~/.pgpass, not in the "
     "URL: a command line is visible to every user of the machine (ps).",
-    show_default="OUT/study.journal",
+    cls=RecipeOption,
+    default_text="OUT/study.journal",
 )
 @click.option(
     "--space",
@@ -69,7 +78,8 @@ def _pruners() -> tuple[str, ...]:
     "--pruner",
     type=LazyChoice(_pruners),
     default=None,
-    show_default=DEFAULT_PRUNER,
+    cls=RecipeOption,
+    default_text=DEFAULT_PRUNER,
     help="Stop unpromising trials early, judged on validation accuracy per epoch.",
 )
 @click.option(
@@ -84,10 +94,17 @@ def _pruners() -> tuple[str, ...]:
     "--out",
     type=click.Path(file_okay=False),
     default=None,
-    show_default="runs/tune-STUDY",
+    cls=RecipeOption,
+    default_text="runs/tune-STUDY",
     help="Output folder (storage, trials.csv, best.json, best-run/, plots, report).",
 )
-@click.option("--plots/--no-plots", default=True, show_default="on", help="Draw Optuna's plots (PNG) for the report.")
+@click.option(
+    "--plots/--no-plots",
+    default=True,
+    cls=RecipeOption,
+    default_text="on",
+    help="Draw Optuna's plots (PNG) for the report.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final line.")
 @click.option("--json", "as_json", is_flag=True, help="End stdout with one JSON object: the study's summary.")
 def tune(
