@@ -132,6 +132,7 @@ class RecipeOption(click.Option):
     the models whose own training defaults change it (``[default: none; logreg, binary-logreg:
     cosine]``). ``model_option`` names a model option: the help shows each registered model's
     default for it. Both are read from the registries when the help is shown, never written here.
+    ``default_text`` says what an option's default is when it is neither (``runs/<name>``, a constant).
     """
 
     def __init__(
