@@ -11,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export MNISTKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/MNIST/raw),$(SHARED_DATA),)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup system-deps demo check test test-fast test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-numbers bench-real bench-tune bench-tune-quick bundled-model bundled-reader clean
+.PHONY: setup system-deps demo notebook check test test-fast test-hostile bench bench-quick bench-seeds bench-serve bench-photos bench-numbers bench-real bench-tune bench-tune-quick bundled-model bundled-reader clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ system-deps:
 
 demo: setup
 	@bash scripts/demo.sh $(PY)
+
+# Re-run examples/tutorial.ipynb (real MNIST, 1 epoch, 2 tuning trials) and store it with its outputs.
+notebook: setup
+	$(PY) scripts/run_notebook.py
 
 # Style and types, settled by tools (configured in pyproject.toml): seconds once mypy's cache is warm.
 check: setup

@@ -326,3 +326,73 @@ def test_a_mistyped_run_folder_is_one_error_before_anything_is_read(tmp_path, ca
     code, out, err = run_cli(["predict", str(tmp_path / "runs" / "nope"), str(photo)], capsys)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "no such run directory or checkpoint" in err
+
+
+def _every_command():
+    """(path, command) for every command and subcommand of ``mnistkit``, the top level included."""
+    import click
+
+    from mnistkit.cli import cli
+
+    found, todo = [], [("mnistkit", cli)]
+    while todo:
+        path, command = todo.pop()
+        found.append((path, command))
+        if isinstance(command, click.Group):
+            ctx = click.Context(command, info_name=path)
+            todo += [(f"{path} {name}", command.get_command(ctx, name)) for name in command.list_commands(ctx)]
+    return found
+
+
+def test_every_option_of_every_command_has_help():
+    """Each option says what it does in ``--help`` (read as shown, so help built from a registry counts)."""
+    import click
+
+    commands = _every_command()
+    assert len(commands) > len(COMMANDS)  # the subcommands of `data` too
+    missing = []
+    for path, command in commands:
+        ctx = click.Context(command, info_name=path)
+        for param in command.get_params(ctx):
+            record = param.get_help_record(ctx)
+            said = re.sub(r"\[[^\]]*\]", "", record[1]) if record is not None else ""  # less [default: ...]
+            if isinstance(param, click.Option) and not said.strip():
+                missing.append(f"{path} {param.opts[0]}")
+    assert not missing, f"options without help: {missing}"
+
+
+def test_every_train_option_of_a_config_field_reads_the_field():
+    """A config field's option has the field's help and shows the field's default: one source for both."""
+    import click
+
+    from mnistkit.cli.options import shown
+    from mnistkit.cli.train import train
+    from mnistkit.config import field_default, option_fields, option_help
+
+    ctx = click.Context(train, info_name="mnistkit train")
+    options = {p.name: p for p in train.params}
+    for f in option_fields():
+        option = options[f.name]
+        assert option.default is None  # "not given": resolve_config merges it over model defaults and presets
+        _, text = option.get_help_record(ctx)
+        text = " ".join(text.split())
+        assert text.startswith(" ".join(option_help(f.name).split())), f.name
+        shown_default = f.metadata.get("default_text") or shown(field_default(f.name))
+        assert f"[default: {shown_default}" in text, f.name
+
+
+@pytest.mark.parametrize(
+    ("args", "path"),
+    [
+        (["train", "--model"], "mnistkit train"),  # a missing value: click raises it without a context
+        (["train", "--epochs", "0"], "mnistkit train"),
+        (["train", "--modl", "cnn"], "mnistkit train"),
+        (["data", "fetch", "--data-dir"], "mnistkit data fetch"),
+        (["data", "info"], "mnistkit data info"),
+        (["trian"], "mnistkit"),
+    ],
+)
+def test_every_usage_error_ends_with_the_help_to_read(args, path, capsys):
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, r"^mnistkit: error: ")
+    assert err.rstrip("\n").endswith(f"; see '{path} --help'"), err

@@ -9,7 +9,8 @@
   is written without a unit (``--request-timeout`` seconds, default 10) or in inline code.
 - Every ``python`` example parses, the names it imports from mnistkit exist, and each
   ``mnistkit.NAME`` it uses is public API.
-- README.zh-CN.md shows every command README.md shows; relative links lead to files that exist.
+- README.zh-CN.md follows README.md section by section, showing every command it shows; relative links
+  lead to files that exist; no page writes a password into a URL.
 """
 
 from __future__ import annotations
@@ -132,8 +133,13 @@ def unsourced_figures(page: str, text: str) -> list[str]:
 
 def shown_commands(path: Path, inline: bool = True) -> list[list[str]]:
     """Argument lists of the ``mnistkit`` commands in the page's code blocks (and its inline code)."""
+    return commands_in(path.read_text(encoding="utf-8"), inline)
+
+
+def commands_in(text: str, inline: bool = True) -> list[list[str]]:
+    """Argument lists of the ``mnistkit`` commands in Markdown ``text`` (see :func:`shown_commands`)."""
     commands = []
-    for block in blocks(path.read_text(encoding="utf-8")):
+    for block in blocks(text):
         if block.kind == "code":
             if block.lang not in ("sh", "console", "bash"):
                 continue
@@ -194,6 +200,40 @@ def test_the_chinese_readme_shows_every_command_of_the_english_one():
 
     missing = shown("README.md") - shown("README.zh-CN.md")
     assert not missing, f"README.zh-CN.md does not show: {sorted(missing)}"
+
+
+def sections(path: Path) -> list[tuple[str, set[str]]]:
+    """(heading, the commands its code blocks show) for each ``##`` section of a page."""
+    found: list[tuple[str, set[str]]] = []
+    for part in re.split(r"^## ", path.read_text(encoding="utf-8"), flags=re.M)[1:]:
+        heading, _, body = part.partition("\n")
+        found.append((heading.strip(), {shlex.join(args) for args in commands_in(body, inline=False)}))
+    return found
+
+
+def test_the_chinese_readme_follows_the_english_ones_tour_section_by_section():
+    """README.zh-CN.md mirrors README.md: the same sections in the same order, each showing its commands."""
+    english, chinese = sections(REPO / "README.md"), sections(REPO / "README.zh-CN.md")
+    assert len(chinese) == len(english), ([h for h, _ in english], [h for h, _ in chinese])
+    for (heading, commands), (zh_heading, zh_commands) in zip(english, chinese):
+        missing = commands - zh_commands
+        assert not missing, f"README.zh-CN.md section {zh_heading!r} (README.md: {heading!r}) lacks {sorted(missing)}"
+
+
+#: ``scheme://user:secret@host``: a password written into a URL (``$VAR`` or ``***`` in its place is fine)
+CREDENTIALS = re.compile(r"\b[a-z][\w+.-]*://[^\s/@:`]+:(?![$*])[^\s/@`]+@")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_example_writes_a_password_into_a_url(page):
+    found = CREDENTIALS.findall((REPO / page).read_text(encoding="utf-8"))
+    assert not found, f"{page} shows a URL with a password in it; use an environment variable instead"
+
+
+def test_the_credentials_check_catches_a_password():
+    assert CREDENTIALS.search("--storage postgresql://optuna:hunter2@db/optuna")
+    assert not CREDENTIALS.search("--storage postgresql://USER@db-host/optuna")
+    assert not CREDENTIALS.search('--storage "$MNISTKIT_STORAGE" or postgresql://u:$PGPASS@db/x')
 
 
 def python_blocks(path: Path) -> list[tuple[int, str]]:

@@ -40,3 +40,20 @@ def test_tutorial_notebook_runs(tmp_path, monkeypatch):
         o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})
     ]
     assert images, "the data grid (step 2.2) did not render"
+
+
+def test_the_notebook_is_stored_executed_so_a_code_host_shows_it():
+    """``make notebook`` (scripts/run_notebook.py) stores it with outputs: every code cell ran, in
+    order, and what it shows is small and holds no path of the machine that ran it."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("run_notebook", NOTEBOOK.parents[1] / "scripts" / "run_notebook.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = NOTEBOOK.read_text(encoding="utf-8")
+    cells = [c for c in json.loads(text)["cells"] if c["cell_type"] == "code"]
+    assert [c["execution_count"] for c in cells] == list(range(1, len(cells) + 1))
+    assert all(c["outputs"] for c in cells[1:]), "a code cell after the settings has no stored output"
+    assert len(text.encode()) <= script.MAX_BYTES and "mnistkit-notebook-" not in text and "/tmp/" not in text

@@ -8,6 +8,7 @@ into every run directory and every checkpoint so a run can be rebuilt from it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,42 @@ MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 65_536
 
 
+#: The headings of ``mnistkit train --help``, in the order shown: each option field names its own.
+DATA, MODEL, OPTIM, AUGMENT, RUN, OUTPUT = "Data", "Model", "Optimizer", "Augmentation", "Execution", "Output"
+OPTION_GROUPS = (DATA, MODEL, OPTIM, AUGMENT, RUN, OUTPUT)
+
+
+def option(default: Any, help: str | Callable[[], str], group: str, **cli: Any) -> Any:
+    """A config field that the command line offers as an option (``mnistkit.cli.options.config_options``).
+
+    The field's metadata is all the CLI needs, so a flag never repeats its field's name, type, help
+    or default. ``help``: a sentence, or a function that writes it from a registry when shown;
+    ``group``: its heading in ``--help``. ``cli`` may hold ``flag`` (the spelling, when not
+    ``--field-name``), ``choices`` (a tuple, or a function reading a registry), ``negatable`` (a
+    bool given as ``--x/--no-x``; otherwise a bare switch), ``min`` (a whole number's floor),
+    ``folder`` (a path to a folder), ``count_or_fraction``, ``metavar`` and ``default_text`` (what
+    an unset default means, e.g. ``runs/<name>``).
+    """
+    return field(default=default, metadata={"help": help, "group": group, **cli})
+
+
+def _dataset_help() -> str:
+    from mnistkit.data import list_datasets
+
+    names = ", ".join(list_datasets())
+    return f"A registered dataset ({names}) or a path to an IDX folder, Kaggle CSV or image folder."
+
+
+def _model_names() -> list[str]:
+    from mnistkit.models import list_models
+
+    return list_models()
+
+
+_SOLVER_HELP = (
+    "auto: full-batch L-BFGS for logreg/binary-logreg (minibatches under torchrun or with --augment, "
+    "--label-smoothing, --early-stopping); minibatches for every other model."
+)
 _NEGATIVES_HELP = (
     "Train with generated non-digits (mirrored and turned digits, overlays, pen strokes, drawn letters) whose "
     "prediction is pulled toward uniform, at this loss weight (outlier exposure); 0 = off."
@@ -44,71 +81,78 @@ _INIT_FROM_HELP = (
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. Units are in the comments."""
+    """Everything that defines a training run. Each option field's metadata carries its ``--help``."""
 
     # data
-    dataset: str = "mnist"  # registry name or a path (IDX folder, Kaggle CSV, image folder)
-    data_dir: str | None = None  # where to look first for the dataset's files
-    download: bool = True  # download missing files from the registry's mirrors
-    norm: str = "tutorial"  # "tutorial": mean 0.5, std 0.5 -> [-1, 1]; "dataset": the dataset's mean/std
-    val_size: float = 0  # validation split carved from train: count (>= 1) or fraction (< 1); 0 = none
-    positive: int | None = None  # binary task: this class against the rest
-    classes: tuple[int, ...] | None = None  # train on these classes only (two classes for a binary task)
-    augment: bool = field(
-        default=False,
-        metadata={
-            "help": "Augment training batches on the device as the --aug-* options say (alone: random +-2 px shifts)."
-        },
+    dataset: str = option("mnist", _dataset_help, DATA)
+    data_dir: str | None = option(None, "Folder to look in first for dataset files.", DATA, folder=True)
+    download: bool = option(True, "Download missing files from the dataset's mirrors.", DATA, negatable=True)
+    norm: str = option("tutorial", "tutorial: (x-0.5)/0.5; dataset: the dataset's mean/std.", DATA, choices=NORMS)
+    val_size: float = option(
+        0, "Validation split from train: a count (>= 1) or a fraction (< 1); 0 = none.", DATA, count_or_fraction=True
     )
-    aug_shift: int = field(default=2, metadata={"help": "Max random shift per axis, in pixels."})
-    aug_rotate: float = field(default=0.0, metadata={"help": "Max random rotation, in degrees."})
-    aug_scale: float = field(default=0.0, metadata={"help": "Max relative size change: factor in [1-S, 1+S]."})
-    aug_elastic: float = field(
-        default=0.0,
-        metadata={"help": "Elastic distortion strength (Simard's alpha, pixels; 34 moves ink ~1-2 px); 0 = off."},
+    positive: int | None = option(None, "Binary task: this class against the rest.", DATA)
+    classes: tuple[int, ...] | None = option(None, "Train on these classes only, e.g. 3,8.", DATA)
+    augment: bool = option(
+        False,
+        "Augment training batches on the device as the --aug-* options say (alone: random +-2 px shifts).",
+        AUGMENT,
+        negatable=True,
     )
-    aug_elastic_sigma: float = field(
-        default=4.0, metadata={"help": "Smoothness of the elastic field: Gaussian std in pixels."}
+    aug_shift: int = option(2, "Max random shift per axis, in pixels.", AUGMENT)
+    aug_rotate: float = option(0.0, "Max random rotation, in degrees.", AUGMENT)
+    aug_scale: float = option(0.0, "Max relative size change: factor in [1-S, 1+S].", AUGMENT)
+    aug_elastic: float = option(
+        0.0, "Elastic distortion strength (Simard's alpha, pixels; 34 moves ink ~1-2 px); 0 = off.", AUGMENT
     )
-    aug_thickness: float = field(
-        default=0.0, metadata={"help": "Stroke thickness: max blend toward 3x3 dilation or erosion, 0..1; 0 = off."}
+    aug_elastic_sigma: float = option(4.0, "Smoothness of the elastic field: Gaussian std in pixels.", AUGMENT)
+    aug_thickness: float = option(
+        0.0, "Stroke thickness: max blend toward 3x3 dilation or erosion, 0..1; 0 = off.", AUGMENT
     )
-    negatives: float = field(default=0.0, metadata={"help": _NEGATIVES_HELP})
+    negatives: float = option(0.0, _NEGATIVES_HELP, AUGMENT)
     # model
-    model: str = "seed-mlp"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = field(default=None, metadata={"help": _INIT_FROM_HELP})
-    # optimisation
-    solver: str = field(
-        default="auto",
-        metadata={
-            "help": "auto: full-batch L-BFGS for logreg/binary-logreg (minibatches under torchrun or with "
-            "--augment, --label-smoothing, --early-stopping), minibatches for every other model; lbfgs; minibatch."
-        },
+    model: str = option(
+        "seed-mlp", "The network to train (`mnistkit models` describes each).", MODEL, choices=_model_names
     )
-    epochs: int = 10
-    batch_size: int = 64  # global batch size (split across ranks when distributed)
-    lr: float = 1e-3  # peak learning rate
-    optimizer: str = "adam"
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    weight_decay: float = 0.0
-    schedule: str = "none"  # per-step learning-rate schedule
-    label_smoothing: float = 0.0
-    early_stopping: int = 0  # patience in epochs on validation loss; 0 = off (needs val_size)
+    model_options: dict[str, Any] = field(default_factory=dict)  # --hidden, --activation, --dropout, --model-option
+    init_from: str | None = option(None, _INIT_FROM_HELP, MODEL, metavar="CHECKPOINT|RUN_DIR")
+    # optimisation
+    solver: str = option("auto", _SOLVER_HELP, OPTIM, choices=SOLVERS)
+    epochs: int = option(10, "Passes over the data.", OPTIM, min=1)
+    batch_size: int = option(64, "Global batch size (split across processes under torchrun).", OPTIM, min=1)
+    lr: float = option(1e-3, "Peak learning rate.", OPTIM)
+    optimizer: str = option("adam", "The optimiser; sgd takes --momentum and --nesterov.", OPTIM, choices=OPTIMIZERS)
+    momentum: float = option(0.9, "SGD momentum.", OPTIM)
+    nesterov: bool = option(False, "Nesterov momentum (sgd).", OPTIM)
+    weight_decay: float = option(
+        0.0, "Weight decay: the L2 penalty's strength (logreg's L-BFGS: in place of C=1).", OPTIM
+    )
+    schedule: str = option("none", "Per-step learning-rate schedule.", OPTIM, choices=SCHEDULES)
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy targets, in [0, 1); 0 = off.", OPTIM)
+    early_stopping: int = option(0, "Patience in epochs on validation loss (needs --val-size); 0 = off.", OPTIM, min=0)
     # execution
-    seed: int = 0
-    deterministic: bool = False  # deterministic kernels: identical weights run to run on CPU
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
-    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 matmul; weights stay fp32
-    compile: bool = False  # torch.compile the model
-    eval_batch_size: int = 1024
-    log_every: int = 100  # steps between tutorial-style log lines; 0 = none
+    seed: int = option(0, "Seed of the run's random numbers: initial weights, batch order, augmentation.", RUN)
+    deterministic: bool = option(False, "Deterministic kernels (identical CPU runs).", RUN)
+    device: str = option("auto", "auto: cuda, then mps, then cpu.", RUN, choices=DEVICES)
+    amp: bool = option(
+        True,
+        "bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere. Weights stay fp32.",
+        RUN,
+        negatable=True,
+    )
+    compile: bool = option(False, "torch.compile the model.", RUN)
+    eval_batch_size: int = 1024  # images per evaluation batch (not a command-line option)
+    log_every: int = option(100, "Steps between log lines; 0 = none.", OUTPUT, min=0)
     # output
-    out: str | None = None  # run directory; default runs/<name>
-    name: str | None = None
-    preset: str | None = None
-    dry_run: bool = False  # a few steps per epoch on a data subset: smoke test
+    out: str | None = option(None, "Run directory.", OUTPUT, folder=True, default_text="runs/<name>")
+    name: str | None = option(None, "Run name under runs/.", OUTPUT, default_text="DATASET-MODEL-TIME")
+    preset: str | None = option(
+        None,
+        "A tuned recipe; flags override it (the preset's model options merge with --hidden etc.).",
+        MODEL,
+        choices=tuple(PRESETS),
+    )
+    dry_run: bool = option(False, "Two steps per epoch on a small subset: a smoke test.", RUN)
 
     def __post_init__(self):
         if self.classes is not None:
@@ -353,7 +397,13 @@ def _matches_annotation(annotation: str, value: Any) -> bool:
 
 def option_help(name: str) -> str:
     """The help text of config field ``name`` (from its metadata), for the CLI: one source for both."""
-    return str(_FIELDS[name].metadata.get("help", ""))
+    text = _FIELDS[name].metadata.get("help", "")
+    return str(text() if callable(text) else text)
+
+
+def option_fields() -> list[dataclasses.Field]:
+    """The fields the command line offers as options (those declared with :func:`option`), in order."""
+    return [f for f in _FIELDS.values() if "group" in f.metadata]
 
 
 def field_default(name: str) -> Any:

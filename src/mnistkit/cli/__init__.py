@@ -98,6 +98,20 @@ def _os_error_message(exc: OSError) -> str:
     return f"{exc.filename}: {reason}" if getattr(exc, "filename", None) else reason
 
 
+def _command_path(argv: list[str] | None) -> str:
+    """``mnistkit train``: the command that ``argv`` reaches, for a usage error click raised without
+    a context (an option missing its value is found by the parser before the command has one)."""
+    words, command = ["mnistkit"], cli
+    ctx = click.Context(cli, info_name="mnistkit")
+    for arg in sys.argv[1:] if argv is None else argv:
+        sub = command.get_command(ctx, arg) if isinstance(command, click.Group) else None
+        if sub is None:
+            break
+        words.append(arg)
+        command = sub
+    return " ".join(words)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn every error into one line + exit code.
 
@@ -125,8 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"{prog}: aborted{_notes(exc.__cause__)}", err=True)
         code = 130
     except click.UsageError as exc:
-        where = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
-        click.echo(f"{ERROR_PREFIX}{_one_line(exc.format_message()).rstrip('.')}{where}", err=True)
+        path = exc.ctx.command_path if exc.ctx is not None else _command_path(argv)
+        click.echo(f"{ERROR_PREFIX}{_one_line(exc.format_message()).rstrip('.')}; see '{path} --help'", err=True)
         code = 2
     except click.ClickException as exc:
         click.echo(f"{ERROR_PREFIX}{_one_line(exc.format_message())}", err=True)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import click
 
 from mnistkit.cli.options import RecipeOption, dataset_help, print_json_line
-from mnistkit.config import DEVICES
+from mnistkit.config import DEVICES, field_default, option_help
 
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=True))
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "val", "train"]),
+    default="test",
+    show_default=True,
+    help="The split to score: val is the validation split the run carved from train (its size and seed).",
+)
 @click.option(
     "--dataset",
     cls=RecipeOption,
@@ -23,9 +29,15 @@ from mnistkit.config import DEVICES
     help="Score a --dataset whose class names differ from the checkpoint's (same number of classes).",
 )
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder to look in first.")
-@click.option("--download/--no-download", default=True, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--download/--no-download", default=True, show_default=True, help=option_help("download"))
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=field_default("eval_batch_size"),
+    show_default=True,
+    help="Images per batch: memory, not scores.",
+)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help=option_help("device"))
 @click.option(
     "--bf16",
     is_flag=True,

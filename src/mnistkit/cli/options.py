@@ -80,13 +80,12 @@ def model_options_from(hidden, activation, dropout, model_option) -> dict:
 
 
 def dataset_help(lead: str = "") -> Callable[[], str]:
-    """Help for a ``--dataset`` option: the registered names (read when shown) or a path."""
+    """Help for a ``--dataset`` option: the config field's (the registered names, read when shown)."""
 
     def text() -> str:
-        from mnistkit.data import list_datasets
+        from mnistkit.config import option_help
 
-        names = ", ".join(list_datasets())
-        return f"{lead}A registered dataset ({names}) or a path to an IDX folder, Kaggle CSV or image folder."
+        return lead + option_help("dataset")
 
     return text
 
@@ -128,10 +127,12 @@ class LazyChoice(click.Choice):
 class RecipeOption(click.Option):
     """An option shown under a heading (``group``) whose help ends with the default a run really uses.
 
-    ``help_from`` builds the help text when it is shown (a registry's names). ``field`` names a :class:`~mnistkit.config.TrainConfig` field: the help shows its default and
+    ``help_from`` builds the help text when it is shown (a registry's names). ``field`` names a
+    :class:`~mnistkit.config.TrainConfig` field: the help shows its default and
     the models whose own training defaults change it (``[default: none; logreg, binary-logreg:
     cosine]``). ``model_option`` names a model option: the help shows each registered model's
     default for it. Both are read from the registries when the help is shown, never written here.
+    ``default_text`` says what an option's default is when it is neither (``runs/<name>``, a constant).
     """
 
     def __init__(
@@ -141,6 +142,7 @@ class RecipeOption(click.Option):
         field: str | None = None,
         model_option: str | None = None,
         help_from: Callable[[], str] | None = None,
+        default_text: str | None = None,
         **kw,
     ):
         super().__init__(*args, **kw)
@@ -148,6 +150,7 @@ class RecipeOption(click.Option):
         self.field = field
         self.model_option = model_option
         self.help_from = help_from  # help text read from a registry when shown
+        self.default_text = default_text  # what the default is, when neither a field's nor a model option's
 
     def get_help_record(self, ctx):
         if self.help_from is not None:
@@ -160,6 +163,8 @@ class RecipeOption(click.Option):
         return names, f"{text}  [{default}]" if text else f"[{default}]"
 
     def _default_text(self) -> str | None:
+        if self.default_text is not None:
+            return f"default: {self.default_text}"
         if self.field is not None:
             from mnistkit.config import defaults_by_model, field_default
 
@@ -196,22 +201,25 @@ def _by_value(per_model: dict) -> list[str]:
 
 
 class GroupedCommand(click.Command):
-    """A command whose ``--help`` lists options under headings (each option's ``group``), in order;
-    options without one go under ``default_group``."""
+    """A command whose ``--help`` lists options under headings (each option's ``group``): the
+    headings in ``groups`` first, in that order, then the others as they come; options without one
+    go under ``default_group``."""
 
-    def __init__(self, *args, default_group: str = "Other options", **kwargs):
+    def __init__(self, *args, default_group: str = "Other options", groups: tuple[str, ...] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.default_group = default_group
+        self.groups = groups
 
     def format_options(self, ctx, formatter) -> None:
-        sections: dict[str, list[tuple[str, str]]] = {}
+        sections: dict[str, list[tuple[str, str]]] = {title: [] for title in self.groups}
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
             if record is not None:
                 sections.setdefault(getattr(param, "group", None) or self.default_group, []).append(record)
         for title, records in sections.items():
-            with formatter.section(title):
-                formatter.write_dl(records)
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
 
 
 class CountOrFraction(click.ParamType):
@@ -228,3 +236,57 @@ class CountOrFraction(click.ParamType):
             except ValueError:
                 self.fail(f"{value!r} is neither a count (5000) nor a fraction (0.1)", param, ctx)
         return int(number) if number.is_integer() else number
+
+
+def config_options() -> list[click.Option]:
+    """A ``train`` option for each :class:`~mnistkit.config.TrainConfig` field declared with
+    :func:`mnistkit.config.option`: flag, type, help, heading and default all read from the field.
+
+    Every option's value is ``None`` unless given, so :func:`mnistkit.config.resolve_config` can
+    tell a flag from a default and merge it over the model's defaults and a preset.
+    """
+    from mnistkit.config import option_fields
+
+    return [_config_option(f) for f in option_fields()]
+
+
+def _config_option(f) -> click.Option:
+    """The click option of one config field (see :func:`config_options`)."""
+    from mnistkit.config import option_help
+
+    meta = f.metadata
+    flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+    kind = str(f.type).split("|")[0].strip()
+    if meta.get("negatable"):
+        flag = f"{flag}/--no-{flag[2:]}"
+    kw: dict = {"is_flag": True} if kind == "bool" and not meta.get("negatable") else {}
+    if kind != "bool":
+        kw["type"] = _param_type(f.name, kind, meta)
+    return RecipeOption(
+        [flag, f.name],
+        default=None,
+        group=meta["group"],
+        field=f.name,
+        help_from=lambda: option_help(f.name),
+        default_text=meta.get("default_text"),
+        metavar=meta.get("metavar"),
+        **kw,
+    )
+
+
+def _param_type(name: str, kind: str, meta) -> click.ParamType | type:
+    """The click type of a config field from its annotation (``kind``) and metadata."""
+    choices = meta.get("choices")
+    if callable(choices):
+        return LazyChoice(choices, name)
+    if choices is not None:
+        return click.Choice(choices)
+    if meta.get("folder"):
+        return click.Path(file_okay=False)
+    if meta.get("count_or_fraction"):
+        return CountOrFraction()
+    if kind.startswith("tuple"):
+        return IntList()
+    if kind == "int":
+        return click.IntRange(min=meta["min"]) if "min" in meta else int
+    return {"float": float, "str": str}[kind]

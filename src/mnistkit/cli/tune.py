@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
-from mnistkit.cli.options import GroupedCommand, LazyChoice, model_options_from, print_json_line
+from mnistkit.cli.options import GroupedCommand, LazyChoice, RecipeOption, model_options_from, print_json_line
 from mnistkit.cli.train import train as _train
+from mnistkit.config import OPTION_GROUPS
 from mnistkit.errors import MnistkitError
+from mnistkit.tuning import DEFAULT_HEARTBEAT, DEFAULT_PRUNER, DEFAULT_STUDY, DEFAULT_TRIALS, DEFAULT_VAL_SIZE
 
 #: train options that make no sense for a search (each trial has its own folder, log and test-free end)
 NOT_TUNE_OPTIONS = {
@@ -28,12 +30,14 @@ def _pruners() -> tuple[str, ...]:
     return PRUNERS
 
 
-@click.command(cls=GroupedCommand, default_group="Search")
+@click.command(cls=GroupedCommand, default_group="Search", groups=("Search", *OPTION_GROUPS))
 @click.option(
     "--trials",
     type=click.IntRange(min=1),
     default=None,
-    help="Finished trials the study should have (a rerun resumes towards it).  [default: 50]",
+    cls=RecipeOption,
+    default_text=str(DEFAULT_TRIALS),
+    help="Finished trials the study should have (a rerun resumes towards it).",
 )
 @click.option(
     "--timeout",
@@ -41,13 +45,22 @@ def _pruners() -> tuple[str, ...]:
     default=None,
     help="Seconds after which no new trial starts; running ones stop at their next epoch end.",
 )
-@click.option("--study", "study_name", default=None, help="Study name in the storage.  [default: mnistkit]")
+@click.option(
+    "--study",
+    "study_name",
+    default=None,
+    cls=RecipeOption,
+    default_text=DEFAULT_STUDY,
+    help="Study name in the storage.",
+)
 @click.option(
     "--storage",
     default=None,
     help="Where the study lives, shared by workers on many machines: postgresql://USER@HOST/DB (or "
     "mysql://, sqlite:///, a journal file). Give the password in PGPASSWORD or ~/.pgpass, not in the "
-    "URL: a command line is visible to every user of the machine (ps).  [default: OUT/study.journal]",
+    "URL: a command line is visible to every user of the machine (ps).",
+    cls=RecipeOption,
+    default_text="OUT/study.journal",
 )
 @click.option(
     "--space",
@@ -59,29 +72,40 @@ def _pruners() -> tuple[str, ...]:
     "--workers",
     type=click.IntRange(min=1),
     default=1,
-    help="Worker processes on this machine sharing the study; torch threads are split.  [default: 1]",
+    show_default=True,
+    help="Worker processes on this machine sharing the study; torch threads are split.",
 )
 @click.option(
     "--pruner",
     type=LazyChoice(_pruners),
     default=None,
-    help="Stop unpromising trials early, judged on validation accuracy per epoch.  [default: median]",
+    cls=RecipeOption,
+    default_text=DEFAULT_PRUNER,
+    help="Stop unpromising trials early, judged on validation accuracy per epoch.",
 )
 @click.option(
     "--heartbeat",
     type=click.IntRange(min=1),
-    default=30,
-    help="Seconds between a trial's heartbeats on a database; a trial silent for twice that is "
-    "failed and retried.  [default: 30]",
+    default=DEFAULT_HEARTBEAT,
+    show_default=True,
+    help="Seconds between a trial's heartbeats on a database; a trial silent for twice that is failed and retried.",
 )
 @click.option("--sampler-seed", type=int, default=None, help="Seed of the TPE sampler (reproducible searches).")
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
     default=None,
-    help="Output folder (storage, trials.csv, best.json, best-run/, plots, report).  [default: runs/tune-STUDY]",
+    cls=RecipeOption,
+    default_text="runs/tune-STUDY",
+    help="Output folder (storage, trials.csv, best.json, best-run/, plots, report).",
 )
-@click.option("--plots/--no-plots", default=True, help="Draw Optuna's plots (PNG) for the report.  [default: on]")
+@click.option(
+    "--plots/--no-plots",
+    default=True,
+    cls=RecipeOption,
+    default_text="on",
+    help="Draw Optuna's plots (PNG) for the report.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final line.")
 @click.option("--json", "as_json", is_flag=True, help="End stdout with one JSON object: the study's summary.")
 def tune(
@@ -102,13 +126,12 @@ def tune(
     activation,
     dropout,
     model_option,
-    compile_,
     **opts,
 ):
     """Search hyperparameters for a model with Optuna and keep the best as a training config.
 
-    Trials are scored on a validation split carved from the training data (--val-size, default
-    10000 images); only the best trial is scored on the test set, at the end. Rerunning the same
+    Trials are scored on a validation split carved from the training data (--val-size, its
+    default below); only the best trial is scored on the test set, at the end. Rerunning the same
     command resumes the study; Ctrl-C stops after saving what is done. With --timeout the default
     space's epochs are sized so several trials fit the budget; when no trial completed (e.g. a
     budget too short for one trial) it says why and what budget would do, and exits 2.
@@ -122,7 +145,6 @@ def tune(
     model_options = model_options_from(hidden, activation, dropout, model_option)
     if model_options:
         opts["model_options"] = model_options
-    name = study_name or "mnistkit"
     summary = run_tune(
         trials=trials,
         timeout=timeout,
@@ -133,10 +155,9 @@ def tune(
         pruner=pruner,
         heartbeat=heartbeat,
         sampler_seed=sampler_seed,
-        out=out or f"runs/tune-{name}",
+        out=out or f"runs/tune-{study_name or DEFAULT_STUDY}",
         echo=not (quiet or as_json),
         plots=plots,
-        compile=compile_,
         **opts,
     )
     _print_outcome(summary, quiet, as_json)
@@ -147,13 +168,18 @@ def _print_outcome(summary: dict, quiet: bool, as_json: bool) -> None:
     success: exit 2 with why, as for input that cannot work."""
     best = summary.get("best")
     if quiet and best:
-        click.echo(
-            f"Best trial {best['number']}: validation {best['val_accuracy']:.2f} %, test {best['test_accuracy']:.2f} %"
-        )
+        click.echo(_best_line(best))
     if as_json:
         print_json_line(summary)
     if not best:
         raise MnistkitError(f"no trial completed: {summary['no_trial_why']}")
+
+
+def _best_line(best: dict | None) -> str:
+    """``--quiet``'s one line: the best trial's validation and test accuracy."""
+    if not best:
+        return "No trial completed"
+    return f"Best trial {best['number']}: validation {best['val_accuracy']:.2f} %, test {best['test_accuracy']:.2f} %"
 
 
 def _shared_train_options() -> list:
@@ -166,8 +192,8 @@ def _shared_train_options() -> list:
             continue
         if p.name == "val_size":
             p = copy.copy(p)
-            p.field = None  # type: ignore[attr-defined]  # a RecipeOption; tune's own default is below
-            p.help = "Validation split from train that scores trials: count or fraction.  [default: 10000]"
+            p.default_text = str(DEFAULT_VAL_SIZE)  # type: ignore[attr-defined]  # a RecipeOption
+            p.help_from = lambda: "Validation split from train that scores trials: count or fraction."  # type: ignore[attr-defined]
         params.append(p)
     return params
 

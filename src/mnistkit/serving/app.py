@@ -14,7 +14,7 @@ Endpoints::
     GET  /healthz   liveness
     GET  /model     the checkpoint's metadata, with absolute paths reduced to their last part
     GET  /line-model  the line reader's metadata (as /model); 501 without one
-    GET  /docs      OpenAPI docs (FastAPI's page; the only one that loads assets from a CDN)
+    GET  /docs      OpenAPI docs (Swagger UI, its files served by the app itself: :mod:`.docs`)
 
 ``HEAD`` on any path answers as ``GET`` without the body (:class:`HeadAsGet`).
 
@@ -78,6 +78,7 @@ from mnistkit.serving.bodies import (
     parse_pixels_json,
     read_limited_body,
 )
+from mnistkit.serving.docs import add_docs
 from mnistkit.serving.lanes import Lane, Slots
 from mnistkit.serving.limits import (
     HEAVY_NICE,
@@ -182,7 +183,9 @@ def create_app(
         description="Predict handwritten digits with an mnistkit checkpoint, and read written numbers "
         "with a line reader (POST /predict?number=1).",
         version=str((ckpt.meta.get("versions") or {}).get("mnistkit", "")),
+        docs_url=None,  # .docs.add_docs serves the page with its files, no CDN
     )
+    add_docs(app)
     app.state.checkpoint = ckpt
     app.state.line_reader = reader
     app.state.limits = limits

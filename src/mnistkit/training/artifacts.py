@@ -136,11 +136,7 @@ def calibration_step(model, data: TaskData, task: str, batch_size: int, log: Run
     val = logits_and_labels(data.val) if data.val is not None and len(data.val) else None
     cal = calibrate(task, val, {"test": logits_and_labels(data.test)})
     if cal.temperature is not None:  # without a split the tutorial's output stays as it was (ECE: eval.json)
-        ece = ", ".join(f"{split} {d['before']:.2f} % -> {d['after']:.2f} %" for split, d in cal.ece.items())
-        log.line(
-            f"Calibration: temperature {cal.temperature:.3f} fitted on the validation split; "
-            f"expected calibration error ({cal.bins} bins): {ece}"
-        )
+        log.line(cal.describe())
     return cal
 
 

@@ -22,6 +22,8 @@ from mnistkit.errors import ConfigError
 DEFAULT_VAL_SIZE = 10_000
 DEFAULT_TRIALS = 50
 DEFAULT_STUDY = "mnistkit"
+#: How unpromising trials are stopped early (mnistkit.tuning.study.PRUNERS).
+DEFAULT_PRUNER = "median"
 #: Seconds between a running trial's heartbeats on a database storage.
 DEFAULT_HEARTBEAT = 30
 
@@ -97,7 +99,7 @@ def _wanted_settings(explicit: dict, space, trials: int | None, pruner: str | No
     else:
         raw_space, space_label = _default_space(base, timeout, log), "search space"
     wanted = StudySettings(
-        base, parse_space(raw_space, base.model, space_label), trials or DEFAULT_TRIALS, pruner or "median"
+        base, parse_space(raw_space, base.model, space_label), trials or DEFAULT_TRIALS, pruner or DEFAULT_PRUNER
     )
     make_pruner(wanted.pruner)  # validates the name before anything is created
     return wanted

@@ -1,0 +1,112 @@
+"""The served pages in headless Chromium with no network: ``/docs`` (Swagger UI from the package)
+and the drawing page's controls at a desktop width.
+
+Needs Playwright and a Chromium binary (``/usr/bin/chromium`` or ``$MNISTKIT_CHROMIUM``), as
+tests/test_browser_draw.py; the server runs the bundled model, so no training is needed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from synthetic import require_or_skip, stop_process
+from test_browser_draw import CHROMIUM, CHROMIUM_ARGS, free_port
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    """``mnistkit serve`` (bundled model) on a free 127.0.0.1 port; yields its base URL."""
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "mnistkit", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mnistkit serve exited with {proc.returncode}: {proc.stdout.read()}")
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("mnistkit serve did not answer /healthz within 60 s")
+            time.sleep(0.3)
+        yield base
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError:
+        require_or_skip("the playwright package is not installed")
+    if not Path(CHROMIUM).is_file():
+        require_or_skip(f"no Chromium at {CHROMIUM} (set MNISTKIT_CHROMIUM)")
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def offline_page(browser, base_url, width: int):
+    """A page whose requests to anywhere but the server are refused (and listed in ``page.outside``)."""
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    page.outside = []
+
+    def only_the_server(route):
+        if route.request.url.startswith(base_url + "/"):
+            route.continue_()
+        else:
+            page.outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_server)
+    return page
+
+
+def test_docs_render_the_operations_with_no_network(browser, base_url):
+    page = offline_page(browser, base_url, 1200)
+    try:
+        page.goto(base_url + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+        paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent.trim())")
+        assert {"/predict", "/healthz", "/model"} <= set(paths), paths
+        assert page.outside == []  # nothing was asked of a CDN
+    finally:
+        page.close()
+
+
+def test_the_file_button_is_on_the_line_of_its_neighbours_at_1200_px(browser, base_url):
+    page = offline_page(browser, base_url, 1200)
+    try:
+        page.goto(base_url + "/")
+        boxes = {
+            name: page.locator(selector).bounding_box()
+            for name, selector in {
+                "clear": "#clear",
+                "predict": "#predict",
+                "photo": "label.file:has(#photo)",
+                "file": "label.file:has(#file)",
+            }.items()
+        }
+        tops = {name: round(box["y"]) for name, box in boxes.items()}
+        assert len(set(tops.values())) == 1, f"the buttons are on more than one line: {tops}"
+        photo, file = boxes["photo"], boxes["file"]
+        assert file["x"] >= photo["x"] + photo["width"], (photo, file)  # beside Photo..., not over it
+        assert page.outside == []
+    finally:
+        page.close()
