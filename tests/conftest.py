@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+#: Fixtures shared by several test modules live in these helper modules (test modules never import each other).
+pytest_plugins = ("hostile_helpers", "serve_helpers")
+
 REPO = Path(__file__).resolve().parents[1]
 MNIST_FILES = (
     "train-images-idx3-ubyte.gz",

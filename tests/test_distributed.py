@@ -8,16 +8,15 @@ The data is a tiny learnable IDX dataset: 10 random binary patterns plus noise.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import child_env, free_port
+from synthetic import make_pattern_dataset
 
-from mnistkit.data import write_idx
 from mnistkit.errors import ConfigError
 from mnistkit.training import distributed
 from mnistkit.training.distributed import DistContext
@@ -47,36 +46,6 @@ TRAIN_ARGS = [
     "5",
     "--deterministic",
 ]
-
-
-def make_pattern_dataset(folder: Path, n_train: int = 1200, n_test: int = 200, seed: int = 0) -> Path:
-    """Four gzipped IDX files: class k is random binary pattern k (pixels 200) plus uniform noise."""
-    g = torch.Generator().manual_seed(seed)
-    templates = (torch.rand(10, 28, 28, generator=g) > 0.7).float() * 200
-
-    def split(n):
-        y = torch.arange(n) % 10
-        x = templates[y] + torch.rand(n, 28, 28, generator=g) * 55
-        return x.clamp(0, 255).to(torch.uint8), y.to(torch.uint8)
-
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        x, y = split(n)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
-    return folder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env(**extra) -> dict:
-    """Environment for a child mnistkit: one thread per process, short distributed timeout."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", MNISTKIT_DIST_TIMEOUT="30", PYTHONUNBUFFERED="1", **extra)
-    return env
 
 
 def torchrun(args: list[str], timeout: float = 150, **env) -> subprocess.CompletedProcess:

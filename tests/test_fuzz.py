@@ -187,7 +187,7 @@ def test_deeply_nested_header_is_a_checkpoint_error():
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(ops=st.lists(mutation, min_size=1, max_size=3))
 def test_mutated_emnist_archive_gives_only_mnistkit_errors(ops):
-    from test_emnist import emnist_members, write_zip
+    from synthetic import emnist_members, write_zip
 
     from mnistkit.data import load_dataset
 

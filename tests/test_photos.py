@@ -26,7 +26,8 @@ from mnistkit.preprocess.image import analyze_image, analyze_number, load_image,
 from mnistkit.preprocess.ink import ink_mask, mean3x3  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import quick_train, run_cli  # noqa: E402
+from helpers import run_cli  # noqa: E402
+from synthetic import quick_train  # noqa: E402
 
 MNIST_NORM = Normalization(0.1307, 0.3081)
 CLASSES = [str(i) for i in range(10)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import require_or_skip, run_cli
+from helpers import require_or_skip, run_cli
 
 from mnistkit.errors import ConfigError
 from mnistkit.report import load_run, write_report

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import run_cli
+from helpers import run_cli
 
 from mnistkit.cli import show as show_cmd
 from mnistkit.errors import ConfigError

@@ -14,7 +14,7 @@ from mnistkit.errors import ConfigError
 
 optuna = pytest.importorskip("optuna", reason="mnistkit tune needs optuna: pip install 'mnistkit[tune]'")
 
-from synthetic import run_cli  # noqa: E402
+from helpers import run_cli  # noqa: E402
 
 from mnistkit.tuning.space import default_space, parse_space, read_space_file  # noqa: E402
 
