@@ -49,3 +49,23 @@ def synthetic_dataset(tmp_path_factory) -> Path:
     from synthetic import write_idx_dataset
 
     return write_idx_dataset(tmp_path_factory.mktemp("synthetic") / "idx")
+
+
+@pytest.fixture(scope="session")
+def early_stopped_run(synthetic_dataset, tmp_path_factory):
+    """One MLP run on the synthetic data that stops early (at most 40 epochs, patience 2): the
+    result (``RunResult``) of a run trained once and read by every early-stopping test."""
+    from mnistkit.training import fit
+
+    return fit(
+        dataset=str(synthetic_dataset),
+        out=str(tmp_path_factory.mktemp("early") / "run"),
+        model="mlp",
+        epochs=40,
+        val_size=0.2,
+        early_stopping=2,
+        lr=0.05,
+        batch_size=32,
+        echo=False,
+        plots=False,
+    )

@@ -51,20 +51,10 @@ def test_no_validation_line_without_a_split(synthetic_dataset, tmp_path, capsys)
     assert not any("Validation" in line for line in capsys.readouterr().out.splitlines())
 
 
-def test_early_stopping_says_which_epochs_weights_it_kept_and_keeps_them(synthetic_dataset, tmp_path, capsys):
-    r = _fit(
-        synthetic_dataset,
-        tmp_path / "e",
-        model="mlp",
-        epochs=40,
-        val_size=0.2,
-        early_stopping=2,
-        lr=0.05,
-        batch_size=32,
-        log_every=0,
-    )
-    out = capsys.readouterr().out.splitlines()
-    stops = [STOP_LINE.match(line) for line in out if STOP_LINE.match(line)]
+def test_early_stopping_says_which_epochs_weights_it_kept_and_keeps_them(early_stopped_run):
+    r = early_stopped_run
+    log = (r.run_dir / "log.txt").read_text().splitlines()
+    stops = [STOP_LINE.match(line) for line in log if STOP_LINE.match(line)]
     assert len(stops) == 1
     stopped, patience, kept, kept_loss = stops[0].groups()
     best = min(r.metrics, key=lambda row: row["val_loss"])
