@@ -121,14 +121,30 @@ def test_preview_is_the_28x28_input_and_round_trips_as_json(client, ckpt):
     assert r.status_code == 422 and "preview" in r.json()["error"]
 
 
+def _digits_and_blends(test_digits) -> list[torch.Tensor]:
+    """Real test digits, and the mean of each with the next one of another class: ambiguous inputs
+    that a model answers with less confidence."""
+    images, labels = test_digits
+    blends = [
+        ((images[i].int() + images[j].int()) // 2).to(torch.uint8)
+        for i in range(len(images))
+        for j in range(i + 1, len(images))
+        if labels[i] != labels[j]
+    ][:20]
+    return [*images, *blends]
+
+
 def test_unsure_for_no_ink_and_below_the_confidence_threshold(ckpt_path, ckpt, test_digits):
     with TestClient(create_app(ckpt_path)) as c:
         blank = c.post("/predict", files={"file": ("b.png", png_bytes(Image.new("L", (280, 280), 255)), "image/png")})
         body = assert_matches_library(blank, ckpt, np.zeros((28, 28), np.uint8))
         assert body["unsure"] is True and "no ink" in body["reason"]
-        sure = [c.post("/predict", json={"pixels": d.tolist()}).json() for d in test_digits[0]]
-        assert any(not b["unsure"] for b in sure)
-        assert all(b["unsure"] for b in sure if b["probability"] < DEFAULT_MIN_CONFIDENCE)
+        answers = [c.post("/predict", json={"pixels": d.tolist()}).json() for d in _digits_and_blends(test_digits)]
+        below = [b["probability"] < DEFAULT_MIN_CONFIDENCE for b in answers]
+        assert 0 < sum(below) < len(answers), "the inputs must fall on both sides of the threshold"
+        assert all(b["unsure"] for b, low in zip(answers, below, strict=True) if low)
+        by_confidence = ["below --min-confidence" in (b.get("reason") or "") for b in answers]
+        assert any(by_confidence) and all(low for low, why in zip(below, by_confidence, strict=True) if why)
     with TestClient(create_app(ckpt_path, min_confidence=1.0)) as c:
         body = c.post("/predict", json={"pixels": test_digits[0][0].tolist()}).json()
         assert body["unsure"] is True and "below --min-confidence 1" in body["reason"]
