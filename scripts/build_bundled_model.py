@@ -44,7 +44,7 @@ NOTE = (
 )
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     from mnistkit.prediction import UNSURE_FLAG_RATE
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -85,46 +85,65 @@ def main() -> int:
     args = parser.parse_args()
     if args.novelty and args.choose_min_confidence:
         parser.error("--novelty and --choose-min-confidence each spend the whole false-alarm budget: give one")
+    return args
 
-    sys.path.insert(0, str(REPO / "src"))
-    import mnistkit.bundled
+
+def with_unsure_rule(tensors: dict, meta: dict, checkpoint: Path, args: argparse.Namespace) -> dict:
+    """``--novelty``: a freshly fitted novelty model; ``--choose-min-confidence``: the run's own
+    threshold and no novelty model. Edits ``meta``; returns the tensors to package."""
+    if args.novelty:
+        novelty = fit_novelty(checkpoint, args.novelty_photos)
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("novelty.")} | novelty.to_tensors()
+        meta["novelty"] = novelty.to_meta()
+    if args.choose_min_confidence:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("novelty.")}
+        meta.pop("novelty", None)
+        meta["min_confidence"], meta["min_confidence_chosen"] = choose_threshold(checkpoint, args.novelty_photos)
+    return tensors
+
+
+def stage_package(run: Path, args: argparse.Namespace, folder: Path) -> Path:
+    """The package file for ``run``, written in ``folder``: its unsure rule, a fresh card, checked to load
+    and to fit :data:`mnistkit.bundled.MAX_BYTES`."""
     from mnistkit.api import resolve_checkpoint_path
     from mnistkit.bundled import MAX_BYTES, MODEL_FILE, TRAIN_COMMAND, card_from_metadata, parameter_count
-    from mnistkit.checkpoint import atomic_write_bytes, load_checkpoint, load_tensors, save_tensors
+    from mnistkit.checkpoint import load_checkpoint, load_tensors, save_tensors
+
+    tensors, meta = load_tensors(resolve_checkpoint_path(run))
+    check_recipe(meta)
+    tensors = with_unsure_rule(tensors, meta, resolve_checkpoint_path(run), args)
+    meta.pop("card", None)  # a repackaged card is written afresh
+    # where the run happened to be written or read from is this machine's business, not the package's
+    meta["config"] = {**meta["config"], "out": None, "data_dir": None}
+    meta["card"] = card_from_metadata(
+        meta,
+        parameter_count(tensors),
+        Path(MODEL_FILE).stem,
+        TRAIN_COMMAND,
+        photo_benchmark=photo_benchmark(args.photo_benchmark),
+        notes=args.note or [NOTE],
+    )
+    staged = save_tensors(folder / MODEL_FILE, tensors, meta)
+    size = staged.stat().st_size
+    if size > MAX_BYTES:
+        raise SystemExit(f"build_bundled_model: {size} bytes is over the {MAX_BYTES}-byte limit")
+    load_checkpoint(staged)  # loads, digest verifies, the model rebuilds
+    return staged
+
+
+def main() -> int:
+    sys.path.insert(0, str(REPO / "src"))
+    args = parse_args()
+    import mnistkit.bundled
+    from mnistkit.bundled import MODEL_FILE, TRAIN_COMMAND
+    from mnistkit.checkpoint import atomic_write_bytes, load_checkpoint
     from mnistkit.errors import MnistkitError
 
     target = args.target or Path(mnistkit.bundled.__file__).with_name(MODEL_FILE)
     try:
         with tempfile.TemporaryDirectory(prefix="mnistkit-bundled-") as tmp:
             run = args.from_run or train(Path(tmp) / "run", TRAIN_COMMAND, args.threads)
-            tensors, meta = load_tensors(resolve_checkpoint_path(run))
-            check_recipe(meta)
-            if args.novelty:
-                novelty = fit_novelty(resolve_checkpoint_path(run), args.novelty_photos)
-                tensors = {k: v for k, v in tensors.items() if not k.startswith("novelty.")} | novelty.to_tensors()
-                meta["novelty"] = novelty.to_meta()
-            if args.choose_min_confidence:
-                tensors = {k: v for k, v in tensors.items() if not k.startswith("novelty.")}
-                meta.pop("novelty", None)
-                meta["min_confidence"], meta["min_confidence_chosen"] = choose_threshold(
-                    resolve_checkpoint_path(run), args.novelty_photos
-                )
-            meta.pop("card", None)  # a repackaged card is written afresh
-            # where the run happened to be written or read from is this machine's business, not the package's
-            meta["config"] = {**meta["config"], "out": None, "data_dir": None}
-            meta["card"] = card_from_metadata(
-                meta,
-                parameter_count(tensors),
-                Path(MODEL_FILE).stem,
-                TRAIN_COMMAND,
-                photo_benchmark=photo_benchmark(args.photo_benchmark),
-                notes=args.note or [NOTE],
-            )
-            staged = save_tensors(Path(tmp) / MODEL_FILE, tensors, meta)
-            size = staged.stat().st_size
-            if size > MAX_BYTES:
-                raise SystemExit(f"build_bundled_model: {size} bytes is over the {MAX_BYTES}-byte limit")
-            load_checkpoint(staged)  # loads, digest verifies, the model rebuilds
+            staged = stage_package(run, args, Path(tmp))
             atomic_write_bytes(target, staged.read_bytes())
             target.chmod(0o644)  # a package data file, readable by all (temp files are created 0600)
     except MnistkitError as exc:
