@@ -19,7 +19,7 @@ from synthetic import make_pattern_dataset
 
 from mnistkit.errors import ConfigError
 from mnistkit.training import distributed
-from mnistkit.training.distributed import DistContext
+from mnistkit.training.distributed import DistContext, DistributedError
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -153,6 +153,45 @@ def test_bad_timeout_is_a_config_error(monkeypatch, raw):
     monkeypatch.setenv("MNISTKIT_DIST_TIMEOUT", raw)
     with pytest.raises(ConfigError, match="MNISTKIT_DIST_TIMEOUT"):
         distributed.dist_timeout()
+
+
+def test_a_failed_collective_is_one_error_naming_the_rank_and_the_phase(monkeypatch):
+    import torch.distributed as dist
+
+    def timed_out(*args, **kwargs):
+        raise RuntimeError("[../gloo/transport/tcp/pair.cc:534] Timed out waiting 30000ms for recv\nmore detail")
+
+    monkeypatch.setenv("MNISTKIT_DIST_TIMEOUT", "30")
+    monkeypatch.setattr(dist, "all_reduce", timed_out)
+    monkeypatch.setattr(dist, "broadcast", timed_out)
+    monkeypatch.setattr(dist, "barrier", timed_out)
+    cases = [
+        (lambda c: c.sum_across_ranks(torch.tensor(1.0)), "summing the epoch's metrics across ranks"),
+        (lambda c: c.agree(True), "taking rank 0's decision (early stopping)"),
+        (lambda c: c.barrier(), "waiting for rank 0 to finish the run"),
+    ]
+    for call, phase in cases:
+        with pytest.raises(DistributedError) as info:
+            call(ctx(1, 2))
+        message = str(info.value)
+        assert message.startswith(f"rank 1: {phase} failed: [../gloo/transport/tcp/pair.cc:534] Timed out")
+        assert "\n" not in message and "MNISTKIT_DIST_TIMEOUT is 30 s" in message
+
+
+def test_the_end_of_run_wait_is_not_bounded_by_the_training_timeout(monkeypatch):
+    """Rank 0 scores and writes the run while the others wait in the end-of-run barrier: that barrier is
+    on its own group, whose timeout outlasts a short MNISTKIT_DIST_TIMEOUT (a busy machine took over 30 s)."""
+    import torch.distributed as dist
+
+    seen = []
+    monkeypatch.setattr(dist, "barrier", lambda **kwargs: seen.append(kwargs))
+    finish_group = object()
+    DistContext(1, 2, 1, torch.device("cpu"), "gloo", finish_group=finish_group).barrier()
+    assert seen == [{"group": finish_group}]
+    monkeypatch.setenv("MNISTKIT_DIST_TIMEOUT", "30")
+    assert distributed.finish_timeout().total_seconds() == distributed.FINISH_TIMEOUT_S >= 600
+    monkeypatch.setenv("MNISTKIT_DIST_TIMEOUT", str(2 * distributed.FINISH_TIMEOUT_S))
+    assert distributed.finish_timeout().total_seconds() == 2 * distributed.FINISH_TIMEOUT_S
 
 
 # ----------------------------------------------------------------------------- real torchrun

@@ -75,8 +75,9 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(data, tmp
     args = ["train", "--dataset", data, *TRAIN, "--epochs", "3", "--deterministic"]
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     reference = spawn([*args, "--out", clean])
-    # 30 steps per epoch, slowed to ~0.6 s per epoch so the kill lands inside epoch 2
-    victim = spawn([*args, "--out", killed], MNISTKIT_TEST_STEP_DELAY="0.02")
+    # 30 steps per epoch, each slowed by 0.05 s: epoch 2 lasts at least 1.5 s of wall time however busy the
+    # machine, so a kill 0.2 s after epoch 1's line lands inside it
+    victim = spawn([*args, "--out", killed], MNISTKIT_TEST_STEP_DELAY="0.05")
     metrics = killed / "metrics.jsonl"
     wait_for(
         lambda: (metrics.exists() and metrics.read_text().count("\n") >= 1) or victim.poll() is not None,
