@@ -52,9 +52,9 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, poll: f
 
 
 def child_env(**extra) -> dict:
-    """Environment for a child mnistkit: one thread per process, short distributed timeout."""
+    """Environment for a child mnistkit: one thread per process, short distributed timeout (``extra`` wins)."""
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", MNISTKIT_DIST_TIMEOUT="30", PYTHONUNBUFFERED="1", **extra)
+    env.update({"OMP_NUM_THREADS": "1", "MNISTKIT_DIST_TIMEOUT": "30", "PYTHONUNBUFFERED": "1", **extra})
     return env
 
 

@@ -8,6 +8,7 @@ The data is a tiny learnable IDX dataset: 10 random binary patterns plus noise.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,35 @@ def test_only_rank_zero_writes_and_prints(runs):
     assert (
         sum(line.startswith("Epoch [2/2], Step [5/20]") for line in lines) == 1
     )  # the resumed run (the dead run stopped before step 5)
+
+
+#: Loaded by a child's interpreter at start-up (``sitecustomize``): rank 0 takes longer to score and
+#: write the finished run than the training timeout allows a collective, as on a busy machine.
+SLOW_FINISH = """
+import os, time
+if os.environ.get("RANK") == "0":
+    import mnistkit.training.loop as loop
+    real = loop.finish_run
+    def slow_finish(*args, **kwargs):
+        time.sleep(float(os.environ["SLOW_FINISH_S"]))
+        return real(*args, **kwargs)
+    loop.finish_run = slow_finish
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_other_ranks_wait_for_a_slow_end_of_run_past_the_training_timeout(data, tmp_path):
+    """Rank 0 scores and writes the run for longer than MNISTKIT_DIST_TIMEOUT while rank 1 waits at the
+    end-of-run barrier: the job still succeeds (rank 1 once timed out there, and the agent killed rank 0)."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SLOW_FINISH)
+    path = os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))
+    r = torchrun(
+        ["--dataset", str(data), *TRAIN_ARGS, "--epochs", "1", "--out", str(tmp_path / "run")],
+        MNISTKIT_DIST_TIMEOUT="5",
+        SLOW_FINISH_S="12",
+        PYTHONPATH=path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("Accuracy of the model") == 1 and (tmp_path / "run" / "model.safetensors").is_file()
