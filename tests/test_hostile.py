@@ -620,9 +620,11 @@ def test_expected_download_sizes_come_from_the_counts():
 
 
 @PROPS
-@given(st.binary(max_size=64), st.booleans(), st.integers(0, 3))
+@given(st.binary(max_size=64), st.booleans(), st.integers(0, 4))
 def test_idx_reader_raises_only_its_own_errors(blob, compress, header):
-    prefix = [b"", idx_header(8, 2, 28, 28), idx_header(0x0D, 3), idx_header(8, 2**31, 2**31)][header]
+    headers = [b"", idx_header(8, 2, 28, 28), idx_header(0x0D, 3), idx_header(8, 2**31, 2**31)]
+    headers.append(idx_header(8, len(blob)))  # the blob as a valid 1-D file: the success path is checked too
+    prefix = headers[header]
     data = prefix + blob
     data = gzip.compress(data, mtime=0) if compress else data
     with tempfile.NamedTemporaryFile(suffix="-idx") as f:
