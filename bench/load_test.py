@@ -358,13 +358,9 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.attack_only:
-        import json
-
-        print(json.dumps(asyncio.run(attack_for(args.attack_only, args.seconds, args.slowloris))))
-        return 0
+def serve_and_load(args) -> tuple[dict, dict]:
+    """Start the server, run the load (and the attack, with ``--attack``), stop it: (the load's stats,
+    the server's idle and peak RSS, CPU seconds before and after, and its log)."""
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or make_checkpoint(Path(tmp))
         bodies = hostile_bodies() if args.attack else []
@@ -373,8 +369,7 @@ def main(argv=None) -> int:
         extra = () if args.request_timeout is None else ("--request-timeout", str(args.request_timeout))
         with open(log_path, "wb") as log:
             proc = start_server(checkpoint, port, log, (*ONE_ADDRESS_MANY_CLIENTS, *extra))
-        rss_idle = peak_rss_mb(proc.pid)
-        cpu_before = cpu_seconds(proc.pid)
+        server = {"rss_idle": peak_rss_mb(proc.pid), "cpu_before": cpu_seconds(proc.pid)}
         url = f"http://127.0.0.1:{port}/predict"
         try:
             if args.attack:
@@ -386,14 +381,50 @@ def main(argv=None) -> int:
             else:
                 stats = asyncio.run(run_load(url, args.payload, args.requests, args.concurrency, args.time_limit))
         finally:
-            cpu_after = cpu_seconds(proc.pid)
-            rss_peak = peak_rss_mb(proc.pid)
+            server.update(cpu_after=cpu_seconds(proc.pid), rss_peak=peak_rss_mb(proc.pid))
             proc.terminate()
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        server_log = log_path.read_text(errors="replace")
+        server["log"] = log_path.read_text(errors="replace")
+    return stats, server
+
+
+def report_attack(args, stats: dict, server: dict, tracebacks: int) -> bool:
+    """Print what each attack got and the good clients' latency under it; whether the goals were met."""
+    server_errors = stats["server_errors"] + stats["attack_server_errors"]
+    rss_peak = server["rss_peak"]
+    for name, counts in stats["attack"].items():
+        print(f"  attack {name}: " + ", ".join(f"{code} x{n}" for code, n in sorted(counts.items())))
+    print(
+        f"  slowloris ({args.slowloris} connections trickling headers): longest open "
+        f"{stats['header_trickle_max_s']:.1f} s; trickled bodies: longest open {stats['body_trickle_max_s']:.1f} s"
+    )
+    met = (
+        stats["p99_ms"] <= ATTACK_P99_MS
+        and rss_peak is not None
+        and rss_peak <= ATTACK_RSS_MB
+        and server_errors == 0
+        and tracebacks == 0
+    )
+    print(
+        f"under attack: good p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms; server peak RSS "
+        f"{rss_peak:.0f} MB (idle {server['rss_idle']:.0f} MB); {server_errors} server errors (5xx other than a busy "
+        f"503), {stats['busy_503']} busy 503s to attackers, {tracebacks} tracebacks in the server log; goal: "
+        f"p99 <= {ATTACK_P99_MS:.0f} ms, RSS <= {ATTACK_RSS_MB:.0f} MB, 0 server errors: {'met' if met else 'NOT met'}"
+    )
+    return met
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.attack_only:
+        import json
+
+        print(json.dumps(asyncio.run(attack_for(args.attack_only, args.seconds, args.slowloris))))
+        return 0
+    stats, server = serve_and_load(args)
     ok = stats["errors"] == 0 and stats["requests"] == args.requests
     print(
         f"{stats['requests']} requests ({args.payload}) at concurrency {args.concurrency} "
@@ -401,35 +432,17 @@ def main(argv=None) -> int:
         f"p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms"
         + ("" if args.attack else " (goal: 0 errors, >= 300 requests/s, p99 <= 50 ms)")
     )
+    cpu_before, cpu_after = server["cpu_before"], server["cpu_after"]
     if cpu_before is not None and cpu_after is not None and stats["requests"]:
         per_request = 1000 * (cpu_after - cpu_before) / (stats["requests"] + 1)
         print(
             f"server CPU: {per_request:.2f} ms per request (a ceiling of ~{1000 / per_request:.0f} requests/s "
             "per fully available core, whatever else the machine is doing)"
         )
+    server_log = server["log"]
     tracebacks = server_log.count("Traceback")
     if args.attack:
-        server_errors = stats["server_errors"] + stats["attack_server_errors"]
-        for name, counts in stats["attack"].items():
-            print(f"  attack {name}: " + ", ".join(f"{code} x{n}" for code, n in sorted(counts.items())))
-        print(
-            f"  slowloris ({args.slowloris} connections trickling headers): longest open "
-            f"{stats['header_trickle_max_s']:.1f} s; trickled bodies: longest open {stats['body_trickle_max_s']:.1f} s"
-        )
-        met = (
-            stats["p99_ms"] <= ATTACK_P99_MS
-            and rss_peak is not None
-            and rss_peak <= ATTACK_RSS_MB
-            and server_errors == 0
-            and tracebacks == 0
-        )
-        print(
-            f"under attack: good p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms; server peak RSS "
-            f"{rss_peak:.0f} MB (idle {rss_idle:.0f} MB); {server_errors} server errors (5xx other than a busy 503), "
-            f"{stats['busy_503']} busy 503s to attackers, {tracebacks} tracebacks in the server log; goal: "
-            f"p99 <= {ATTACK_P99_MS:.0f} ms, RSS <= {ATTACK_RSS_MB:.0f} MB, 0 server errors: {'met' if met else 'NOT met'}"
-        )
-        ok = ok and met
+        ok = report_attack(args, stats, server, tracebacks) and ok
     elif tracebacks:
         print(f"  {tracebacks} tracebacks in the server log")
         ok = False

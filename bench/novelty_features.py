@@ -11,7 +11,7 @@ Fashion-MNIST's test split, seed 0) stays the judge; this script only chooses.
 
 The last row is the rule ``make bundled-model`` now uses for a model trained with ``--negatives``:
 no novelty model, and the model's own ``--min-confidence``, the highest at which the whole rule
-flags at most 1.5 % of the same threshold digits (:func:`mnistkit.unsure.choose_min_confidence`).
+flags at most 1.5 % of the same threshold digits (:func:`mnistkit.prediction.choose_min_confidence`).
 
     python bench/novelty_features.py                 # bundled model, ~5 min on 2 cores
     python bench/novelty_features.py --model RUN     # another CNN checkpoint or run directory
@@ -57,7 +57,7 @@ def photographed(images, seed) -> list:
     return out
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="checkpoint or run directory (default: the bundled model)")
     p.add_argument("--dev-digits", type=int, default=1000)
@@ -66,43 +66,37 @@ def main() -> int:
         "--no-novelty", action="store_true", help="skip the novelty models: only the rules without one (faster)"
     )
     p.add_argument("--tag", default="", help="added to the results file's name (e.g. the model compared)")
-    args = p.parse_args()
+    return p.parse_args()
 
-    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
-    from mnistkit.data import load_dataset, split_validation
+
+def photographed_sets(val, dev_digits: int, non_digits: int) -> dict[str, list]:
+    """Analysed photos of each set: the threshold's digits (as scripts/build_bundled_model.py picks them),
+    other validation digits, and non-digits (Fashion-MNIST, letters, scribbles) where available."""
     from mnistkit.data.idx import read_idx
-    from mnistkit.novelty import DEFAULT_FLAG_RATE, FEATURES, NoveltyModel, embed_images
-    from mnistkit.prediction import probabilities
-    from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE, choose_min_confidence, unsure_reason
 
-    started = time.perf_counter()
-    ckpt = load_checkpoint(resolve_checkpoint_path(args.model))
-    cfg = ckpt.meta["config"]
-    train, val = split_validation(load_dataset(cfg["dataset"], download=False).train, cfg["val_size"], cfg["seed"])
     rng = np.random.default_rng(12)  # the threshold's digits: as scripts/build_bundled_model.py picks them
     pick = np.sort(rng.choice(len(val), min(2000, len(val)), replace=False))
-    rest = np.setdiff1d(np.arange(len(val)), pick)[: args.dev_digits]
+    rest = np.setdiff1d(np.arange(len(val)), pick)[:dev_digits]
     vimg = val.images.numpy()
     krng = np.random.default_rng(NON_DIGIT_SEED)
     sets = {"threshold digits": photographed(vimg[pick], 12), "dev digits": photographed(vimg[rest], DEV_DIGITS_SEED)}
     if FASHION_TRAIN.exists():
         fashion = read_idx(FASHION_TRAIN).numpy()
         sets["fashion-mnist (train split)"] = photographed(
-            fashion[krng.choice(len(fashion), args.non_digits, replace=False)], 21
+            fashion[krng.choice(len(fashion), non_digits, replace=False)], 21
         )
-    sets["letters"] = photographed(letter_images(args.non_digits, krng), 22)
-    sets["scribbles"] = photographed(scribble_images(args.non_digits, krng), 23)
-    sets = {k: v for k, v in sets.items() if v}  # letters need the system's fonts
+    sets["letters"] = photographed(letter_images(non_digits, krng), 22)
+    sets["scribbles"] = photographed(scribble_images(non_digits, krng), 23)
+    return {k: v for k, v in sets.items() if v}  # letters need the system's fonts
 
-    digits = {k: np.stack([a.digit for a in v]) for k, v in sets.items()}
-    others = {  # what the unsure rule flags before novelty is asked (no ink, several digits, low confidence)
-        k: np.array(
-            [unsure_reason(a, p, DEFAULT_MIN_CONFIDENCE) is not None for a, p in zip(v, probabilities(ckpt, digits[k]))]
-        )
-        for k, v in sets.items()
-    }
-    rows = {"without novelty": {k: round(float(v.mean() * 100), 2) for k, v in others.items()}}
-    for feature in () if args.no_novelty else FEATURES:
+
+def novelty_rows(ckpt, train, sets: dict, digits: dict, others: dict) -> dict:
+    """Per feature layer: the share of each set flagged by the rule with a novelty model on that layer,
+    its threshold set on the threshold digits."""
+    from mnistkit.novelty import DEFAULT_FLAG_RATE, FEATURES, NoveltyModel, embed_images
+
+    rows = {}
+    for feature in FEATURES:
         train_features = embed_images(ckpt.model, train.images, ckpt.norm, feature)
         if train_features is None:
             continue
@@ -115,15 +109,51 @@ def main() -> int:
         rows[f"{feature} ({train_features.shape[1]} features)"] = {
             k: round(float((others[k] | (distances[k].numpy() > nov.threshold)).mean() * 100), 2) for k in sets
         }
+    return rows
+
+
+def own_threshold_row(ckpt, sets: dict, digits: dict) -> dict:
+    """The rule without novelty at the model's own min-confidence, chosen on the threshold digits."""
+    from mnistkit.novelty import DEFAULT_FLAG_RATE
+    from mnistkit.prediction import probabilities
+    from mnistkit.unsure import choose_min_confidence, unsure_reason
 
     probs = {k: probabilities(ckpt, d) for k, d in digits.items()}
     not_confidence = {  # the rest of the rule: no ink, several digits, ink filling the frame
         k: np.array([unsure_reason(a, p, 0.0) is not None for a, p in zip(v, probs[k])]) for k, v in sets.items()
     }
     own = choose_min_confidence(probs["threshold digits"].max(1), not_confidence["threshold digits"], DEFAULT_FLAG_RATE)
-    rows[f"no novelty, own min-confidence {own:g}"] = {
-        k: round(float((not_confidence[k] | (probs[k].max(1) < own)).mean() * 100), 2) for k in sets
+    return {
+        f"no novelty, own min-confidence {own:g}": {
+            k: round(float((not_confidence[k] | (probs[k].max(1) < own)).mean() * 100), 2) for k in sets
+        }
     }
+
+
+def main() -> int:
+    args = parse_args()
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from mnistkit.data import load_dataset, split_validation
+    from mnistkit.novelty import DEFAULT_FLAG_RATE
+    from mnistkit.prediction import probabilities
+    from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE, unsure_reason
+
+    started = time.perf_counter()
+    ckpt = load_checkpoint(resolve_checkpoint_path(args.model))
+    cfg = ckpt.meta["config"]
+    train, val = split_validation(load_dataset(cfg["dataset"], download=False).train, cfg["val_size"], cfg["seed"])
+    sets = photographed_sets(val, args.dev_digits, args.non_digits)
+    digits = {k: np.stack([a.digit for a in v]) for k, v in sets.items()}
+    others = {  # what the unsure rule flags before novelty is asked (no ink, several digits, low confidence)
+        k: np.array(
+            [unsure_reason(a, p, DEFAULT_MIN_CONFIDENCE) is not None for a, p in zip(v, probabilities(ckpt, digits[k]))]
+        )
+        for k, v in sets.items()
+    }
+    rows = {"without novelty": {k: round(float(v.mean() * 100), 2) for k, v in others.items()}}
+    if not args.no_novelty:
+        rows.update(novelty_rows(ckpt, train, sets, digits, others))
+    rows.update(own_threshold_row(ckpt, sets, digits))
 
     result = {
         "host": socket.gethostname(),
@@ -137,15 +167,19 @@ def main() -> int:
         "flagged_percent": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    tag = f"-{args.tag}" if args.tag else ""
+    write_and_print(result, args.tag, list(sets))
+    return 0
+
+
+def write_and_print(result: dict, tag: str, names: list[str]) -> None:
+    """Write the results file (``--tag`` in its name) and print the flagged shares as a table."""
+    tag = f"-{tag}" if tag else ""
     out = BENCH / "results" / f"novelty-features{tag}-{socket.gethostname()}-{datetime.now():%Y%m%d-%H%M}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    names = list(sets)
     print(f"{'flagged %':28s}" + "".join(f"{n[:18]:>20s}" for n in names))
-    for row, values in rows.items():
+    for row, values in result["flagged_percent"].items():
         print(f"{row:28s}" + "".join(f"{values[n]:20.2f}" for n in names))
     print(f"wrote {out} ({result['seconds']} s; load average {os.getloadavg()[0]:.1f})")
-    return 0
 
 
 if __name__ == "__main__":

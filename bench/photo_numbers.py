@@ -32,7 +32,7 @@ from geometric_numbers import analyze_number
 from photos import LIGHTING, ROOT, interval_percent, mnist_test, number_layers, render_photo, time_preprocessing
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="checkpoint or run directory (default: the bundled model)")
     ap.add_argument("--line-model", help="line reader checkpoint or run directory (default: the bundled one)")
@@ -49,12 +49,52 @@ def main() -> None:
     args = ap.parse_args()
     suffix = "" if args.digits == "test" else "-val"
     args.out = args.out or str(ROOT / "bench" / "results" / f"photos-numbers{suffix}.json")
+    return args
 
-    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
+
+def read_three_ways(ckpt, line_reader, test_x, test_y, count: int, seed: int) -> tuple[list[str], dict]:
+    """``count`` photographed numbers, each read by the line reader, by recognition-driven segmentation
+    and by geometric grouping alone: (the true numbers, {way: readings})."""
     from mnistkit.number_reading import read_number
     from mnistkit.prediction import probabilities
     from mnistkit.preprocess.image import load_image
     from mnistkit.reading import read_number_file
+
+    rng = np.random.default_rng([seed, 100])  # the photo benchmark's numbers generator
+    truths: list[str] = []
+    ways: dict[str, list[str]] = {"line_reader": [], "segmentation_by_recognition": [], "geometric_grouping_alone": []}
+    with tempfile.TemporaryDirectory(prefix="mnistkit-numbers-") as tmp:
+        for k in range(count):
+            idx = rng.choice(len(test_x), int(rng.integers(3, 7)), replace=False)
+            truths.append("".join(str(int(test_y[i])) for i in idx))
+            path = Path(tmp) / f"{k:04d}.jpg"
+            path.write_bytes(
+                render_photo(number_layers([test_x[i] for i in idx], rng), rng, LIGHTING[k % len(LIGHTING)])
+            )
+            ways["line_reader"].append(read_number_file(line_reader, str(path)).text)
+            image = load_image(str(path))
+            ways["segmentation_by_recognition"].append(read_number(ckpt, image).text)
+            digits = analyze_number(image)
+            proba = probabilities(ckpt, np.stack([a.digit for a in digits])) if digits else np.zeros((0, 10))
+            ways["geometric_grouping_alone"].append("".join(ckpt.class_names[int(i)] for i in proba.argmax(1)))
+    return truths, ways
+
+
+def score(readings: list[str], truths: list[str]) -> dict:
+    """Exact readings (with a 95 % interval), readings of the right length, and a few mistakes."""
+    return {
+        "read_exactly_percent": round(100 * float(np.mean([r == t for r, t in zip(readings, truths)])), 2),
+        "read_exactly_95ci": interval_percent(sum(r == t for r, t in zip(readings, truths)), len(truths)),
+        "digit_count_right_percent": round(
+            100 * float(np.mean([len(r) == len(t) for r, t in zip(readings, truths)])), 2
+        ),
+        "examples_wrong": [[t, r] for r, t in zip(readings, truths) if r != t][:10],
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
     from mnistkit.reading.model import load_line_reader
 
     model_path = resolve_checkpoint_path(args.model)
@@ -66,45 +106,17 @@ def main() -> None:
         timing["load_before"] = list(os.getloadavg())
         timing["timing_ms"] = time_preprocessing(test_x[0], np.random.default_rng(args.seed))
         timing["load_after"] = list(os.getloadavg())
-    rng = np.random.default_rng([args.seed, 100])  # the photo benchmark's numbers generator
-    truths, by_lines, by_model, by_geometry = [], [], [], []
-    with tempfile.TemporaryDirectory(prefix="mnistkit-numbers-") as tmp:
-        for k in range(args.numbers):
-            idx = rng.choice(len(test_x), int(rng.integers(3, 7)), replace=False)
-            truths.append("".join(str(int(test_y[i])) for i in idx))
-            path = Path(tmp) / f"{k:04d}.jpg"
-            path.write_bytes(
-                render_photo(number_layers([test_x[i] for i in idx], rng), rng, LIGHTING[k % len(LIGHTING)])
-            )
-            by_lines.append(read_number_file(line_reader, str(path)).text)
-            image = load_image(str(path))
-            by_model.append(read_number(ckpt, image).text)
-            digits = analyze_number(image)
-            proba = probabilities(ckpt, np.stack([a.digit for a in digits])) if digits else np.zeros((0, 10))
-            by_geometry.append("".join(ckpt.class_names[int(i)] for i in proba.argmax(1)))
-
-    def score(readings: list[str]) -> dict:
-        return {
-            "read_exactly_percent": round(100 * float(np.mean([r == t for r, t in zip(readings, truths)])), 2),
-            "read_exactly_95ci": interval_percent(sum(r == t for r, t in zip(readings, truths)), len(truths)),
-            "digit_count_right_percent": round(
-                100 * float(np.mean([len(r) == len(t) for r, t in zip(readings, truths)])), 2
-            ),
-            "examples_wrong": [[t, r] for r, t in zip(readings, truths) if r != t][:10],
-        }
-
+    truths, ways = read_three_ways(ckpt, line_reader, test_x, test_y, args.numbers, args.seed)
     results: dict = {
         "model": os.path.relpath(model_path, ROOT) if str(model_path).startswith(str(ROOT)) else str(model_path),
         "numbers": args.numbers,
         "seed": args.seed,
         "digits": args.digits,
-        "line_reader": score(by_lines),
-        "segmentation_by_recognition": score(by_model),
-        "geometric_grouping_alone": score(by_geometry),
+        **{way: score(readings, truths) for way, readings in ways.items()},
     }
     results.update(timing)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    for name in ("line_reader", "segmentation_by_recognition", "geometric_grouping_alone"):
+    for name in ways:
         r = results[name]
         print(
             f"{name}: {r['read_exactly_percent']:.1f} % read exactly (95 % interval "

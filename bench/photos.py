@@ -246,7 +246,7 @@ def flagged_percent(analyses, probs, novelty, use_novelty: bool = True, threshol
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="checkpoint or run directory (default: the bundled model)")
     ap.add_argument("-n", type=int, default=1000, help="digits per condition (default 1000)")
@@ -259,9 +259,97 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.n, args.numbers, args.non_digits = 200, 50, 100
+    return args
 
-    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
+
+def condition_photos(cond: str, digits: list[np.ndarray], seed: int, folder: Path) -> list[Path]:
+    """``digits`` as files under one condition: plain 28x28 PNGs, clean scans or lit photos (JPEG)."""
+    folder.mkdir()
+    crng = np.random.default_rng([seed, CONDITIONS.index(cond)])
+    paths = []
+    for k, digit in enumerate(digits):
+        if cond == "plain-28x28":
+            data = encode(255 - digit, "PNG")  # dark ink on white, as a user's file would be
+        else:
+            layer = ink_layer(digit, int(crng.integers(60, 141)), crng, rotate=cond != "clean-scan")
+            data = render_photo([layer], crng, None if cond == "clean-scan" else cond[len("photo-") :])
+        path = folder / f"{k:05d}.{'png' if cond in ('plain-28x28', 'clean-scan') else 'jpg'}"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def digit_conditions(ckpt, digits: list[np.ndarray], labels: np.ndarray, seed: int, root: Path, thresholds) -> dict:
+    """Digits under every condition (the same digits, in the same order): accuracy and the share flagged."""
+    conditions = {}
+    for cond in CONDITIONS:
+        probs, analyses, novelty = read_digits(ckpt, condition_photos(cond, digits, seed, root / cond))
+        acc = float((probs.argmax(1) == labels).mean() * 100)
+        conditions[cond] = {
+            "accuracy": round(acc, 2),
+            "flagged_percent": flagged_percent(analyses, probs, novelty, thresholds=thresholds),
+            "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, False, thresholds),
+        }
+    return conditions
+
+
+def number_results(ckpt, test_x, test_y, count: int, seed: int, folder: Path) -> dict:
+    """Numbers of 3-6 digits, photographed with every lighting condition in turn, read whole."""
     from mnistkit.number_reading import read_number_files
+
+    nrng = np.random.default_rng([seed, 100])
+    folder.mkdir()
+    truths, paths = [], []
+    for k in range(count):
+        idx = nrng.choice(len(test_x), int(nrng.integers(3, 7)), replace=False)
+        truths.append("".join(str(int(test_y[i])) for i in idx))
+        data = render_photo(number_layers([test_x[i] for i in idx], nrng), nrng, LIGHTING[k % len(LIGHTING)])
+        paths.append(folder / f"{k:04d}.jpg")
+        paths[-1].write_bytes(data)
+    readings = read_number_files(ckpt, [str(p) for p in paths])
+    exact = [r.text == t for r, t in zip(readings, truths)]
+    right_count = [len(r.text) == len(t) for r, t in zip(readings, truths)]
+    return {
+        "count": count,
+        "read_exactly_percent": round(float(np.mean(exact) * 100), 2),
+        "read_exactly_95ci": interval_percent(sum(exact), len(exact)),
+        "digit_count_right_percent": round(float(np.mean(right_count) * 100), 2),
+        "examples_wrong": [[t, r.text] for r, t, ok in zip(readings, truths, exact) if not ok][:10],
+    }
+
+
+def non_digit_results(ckpt, count: int, seed: int, root: Path, thresholds) -> dict:
+    """Non-digits, photographed like the digits (all lighting conditions in turn): the share flagged."""
+    krng = np.random.default_rng([seed, 200])
+    kinds = {
+        "fashion-mnist": fashion_images(count, krng),
+        "letters": letter_images(count, krng),
+        "scribbles": scribble_images(count, krng),
+    }
+    results: dict = {}
+    for kind, images in kinds.items():
+        if not images:
+            results[kind] = "skipped (not available on this machine)"
+            continue
+        folder = root / kind
+        folder.mkdir()
+        paths = []
+        for k, img in enumerate(images):
+            layer = ink_layer(img, int(krng.integers(60, 141)), krng, rotate=True)
+            paths.append(folder / f"{k:04d}.jpg")
+            paths[-1].write_bytes(render_photo([layer], krng, LIGHTING[k % len(LIGHTING)]))
+        probs, analyses, novelty = read_digits(ckpt, paths)
+        results[kind] = {
+            "count": len(images),
+            "flagged_percent": flagged_percent(analyses, probs, novelty, thresholds=thresholds),
+            "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, False, thresholds),
+        }
+    return results
+
+
+def main() -> None:
+    args = parse_args()
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
 
     model_path = resolve_checkpoint_path(args.model)
     ckpt = load_checkpoint(model_path)
@@ -276,80 +364,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="mnistkit-photos-") as tmp:
         root = Path(tmp)
-        # Digits under every condition: the same digits, in the same order.
         started = time.perf_counter()
-        per_condition_probs = {}
-        for cond in CONDITIONS:
-            folder = root / cond
-            folder.mkdir()
-            crng = np.random.default_rng([args.seed, CONDITIONS.index(cond)])
-            paths = []
-            for k, i in enumerate(pick):
-                if cond == "plain-28x28":
-                    data = encode(255 - test_x[i], "PNG")  # dark ink on white, as a user's file would be
-                else:
-                    layer = ink_layer(test_x[i], int(crng.integers(60, 141)), crng, rotate=cond != "clean-scan")
-                    data = render_photo([layer], crng, None if cond == "clean-scan" else cond[len("photo-") :])
-                path = folder / f"{k:05d}.{'png' if cond in ('plain-28x28', 'clean-scan') else 'jpg'}"
-                path.write_bytes(data)
-                paths.append(path)
-            probs, analyses, novelty = read_digits(ckpt, paths)
-            per_condition_probs[cond] = (probs, analyses)
-            acc = float((probs.argmax(1) == test_y[pick]).mean() * 100)
-            results["conditions"][cond] = {
-                "accuracy": round(acc, 2),
-                "flagged_percent": flagged_percent(analyses, probs, novelty, thresholds=thresholds),
-                "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, False, thresholds),
-            }
+        digits = [test_x[i] for i in pick]
+        results["conditions"] = digit_conditions(ckpt, digits, test_y[pick], args.seed, root, thresholds)
         results["digits_seconds"] = round(time.perf_counter() - started, 1)
-
-        # Numbers of 3-6 digits, photographed with every lighting condition in turn.
-        nrng = np.random.default_rng([args.seed, 100])
-        folder = root / "numbers"
-        folder.mkdir()
-        truths, paths = [], []
-        for k in range(args.numbers):
-            idx = nrng.choice(len(test_x), int(nrng.integers(3, 7)), replace=False)
-            truths.append("".join(str(int(test_y[i])) for i in idx))
-            data = render_photo(number_layers([test_x[i] for i in idx], nrng), nrng, LIGHTING[k % len(LIGHTING)])
-            paths.append(folder / f"{k:04d}.jpg")
-            paths[-1].write_bytes(data)
-        readings = read_number_files(ckpt, [str(p) for p in paths])
-        exact = [r.text == t for r, t in zip(readings, truths)]
-        right_count = [len(r.text) == len(t) for r, t in zip(readings, truths)]
-        results["numbers"] = {
-            "count": args.numbers,
-            "read_exactly_percent": round(float(np.mean(exact) * 100), 2),
-            "read_exactly_95ci": interval_percent(sum(exact), len(exact)),
-            "digit_count_right_percent": round(float(np.mean(right_count) * 100), 2),
-            "examples_wrong": [[t, r.text] for r, t, ok in zip(readings, truths, exact) if not ok][:10],
-        }
-
-        # Non-digits, photographed like the digits (all lighting conditions in turn).
-        krng = np.random.default_rng([args.seed, 200])
-        kinds = {
-            "fashion-mnist": fashion_images(args.non_digits, krng),
-            "letters": letter_images(args.non_digits, krng),
-            "scribbles": scribble_images(args.non_digits, krng),
-        }
-        results["non_digits"] = {}
-        for kind, images in kinds.items():
-            if not images:
-                results["non_digits"][kind] = "skipped (not available on this machine)"
-                continue
-            folder = root / kind
-            folder.mkdir()
-            paths = []
-            for k, img in enumerate(images):
-                layer = ink_layer(img, int(krng.integers(60, 141)), krng, rotate=True)
-                paths.append(folder / f"{k:04d}.jpg")
-                paths[-1].write_bytes(render_photo([layer], krng, LIGHTING[k % len(LIGHTING)]))
-            probs, analyses, novelty = read_digits(ckpt, paths)
-            results["non_digits"][kind] = {
-                "count": len(images),
-                "flagged_percent": flagged_percent(analyses, probs, novelty, thresholds=thresholds),
-                "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, False, thresholds),
-            }
+        results["numbers"] = number_results(ckpt, test_x, test_y, args.numbers, args.seed, root / "numbers")
+        results["non_digits"] = non_digit_results(ckpt, args.non_digits, args.seed, root, thresholds)
     results["default_min_confidence"] = ckpt.min_confidence  # the default in force: the model's own
     results["thresholds"] = list(thresholds)
     results["novelty"] = ckpt.meta.get("novelty")  # None: the unsure rule used the probabilities alone

@@ -295,7 +295,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a subset under 4 minutes (default: the full run)")
     p.add_argument("--force", action="store_true", help="start even when the load average says the machine is busy")
@@ -308,23 +308,15 @@ def main(argv=None) -> int:
     )
     p.add_argument("--seeds", type=int, default=0, help="runs per row, overriding the plan (default: 0 = plan's)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default: {RESULTS})")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    import torch
 
-    from mnistkit.data import dataset_info
+#: The plan's keys that count runs per row (``--seeds`` sets them all).
+SEED_KEYS = ("tutorial_seeds", "seed_pipeline_seeds", "fast_seeds", "fast-cnn_seeds", "preset_seeds", "logreg_repeats")
 
-    info = dataset_info("mnist")
-    if not info["found"]:
-        print("MNIST not found: set MNISTKIT_DATA or run `mnistkit data fetch mnist` first", file=sys.stderr)
-        return 2
-    data_dir = Path(info["location"])
-    may_start, why = check_load(args.force)
-    if why:
-        print(why, file=sys.stderr)
-    if not may_start:
-        return 2
-    # Seeds per row (the table's "runs" column says how many ran); quick: fewer seeds, 2-epoch tutorial rows.
+
+def make_plan(quick: bool, seeds: int) -> dict:
+    """Seeds per row (the table's "runs" column says how many ran); quick: fewer seeds, 2-epoch tutorial rows."""
     plan = (
         {
             "epochs": 2,
@@ -337,7 +329,7 @@ def main(argv=None) -> int:
             "presets": ["fast", "fast-cnn"],
             "fashion": [],
         }
-        if args.quick
+        if quick
         else {
             "epochs": 10,
             "tutorial_seeds": 3,
@@ -351,32 +343,25 @@ def main(argv=None) -> int:
             "fashion": ["fashion-cnn", "fast", "cnn"],
         }
     )
-    if args.seeds:
-        plan.update(
-            dict.fromkeys(
-                (
-                    "tutorial_seeds",
-                    "seed_pipeline_seeds",
-                    "fast_seeds",
-                    "fast-cnn_seeds",
-                    "preset_seeds",
-                    "logreg_repeats",
-                ),
-                args.seeds,
-            )
-        )
-    only = {k for k in args.only.split(",") if k}
+    if seeds:
+        plan.update(dict.fromkeys(SEED_KEYS, seeds))
+    return plan
 
-    def want(k):
-        return not only or k in only
 
+def child_environment(threads: int) -> dict:
+    """The children's environment: this checkout's ``src`` first on the path, ``threads`` torch threads."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH.parent / "src"), env.get("PYTHONPATH")]))
-    if args.threads:
-        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    start = time.perf_counter()
-    log = lambda msg: print(f"[{time.perf_counter() - start:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    meta = {
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def run_metadata(args: argparse.Namespace, plan: dict, forced: bool) -> dict:
+    """Where and how the benchmark ran: machine, versions, load, plan."""
+    import torch
+
+    return {
         "host": socket.gethostname(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
@@ -388,11 +373,51 @@ def main(argv=None) -> int:
         "cuda": torch.cuda.is_available(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "load_before": list(os.getloadavg()),
-        "forced": bool(why),
+        "forced": forced,
         "epochs": plan["epochs"],
         "plan": plan,
     }
 
+
+def fashion_rows(plan: dict, want, out_root: Path, env: dict, log) -> list[dict]:
+    """The Fashion-MNIST rows: the fashion-cnn preset against its goal, others for information."""
+    from mnistkit.data import dataset_info
+
+    rows: list[dict] = []
+    for name in plan.get("fashion", []):
+        if not (want("fashion") or (name.startswith("fashion") and want(name))):
+            continue
+        if not dataset_info("fashion-mnist")["found"]:
+            rows.append(
+                {
+                    "name": f"`--preset {name}` on fashion-mnist",
+                    "key": f"fashion-mnist:{name}",
+                    "skipped": "Fashion-MNIST not found (apt-get install dataset-fashion-mnist)",
+                }
+            )
+            continue
+        goal_acc, goal_s = PRESET_GOALS[name] if name.startswith("fashion") else (None, None)
+        seeds = plan["preset_seeds"] if goal_acc else 1
+        rows += with_load(bench_preset(name, seeds, out_root, env, log, goal_acc, goal_s, "fashion-mnist"))
+    return rows
+
+
+def gpu_rows(plan: dict, device: str, out_root: Path, env: dict, log) -> list[dict]:
+    """The tutorial recipe and the fast preset on CUDA, or one row saying there is no CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return [{"name": "GPU rows (tutorial recipe, fast preset on CUDA)", "key": "gpu", "skipped": "no CUDA device"}]
+    log("GPU rows: tutorial recipe and fast preset on CUDA")
+    g = [run_train(["--device", "cuda", "--epochs", str(plan["epochs"])], 0, out_root, "gpu-tutorial", env)]
+    rows = [summarise(f"`mnistkit train` on {device} (tutorial recipe)", g, "", key="gpu-tutorial")]
+    g = [run_train(["--preset", "fast", "--device", "cuda"], 0, out_root, "gpu-fast", env)]
+    rows.append(summarise(f"`--preset fast` on {device}", g, "", key="gpu-fast"))
+    return rows
+
+
+def bench_rows(plan: dict, want, device: str, env: dict, data_dir: Path, log) -> list[dict]:
+    """Every row the plan and ``want`` ask for, each run in its own child process, in a scratch folder."""
     rows: list[dict] = []
     out_root = Path(tempfile.mkdtemp(prefix="mnistkit-bench-"))
     try:
@@ -404,49 +429,56 @@ def main(argv=None) -> int:
             if want(name):
                 seeds = plan.get(f"{name}_seeds", plan["preset_seeds"])  # fast, fast-cnn: 5 (issue 16)
                 rows += with_load(bench_preset(name, seeds, out_root, env, log, *PRESET_GOALS[name]))
-        for name in plan.get("fashion", []):
-            if not (want("fashion") or (name.startswith("fashion") and want(name))):
-                continue
-            if not dataset_info("fashion-mnist")["found"]:
-                rows.append(
-                    {
-                        "name": f"`--preset {name}` on fashion-mnist",
-                        "key": f"fashion-mnist:{name}",
-                        "skipped": "Fashion-MNIST not found (apt-get install dataset-fashion-mnist)",
-                    }
-                )
-                continue
-            goal_acc, goal_s = PRESET_GOALS[name] if name.startswith("fashion") else (None, None)
-            seeds = plan["preset_seeds"] if goal_acc else 1
-            rows += with_load(bench_preset(name, seeds, out_root, env, log, goal_acc, goal_s, "fashion-mnist"))
+        rows += fashion_rows(plan, want, out_root, env, log)
         if want("logreg"):
             rows += with_load(bench_logreg(plan, out_root, env, log))
         if want("inference") and tutorial is not None:
             ckpt = out_root / "tutorial-s0" / "model.safetensors"
             if ckpt.exists():
                 rows += with_load(bench_inference(ckpt, env, log))
-        if torch.cuda.is_available():
-            log("GPU rows: tutorial recipe and fast preset on CUDA")
-            g = [run_train(["--device", "cuda", "--epochs", str(plan["epochs"])], 0, out_root, "gpu-tutorial", env)]
-            rows.append(summarise(f"`mnistkit train` on {meta['device']} (tutorial recipe)", g, "", key="gpu-tutorial"))
-            g = [run_train(["--preset", "fast", "--device", "cuda"], 0, out_root, "gpu-fast", env)]
-            rows.append(summarise(f"`--preset fast` on {meta['device']}", g, "", key="gpu-fast"))
-        else:
-            rows.append(
-                {"name": "GPU rows (tutorial recipe, fast preset on CUDA)", "key": "gpu", "skipped": "no CUDA device"}
-            )
+        rows += gpu_rows(plan, device, out_root, env, log)
     finally:
         shutil.rmtree(out_root, ignore_errors=True)
+    return rows
 
-    meta["load_after"] = list(os.getloadavg())
-    meta["total_seconds"] = round(time.perf_counter() - start, 1)
+
+def write_results(rows: list[dict], meta: dict, out: Path) -> None:
+    """Print the markdown table and write it with the rows and the metadata to ``out/HOST-STAMP.json``."""
     table = markdown(rows, meta)
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = args.out / f"{meta['host']}-{stamp}.json"
+    path = out / f"{meta['host']}-{stamp}.json"
     path.write_text(json.dumps({**meta, "rows": rows, "table": table}, indent=2) + "\n")
     print(f"\nwrote {path} ({meta['total_seconds']:.0f} s)", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from mnistkit.data import dataset_info
+
+    info = dataset_info("mnist")
+    if not info["found"]:
+        print("MNIST not found: set MNISTKIT_DATA or run `mnistkit data fetch mnist` first", file=sys.stderr)
+        return 2
+    may_start, why = check_load(args.force)
+    if why:
+        print(why, file=sys.stderr)
+    if not may_start:
+        return 2
+    plan = make_plan(args.quick, args.seeds)
+    only = {k for k in args.only.split(",") if k}
+
+    def want(k):
+        return not only or k in only
+
+    start = time.perf_counter()
+    log = lambda msg: print(f"[{time.perf_counter() - start:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    meta = run_metadata(args, plan, forced=bool(why))
+    rows = bench_rows(plan, want, meta["device"], child_environment(args.threads), Path(info["location"]), log)
+    meta["load_after"] = list(os.getloadavg())
+    meta["total_seconds"] = round(time.perf_counter() - start, 1)
+    write_results(rows, meta, args.out)
     return 0
 
 

@@ -18,7 +18,7 @@ held out for validation (the same seeded split training used, so never seen by t
 the test split), photographed by bench/photos.py's generator with a seed the benchmark does not use.
 
 ``--choose-min-confidence`` instead gives the model its own ``--min-confidence`` default: the
-highest at which the whole unsure rule flags at most :data:`~mnistkit.unsure.UNSURE_FLAG_RATE`
+highest at which the whole unsure rule flags at most :data:`~mnistkit.prediction.UNSURE_FLAG_RATE`
 of the same photographed validation digits. It is meant for a model trained with ``--negatives``,
 which is unsure of non-digits by itself and needs no novelty model: the shipped recipe is one
 (``make bundled-model`` passes it).
@@ -44,7 +44,7 @@ NOTE = (
 )
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     from mnistkit.unsure import UNSURE_FLAG_RATE
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -85,12 +85,58 @@ def main() -> int:
     args = parser.parse_args()
     if args.novelty and args.choose_min_confidence:
         parser.error("--novelty and --choose-min-confidence each spend the whole false-alarm budget: give one")
+    return args
 
-    sys.path.insert(0, str(REPO / "src"))
-    import mnistkit.bundled
+
+def with_unsure_rule(tensors: dict, meta: dict, checkpoint: Path, args: argparse.Namespace) -> dict:
+    """``--novelty``: a freshly fitted novelty model; ``--choose-min-confidence``: the run's own
+    threshold and no novelty model. Edits ``meta``; returns the tensors to package."""
+    if args.novelty:
+        novelty = fit_novelty(checkpoint, args.novelty_photos)
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("novelty.")} | novelty.to_tensors()
+        meta["novelty"] = novelty.to_meta()
+    if args.choose_min_confidence:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("novelty.")}
+        meta.pop("novelty", None)
+        meta["min_confidence"], meta["min_confidence_chosen"] = choose_threshold(checkpoint, args.novelty_photos)
+    return tensors
+
+
+def stage_package(run: Path, args: argparse.Namespace, folder: Path) -> Path:
+    """The package file for ``run``, written in ``folder``: its unsure rule, a fresh card, checked to load
+    and to fit :data:`mnistkit.bundled.MAX_BYTES`."""
     from mnistkit.bundled import MAX_BYTES, MODEL_FILE, TRAIN_COMMAND
     from mnistkit.card import card_from_metadata, parameter_count
     from mnistkit.checkpoint import load_checkpoint, load_tensors, resolve_checkpoint_path, save_tensors
+
+    tensors, meta = load_tensors(resolve_checkpoint_path(run))
+    check_recipe(meta)
+    tensors = with_unsure_rule(tensors, meta, resolve_checkpoint_path(run), args)
+    meta.pop("card", None)  # a repackaged card is written afresh
+    # where the run happened to be written or read from is this machine's business, not the package's
+    meta["config"] = {**meta["config"], "out": None, "data_dir": None}
+    meta["card"] = card_from_metadata(
+        meta,
+        parameter_count(tensors),
+        Path(MODEL_FILE).stem,
+        TRAIN_COMMAND,
+        photo_benchmark=photo_benchmark(args.photo_benchmark),
+        notes=args.note or [NOTE],
+    )
+    staged = save_tensors(folder / MODEL_FILE, tensors, meta)
+    size = staged.stat().st_size
+    if size > MAX_BYTES:
+        raise SystemExit(f"build_bundled_model: {size} bytes is over the {MAX_BYTES}-byte limit")
+    load_checkpoint(staged)  # loads, digest verifies, the model rebuilds
+    return staged
+
+
+def main() -> int:
+    sys.path.insert(0, str(REPO / "src"))
+    args = parse_args()
+    import mnistkit.bundled
+    from mnistkit.bundled import MODEL_FILE, TRAIN_COMMAND
+    from mnistkit.checkpoint import load_checkpoint
     from mnistkit.errors import MnistkitError
     from mnistkit.fileio import atomic_write_bytes
 
@@ -98,34 +144,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="mnistkit-bundled-") as tmp:
             run = args.from_run or train(Path(tmp) / "run", TRAIN_COMMAND, args.threads)
-            tensors, meta = load_tensors(resolve_checkpoint_path(run))
-            check_recipe(meta)
-            if args.novelty:
-                novelty = fit_novelty(resolve_checkpoint_path(run), args.novelty_photos)
-                tensors = {k: v for k, v in tensors.items() if not k.startswith("novelty.")} | novelty.to_tensors()
-                meta["novelty"] = novelty.to_meta()
-            if args.choose_min_confidence:
-                tensors = {k: v for k, v in tensors.items() if not k.startswith("novelty.")}
-                meta.pop("novelty", None)
-                meta["min_confidence"], meta["min_confidence_chosen"] = choose_threshold(
-                    resolve_checkpoint_path(run), args.novelty_photos
-                )
-            meta.pop("card", None)  # a repackaged card is written afresh
-            # where the run happened to be written or read from is this machine's business, not the package's
-            meta["config"] = {**meta["config"], "out": None, "data_dir": None}
-            meta["card"] = card_from_metadata(
-                meta,
-                parameter_count(tensors),
-                Path(MODEL_FILE).stem,
-                TRAIN_COMMAND,
-                photo_benchmark=photo_benchmark(args.photo_benchmark),
-                notes=args.note or [NOTE],
-            )
-            staged = save_tensors(Path(tmp) / MODEL_FILE, tensors, meta)
-            size = staged.stat().st_size
-            if size > MAX_BYTES:
-                raise SystemExit(f"build_bundled_model: {size} bytes is over the {MAX_BYTES}-byte limit")
-            load_checkpoint(staged)  # loads, digest verifies, the model rebuilds
+            staged = stage_package(run, args, Path(tmp))
             atomic_write_bytes(target, staged.read_bytes())
             target.chmod(0o644)  # a package data file, readable by all (temp files are created 0600)
     except MnistkitError as exc:
@@ -171,7 +190,7 @@ def photographed_validation(ckpt, photos: int):
 
 
 def choose_threshold(checkpoint: Path, photos: int) -> tuple[float, str]:
-    """The run's own ``--min-confidence`` (:func:`mnistkit.unsure.choose_min_confidence` on its
+    """The run's own ``--min-confidence`` (:func:`mnistkit.prediction.choose_min_confidence` on its
     photographed validation digits), and how it was chosen, for the card."""
     import numpy as np
 

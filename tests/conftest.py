@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+#: Fixtures shared by several test modules live in these helper modules (test modules never import each other).
+pytest_plugins = ("hostile_helpers", "serve_helpers")
+
 REPO = Path(__file__).resolve().parents[1]
 MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -46,3 +49,23 @@ def synthetic_dataset(tmp_path_factory) -> Path:
     from synthetic import write_idx_dataset
 
     return write_idx_dataset(tmp_path_factory.mktemp("synthetic") / "idx")
+
+
+@pytest.fixture(scope="session")
+def early_stopped_run(synthetic_dataset, tmp_path_factory):
+    """One MLP run on the synthetic data that stops early (at most 40 epochs, patience 2): the
+    result (``RunResult``) of a run trained once and read by every early-stopping test."""
+    from mnistkit.training import fit
+
+    return fit(
+        dataset=str(synthetic_dataset),
+        out=str(tmp_path_factory.mktemp("early") / "run"),
+        model="mlp",
+        epochs=40,
+        val_size=0.2,
+        early_stopping=2,
+        lr=0.05,
+        batch_size=32,
+        echo=False,
+        plots=False,
+    )

@@ -15,7 +15,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from synthetic import require_or_skip
+from helpers import free_port, require_or_skip
 
 #: A role that must give its password (the others log in with ``trust``).
 PASSWORD_ROLE = "alice"
@@ -59,12 +58,6 @@ class PostgresServer:
 def _pg_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_user(user: str | None) -> list[str]:
@@ -109,7 +102,7 @@ def running_postgres() -> Iterator[PostgresServer]:
     (data / "pg_hba.conf").write_text(
         f"local all all trust\nhost all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n"
     )
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         _as_user(user)
         + [

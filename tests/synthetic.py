@@ -1,10 +1,11 @@
-"""Tiny learnable MNIST-shaped datasets for fast tests (no real data needed), and small test helpers."""
+"""Tiny learnable MNIST-shaped datasets and archives for fast tests (no real data needed); test helpers that are
+not about data live in ``helpers.py``."""
 
 from __future__ import annotations
 
-import os
+import gzip
+import zipfile
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 
@@ -71,47 +72,81 @@ def quick_train(
     return model.eval()
 
 
-def run_cli(args, capsys, monkeypatch=None, stdin: bytes = b"") -> tuple[int, str, str]:
-    """Run the real entry point (``mnistkit.cli.main``) in-process on ``args`` (made strings):
-    returns (exit code, stdout, stderr). ``stdin`` is fed as standard input when ``monkeypatch`` is given."""
-    import io
-    import sys
+def make_pattern_dataset(folder: Path, n_train: int = 1200, n_test: int = 200, seed: int = 0) -> Path:
+    """Four gzipped IDX files: class k is random binary pattern k (pixels 200) plus uniform noise."""
+    from mnistkit.data import write_idx
 
-    import pytest
+    g = torch.Generator().manual_seed(seed)
+    templates = (torch.rand(10, 28, 28, generator=g) > 0.7).float() * 200
 
-    from mnistkit.cli import main
+    def split(n):
+        y = torch.arange(n) % 10
+        x = templates[y] + torch.rand(n, 28, 28, generator=g) * 55
+        return x.clamp(0, 255).to(torch.uint8), y.to(torch.uint8)
 
-    if monkeypatch is not None:
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
-
-
-def stop_process(proc) -> None:
-    """Stop a server started for a test: SIGTERM, then SIGKILL if it has not gone within 10 s."""
-    import subprocess
-
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x, y = split(n)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return folder
 
 
-def system_deps_promised() -> bool:
-    """True in CI (``$CI`` set) as root on Debian: there ``make system-deps`` installs Chromium,
-    Fashion-MNIST and PostgreSQL or fails, so a test missing one of them points at a broken set-up."""
-    return bool(os.environ.get("CI")) and os.geteuid() == 0 and Path("/etc/debian_version").is_file()
+# --------------------------------------------------------------------------- EMNIST archives
+
+#: The row of the horizontal bar every synthetic EMNIST image shows once loaded upright.
+BAR_ROW = 3
 
 
-def require_or_skip(reason: str) -> NoReturn:
-    """Skip saying ``reason`` (a system package or tool is missing) -- or fail where
-    :func:`system_deps_promised`, so a broken install cannot turn a CI run green by skipping."""
-    import pytest
+def split_tensors(split: str, n_train: int, n_test: int):
+    """Train/test images (stored transposed) and labels (as in the files: letters from 1)."""
+    from mnistkit.data.emnist import SPLITS
 
-    if system_deps_promised():
-        pytest.fail(f"{reason}; CI as root on Debian must have it (make system-deps)", pytrace=False)
-    pytest.skip(reason)
+    names, offset = SPLITS[split][0], SPLITS[split][1]
+    out = []
+    for n in (n_train, n_test):
+        labels = torch.arange(n) % len(names) + offset
+        upright = torch.zeros(n, 28, 28, dtype=torch.uint8)
+        upright[:, BAR_ROW, :] = 255
+        upright[:, 20, 20] = (labels * 3).to(torch.uint8)  # a class-dependent pixel, so it is learnable
+        out += [upright.transpose(1, 2).contiguous(), labels.to(torch.uint8)]
+    return out
+
+
+def mapping_text(split: str) -> str:
+    """The archive's ``emnist-<split>-mapping.txt``: label, then character codes."""
+    from mnistkit.data.emnist import SPLITS
+
+    names = SPLITS[split][0]
+    if split == "letters":
+        return "".join(f"{i + 1} {ord(c.upper())} {ord(c)}\n" for i, c in enumerate(names))
+    return "".join(f"{i} {ord(c)}\n" for i, c in enumerate(names))
+
+
+def emnist_members(splits=("letters", "balanced"), n_train=94, n_test=47, mapping=True) -> dict[str, bytes]:
+    """The members of NIST's ``gzip.zip`` for ``splits``, with their real names."""
+    from mnistkit.data.emnist import member_names
+    from mnistkit.data.idx import encode_idx
+
+    members = {}
+    for split in splits:
+        for name, t in zip(member_names(split), split_tensors(split, n_train, n_test), strict=True):
+            members[f"gzip/{name}"] = gzip.compress(encode_idx(t), mtime=0)
+        if mapping:
+            members[f"gzip/emnist-{split}-mapping.txt"] = mapping_text(split).encode()
+    return members
+
+
+def write_zip(path: Path, members: dict[str, bytes], padding: int = 0) -> Path:
+    """Write ``members`` as a zip archive, with ``padding`` incompressible bytes to make a download slow."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        if padding:
+            zf.writestr(
+                zipfile.ZipInfo("gzip/padding.bin"),
+                torch.randint(0, 256, (padding,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+                .numpy()
+                .tobytes(),
+            )
+    return path

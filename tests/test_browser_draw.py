@@ -9,22 +9,19 @@ Needs Playwright (Python package) and a Chromium binary (``/usr/bin/chromium`` o
 from __future__ import annotations
 
 import math
-import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from synthetic import quick_train, require_or_skip, stop_process
+from helpers import free_port, require_or_skip, stop_process
+from serve_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from synthetic import quick_train
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = os.environ.get("MNISTKIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +42,6 @@ def trained_checkpoint(tmp_path_factory, mnist_root) -> Path:
         model,
         {"dataset": "mnist", "norm": norm.to_dict(), "class_names": [str(i) for i in range(10)]},
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import dataclasses
 import gzip
 import hashlib
 import os
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from helpers import free_port
 
 from mnistkit.data import fetch_dataset, get_dataset_spec, load_dataset
 from mnistkit.data.dataset_registry import IDX_FILES
@@ -73,11 +73,7 @@ def server():
 @pytest.fixture
 def dead_url():
     """A URL on a port nobody listens on (connection refused)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}/dead/"
+    return f"http://127.0.0.1:{free_port()}/dead/"
 
 
 @pytest.fixture

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import child_env, free_port
+from synthetic import make_pattern_dataset
 
-from mnistkit.data import write_idx
 from mnistkit.errors import ConfigError
 from mnistkit.training import distributed
-from mnistkit.training.distributed import DistContext
+from mnistkit.training.distributed import DistContext, DistributedError
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -47,36 +47,6 @@ TRAIN_ARGS = [
     "5",
     "--deterministic",
 ]
-
-
-def make_pattern_dataset(folder: Path, n_train: int = 1200, n_test: int = 200, seed: int = 0) -> Path:
-    """Four gzipped IDX files: class k is random binary pattern k (pixels 200) plus uniform noise."""
-    g = torch.Generator().manual_seed(seed)
-    templates = (torch.rand(10, 28, 28, generator=g) > 0.7).float() * 200
-
-    def split(n):
-        y = torch.arange(n) % 10
-        x = templates[y] + torch.rand(n, 28, 28, generator=g) * 55
-        return x.clamp(0, 255).to(torch.uint8), y.to(torch.uint8)
-
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        x, y = split(n)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
-    return folder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env(**extra) -> dict:
-    """Environment for a child mnistkit: one thread per process, short distributed timeout."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", MNISTKIT_DIST_TIMEOUT="30", PYTHONUNBUFFERED="1", **extra)
-    return env
 
 
 def torchrun(args: list[str], timeout: float = 150, **env) -> subprocess.CompletedProcess:
@@ -186,6 +156,45 @@ def test_bad_timeout_is_a_config_error(monkeypatch, raw):
         distributed.dist_timeout()
 
 
+def test_a_failed_collective_is_one_error_naming_the_rank_and_the_phase(monkeypatch):
+    import torch.distributed as dist
+
+    def timed_out(*args, **kwargs):
+        raise RuntimeError("[../gloo/transport/tcp/pair.cc:534] Timed out waiting 30000ms for recv\nmore detail")
+
+    monkeypatch.setenv("MNISTKIT_DIST_TIMEOUT", "30")
+    monkeypatch.setattr(dist, "all_reduce", timed_out)
+    monkeypatch.setattr(dist, "broadcast", timed_out)
+    monkeypatch.setattr(dist, "barrier", timed_out)
+    cases = [
+        (lambda c: c.sum_across_ranks(torch.tensor(1.0)), "summing the epoch's metrics across ranks"),
+        (lambda c: c.agree(True), "taking rank 0's decision (early stopping)"),
+        (lambda c: c.barrier(), "waiting for rank 0 to finish the run"),
+    ]
+    for call, phase in cases:
+        with pytest.raises(DistributedError) as info:
+            call(ctx(1, 2))
+        message = str(info.value)
+        assert message.startswith(f"rank 1: {phase} failed: [../gloo/transport/tcp/pair.cc:534] Timed out")
+        assert "\n" not in message and "MNISTKIT_DIST_TIMEOUT is 30 s" in message
+
+
+def test_the_end_of_run_wait_is_not_bounded_by_the_training_timeout(monkeypatch):
+    """Rank 0 scores and writes the run while the others wait in the end-of-run barrier: that barrier is
+    on its own group, whose timeout outlasts a short MNISTKIT_DIST_TIMEOUT (a busy machine took over 30 s)."""
+    import torch.distributed as dist
+
+    seen = []
+    monkeypatch.setattr(dist, "barrier", lambda **kwargs: seen.append(kwargs))
+    finish_group = object()
+    DistContext(1, 2, 1, torch.device("cpu"), "gloo", finish_group=finish_group).barrier()
+    assert seen == [{"group": finish_group}]
+    monkeypatch.setenv("MNISTKIT_DIST_TIMEOUT", "30")
+    assert distributed.finish_timeout().total_seconds() == distributed.FINISH_TIMEOUT_S >= 600
+    monkeypatch.setenv("MNISTKIT_DIST_TIMEOUT", str(2 * distributed.FINISH_TIMEOUT_S))
+    assert distributed.finish_timeout().total_seconds() == 2 * distributed.FINISH_TIMEOUT_S
+
+
 # ----------------------------------------------------------------------------- real torchrun
 
 
@@ -228,3 +237,35 @@ def test_only_rank_zero_writes_and_prints(runs):
     assert (
         sum(line.startswith("Epoch [2/2], Step [5/20]") for line in lines) == 1
     )  # the resumed run (the dead run stopped before step 5)
+
+
+#: Loaded by a child's interpreter at start-up (``sitecustomize``): rank 0 takes longer to score and
+#: write the finished run than the training timeout allows a collective, as on a busy machine.
+SLOW_FINISH = """
+import os, time
+if os.environ.get("RANK") == "0":
+    import mnistkit.training.loop as loop
+    real = loop.finish_run
+    def slow_finish(*args, **kwargs):
+        time.sleep(float(os.environ["SLOW_FINISH_S"]))
+        return real(*args, **kwargs)
+    loop.finish_run = slow_finish
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_other_ranks_wait_for_a_slow_end_of_run_past_the_training_timeout(data, tmp_path):
+    """Rank 0 scores and writes the run for longer than MNISTKIT_DIST_TIMEOUT while rank 1 waits at the
+    end-of-run barrier: the job still succeeds (rank 1 once timed out there, and the agent killed rank 0)."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SLOW_FINISH)
+    path = os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))
+    r = torchrun(
+        ["--dataset", str(data), *TRAIN_ARGS, "--epochs", "1", "--out", str(tmp_path / "run")],
+        MNISTKIT_DIST_TIMEOUT="5",
+        SLOW_FINISH_S="12",
+        PYTHONPATH=path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("Accuracy of the model") == 1 and (tmp_path / "run" / "model.safetensors").is_file()

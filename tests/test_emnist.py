@@ -7,67 +7,16 @@ at row 3: after loading, the bar must be back on row 3.
 
 from __future__ import annotations
 
-import gzip
 import json
 import threading
-import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import torch
+from synthetic import BAR_ROW, emnist_members, write_zip
 
 from mnistkit.data import get_dataset_spec, list_datasets, load_dataset
-from mnistkit.data.emnist import SPLITS, member_names
-from mnistkit.data.idx import encode_idx
 from mnistkit.errors import DataFormatError, DatasetNotFoundError, MnistkitError
-
-BAR_ROW = 3
-
-
-def split_tensors(split: str, n_train: int, n_test: int):
-    """Train/test images (stored transposed) and labels (as in the files: letters from 1)."""
-    names, offset = SPLITS[split][0], SPLITS[split][1]
-    out = []
-    for n in (n_train, n_test):
-        labels = torch.arange(n) % len(names) + offset
-        upright = torch.zeros(n, 28, 28, dtype=torch.uint8)
-        upright[:, BAR_ROW, :] = 255
-        upright[:, 20, 20] = (labels * 3).to(torch.uint8)  # a class-dependent pixel, so it is learnable
-        out += [upright.transpose(1, 2).contiguous(), labels.to(torch.uint8)]
-    return out
-
-
-def mapping_text(split: str) -> str:
-    names = SPLITS[split][0]
-    if split == "letters":
-        return "".join(f"{i + 1} {ord(c.upper())} {ord(c)}\n" for i, c in enumerate(names))
-    return "".join(f"{i} {ord(c)}\n" for i, c in enumerate(names))
-
-
-def emnist_members(splits=("letters", "balanced"), n_train=94, n_test=47, mapping=True) -> dict[str, bytes]:
-    members = {}
-    for split in splits:
-        for name, t in zip(member_names(split), split_tensors(split, n_train, n_test), strict=True):
-            members[f"gzip/{name}"] = gzip.compress(encode_idx(t), mtime=0)
-        if mapping:
-            members[f"gzip/emnist-{split}-mapping.txt"] = mapping_text(split).encode()
-    return members
-
-
-def write_zip(path: Path, members: dict[str, bytes], padding: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-        if padding:  # incompressible filler, to make a download take a while
-            zf.writestr(
-                zipfile.ZipInfo("gzip/padding.bin"),
-                torch.randint(0, 256, (padding,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-                .numpy()
-                .tobytes(),
-            )
-    return path
 
 
 @pytest.fixture

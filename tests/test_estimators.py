@@ -301,7 +301,7 @@ def test_cli_logreg_fits_the_estimators_model(synthetic_dataset, tmp_path, capsy
     whatever --norm: the same weights on raw pixels and the same test accuracy."""
     import json
 
-    from synthetic import run_cli
+    from helpers import run_cli
 
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.data import load_dataset

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from synthetic import run_cli
+from helpers import run_cli
 
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.inference import class_probabilities, predict_logits

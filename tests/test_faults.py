@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +25,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_distributed import REPO, child_env, make_pattern_dataset
-from test_emnist import emnist_members, write_zip
+from conftest import REPO
+from helpers import NOBODY, child_env, open_to_all, run_cli, unprivileged, wait_for
+from synthetic import emnist_members, make_pattern_dataset, write_zip
 
 from mnistkit.checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
-from mnistkit.cli import main as cli_main
 from mnistkit.data.spec import DIGITS
 from mnistkit.errors import CheckpointError
 from mnistkit.models import build_model
@@ -55,13 +56,6 @@ def data(tmp_path_factory) -> Path:
     return make_pattern_dataset(tmp_path_factory.mktemp("patterns"), n_train=480, n_test=100)
 
 
-def run_cli(args: list[str]) -> int:
-    """Run ``mnistkit ARGS`` in this process; return its exit code."""
-    with pytest.raises(SystemExit) as exc:
-        cli_main([str(a) for a in args])
-    return exc.value.code
-
-
 def spawn(args: list[str], **env) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "mnistkit", *map(str, args)],
@@ -73,14 +67,6 @@ def spawn(args: list[str], **env) -> subprocess.Popen:
     )
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 # ----------------------------------------------------------------------------- kill -9 mid-epoch
 
 
@@ -89,8 +75,9 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(data, tmp
     args = ["train", "--dataset", data, *TRAIN, "--epochs", "3", "--deterministic"]
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     reference = spawn([*args, "--out", clean])
-    # 30 steps per epoch, slowed to ~0.6 s per epoch so the kill lands inside epoch 2
-    victim = spawn([*args, "--out", killed], MNISTKIT_TEST_STEP_DELAY="0.02")
+    # 30 steps per epoch, each slowed by 0.05 s: epoch 2 lasts at least 1.5 s of wall time however busy the
+    # machine, so a kill 0.2 s after epoch 1's line lands inside it
+    victim = spawn([*args, "--out", killed], MNISTKIT_TEST_STEP_DELAY="0.05")
     metrics = killed / "metrics.jsonl"
     wait_for(
         lambda: (metrics.exists() and metrics.read_text().count("\n") >= 1) or victim.poll() is not None,
@@ -201,46 +188,55 @@ def fail_on(monkeypatch, target: str, nth: int, err: int, via: str = "replace") 
 def test_full_disk_at_the_epoch_checkpoint_keeps_the_previous_one(data, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     fail_on(monkeypatch, "last.safetensors", 2, errno.ENOSPC)
-    assert run_cli(["train", "--dataset", data, *TRAIN, "--epochs", "2", "--out", run]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "No space left on device" in err[0] and "previous file there is unchanged" in err[0]
+    code, _, err = run_cli(["train", "--dataset", data, *TRAIN, "--epochs", "2", "--out", run], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in err and "previous file there is unchanged" in err
     assert load_tensors(run / "last.safetensors")[1]["progress"]["epoch"] == 1  # intact and loadable
     assert not list(run.glob(".*.tmp"))
     monkeypatch.setattr(os, "replace", _REAL_REPLACE)
-    assert run_cli(["train", "--resume", run]) == 0  # space freed: finish it
+    assert run_cli(["train", "--resume", run], capsys)[0] == 0  # space freed: finish it
     assert load_checkpoint(run / "model.safetensors").meta["metrics"]["epochs_run"] == 2
 
 
 @pytest.mark.timeout(60)
 def test_read_only_run_dir_at_the_final_checkpoint(data, tmp_path, monkeypatch, capsys):
-    """Tests run as root, where chmod does not stop writes, so the refusal is simulated at mkstemp."""
+    """A read-only file system (EROFS, which binds root too) is simulated at mkstemp."""
     run = tmp_path / "run"
     fail_on(monkeypatch, "model.safetensors", 1, errno.EROFS, via="mkstemp")
-    assert run_cli(["train", "--dataset", data, *TRAIN, "--epochs", "1", "--out", run]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Read-only file system" in err[0] and "model.safetensors" in err[0]
+    code, _, err = run_cli(["train", "--dataset", data, *TRAIN, "--epochs", "1", "--out", run], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Read-only file system" in err and "model.safetensors" in err
     assert load_tensors(run / "last.safetensors")[1]["progress"]["epoch"] == 1
     assert not (run / "model.safetensors").exists()
-    assert run_cli(["evaluate", run]) == 2
-    assert "without model.safetensors; is the run finished?" in capsys.readouterr().err
+    code, _, err = run_cli(["evaluate", run], capsys)
+    assert code == 2 and "without model.safetensors; is the run finished?" in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 @pytest.mark.timeout(60)
-def test_chmod_read_only_run_dir(data, tmp_path, capsys):
-    """A finished one-epoch run whose final checkpoint is gone: resuming only has to write it."""
-    run = tmp_path / "run"
-    assert run_cli(["train", "--dataset", data, *TRAIN, "--epochs", "1", "--out", run]) == 0
-    (run / "model.safetensors").unlink()
-    capsys.readouterr()
-    run.chmod(0o555)
+def test_chmod_read_only_run_dir(capsys):
+    """A finished one-epoch run whose final checkpoint is gone: resuming only has to write it, into a
+    folder its owner made read-only. Root ignores permissions (and CI runs as root), so there the run
+    belongs to ``nobody`` and the resume runs as ``nobody``."""
+    import mnistkit.training  # noqa: F401  (imported before dropping privileges)
+
+    root = Path(tempfile.mkdtemp(prefix="mnistkit-ro-"))  # world-traversable, unlike pytest's tmp
     try:
-        assert run_cli(["train", "--resume", run]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "ermission denied" in err[0]
+        data, run = make_pattern_dataset(root / "data", n_train=480, n_test=100), root / "run"
+        assert run_cli(["train", "--dataset", data, *TRAIN, "--epochs", "1", "--out", run], capsys)[0] == 0
+        (run / "model.safetensors").unlink()
+        open_to_all(root, owner=NOBODY if os.geteuid() == 0 else None)
+        run.chmod(0o555)
+        with unprivileged():
+            code, _, err = run_cli(["train", "--resume", run], capsys)
+        assert code == 2
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Permission denied" in err and str(run) in err, err
         assert load_tensors(run / "last.safetensors")[1]["progress"]["epoch"] == 1
+        assert not (run / "model.safetensors").exists()
     finally:
-        run.chmod(0o755)
+        shutil.rmtree(root)
 
 
 # ----------------------------------------------------------------------------- bad checkpoint files
@@ -332,12 +328,12 @@ def _without(path: Path, field: str) -> Path:
 def test_every_bad_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
     cases = bad_files(tmp_path)
     for name, (path, phrase) in cases.items():
-        assert run_cli(["evaluate", path, "--device", "cpu"]) == 2, name
-        captured = capsys.readouterr()
-        err = captured.err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("mnistkit: error: "), (name, captured.err)
-        assert phrase in err[0], (name, err[0])
-        assert captured.out == "", name
+        code, out, err = run_cli(["evaluate", path, "--device", "cpu"], capsys)
+        assert code == 2, name
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mnistkit: error: "), (name, err)
+        assert phrase in lines[0], (name, lines[0])
+        assert out == "", name
     assert not (tmp_path / "UNPICKLED").exists()
 
 

@@ -17,7 +17,6 @@ checkpoint metadata with arbitrary input: only :class:`MnistkitError` may escape
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import math
@@ -35,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import child_env, unprivileged
+from hostile_helpers import META, TINY, assert_refused, fill, retag, run_child, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_distributed import child_env, make_pattern_dataset
 
 from mnistkit.checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from mnistkit.data import load_dataset
@@ -50,90 +50,12 @@ from mnistkit.errors import CheckpointError, ConfigError, DataFormatError, Downl
 from mnistkit.fileio import atomic_write_bytes, clean_stale_temporaries, current_umask, read_bytes
 from mnistkit.models import build_model
 
-#: Peak RSS a child may reach on any hostile input (bytes).
-RSS_LIMIT = 1024**3
-TINY = [
-    "--model",
-    "mlp",
-    "--hidden",
-    "16",
-    "--batch-size",
-    "32",
-    "--device",
-    "cpu",
-    "--no-amp",
-    "--log-every",
-    "0",
-    "-q",
-]
-META = {"dataset": "test", "norm": {"mean": 0.5, "std": 0.5}, "class_names": list(DIGITS)}
 PROPS = settings(
     max_examples=60,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-
-
-# ----------------------------------------------------------------------------- the child-process contract
-
-
-class Child:
-    """What one ``mnistkit`` child did: exit code, output, and its peak resident memory."""
-
-    def __init__(self, code: int, out: str, err: str, max_rss: int):
-        self.code, self.out, self.err, self.max_rss = code, out, err, max_rss
-
-
-#: A small parent for the CLI: Linux counts a parent's resident pages at fork into the child's peak
-#: RSS, so a child forked straight from pytest (often 1 GB by now) would report pytest's size. This
-#: few-MB interpreter forks the CLI instead, reaps it with wait4 and writes its true peak to argv[1].
-_REAPER = """
-import os, subprocess, sys
-child = subprocess.Popen([sys.executable, "-m", "mnistkit", *sys.argv[2:]])
-_, status, usage = os.wait4(child.pid, 0)
-child.returncode = os.waitstatus_to_exitcode(status)
-with open(sys.argv[1], "w") as f:
-    f.write(str(usage.ru_maxrss * 1024))  # Linux reports KiB
-sys.exit(child.returncode if child.returncode >= 0 else 128 - child.returncode)
-"""
-
-
-def run_child(args, cwd: Path, timeout: float = 120, **env) -> Child:
-    """Run ``python -m mnistkit ARGS`` under :data:`_REAPER`; return its outcome and its own peak RSS."""
-    with tempfile.NamedTemporaryFile(prefix="mnistkit-rss-") as rss:
-        proc = subprocess.run(
-            [sys.executable, "-c", _REAPER, rss.name, *map(str, args)],
-            cwd=cwd,
-            env=child_env(**env),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-        )
-        peak = int(Path(rss.name).read_text() or 0)
-    return Child(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"), peak)
-
-
-def snapshot(*folders: Path) -> dict[Path, bytes]:
-    """Every regular file under ``folders`` with its bytes (FIFOs and devices are skipped)."""
-    files = {}
-    for folder in folders:
-        for p in sorted(Path(folder).rglob("*")):
-            if p.is_file() and not p.is_symlink():
-                files[p] = p.read_bytes()
-    return files
-
-
-def assert_refused(child: Child, needle: str, before: dict[Path, bytes] | None = None) -> None:
-    """The one-line contract: exit 2, one ``mnistkit: error:`` line naming the fault, nothing harmed."""
-    lines = child.err.splitlines()
-    assert child.code == 2, (child.code, child.err[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("mnistkit: error: "), child.err[-2000:]
-    assert needle in lines[0], lines[0]
-    assert "Traceback" not in child.err + child.out
-    assert child.max_rss < RSS_LIMIT, f"peak RSS {child.max_rss / 2**20:.0f} MiB"
-    for path, data in (before or {}).items():
-        assert path.exists() and path.read_bytes() == data, f"{path} changed"
 
 
 # ----------------------------------------------------------------------------- corpus builders
@@ -159,21 +81,6 @@ def csv_row(label, pixel=0) -> list:
     return [label] + [pixel] * 784
 
 
-def retag(
-    source: Path, dest: Path, meta_changes: dict | None = None, drop: tuple[str, ...] = (), tensor_edit=None
-) -> Path:
-    """A copy of a checkpoint or training state with edited metadata (and tensors) and a *recomputed*
-    digest: integrity checks pass, so only validation by meaning can refuse it."""
-    tensors, meta = load_tensors(source)
-    meta.update(meta_changes or {})
-    for key in drop:
-        meta.pop(key, None)
-    meta.pop("format")
-    if tensor_edit is not None:
-        tensor_edit(tensors)
-    return save_tensors(dest, tensors, meta)
-
-
 def _nested(meta: dict, dotted: str, value) -> dict:
     """``meta`` with ``a.b.c`` set to ``value`` (a deep copy through JSON)."""
     meta = json.loads(json.dumps(meta))
@@ -183,17 +90,6 @@ def _nested(meta: dict, dotted: str, value) -> dict:
         target = target[key]
     target[last] = value
     return meta
-
-
-@pytest.fixture(scope="module")
-def good_ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.safetensors", build_model("mlp", hidden=[8]), META)
-
-
-@pytest.fixture(scope="module")
-def idx_data(tmp_path_factory) -> Path:
-    return make_pattern_dataset(tmp_path_factory.mktemp("idx"), n_train=160, n_test=40)
 
 
 # ----------------------------------------------------------------------------- IDX files
@@ -353,18 +249,6 @@ def _image_folder(root: Path) -> Path:
     return root
 
 
-@contextlib.contextmanager
-def _as_nobody():
-    """Root ignores directory permissions: act as ``nobody`` (effective ids only) for the block."""
-    os.setegid(65534)
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-
-
 def test_unreadable_class_folder_is_an_error_not_an_empty_class(tmp_path):
     pytest.importorskip("PIL")
     import mnistkit.preprocess.image  # noqa: F401  (imported before dropping privileges)
@@ -376,8 +260,7 @@ def test_unreadable_class_folder_is_an_error_not_an_empty_class(tmp_path):
         for p in folder.rglob("*"):
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
         os.chmod(folder / "b", 0)
-        context = _as_nobody() if os.geteuid() == 0 else contextlib.nullcontext()
-        with context, pytest.raises(DataFormatError, match=r"b: cannot list this folder \(Permission denied\)"):
+        with unprivileged(), pytest.raises(DataFormatError, match=r"b: cannot list this folder \(Permission denied\)"):
             load_image_folder(folder)
     finally:
         os.chmod(root / "digits" / "b", 0o755)
@@ -637,16 +520,9 @@ def tiny_disk():
         folder.rmdir()
 
 
-def _fill(folder: Path) -> None:
-    """Fill the disk to the last byte (unbuffered, so closing has nothing left to fail on)."""
-    with open(folder / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 4096)
-
-
 @pytest.mark.timeout(120)
 def test_torchscript_export_on_a_full_disk(good_ckpt, tiny_disk):
-    _fill(tiny_disk)
+    fill(tiny_disk)
     out = tiny_disk / "model.pt"
     child = run_child(["export", good_ckpt, "--format", "torchscript", "--out", out], cwd=tiny_disk.parent, timeout=90)
     assert_refused(child, f"cannot write {out}: No space left on device")
@@ -655,7 +531,7 @@ def test_torchscript_export_on_a_full_disk(good_ckpt, tiny_disk):
 
 @pytest.mark.timeout(120)
 def test_full_disk_names_the_file(idx_data, tiny_disk):
-    _fill(tiny_disk)
+    fill(tiny_disk)
     child = run_child(
         ["train", "--dataset", idx_data, *TINY, "--epochs", "1", "--out", tiny_disk / "run"],
         cwd=tiny_disk.parent,
@@ -744,18 +620,21 @@ def test_expected_download_sizes_come_from_the_counts():
 
 
 @PROPS
-@given(st.binary(max_size=64), st.booleans(), st.integers(0, 3))
+@given(st.binary(max_size=64), st.booleans(), st.integers(0, 4))
 def test_idx_reader_raises_only_its_own_errors(blob, compress, header):
-    prefix = [b"", idx_header(8, 2, 28, 28), idx_header(0x0D, 3), idx_header(8, 2**31, 2**31)][header]
+    headers = [b"", idx_header(8, 2, 28, 28), idx_header(0x0D, 3), idx_header(8, 2**31, 2**31)]
+    headers.append(idx_header(8, len(blob)))  # the blob as a valid 1-D file: the success path is checked too
+    prefix = headers[header]
     data = prefix + blob
     data = gzip.compress(data, mtime=0) if compress else data
     with tempfile.NamedTemporaryFile(suffix="-idx") as f:
         f.write(data)
         f.flush()
         try:
-            read_idx(f.name)
+            tensor = read_idx(f.name)
         except DataFormatError:
-            pass
+            return
+        assert encode_idx(tensor) == (gzip.decompress(data) if compress else data)  # exactly what the file says
 
 
 _cell = st.one_of(st.integers(-5, 300), st.sampled_from(["", "nan", "1e30", "-inf", "x", "2.5", '"7"', " 3 "]))

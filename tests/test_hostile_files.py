@@ -3,7 +3,7 @@
 Every writer of a run folder and of an output path goes through temp file + rename (a planted
 link is replaced) or an ``O_NOFOLLOW`` open (the log, which grows); every reader of a run folder
 takes regular files only, bounded. Each case runs the real CLI in a child process and checks the
-contract of :mod:`test_hostile`: exit 2 and one line (or the right answer), files outside the
+contract of ``hostile_helpers.py``: exit 2 and one line (or the right answer), files outside the
 command's own outputs byte-identical (a link's target included), and child peak RSS under 1 GB.
 """
 
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_distributed import child_env
-from test_hostile import RSS_LIMIT, TINY, _fill, assert_refused, idx_data, run_child, snapshot  # noqa: F401
+from helpers import child_env
+from hostile_helpers import META, RSS_LIMIT, TINY, assert_refused, fill, run_child, snapshot
+from synthetic import make_pattern_dataset
 
 from mnistkit.errors import ConfigError, DatasetNotFoundError
 from mnistkit.fileio import NAME_MAX, atomic_write_bytes, write_new_file
@@ -34,7 +35,7 @@ SECRET = b"root:$6$not-a-real-hash:19000:0:99999:7:::\n"
 
 
 @pytest.fixture(scope="module")
-def finished_run(idx_data, tmp_path_factory) -> Path:  # noqa: F811
+def finished_run(idx_data, tmp_path_factory) -> Path:
     """A finished run with plots, trained once in-process; tests copy it before planting anything."""
     from mnistkit.cli import main
 
@@ -119,7 +120,7 @@ def test_report_refuses_a_plot_that_is_a_link(finished_run, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_train_refuses_a_linked_log(idx_data, tmp_path):  # noqa: F811
+def test_train_refuses_a_linked_log(idx_data, tmp_path):
     notes, _shadow = _user_files(tmp_path)
     out = tmp_path / "run"
     out.mkdir()
@@ -130,7 +131,7 @@ def test_train_refuses_a_linked_log(idx_data, tmp_path):  # noqa: F811
 
 
 @pytest.mark.timeout(120)
-def test_train_refuses_a_fifo_log_without_hanging(idx_data, tmp_path):  # noqa: F811
+def test_train_refuses_a_fifo_log_without_hanging(idx_data, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     os.mkfifo(out / "log.txt")
@@ -141,7 +142,7 @@ def test_train_refuses_a_fifo_log_without_hanging(idx_data, tmp_path):  # noqa: 
 
 
 @pytest.mark.timeout(120)
-def test_train_replaces_a_linked_plot_and_leaves_its_target(idx_data, tmp_path):  # noqa: F811
+def test_train_replaces_a_linked_plot_and_leaves_its_target(idx_data, tmp_path):
     notes, _shadow = _user_files(tmp_path)
     out = tmp_path / "run"
     (out / "plots").mkdir(parents=True)
@@ -155,7 +156,7 @@ def test_train_replaces_a_linked_plot_and_leaves_its_target(idx_data, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_train_refuses_a_plots_folder_that_is_a_link(idx_data, tmp_path):  # noqa: F811
+def test_train_refuses_a_plots_folder_that_is_a_link(idx_data, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     elsewhere = tmp_path / "pictures"
@@ -228,7 +229,7 @@ def test_a_held_run_folder_is_refused_naming_the_holder(tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_a_second_train_or_resume_on_a_running_folder_is_refused(idx_data, tmp_path):  # noqa: F811
+def test_a_second_train_or_resume_on_a_running_folder_is_refused(idx_data, tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen(  # slowed down (0.3 s a step, 50 epochs) so that it outlives both attempts
         [sys.executable, "-m", "mnistkit", *map(str, _train(out, "--dataset", idx_data, epochs=50))],
@@ -257,7 +258,7 @@ def test_a_second_train_or_resume_on_a_running_folder_is_refused(idx_data, tmp_p
 
 
 @pytest.mark.timeout(120)
-def test_a_stale_lock_of_a_dead_process_is_taken_over(idx_data, tmp_path):  # noqa: F811
+def test_a_stale_lock_of_a_dead_process_is_taken_over(idx_data, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -349,14 +350,14 @@ def full_plots_folder(tmp_path):
     ):
         pytest.skip("mounting a small tmpfs needs root and mount permission; full-disk cases not run here")
     try:
-        _fill(plots)
+        fill(plots)
         yield plots
     finally:
         subprocess.run(["umount", str(plots)], check=False)
 
 
 @pytest.mark.timeout(120)
-def test_full_disk_while_plots_are_written_names_the_plot_and_leaves_no_partial(idx_data, full_plots_folder):  # noqa: F811
+def test_full_disk_while_plots_are_written_names_the_plot_and_leaves_no_partial(idx_data, full_plots_folder):
     run = full_plots_folder.parent
     child = run_child(_train(run, "--dataset", idx_data), cwd=run.parent, timeout=90)
     assert_refused(child, f"{full_plots_folder / 'curves.png'}: No space left on device")
@@ -368,8 +369,6 @@ def test_full_disk_while_plots_are_written_names_the_plot_and_leaves_no_partial(
 
 def _checkpoint_naming(data_dir: Path, tmp_path: Path, monkeypatch) -> Path:
     """A valid checkpoint whose stored config sets ``data_dir``; the environment offers no MNIST and no mirror."""
-    from test_hostile import META
-
     from mnistkit.checkpoint import save_checkpoint
     from mnistkit.config import TrainConfig
     from mnistkit.models import build_model
@@ -387,8 +386,6 @@ def _checkpoint_naming(data_dir: Path, tmp_path: Path, monkeypatch) -> Path:
 
 
 def test_a_checkpoints_data_dir_is_never_searched(tmp_path, monkeypatch):
-    from test_distributed import make_pattern_dataset
-
     from mnistkit.api import evaluate_checkpoint
 
     planted = tmp_path / "planted"
@@ -423,8 +420,6 @@ def test_an_atomic_write_takes_a_name_of_255_bytes(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_export_to_a_255_character_name(tmp_path):
-    from test_hostile import META
-
     from mnistkit.checkpoint import save_checkpoint
     from mnistkit.models import build_model
 

@@ -3,7 +3,7 @@ to parse, class names that forge output, images too small or too large for prepr
 spaces that ask for petabytes, and CSVs that are parsed whole.
 
 Cases that are about what a user sees run the real CLI in a child process (:func:`run_child` from
-``test_hostile``: exit code, output and the child's own peak RSS) and are marked slow (a few
+``hostile_helpers``: exit code, output and the child's own peak RSS) and are marked slow (a few
 seconds each, so ``make test-fast`` leaves them to ``make test``); the rest call the library.
 Every hostile file is built here, small.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_hostile import META, RSS_LIMIT, Child, assert_refused, retag, run_child
+from hostile_helpers import META, RSS_LIMIT, Child, assert_refused, retag, run_child
 
 from mnistkit.checkpoint import (
     MAX_HEADER_BYTES,
@@ -28,7 +28,6 @@ from mnistkit.checkpoint import (
     check_finite,
     load_checkpoint,
     load_tensors,
-    save_checkpoint,
     save_tensors,
 )
 from mnistkit.data.kaggle import KAGGLE_PIXELS, read_kaggle_csv
@@ -36,12 +35,6 @@ from mnistkit.errors import CheckpointError, ConfigError, DataFormatError
 from mnistkit.models import build_model
 
 PNG = pytest.importorskip("PIL.Image")
-
-
-@pytest.fixture(scope="module")
-def good_ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.safetensors", build_model("mlp", hidden=[8]), META)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from synthetic import run_cli
+from helpers import run_cli
 
 from mnistkit.tuning.storage import mask_url
 

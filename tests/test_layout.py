@@ -25,8 +25,7 @@ OVERSIZED: dict[str, int] = {}
 MAX_FUNCTION_LINES = 60
 #: Functions over the limit, with their size when allowed: each may only shrink. Their modules'
 #: owners are splitting them (the command line, the server, training and tuning).
-LONG_FUNCTIONS: dict[str, int] = {
-}
+LONG_FUNCTIONS: dict[str, int] = {}
 
 #: The package's layers, low to high: a module may import modules of its own layer or lower ones,
 #: never a higher one. An entry names a module or a package (then every module under it); the
@@ -275,3 +274,35 @@ def test_module_is_short_enough_to_read(module):
     lines = len(path.read_text(encoding="utf-8").splitlines())
     limit = OVERSIZED.get(name, MAX_LINES)
     assert lines <= limit, f"{name} has {lines} lines; split it by concern (limit {limit})"
+
+
+#: Bench and helper scripts read like the library: each function one named step, at most this many lines.
+SCRIPT_FUNCTION_LINES = 80
+SCRIPT_FOLDERS = ("bench", "scripts")
+
+
+def long_script_functions(root: Path, folders: tuple[str, ...], limit: int) -> list[str]:
+    """``path:line name (N lines)`` for every function (methods and nested ones included) in the
+    ``.py`` files under ``root/folder`` whose definition spans more than ``limit`` lines."""
+    found = []
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    if length > limit:
+                        found.append(f"{path.relative_to(root).as_posix()}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_long_functions_finds_a_long_function_and_passes_short_ones(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(SCRIPT_FUNCTION_LINES))
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "long.py").write_text(f"def short():\n    pass\n\n\ndef main():\n{body}\n")
+    assert long_script_functions(tmp_path, ("bench",), SCRIPT_FUNCTION_LINES) == ["bench/long.py:5 main (81 lines)"]
+
+
+def test_bench_and_script_functions_are_short_enough_to_read():
+    """Every function in bench/ and scripts/ within :data:`SCRIPT_FUNCTION_LINES` lines: a long main is
+    split into named steps."""
+    assert long_script_functions(PACKAGE.parents[1], SCRIPT_FOLDERS, SCRIPT_FUNCTION_LINES) == []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic import run_cli
+from helpers import run_cli
 
 from mnistkit.errors import ConfigError
 from mnistkit.losses import NEGATIVE, classification_loss, outlier_exposure_loss

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from synthetic import require_or_skip, stop_process
-from test_browser_draw import CHROMIUM, CHROMIUM_ARGS, free_port
+from helpers import free_port, require_or_skip, stop_process
+from serve_helpers import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 

@@ -19,7 +19,7 @@ pytest.importorskip("scipy")
 from PIL import Image, ImageDraw  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from mnistkit.errors import CheckpointError, InputImageError  # noqa: E402
+from mnistkit.errors import CheckpointError, ConfigError, InputImageError  # noqa: E402
 from mnistkit.number_reading import read_number  # noqa: E402
 from mnistkit.preprocess import Normalization  # noqa: E402
 from mnistkit.preprocess.image import analyze_image, load_image, preprocess_image  # noqa: E402
@@ -27,7 +27,8 @@ from mnistkit.preprocess.ink import ink_mask, mean3x3  # noqa: E402
 from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE, unsure_reason  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import quick_train, run_cli  # noqa: E402
+from helpers import run_cli  # noqa: E402
+from synthetic import quick_train  # noqa: E402
 
 _GEOMETRY = importlib.util.spec_from_file_location(
     "geometric_numbers", Path(__file__).parents[1] / "bench" / "geometric_numbers.py"
@@ -408,7 +409,9 @@ def test_python_api_takes_paths_arrays_and_pil_images(run_dir, easy_digits, tmp_
     assert all(0 < p.probability <= 1 and p.unsure is False and p.digit.shape == (28, 28) for p in preds)
     batch = mnistkit.predict(x[:5], model=run_dir)
     assert [p.label for p in batch] == [str(v) for v in y[:5]]
-    with pytest.raises(Exception, match="cannot predict a dict"):
+    with pytest.raises(
+        ConfigError, match=r"^cannot predict a dict: give paths, file bytes, PIL images or 2-D NumPy arrays$"
+    ):
         mnistkit.predict([{}], model=run_dir)
 
 

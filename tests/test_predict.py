@@ -12,8 +12,9 @@ import pytest
 import torch
 
 pytest.importorskip("PIL")
+from helpers import run_cli
 from PIL import Image
-from synthetic import quick_train, run_cli
+from synthetic import quick_train
 
 from mnistkit.checkpoint import load_checkpoint, save_checkpoint
 from mnistkit.data.kaggle import read_kaggle_csv

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from synthetic import require_or_skip
+from helpers import require_or_skip
 
 from mnistkit.training import fit
 

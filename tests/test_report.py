@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import require_or_skip, run_cli
+from helpers import require_or_skip, run_cli
 
 from mnistkit.errors import ConfigError
 from mnistkit.report import load_run, write_report
@@ -130,7 +130,13 @@ def test_report_tables_are_the_runs_eval_json_and_metrics(runs):
 
 def test_default_out_is_inside_the_run(runs):
     path = write_report([runs[1]])
-    assert path == runs[1] / "report.html" and path.stat().st_size > 1000
+    assert path == runs[1] / "report.html"
+    page = path.read_text()
+    accuracy = json.loads((runs[1] / "eval.json").read_text())["accuracy"]
+    assert runs[1].name in page and f"Accuracy of the model on the 200 test images: {accuracy:.2f} %" in page
+    found = tables(page)
+    assert number({row[0]: row[1] for row in found["metrics"][1:]}["test accuracy (%)"]) == pytest.approx(accuracy)
+    assert [row[0] for row in found["per-class"][1:]] == DIGITS
 
 
 def test_text_is_escaped(runs, tmp_path):

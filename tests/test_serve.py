@@ -5,7 +5,6 @@ is tested in ``test_serve_uvicorn.py``."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import re
 import struct
@@ -19,57 +18,28 @@ import torch
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient
+from helpers import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw
-from synthetic import quick_train
+from PIL import Image
+from serve_helpers import (
+    CLASSES,
+    SECRET_DIRS,
+    TEMPERATURE,
+    assert_matches_library,
+    drawing,
+    mnist_digits,
+    png_bytes,
+    save_trained,
+)
 
 import mnistkit.inference
 import mnistkit.serving.app as app_module
-from mnistkit.checkpoint import load_checkpoint, save_checkpoint
-from mnistkit.config import TrainConfig
-from mnistkit.inference import checkpoint_proba
-from mnistkit.preprocess import Normalization
+from mnistkit.checkpoint import load_checkpoint
 from mnistkit.preprocess.image import load_image, preprocess_image
 from mnistkit.serving.app import ApiError, create_app, parse_pixels_json, public_metadata
 from mnistkit.serving.limits import MAX_BODY_BYTES, MAX_JSON_BYTES, SERVE_MAX_PIXELS, Limits
 from mnistkit.unsure import DEFAULT_MIN_CONFIDENCE
-
-NORM = Normalization(0.1307, 0.3081)
-CLASSES = [str(i) for i in range(10)]
-#: Not 1.0, so a server that forgot the calibration temperature gives other probabilities.
-TEMPERATURE = 1.7
-#: Where the checkpoint claims it was trained: /model must not show these.
-SECRET_DIRS = ("/home/alice/secret-data", "/srv/private/runs/digits")
-
-
-def mnist_digits(mnist_root, split: str, count: int):
-    from mnistkit.data.idx import read_idx
-
-    raw = mnist_root / "MNIST" / "raw"
-    prefix = "train" if split == "train" else "t10k"
-    return (
-        read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")[:count],
-        read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")[:count].long(),
-    )
-
-
-def save_trained(path, mnist_root):
-    """A logreg trained briefly on 20k real MNIST digits (~90 %), with a temperature and path-laden config."""
-    images, labels = mnist_digits(mnist_root, "train", 20000)
-    model = quick_train("logreg", images, labels, NORM, steps=300, batch_size=256, lr=3e-3)
-    config = TrainConfig(data_dir=SECRET_DIRS[0], out=SECRET_DIRS[1]).to_dict()
-    return save_checkpoint(
-        path,
-        model,
-        {
-            "dataset": "mnist",
-            "norm": NORM.to_dict(),
-            "class_names": CLASSES,
-            "temperature": TEMPERATURE,
-            "config": config,
-        },
-    )
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +63,6 @@ def test_digits(mnist_root):
     return mnist_digits(mnist_root, "test", 20)
 
 
-def png_bytes(img: Image.Image, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", **kw)
-    return buf.getvalue()
-
-
-def drawing() -> Image.Image:
-    """Black ink on white, as the page's canvas sends it: a zero."""
-    img = Image.new("RGB", (280, 280), "white")
-    ImageDraw.Draw(img).ellipse((90, 50, 190, 230), outline="black", width=18)
-    return img
-
-
 def as_scan(digit: torch.Tensor) -> bytes:
     """An MNIST digit as a 'scan': dark ink on white, 10x larger, off-centre on a wider page."""
     ink = Image.fromarray(255 - digit.numpy()).resize((280, 280), Image.BILINEAR)
@@ -123,29 +80,6 @@ def header_only_png(width: int, height: int, bit_depth: int = 8) -> bytes:
         + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0))
         + chunk(b"IEND", b"")
     )
-
-
-def expected(ckpt, digit: np.ndarray) -> dict:
-    """What the library says for these 28x28 pixels: the reference every response is held to."""
-    proba = checkpoint_proba(ckpt, torch.from_numpy(np.ascontiguousarray(digit, np.uint8)).unsqueeze(0))[0]
-    return {name: float(p) for name, p in zip(ckpt.class_names, proba)}
-
-
-def assert_matches_library(r, ckpt, digit: np.ndarray | None = None) -> dict:
-    """200, and probabilities equal to ``checkpoint_proba`` on the preview (or on ``digit``) to 1e-6."""
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert set(body) <= {"label", "probability", "probabilities", "unsure", "reason", "preview"}
-    seen = np.array(body["preview"], np.uint8) if "preview" in body else digit
-    if digit is not None:
-        assert np.array_equal(seen, digit)
-    want = expected(ckpt, seen)
-    assert list(body["probabilities"]) == CLASSES
-    assert all(abs(body["probabilities"][k] - want[k]) <= 1e-6 for k in CLASSES), (body["probabilities"], want)
-    assert body["label"] == max(want, key=want.get)
-    assert body["probability"] == body["probabilities"][body["label"]]
-    assert isinstance(body["unsure"], bool) and ("reason" in body) == body["unsure"]
-    return body
 
 
 def test_uploads_raw_bodies_and_json_give_the_library_probabilities(client, ckpt, test_digits):
@@ -187,15 +121,31 @@ def test_preview_is_the_28x28_input_and_round_trips_as_json(client, ckpt):
     assert r.status_code == 422 and "preview" in r.json()["error"]
 
 
+def _digits_and_blends(test_digits) -> list[torch.Tensor]:
+    """Real test digits, and the mean of each with the next one of another class: ambiguous inputs
+    that a model answers with less confidence."""
+    images, labels = test_digits
+    blends = [
+        ((images[i].int() + images[j].int()) // 2).to(torch.uint8)
+        for i in range(len(images))
+        for j in range(i + 1, len(images))
+        if labels[i] != labels[j]
+    ][:20]
+    return [*images, *blends]
+
+
 def test_unsure_for_no_ink_and_below_the_confidence_threshold(ckpt_path, ckpt, test_digits):
     with TestClient(create_app(ckpt_path)) as c:
         blank = c.post("/predict", files={"file": ("b.png", png_bytes(Image.new("L", (280, 280), 255)), "image/png")})
         body = blank.json()
         assert blank.status_code == 200 and body["label"] is None and body["probability"] is None
         assert body["probabilities"] == {} and body["unsure"] is True and "no ink" in body["reason"]
-        sure = [c.post("/predict", json={"pixels": d.tolist()}).json() for d in test_digits[0]]
-        assert any(not b["unsure"] for b in sure)
-        assert all(b["unsure"] for b in sure if b["probability"] < DEFAULT_MIN_CONFIDENCE)
+        answers = [c.post("/predict", json={"pixels": d.tolist()}).json() for d in _digits_and_blends(test_digits)]
+        below = [b["probability"] < DEFAULT_MIN_CONFIDENCE for b in answers]
+        assert 0 < sum(below) < len(answers), "the inputs must fall on both sides of the threshold"
+        assert all(b["unsure"] for b, low in zip(answers, below, strict=True) if low)
+        by_confidence = ["below --min-confidence" in (b.get("reason") or "") for b in answers]
+        assert any(by_confidence) and all(low for low, why in zip(below, by_confidence, strict=True) if why)
     with TestClient(create_app(ckpt_path, min_confidence=1.0)) as c:
         body = c.post("/predict", json={"pixels": test_digits[0][0].tolist()}).json()
         assert body["unsure"] is True and "below --min-confidence 1" in body["reason"]
@@ -484,28 +434,20 @@ def test_serve_without_fastapi_says_how_to_install(ckpt_path, capsys, monkeypatc
     assert capsys.readouterr().err == "mnistkit: error: mnistkit serve needs uvicorn: pip install 'mnistkit[serve]'\n"
 
 
-def run_cli(args, capsys):
-    from mnistkit.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    return info.value.code, capsys.readouterr().err
-
-
 def test_serve_without_a_checkpoint_uses_the_bundled_model_or_says_it_is_missing(capsys, monkeypatch):
     import mnistkit.bundled
 
     monkeypatch.setattr(mnistkit.bundled, "MODEL_FILE", "no-such-model.safetensors")
-    code, err = run_cli(["serve", "--port", "1"], capsys)
+    code, _, err = run_cli(["serve", "--port", "1"], capsys)
     assert code == 2 and err.count("\n") == 1 and "no bundled model" in err and "serving" not in err
 
 
 def test_serve_checkpoint_given_twice_or_broken_is_one_line_exit_2(ckpt_path, tmp_path, capsys):
-    code, err = run_cli(["serve", ckpt_path, "--model", ckpt_path], capsys)
+    code, _, err = run_cli(["serve", ckpt_path, "--model", ckpt_path], capsys)
     assert code == 2 and err.count("\n") == 1 and "give the checkpoint once" in err
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(ckpt_path.read_bytes()[:1000])
     for bad in (broken, tmp_path / "missing.safetensors", tmp_path):
-        code, err = run_cli(["serve", "--model", bad], capsys)
+        code, _, err = run_cli(["serve", "--model", bad], capsys)
         assert code == 2 and err.startswith("mnistkit: error: ") and err.count("\n") == 1, err
         assert "Traceback" not in err and "serving" not in err

@@ -14,6 +14,7 @@ import collections
 import json
 import math
 import socket
+import sys
 import time
 
 import numpy as np
@@ -22,14 +23,17 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from conftest import REPO  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from synthetic import require_or_skip, stop_process  # noqa: E402
-from test_serve import assert_matches_library, drawing, png_bytes  # noqa: E402
-from test_serve_uvicorn import TIMEOUT_S, ckpt, load_test, run_dir  # noqa: E402, F401
+from helpers import require_or_skip, stop_process  # noqa: E402
+from serve_helpers import TIMEOUT_S, assert_matches_library, drawing, png_bytes  # noqa: E402
 
 from mnistkit.serving.app import create_app, public_metadata  # noqa: E402
 from mnistkit.serving.limits import CLIENT_CONNECTIONS, CLIENT_REQUESTS  # noqa: E402
 from mnistkit.serving.shares import client_address  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+import load_test  # noqa: E402
 
 #: The attacker's address (the default source on loopback) and two others, each its own client.
 ATTACKER, OTHER, THIRD = "127.0.0.1", "127.0.0.2", "127.0.0.3"
@@ -39,7 +43,7 @@ SLOW_HEADER_HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\n"
 
 
 @pytest.fixture(scope="module")
-def server(run_dir, tmp_path_factory):  # noqa: F811
+def server(served_run, tmp_path_factory):
     """``mnistkit serve`` with the default shares and a 1 s request timeout; yields (host, port)."""
     for address in (OTHER, THIRD):
         try:
@@ -50,7 +54,7 @@ def server(run_dir, tmp_path_factory):  # noqa: F811
     port = load_test.free_port()
     log_path = tmp_path_factory.mktemp("log") / "serve.log"
     with open(log_path, "wb") as log:
-        proc = load_test.start_server(run_dir, port, log, ("--request-timeout", str(TIMEOUT_S)))
+        proc = load_test.start_server(served_run, port, log, ("--request-timeout", str(TIMEOUT_S)))
     try:
         yield ATTACKER, port
     finally:
@@ -133,7 +137,7 @@ async def wait_for(condition, limit_s: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_client_holding_its_whole_share_leaves_healthz_and_other_clients_served(server, ckpt):  # noqa: F811
+def test_a_client_holding_its_whole_share_leaves_healthz_and_other_clients_served(server, served_ckpt):
     """Row 9: 64 connections from one address, dripping bodies (and headers), reconnecting after each
     408 or 503. Once that client's share is full, another address still gets every /healthz and
     every /predict answered; the attacker's slow bodies still end in 408 (the deadline is kept)."""
@@ -175,7 +179,9 @@ def test_a_client_holding_its_whole_share_leaves_healthz_and_other_clients_serve
     assert [r.status_code for r in health] == [200] * 20, [r.text for r in health if r.status_code != 200]
     for r in answers:
         assert r.status_code == 200, r.text
-        assert_matches_library(r, ckpt, np.array(r.json().get("preview", load_test.GOOD_PIXELS["pixels"]), np.uint8))
+        assert_matches_library(
+            r, served_ckpt, np.array(r.json().get("preview", load_test.GOOD_PIXELS["pixels"]), np.uint8)
+        )
     assert seen["408"] > 0 and seen["503"] > 0, seen
     # the share comes back once the attacker has gone
     with httpx.Client(base_url=base, timeout=10) as same_address:

@@ -25,8 +25,9 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from helpers import require_or_skip, stop_process  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
-from synthetic import require_or_skip, stop_process  # noqa: E402
+from serve_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 from mnistkit.reading import read_number_file  # noqa: E402
 from mnistkit.reading.line import LINE_HEIGHT  # noqa: E402
@@ -278,7 +279,6 @@ def test_the_readmes_curl_command_reads_a_phone_photo(server, tmp_path):
 def test_a_photo_of_a_number_is_read_on_the_page_with_the_line_it_saw(server, tmp_path):
     """Tick "a number", upload a photo: the page shows the number the server read (the same answer
     the API gives for the request the page sent), its confidence, and the line image as the preview."""
-    from test_browser_draw import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
     try:
         import playwright.sync_api as playwright_api

@@ -21,62 +21,49 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from synthetic import stop_process  # noqa: E402
-from test_serve import assert_matches_library, drawing, png_bytes, save_trained  # noqa: E402
+from helpers import stop_process  # noqa: E402
+from serve_helpers import TIMEOUT_S, assert_matches_library, drawing, expected, png_bytes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 import load_test  # noqa: E402
 
-#: The server's --request-timeout here: short, so the slow-client tests take seconds.
-TIMEOUT_S = 1.0
 #: Here good and hostile clients all come from 127.0.0.1, standing for many clients: no per-client
 #: shares (they are tested in test_serve_fair.py, with clients on different addresses).
 ONE_ADDRESS_IS_MANY = ("--client-connections", "0", "--client-requests", "0")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, mnist_root) -> Path:
-    """A run directory holding a trained model, served with ``--model RUN_DIR``."""
-    folder = tmp_path_factory.mktemp("run")
-    save_trained(folder / "model.safetensors", mnist_root)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def server(run_dir, tmp_path_factory):
+def server(served_run, tmp_path_factory):
     """``mnistkit serve --model RUN_DIR`` on a free port; yields (base URL, process, log path)."""
     port = load_test.free_port()
     log_path = tmp_path_factory.mktemp("log") / "serve.log"
     with open(log_path, "wb") as log:
-        proc = load_test.start_server(run_dir, port, log, ("--request-timeout", str(TIMEOUT_S), *ONE_ADDRESS_IS_MANY))
+        proc = load_test.start_server(
+            served_run, port, log, ("--request-timeout", str(TIMEOUT_S), *ONE_ADDRESS_IS_MANY)
+        )
     try:
         yield f"http://127.0.0.1:{port}", proc, log_path
     finally:
         stop_process(proc)
 
 
-@pytest.fixture(scope="module")
-def ckpt(run_dir):
-    from mnistkit.checkpoint import load_checkpoint
-
-    return load_checkpoint(run_dir / "model.safetensors")
-
-
-def test_real_server_answers_like_the_library(server, ckpt):
+def test_real_server_answers_like_the_library(server, served_ckpt):
     base, _, log_path = server
     data = png_bytes(drawing())
     body = assert_matches_library(
-        httpx.post(base + "/predict?preview=1", files={"file": ("d.png", data, "image/png")}), ckpt
+        httpx.post(base + "/predict?preview=1", files={"file": ("d.png", data, "image/png")}), served_ckpt
     )
     assert body["label"] == "0"
     assert_matches_library(
-        httpx.post(base + "/predict", json={"pixels": body["preview"]}), ckpt, np.array(body["preview"], np.uint8)
+        httpx.post(base + "/predict", json={"pixels": body["preview"]}),
+        served_ckpt,
+        np.array(body["preview"], np.uint8),
     )
     assert "serving" in log_path.read_text() and str(REPO) not in httpx.get(base + "/model").text
 
 
-def test_concurrent_requests_from_threads_each_get_their_own_answer(server, ckpt):
+def test_concurrent_requests_from_threads_each_get_their_own_answer(server, served_ckpt):
     """32 different digits posted from 8 threads at once: every answer is the library's for *its* pixels
     (a server mixing up concurrent requests, or batching them wrongly, gives another digit's answer)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -88,7 +75,7 @@ def test_concurrent_requests_from_threads_each_get_their_own_answer(server, ckpt
         digit[4 + i % 18 : 10 + i % 18, 4:24] = rng.integers(100, 256, (6, 20))  # a bar at a different row each
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda d: client.post(base + "/predict", json={"pixels": d.tolist()}), digits))
-    bodies = [assert_matches_library(r, ckpt, d) for r, d in zip(answers, digits, strict=True)]
+    bodies = [assert_matches_library(r, served_ckpt, d) for r, d in zip(answers, digits, strict=True)]
     assert len({b["label"] + f"{b['probability']:.6f}" for b in bodies}) > 16  # really different inputs
 
 
@@ -133,11 +120,11 @@ def test_slow_headers_and_slow_bodies_are_cut_off(server):
         assert s.recv(100).startswith(b"HTTP/1.1 400")
 
 
-def test_busy_port_is_one_line_exit_2(server, run_dir):
+def test_busy_port_is_one_line_exit_2(server, served_run):
     base, _, _ = server
     port = base.rsplit(":", 1)[1]
     busy = subprocess.run(
-        [sys.executable, "-m", "mnistkit", "serve", str(run_dir), "--port", port],
+        [sys.executable, "-m", "mnistkit", "serve", str(served_run), "--port", port],
         capture_output=True,
         text=True,
         timeout=60,
@@ -148,7 +135,7 @@ def test_busy_port_is_one_line_exit_2(server, run_dir):
     # (a bad checkpoint is the same one line + exit 2: tested in process in test_serve.py)
 
 
-def test_short_mixed_load_no_server_errors_bounded_memory(server, ckpt):
+def test_short_mixed_load_no_server_errors_bounded_memory(server, served_ckpt):
     """60 good requests at concurrency 8 while large PNGs, hostile JSON and trickling clients run beside them:
     every good answer is the library's, no 5xx, no traceback, peak RSS under 1 GB."""
     base, proc, log_path = server
@@ -158,13 +145,11 @@ def test_short_mixed_load_no_server_errors_bounded_memory(server, ckpt):
         ("json-30000-deep", b"[" * 30000 + b"]" * 30000, "application/json"),
         ("json-5000-digit-int", b'{"pixels": ' + b"9" * 5000 + b"}", "application/json"),
     ]
-    from test_serve import expected
-
     from mnistkit.preprocess.image import load_image, preprocess_image
 
     want = {
-        "png": expected(ckpt, preprocess_image(load_image(load_test.drawing_png()))),
-        "json": expected(ckpt, np.array(load_test.GOOD_PIXELS["pixels"], np.uint8)),
+        "png": expected(served_ckpt, preprocess_image(load_image(load_test.drawing_png()))),
+        "json": expected(served_ckpt, np.array(load_test.GOOD_PIXELS["pixels"], np.uint8)),
     }
     stats = asyncio.run(
         asyncio.wait_for(load_test.run_mixed(base + "/predict", "mixed", 60, 8, 60, bodies, 4, want), 120)
@@ -179,5 +164,6 @@ def test_short_mixed_load_no_server_errors_bounded_memory(server, ckpt):
     assert "Traceback" not in log_path.read_text()
     # and the server still answers like the library afterwards
     assert_matches_library(
-        httpx.post(base + "/predict?preview=1", files={"file": ("d.png", png_bytes(drawing()), "image/png")}), ckpt
+        httpx.post(base + "/predict?preview=1", files={"file": ("d.png", png_bytes(drawing()), "image/png")}),
+        served_ckpt,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import run_cli
+from helpers import run_cli
 
 from mnistkit.cli import show as show_cmd
 from mnistkit.errors import ConfigError
@@ -30,15 +29,6 @@ def real_mnist_root() -> Path | None:
     return None
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Minimal IDX reader (big-endian dims after a 4-byte magic), so these tests need no data module."""
-    with gzip.open(path) as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def synthetic_split(n: int = 200):
     """Blocky fake digits: class k has a bar at column 2k, so a grid is visibly not blank."""
     labels = torch.arange(n) % 10
@@ -48,16 +38,20 @@ def synthetic_split(n: int = 200):
     return images, labels
 
 
+def framed_samples(n: int = 50, seed: int = 0):
+    """Distinct samples: random 4-px ink blocks inside a solid 1-px ink frame, which marks a tile's
+    bounds in the rendered grid. Labels cycle through the ten digits."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = (torch.rand(n, 7, 7, generator=g) > 0.5).to(torch.uint8) * 255
+    images = blocks.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    images[:, 0, :] = images[:, -1, :] = images[:, :, 0] = images[:, :, -1] = 255
+    return images, torch.arange(n) % 10
+
+
 @pytest.fixture
 def fake_loader(monkeypatch):
-    """Serve MNIST's test split (real if available, else synthetic) without mnistkit.data."""
-    root = real_mnist_root()
-    if root is not None:
-        raw = root / "MNIST" / "raw"
-        images = torch.from_numpy(read_idx(raw / "t10k-images-idx3-ubyte.gz").copy())
-        labels = torch.from_numpy(read_idx(raw / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
-    else:
-        images, labels = synthetic_split()
+    """Serve :func:`framed_samples` as the test split, without mnistkit.data; records each call."""
+    images, labels = framed_samples()
     calls = []
 
     def load_split(dataset, split, data_dir, download=True):
@@ -71,7 +65,40 @@ def fake_loader(monkeypatch):
 def assert_grid_png(path: Path) -> None:
     with Image.open(path) as im:
         assert im.format == "PNG" and im.width >= 100 and im.height >= 100
-        assert np.asarray(im.convert("L")).std() > 0
+
+
+def _longest_run(mask: np.ndarray) -> np.ndarray:
+    """Per column of ``mask``: the longest run of True."""
+    best = np.zeros(mask.shape[1], int)
+    run = np.zeros(mask.shape[1], int)
+    for row in mask:
+        run = np.where(row, run + 1, 0)
+        best = np.maximum(best, run)
+    return best
+
+
+def rendered_tile(path: Path) -> np.ndarray:
+    """The one tile of a grid PNG read back as 28x28 ink (True where dark): its bounds are the
+    columns and rows of the longest dark runs (a framed sample's frame), sampled at pixel centres."""
+    with Image.open(path) as im:
+        dark = np.asarray(im.convert("L")) < 128
+    cols, rows = _longest_run(dark), _longest_run(dark.T)
+    left, right = np.flatnonzero(cols >= 0.9 * cols.max())[[0, -1]]
+    top, bottom = np.flatnonzero(rows >= 0.9 * rows.max())[[0, -1]]
+    centres = (np.arange(28) + 0.5) / 28
+    ys = (top + centres * (bottom + 1 - top)).astype(int)
+    xs = (left + centres * (right + 1 - left)).astype(int)
+    return dark[np.ix_(ys, xs)]
+
+
+def test_show_draws_the_picked_sample_ink_dark(fake_loader, tmp_path, capsys):
+    """The grid shows the sample itself (ink dark on light), not a blank, another sample or a negative."""
+    images, labels = framed_samples()
+    out = tmp_path / "one.png"
+    code, _, err = run_cli(["show", "--split", "test", "--n", "1", "--seed", "3", "--out", str(out)], capsys)
+    assert code == 0, err
+    (index,) = show_cmd.pick_samples(labels, None, n=1, seed=3).tolist()
+    np.testing.assert_array_equal(rendered_tile(out), images[index].numpy() > 127)
 
 
 def test_show_writes_grid(fake_loader, tmp_path, capsys):

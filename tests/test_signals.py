@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from synthetic import run_cli
+from helpers import run_cli
 
 #: The real entry point, with every optimiser step slowed by 0.1 s (a global torch hook set up by the
 #: test, not by mnistkit) so the signal lands mid-run on any machine.

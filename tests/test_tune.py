@@ -14,7 +14,7 @@ from mnistkit.errors import ConfigError
 
 optuna = pytest.importorskip("optuna", reason="mnistkit tune needs optuna: pip install 'mnistkit[tune]'")
 
-from synthetic import run_cli  # noqa: E402
+from helpers import run_cli  # noqa: E402
 
 from mnistkit.tuning.space import default_space, parse_space, read_space_file  # noqa: E402
 
@@ -337,7 +337,7 @@ def test_a_dead_local_workers_trial_is_failed_and_queued_again():
     assert retry.params == study.trials[0].params and retry.system_attrs["failed_trial"] == 0
 
 
-def test_progress_counts_trials_and_shows_the_best():
+def test_progress_counts_trials_and_shows_the_best(capsys):
     from mnistkit.tuning.progress import TuneProgress
 
     study = optuna.create_study(direction="maximize")
@@ -355,11 +355,9 @@ def test_progress_counts_trials_and_shows_the_best():
     snap = progress.snapshot()
     assert snap["counts"] == {"COMPLETE": 2, "PRUNED": 1, "FAIL": 1}
     assert snap["best"].value == 98.5 and snap["best"].number == 1
-    from rich.console import Console
-
-    console = Console(width=120, record=True)
-    console.print(progress._panel(snap))
-    text = console.export_text()
+    with TuneProgress(study, target=6, timeout=None, workers=2, live=True, interval=60):
+        pass  # the live panel, as a terminal shows it when the workers are done
+    text = capsys.readouterr().out
     assert "3/6 done: 2 complete, 1 pruned, 1 failed" in text and "98.50 % validation accuracy (trial 1)" in text
 
 
@@ -371,8 +369,9 @@ def test_a_new_study_starts_from_the_presets_its_space_can_express():
     points = preset_points(params, resolve_config(model="mlp", norm="dataset", val_size=10000))
     best = PRESETS["best-mlp"]
     assert list(points) == ["best-mlp"]  # "fast" trains 2 epochs, outside the space's 5-20
-    assert points["best-mlp"]["hidden_layers"] == 2 and points["best-mlp"]["hidden_1"] == 1024
-    assert points["best-mlp"]["lr"] == best["lr"] and points["best-mlp"]["dropout"] == 0.2
+    hidden, options = best["model_options"]["hidden"], best["model_options"]
+    assert points["best-mlp"]["hidden_layers"] == len(hidden) and points["best-mlp"]["hidden_1"] == hidden[0]
+    assert points["best-mlp"]["lr"] == best["lr"] and points["best-mlp"]["dropout"] == options["dropout"]
     # the preset normalises with the dataset's statistics: with the tutorial's norm it does not apply
     assert preset_points(params, resolve_config(model="mlp", val_size=10000)) == {}
     narrow = parse_space({"lr": {"low": 1e-4, "high": 1e-3}}, "mlp")

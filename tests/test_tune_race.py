@@ -20,8 +20,8 @@ import pytest
 
 optuna = pytest.importorskip("optuna", reason="mnistkit tune needs optuna: pip install 'mnistkit[tune]'")
 pytest.importorskip("psycopg", reason="PostgreSQL storage needs psycopg: pip install 'mnistkit[tune]'")
+from helpers import free_port, run_cli  # noqa: E402
 from pg_server import PASSWORD, PASSWORD_ROLE, running_postgres  # noqa: E402
-from synthetic import run_cli  # noqa: E402
 
 from mnistkit.tuning.storage import SETUP_GATE_ENV  # noqa: E402
 
@@ -198,17 +198,9 @@ def test_storage_errors_name_their_cause(pg, tmp_path, capsys, monkeypatch):
     assert "database 'nosuch' does not exist on the server" in err and "createdb nosuch" in err
     err = _tune_error(pg.url(user="bob"), tmp_path, capsys)
     assert "permission denied: bob may not create or change Optuna's tables in 'optuna'" in err
-    closed = pg.url().replace(f":{pg.port}/", f":{_closed_port()}/")
+    closed = pg.url().replace(f":{pg.port}/", f":{free_port()}/")
     err = _tune_error(closed, tmp_path, capsys)
     assert "cannot connect to the database server" in err
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # free once closed: nothing listens there
 
 
 @pytest.mark.slow

@@ -18,23 +18,56 @@ any world size.
 
 Only rank 0 writes files and prints; a dead peer ends the job through
 torchrun's agent or, failing that, the process-group timeout
-(``MNISTKIT_DIST_TIMEOUT`` seconds, default 300) instead of a hang.
+(``MNISTKIT_DIST_TIMEOUT`` seconds, default 300) instead of a hang. That timeout
+bounds the collectives of training, where the ranks move in step. At the end the
+other ranks wait for rank 0 to score and write the run, which is work rather than a
+stalled peer (seconds to minutes on a busy machine), so that wait uses its own group
+with :data:`FINISH_TIMEOUT_S`. A collective that fails is one line per rank naming
+the phase (:class:`DistributedError`), and the group is destroyed in ``finally``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from mnistkit.environ import seconds_from_env
-from mnistkit.errors import ConfigError
+from mnistkit.errors import ConfigError, MnistkitError
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 DEFAULT_TIMEOUT_S = 300.0
+#: How long the other ranks wait for rank 0 to score and write the finished run (seconds). Only a
+#: backstop: torchrun's agent stops them as soon as rank 0 dies.
+FINISH_TIMEOUT_S = 3600.0
 #: Environment variables torchrun sets for every worker.
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+
+class DistributedError(MnistkitError, RuntimeError):
+    """A collective failed: a peer died, or stalled past the timeout. Names the rank and the phase."""
+
+
+@contextlib.contextmanager
+def collective(rank: int, phase: str) -> Iterator[None]:
+    """Turn a failed collective into one :class:`DistributedError` line naming this rank and ``phase``."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.distributed's DistBackendError and gloo/NCCL errors
+        if isinstance(exc, MnistkitError):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DistributedError(
+            f"rank {rank}: {phase} failed: {first} (a peer died, or stalled longer than its timeout; "
+            f"MNISTKIT_DIST_TIMEOUT is {dist_timeout().total_seconds():g} s)"
+        ) from exc
 
 
 @dataclass
@@ -48,6 +81,8 @@ class DistContext:
     backend: str
     owns_group: bool = False  # we created the process group, so we destroy it
     grad_scale: float = field(default=1.0)
+    #: The group the end-of-run wait uses (timeout :data:`FINISH_TIMEOUT_S`); None: the default group.
+    finish_group: ProcessGroup | None = None
 
     @property
     def is_main(self) -> bool:
@@ -67,7 +102,8 @@ class DistContext:
         import torch.distributed as dist
 
         flat = torch.stack([v.detach().to(torch.float64).reshape(()) for v in values]).to(self.comm_device)
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        with collective(self.rank, "summing the epoch's metrics across ranks"):
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         return [flat[i].to(v.device, v.dtype) for i, v in enumerate(values)]
 
     def agree(self, flag: bool) -> bool:
@@ -75,16 +111,20 @@ class DistContext:
         import torch.distributed as dist
 
         t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=self.comm_device)
-        dist.broadcast(t, src=0)
+        with collective(self.rank, "taking rank 0's decision (early stopping)"):
+            dist.broadcast(t, src=0)
         return bool(t.item())
 
     def barrier(self) -> None:
+        """Wait until every rank gets here: at the end of a run, until rank 0 has written it
+        (:attr:`finish_group`, so the wait is not cut short by the training timeout)."""
         import torch.distributed as dist
 
-        if self.backend == "nccl":
-            dist.barrier(device_ids=[self.device.index or 0])
-        else:
-            dist.barrier()
+        with collective(self.rank, "waiting for rank 0 to finish the run"):
+            if self.backend == "nccl":
+                dist.barrier(group=self.finish_group, device_ids=[self.device.index or 0])
+            else:
+                dist.barrier(group=self.finish_group)
 
     @property
     def comm_device(self) -> torch.device:
@@ -137,7 +177,14 @@ def init_distributed(device: torch.device) -> tuple[DistContext | None, torch.de
     owns = not dist.is_initialized()
     if owns:
         dist.init_process_group(backend=backend, timeout=dist_timeout(), rank=rank, world_size=world)
-    return DistContext(rank, world, local_rank, device, backend, owns_group=owns), device
+    with collective(rank, "joining the end-of-run group"):
+        finish = dist.new_group(backend=backend, timeout=finish_timeout())
+    return DistContext(rank, world, local_rank, device, backend, owns_group=owns, finish_group=finish), device
+
+
+def finish_timeout() -> datetime.timedelta:
+    """How long the end-of-run wait may take: :data:`FINISH_TIMEOUT_S`, or the training timeout if longer."""
+    return max(dist_timeout(), datetime.timedelta(seconds=FINISH_TIMEOUT_S))
 
 
 def check_batch_size(batch_size: int, ctx: DistContext | None) -> None:
@@ -180,13 +227,15 @@ def _scaled_allreduce_hook(ctx: DistContext, bucket):
 
 
 def shutdown(ctx: DistContext | None) -> None:
-    """Leave the process group we joined (idempotent); called at the end of every distributed run."""
+    """Leave the process group we joined (idempotent); called in ``finally`` at the end of every
+    distributed run, after the end-of-run barrier (or a failure that ends the run anyway)."""
     if ctx is None or not ctx.owns_group:
         return
     import torch.distributed as dist
 
     if dist.is_initialized():
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # every group, the end-of-run group included
+    ctx.finish_group = None
 
 
 def _env_int(name: str, default: int) -> int:
