@@ -104,6 +104,31 @@ def read_line_images(
     return [flat[i * k : i * k + k] for i in range(len(lines))]
 
 
+def read_lines(
+    model: torch.nn.Module,
+    lines: list[np.ndarray],
+    class_names: list[str],
+    temperature: float = 1.0,
+    norm: Normalization = LINE_NORM,
+    batch: int = 256,
+) -> list[Read]:
+    """Each line read as :func:`read_image` reads a main line: its own width first, when sure
+    enough that reading, else the surest of :data:`WIDTH_FACTORS` (used to set the unsure
+    threshold on the synthetic validation lines, which are single lines already)."""
+    out: list[Read] = []
+    for start in range(0, len(lines), batch):
+        for reads in read_line_images(model, lines[start : start + batch], class_names, temperature, norm, WIDTH_FACTORS):
+            out.append(_surest(reads))
+    return out
+
+
+def _surest(reads: list[Read]) -> Read:
+    """Of one line's readings at :data:`WIDTH_FACTORS`: the first when sure at once, else the surest."""
+    if reads[0][0] and reads[0][1] >= SURE_AT_ONCE:
+        return reads[0]
+    return max(reads, key=lambda r: r[1])
+
+
 def stretch(line: np.ndarray, factor: float) -> np.ndarray:
     """``line`` (a line image) ``factor`` times as wide, same height."""
     if factor == 1.0:

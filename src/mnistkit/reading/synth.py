@@ -52,8 +52,6 @@ class Recipe:
     wide_gap_p: float = 0.1  # a gap of 0.5-1.2 digit widths instead
     slant: tuple[float, float] = (-0.35, 0.35)  # horizontal shear per unit of height
     digit_height: tuple[float, float] = (10.0, 44.0)  # the digits' height (px) at the scan's resolution
-    narrow: tuple[float, float] = (0.6, 1.15)  # the writer's width per unit of height, against MNIST's
-    small_digit_p: float = 0.2  # a digit written smaller (0.55-0.85 of the others), sitting on the baseline
     pencil: tuple[float, float] = (0.3, 1.0)  # ink strength (1: black pen)
     noise: tuple[float, float] = (0.0, 14.0)  # paper grain, levels of 255
     texture: tuple[float, float] = (0.0, 30.0)  # slow changes of the paper's shade, levels of 255
@@ -106,14 +104,12 @@ class DigitPool:
 def _number_canvas(rng: np.random.Generator, pool: DigitPool, digits: list[int], r: Recipe) -> Image.Image:
     """The digits composed at WORK_HEIGHT with the pen, spacing and marks of one writer."""
     scale = rng.uniform(0.85, 1.15)
-    narrow = rng.uniform(*r.narrow)
     pen = _pen(rng, r)
     pieces = []
     for d in digits:
         cut = Image.fromarray(pool.draw(rng, d))
-        small = rng.uniform(0.55, 0.85) if rng.random() < r.small_digit_p else 1.0
-        h = max(4, round(WORK_HEIGHT * scale * small * rng.uniform(0.9, 1.1)))
-        aspect = cut.width / max(cut.height, 1) * narrow * rng.uniform(0.85, 1.15)
+        h = max(4, round(WORK_HEIGHT * scale * rng.uniform(0.9, 1.1)))
+        aspect = cut.width / max(cut.height, 1) * rng.uniform(0.85, 1.15)
         w = max(2, round(h * aspect))
         piece = cut.resize((w, h), Image.Resampling.BILINEAR)
         if d == 1 and rng.random() < r.flag_one_p:
@@ -129,7 +125,7 @@ def _number_canvas(rng: np.random.Generator, pool: DigitPool, digits: list[int],
     for k, piece in enumerate(pieces):
         if k:
             x += gaps[k]
-        y = top + int(rng.normal(0, 0.05 * WORK_HEIGHT)) + (WORK_HEIGHT - piece.height) * 3 // 4
+        y = top + int(rng.normal(0, 0.05 * WORK_HEIGHT)) + (WORK_HEIGHT - piece.height) // 2
         _paste_max(canvas, piece, int(x), y)
         x += piece.width
     left, right = 2.0 * WORK_HEIGHT, x
