@@ -90,23 +90,24 @@ def main() -> int:
 
 
 def choose_threshold(checkpoint: Path) -> tuple[float, str]:
-    """The best-path probability under which :data:`FLAG_BUDGET` of the validation lines fall."""
+    """The confidence under which :data:`FLAG_BUDGET` of the validation lines fall, each line read
+    as the reader reads one (:func:`mnistkit.reading.reader.read_lines`: at several widths)."""
     import numpy as np
 
     from mnistkit.checkpoint import load_checkpoint
     from mnistkit.config import TrainConfig
-    from mnistkit.ctc import PAD, greedy_decode
-    from mnistkit.inference import predict_logits
+    from mnistkit.ctc import PAD
+    from mnistkit.reading.reader import read_lines
     from mnistkit.training.session import load_training_data
 
     ckpt = load_checkpoint(checkpoint)
     data = load_training_data(TrainConfig.from_dict(ckpt.meta["config"]))
     if data.val is None:
         raise SystemExit("build_line_reader: the run has no validation split to choose the threshold on")
-    decoded = greedy_decode(predict_logits(ckpt.model, data.val.images, ckpt.norm, 512), ckpt.temperature)
-    truth = [[v for v in row if v != PAD] for row in data.val.labels.tolist()]
-    right = np.array([a == b for a, b in zip(decoded.labels, truth)])
-    conf = np.array(decoded.confidence)
+    reads = read_lines(ckpt.model, list(data.val.images.numpy()), ckpt.class_names, ckpt.temperature, ckpt.norm)
+    truth = ["".join(ckpt.class_names[v] for v in row if v != PAD) for row in data.val.labels.tolist()]
+    right = np.array([text == want for (text, _, _), want in zip(reads, truth)])
+    conf = np.array([confidence for _, confidence, _ in reads])
     threshold = float(np.quantile(conf, FLAG_BUDGET))
     kept = conf >= threshold
     return round(threshold, 4), (

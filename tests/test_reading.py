@@ -210,3 +210,46 @@ def test_line_images_keep_the_aspect_and_stretch_the_contrast():
     assert img.shape == (LINE_HEIGHT, 128) and img.max() == 255
     batch = pad_lines([img, img[:, :60]])
     assert batch.shape == (2, LINE_HEIGHT, 128) and (batch[1, :, 60:] == 0).all()
+
+
+def test_a_short_digit_joins_a_line_whose_digits_sit_on_different_baselines(digits):
+    """A "7" and a "9" 50 px tall, the 9 lower, and a "2" 24 px tall: the line's box is 62 px,
+    over 2.5 times the 2, but the 2 is judged against the line's tallest digit and stays in it."""
+    page = np.full((160, 260), 225, np.uint8)
+    for ch, (y, x, h) in zip("792", [(40, 30, 50), (52, 90, 50), (70, 150, 24)]):
+        page[y : y + h, x : x + h] = 255 - _number_ink(digits, ch, h)
+    lines = find_lines(page)
+    assert len(lines) == 1
+    assert _inside(lines[0].box, 45, 100, 35, 170)
+
+
+def test_a_line_is_read_at_each_width_and_the_surest_reading_wins(monkeypatch):
+    """The reader keeps, over :data:`WIDTH_FACTORS`, the reading with the highest confidence: a
+    model that grows surer of its "7" as the line gets wider answers with the widest reading."""
+    from mnistkit.reading import reader
+    from mnistkit.reading.find import FoundLine
+
+    line = np.full((LINE_HEIGHT, 40), 200, np.uint8)
+    line[:4] = 0  # black above the ink, as padding is
+    assert reader.stretch(line, 1.5).shape == (LINE_HEIGHT, 60) and reader.stretch(line, 1.0) is line
+
+    class WiderIsSurer(torch.nn.Module):
+        def forward(self, x):
+            cols = x.reshape(x.shape[0], -1, x.shape[-1])
+            inked = (cols.amax(1) > cols.amin()).sum(1) / 4  # the line's own width (padding is blank)
+            logits = torch.zeros((x.shape[0], x.shape[-1] // 4, 11))
+            logits[:, :, 10] = 30.0  # blank, surely, in every column but the first
+            logits[:, 0, :] = -20.0
+            logits[:, 0, 10] = 2.0
+            logits[:, 0, 7] = inked - 7.5  # a "7", surer the wider the line
+            return logits
+
+    names = [str(d) for d in range(10)]
+    reads = reader.read_line_images(WiderIsSurer(), [line], names, widths=reader.WIDTH_FACTORS)[0]
+    assert [text for text, _, _ in reads] == ["7"] * len(reader.WIDTH_FACTORS)
+    confidences = [conf for _, conf, _ in reads]
+    assert confidences == sorted(confidences) and confidences[0] < 0.7 and confidences[-1] > 0.95
+    monkeypatch.setattr(reader, "find_lines", lambda gray: [FoundLine((0, 0, 40, 32), line, 1.0)])
+    reading = reader.read_image(WiderIsSurer(), np.zeros((32, 40), np.uint8), names, min_confidence=0.3)
+    assert reading.text == "7" and reading.confidence == pytest.approx(confidences[-1], abs=1e-5)
+    assert not reading.unsure

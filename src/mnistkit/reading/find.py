@@ -244,8 +244,9 @@ def _is_mass(box: tuple[slice, slice], size: int, h: int, w: int) -> bool:
 def group_lines(writing: np.ndarray) -> list[tuple[slice, slice]]:
     """The boxes of the lines of writing (in no particular order).
 
-    Pieces whose rows overlap are one line (the tallest pieces first), unless the line is over
-    :data:`SAME_HEIGHT` times taller than the piece: the rest of a ruling line or a box's corner
+    Pieces whose rows overlap are one line (the tallest pieces first), unless the line's tallest
+    piece is over :data:`SAME_HEIGHT` times taller than the piece (the line's box may be taller
+    still, when its digits do not sit on one baseline): the rest of a ruling line or a box's corner
     beside a number is no part of it (and a full stop after it is a line of its own). An underline below the digits stays apart too: read with them, it makes the digits
     small in the line image (measured on the development numbers: bench/README.md).
     """
@@ -253,21 +254,21 @@ def group_lines(writing: np.ndarray) -> list[tuple[slice, slice]]:
 
     labels, _ = ndimage.label(writing, structure=np.ones((3, 3), bool))
     boxes = [b for b in ndimage.find_objects(labels) if b is not None]
-    lines: list[list[int]] = []  # [y0, y1, x0, x1]
+    lines: list[list[int]] = []  # [y0, y1, x0, x1, tallest piece's height]
     for ys, xs in sorted(boxes, key=lambda b: -(b[0].stop - b[0].start)):
         h = ys.stop - ys.start
         for line in lines:
             overlap = min(line[1], ys.stop) - max(line[0], ys.start)
-            if overlap >= SAME_LINE * min(line[1] - line[0], h) and line[1] - line[0] <= SAME_HEIGHT * h:
+            if overlap >= SAME_LINE * min(line[1] - line[0], h) and line[4] <= SAME_HEIGHT * h:
                 _extend(line, [ys.start, ys.stop, xs.start, xs.stop])
                 break
         else:
-            lines.append([ys.start, ys.stop, xs.start, xs.stop])
-    return [(slice(y0, y1), slice(x0, x1)) for y0, y1, x0, x1 in lines]
+            lines.append([ys.start, ys.stop, xs.start, xs.stop, h])
+    return [(slice(y0, y1), slice(x0, x1)) for y0, y1, x0, x1, _ in lines]
 
 
 def _extend(line: list[int], box: list[int]) -> None:
-    line[:] = [min(line[0], box[0]), max(line[1], box[1]), min(line[2], box[2]), max(line[3], box[3])]
+    line[:4] = [min(line[0], box[0]), max(line[1], box[1]), min(line[2], box[2]), max(line[3], box[3])]
 
 
 def _cut(
