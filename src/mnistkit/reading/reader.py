@@ -117,7 +117,9 @@ def read_lines(
     threshold on the synthetic validation lines, which are single lines already)."""
     out: list[Read] = []
     for start in range(0, len(lines), batch):
-        for reads in read_line_images(model, lines[start : start + batch], class_names, temperature, norm, WIDTH_FACTORS):
+        for reads in read_line_images(
+            model, lines[start : start + batch], class_names, temperature, norm, WIDTH_FACTORS
+        ):
             out.append(_surest(reads))
     return out
 
