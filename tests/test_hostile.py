@@ -461,7 +461,8 @@ def test_sigterm_is_one_line_exit_143_and_resume_cleans_stale_temporaries(idx_da
         time.sleep(0.02)
     victim.send_signal(signal.SIGTERM)
     _out, err = victim.communicate(timeout=60)
-    assert victim.returncode == 143 and err == "mnistkit: terminated\n", (victim.returncode, err)
+    want = f"mnistkit: terminated; continue it with: mnistkit train --resume {run}\n"
+    assert victim.returncode == 143 and err == want, (victim.returncode, err)
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     stale = run / ".last.safetensors.k1ll3d_9.tmp"  # what a kill -9 mid-write leaves
     stale.write_bytes(b"\0" * 1000)
