@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,21 @@ def served_ckpt(served_run):
     from mnistkit.checkpoint import load_checkpoint
 
     return load_checkpoint(served_run / "model.safetensors")
+
+
+def wait_until_serving(proc, healthz: str, timeout: float = 60.0) -> None:
+    """Poll ``healthz`` until it answers 200; fail the test when the server exits first or never answers."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"mnistkit serve exited with {proc.returncode}: {proc.stdout.read()}")
+        try:
+            if httpx.get(healthz, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"mnistkit serve did not answer /healthz within {timeout:.0f} s")
+        time.sleep(0.3)

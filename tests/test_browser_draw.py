@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from helpers import free_port, require_or_skip, stop_process
-from serve_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from serve_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, wait_until_serving
 from synthetic import quick_train
 
 pytestmark = pytest.mark.browser
@@ -47,7 +46,6 @@ def trained_checkpoint(tmp_path_factory, mnist_root) -> Path:
 @pytest.fixture(scope="module")
 def server(trained_checkpoint):
     """``mnistkit serve`` on a free 127.0.0.1 port; yields its base URL, stops it afterwards."""
-    import httpx
 
     port = free_port()
     proc = subprocess.Popen(
@@ -68,18 +66,7 @@ def server(trained_checkpoint):
     )
     base = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mnistkit serve exited with {proc.returncode}: {proc.stdout.read()}")
-            try:
-                if httpx.get(base + "healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("mnistkit serve did not answer /healthz within 60 s")
-            time.sleep(0.3)
+        wait_until_serving(proc, base + "healthz")
         yield base
     finally:
         stop_process(proc)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from helpers import free_port, require_or_skip, stop_process
-from serve_helpers import CHROMIUM, CHROMIUM_ARGS
+from serve_helpers import CHROMIUM, CHROMIUM_ARGS, wait_until_serving
 
 pytestmark = pytest.mark.browser
 
@@ -22,25 +21,13 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def base_url():
     """``mnistkit serve`` (bundled model) on a free 127.0.0.1 port; yields its base URL."""
-    import httpx
 
     port = free_port()
     command = [sys.executable, "-m", "mnistkit", "serve", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mnistkit serve exited with {proc.returncode}: {proc.stdout.read()}")
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("mnistkit serve did not answer /healthz within 60 s")
-            time.sleep(0.3)
+        wait_until_serving(proc, base + "/healthz")
         yield base
     finally:
         stop_process(proc)
