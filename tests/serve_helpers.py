@@ -4,6 +4,7 @@ path-laden config, drawings and PNG bytes, and the reference every answer is hel
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import time
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
+from helpers import require_or_skip
 from synthetic import quick_train
 
 from mnistkit.checkpoint import save_checkpoint
@@ -139,3 +141,20 @@ def wait_until_serving(proc, healthz: str, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"mnistkit serve did not answer /healthz within {timeout:.0f} s")
         time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def chromium_browser():
+    """Debian's Chromium driven by Playwright (the test is skipped, or fails under CI, without them)."""
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError:
+        require_or_skip("the playwright package is not installed")
+    if not Path(CHROMIUM).is_file():
+        require_or_skip(f"no Chromium at {CHROMIUM} (set MNISTKIT_CHROMIUM)")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()

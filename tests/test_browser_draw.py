@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import free_port, require_or_skip, stop_process
-from serve_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, wait_until_serving
+from helpers import free_port, stop_process
+from serve_helpers import ARTIFACTS, chromium_browser, wait_until_serving
 from synthetic import quick_train
 
 pytestmark = pytest.mark.browser
@@ -74,24 +74,14 @@ def server(trained_checkpoint):
 
 @pytest.fixture(scope="module")
 def page(server):
-    try:
-        import playwright.sync_api as playwright_api
-    except ImportError:
-        require_or_skip("the playwright package is not installed")
-    if not Path(CHROMIUM).is_file():
-        require_or_skip(f"no Chromium at {CHROMIUM} (set MNISTKIT_CHROMIUM)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            # bypass_csp: Playwright evaluates its wait predicates with eval(), which the page's CSP forbids.
-            pg = browser.new_page(viewport={"width": 820, "height": 520}, bypass_csp=True)
-            pg.requests_seen = []
-            pg.on("request", lambda r: pg.requests_seen.append(r.url))
-            pg.goto(server)
-            pg.wait_for_selector("#chart .bar")
-            yield pg
-        finally:
-            browser.close()
+    with chromium_browser() as browser:
+        # bypass_csp: Playwright evaluates its wait predicates with eval(), which the page's CSP forbids.
+        pg = browser.new_page(viewport={"width": 820, "height": 520}, bypass_csp=True)
+        pg.requests_seen = []
+        pg.on("request", lambda r: pg.requests_seen.append(r.url))
+        pg.goto(server)
+        pg.wait_for_selector("#chart .bar")
+        yield pg
 
 
 def stroke(page, points) -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from helpers import free_port, require_or_skip, stop_process
-from serve_helpers import CHROMIUM, CHROMIUM_ARGS, wait_until_serving
+from helpers import free_port, stop_process
+from serve_helpers import chromium_browser, wait_until_serving
 
 pytestmark = pytest.mark.browser
 
@@ -35,18 +34,8 @@ def base_url():
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        import playwright.sync_api as playwright_api
-    except ImportError:
-        require_or_skip("the playwright package is not installed")
-    if not Path(CHROMIUM).is_file():
-        require_or_skip(f"no Chromium at {CHROMIUM} (set MNISTKIT_CHROMIUM)")
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium_browser() as chromium:
+        yield chromium
 
 
 def offline_page(browser, base_url, width: int):
