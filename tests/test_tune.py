@@ -321,6 +321,45 @@ def test_local_workers_share_one_journal(synthetic_dataset, tmp_path, tiny_space
     assert (out / "best-run/model.safetensors").is_file()
 
 
+def test_workers_checking_together_never_start_more_than_the_trials_asked(tmp_path, monkeypatch):
+    """Three workers on one journal, each slowed between counting the trials and starting one (the
+    window in which an unlocked pair both see 3 of 4 and both start): exactly 4 trials run."""
+    import threading
+    import time
+
+    from mnistkit.config import resolve_config
+    from mnistkit.tuning import study as study_module
+    from mnistkit.tuning.storage import open_storage
+    from mnistkit.tuning.study import StudySettings
+
+    settings = StudySettings(resolve_config(model="mlp"), parse_space({"hidden": [16]}, "mlp"), trials=4)
+    real_should_start = study_module.should_start
+
+    def slow_should_start(study, target, worker):
+        answer = real_should_start(study, target, worker)
+        time.sleep(0.3)
+        return answer
+
+    def quick_objective(settings, worker):
+        return lambda trial: trial.suggest_float("lr", 1e-3, 1e-2) and 90.0
+
+    monkeypatch.setattr(study_module, "should_start", slow_should_start)
+    monkeypatch.setattr(study_module, "make_objective", quick_objective)
+    study_module.open_study(open_storage(None, tmp_path, 0), "race", 0, 4)
+
+    def worker_thread(seed):
+        study = study_module.open_study(open_storage(None, tmp_path, 0), "race", seed, 4)
+        study_module.run_worker(study, settings, study_module.Worker(tmp_path, seed=seed))
+
+    threads = [threading.Thread(target=worker_thread, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    final = study_module.open_study(open_storage(None, tmp_path, 0), "race", 0, 4)
+    assert study_module.counts(final) == {"COMPLETE": 4}
+
+
 def test_a_dead_local_workers_trial_is_failed_and_queued_again():
     """The journal has no heartbeat: the parent fails a killed child's running trial and queues a retry."""
     from mnistkit.tuning.study import fail_worker_trials

@@ -165,7 +165,7 @@ class _Run:
         try:
             with TuneProgress(self.st, self.settings.trials, self.timeout, self.workers, live=show_live, echo=echo):
                 if self.workers == 1:
-                    _run_here(self.st, self.settings, self.out, self.timeout, open_args["sampler_seed"], self.started)
+                    _run_here(self.st, self.settings, self.out, self.timeout, open_args, self.started)
                 else:
                     _run_workers(self.st, self.settings, self.out, self.timeout, self.workers, open_args, self.log)
         except BaseException as exc:  # Ctrl-C is the CLI's Signalled, not a KeyboardInterrupt
@@ -211,10 +211,11 @@ def _check_counts(trials, timeout, workers, heartbeat) -> None:
         raise ConfigError(f"--heartbeat must be a positive whole number of seconds, got {heartbeat!r}")
 
 
-def _run_here(st, settings, out: Path, timeout, sampler_seed, started) -> None:
+def _run_here(st, settings, out: Path, timeout, open_args: dict, started) -> None:
     from mnistkit.tuning.study import Worker, run_worker
 
-    run_worker(st, settings, Worker(out, timeout=timeout, seed=sampler_seed, started=started))
+    worker = Worker(out, timeout=timeout, storage=open_args["storage"], seed=open_args["sampler_seed"], started=started)
+    run_worker(st, settings, worker)
 
 
 def _run_workers(st, settings, out: Path, timeout, workers: int, open_args: dict, log) -> None:
@@ -257,7 +258,7 @@ def _run_workers(st, settings, out: Path, timeout, workers: int, open_args: dict
                         + (f"; trial(s) {', '.join(map(str, lost))} queued again" if lost else "")
                     )
         if counts(st).get("WAITING", 0):
-            run_worker(st, settings, Worker(out, timeout=timeout))
+            run_worker(st, settings, Worker(out, timeout=timeout, storage=open_args["storage"]))
     except KeyboardInterrupt:
         for p in procs:  # Ctrl-C reached them too; give them time to record their trials
             p.join(timeout=30)
@@ -298,6 +299,7 @@ def _worker_main(open_args: dict, out: str, timeout, threads: int) -> None:
     if per_worker:
         settings_holder.base = settings_holder.base.replace(**per_worker)
     try:
-        run_worker(st, settings_holder, Worker(Path(out), timeout=timeout, seed=open_args["sampler_seed"]))
+        worker = Worker(out_dir, timeout=timeout, storage=storage, seed=open_args["sampler_seed"])
+        run_worker(st, settings_holder, worker)
     except KeyboardInterrupt:
         pass

@@ -217,7 +217,7 @@ def stale_trial_retry():
     return retry(max_retry=MAX_RETRY)
 
 
-# ----------------------------------------------------------------------------- set-up under a lock
+# ----------------------------------------------------------------------------- one lock per storage
 
 
 class ConcurrentSetup(Exception):
@@ -235,7 +235,7 @@ def set_up_storage(url: str | None, out: Path, set_up: Callable[[], T]) -> T:
     _wait_for_test_gate()
     for attempt in range(1, SETUP_ATTEMPTS + 1):
         try:
-            with _setup_lock(url, out), storage_errors(url):
+            with storage_lock(url, out), storage_errors(url):
                 return set_up()
         except ConcurrentSetup as exc:
             if attempt == SETUP_ATTEMPTS:
@@ -258,8 +258,9 @@ def _wait_for_test_gate() -> None:
 
 
 @contextmanager
-def _setup_lock(url: str | None, out: Path) -> Iterator[None]:
-    """The lock of this storage's set-up: one worker at a time creates tables and studies."""
+def storage_lock(url: str | None, out: Path) -> Iterator[None]:
+    """This storage's lock among workers: one at a time creates tables and studies, and one at a
+    time checks the study's trial count and starts a trial (:func:`mnistkit.tuning.study.run_worker`)."""
     if not is_database(url):
         with _file_lock(Path(storage_url(url, out))):
             yield

@@ -68,6 +68,7 @@ class Worker:
 
     out: Path
     timeout: float | None = None  # seconds after which no new trial starts
+    storage: str | None = None  # the --storage URL (None: the journal file in ``out``)
     seed: int | None = None  # sampler seed (None: random)
     echo: bool = False  # print each trial's training log
     started: float = field(default_factory=time.monotonic)
@@ -362,11 +363,15 @@ def run_worker(study, settings: StudySettings, worker: Worker, stop=None) -> Non
     target = settings.trials
     while stop is None or not stop():
         fail_stale_trials(study)
-        if should_start(study, target, worker):
-            study.optimize(
-                objective, n_trials=1, catch=(ConfigError,), callbacks=[lambda s, t: drop_stale_states(s, worker.out)]
-            )
-            continue
+        with TrialStart(worker) as start:
+            if should_start(study, target, worker):
+                study.optimize(
+                    start.releasing(objective),
+                    n_trials=1,
+                    catch=(ConfigError,),
+                    callbacks=[lambda s, t: drop_stale_states(s, worker.out)],
+                )
+                continue
         c = counts(study)
         if not c.get("RUNNING", 0):
             break
@@ -375,6 +380,45 @@ def run_worker(study, settings: StudySettings, worker: Worker, stop=None) -> Non
             break
         time.sleep(1.0)
     drop_stale_states(study, worker.out)
+
+
+class TrialStart:
+    """The storage's lock (:func:`mnistkit.tuning.storage.storage_lock`), held from the count in
+    :func:`should_start` until Optuna has created the trial, and released as the trial begins.
+
+    Without it two workers that both see ``target - 1`` trials both start one, and the study
+    overshoots ``--trials`` by up to one trial per extra worker. Optuna creates the trial (or
+    takes a queued one) before it calls the objective, so releasing at the objective's first
+    line covers exactly the check and the creation, not the training.
+    """
+
+    def __init__(self, worker: Worker):
+        from mnistkit.tuning.storage import storage_lock
+
+        self._lock = storage_lock(worker.storage, worker.out)
+        self._held = False
+
+    def __enter__(self) -> TrialStart:
+        self._lock.__enter__()
+        self._held = True
+        return self
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.__exit__(None, None, None)
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def releasing(self, objective):
+        """``objective``, releasing the lock first: the trial exists by then."""
+
+        def run(trial):
+            self.release()
+            return objective(trial)
+
+        return run
 
 
 def fail_worker_trials(study, worker_name: str) -> list[int]:
