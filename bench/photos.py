@@ -214,15 +214,19 @@ def mnist_test(program: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_digits(ckpt, files: list[Path]):
-    """Run the predict path (decode, analyse, calibrated probabilities, novelty ratios) on files
-    -> (probs, analyses, novelty ratios or None when the checkpoint has no novelty model)."""
+    """Run the predict path (decode, analyse, calibrated probabilities joined with the line reader's
+    one-digit reading for the bundled model, novelty ratios) on files
+    -> (probs, analyses, novelty ratios or None when the checkpoint has no novelty model, the
+    classifier's own probs)."""
     from mnistkit.novelty import novelty_ratios
-    from mnistkit.prediction import decode_input, probabilities
-    from mnistkit.preprocess.image import analyze_image
+    from mnistkit.prediction import analyze_inputs, probabilities, with_line_readings
 
-    analyses = [analyze_image(decode_input(str(f), None)) for f in files]  # every file must be readable
+    _, analyses, failures = analyze_inputs([str(f) for f in files], None, ckpt)
+    if failures:  # every file must be readable
+        raise SystemExit(f"photos: {failures[0][0]}: {failures[0][1]}")
     digits = np.stack([a.digit for a in analyses])
-    return probabilities(ckpt, digits), analyses, novelty_ratios(ckpt, digits)
+    own = probabilities(ckpt, digits)
+    return with_line_readings(own, analyses), analyses, novelty_ratios(ckpt, digits), own
 
 
 def interval_percent(successes: int, n: int) -> list[float]:
@@ -234,13 +238,15 @@ def interval_percent(successes: int, n: int) -> list[float]:
     return [round(100 * ci.low, 2), round(100 * ci.high, 2)]
 
 
-def flagged_percent(analyses, probs, novelty, use_novelty: bool = True, thresholds=THRESHOLDS) -> dict:
+def flagged_percent(analyses, probs, novelty, own, use_novelty: bool = True, thresholds=THRESHOLDS) -> dict:
     """% of inputs the unsure rule flags, per ``--min-confidence`` in ``thresholds``."""
     from mnistkit.unsure import unsure_reason
 
     ratios = novelty if novelty is not None and use_novelty else [None] * len(analyses)
     return {
-        str(t): float(np.mean([unsure_reason(a, p, t, r) is not None for a, p, r in zip(analyses, probs, ratios)]))
+        str(t): float(
+            np.mean([unsure_reason(a, p, t, r, c) is not None for a, p, r, c in zip(analyses, probs, ratios, own)])
+        )
         * 100
         for t in thresholds
     }
@@ -283,12 +289,12 @@ def digit_conditions(ckpt, digits: list[np.ndarray], labels: np.ndarray, seed: i
     """Digits under every condition (the same digits, in the same order): accuracy and the share flagged."""
     conditions = {}
     for cond in CONDITIONS:
-        probs, analyses, novelty = read_digits(ckpt, condition_photos(cond, digits, seed, root / cond))
+        probs, analyses, novelty, own = read_digits(ckpt, condition_photos(cond, digits, seed, root / cond))
         acc = float((probs.argmax(1) == labels).mean() * 100)
         conditions[cond] = {
             "accuracy": round(acc, 2),
-            "flagged_percent": flagged_percent(analyses, probs, novelty, thresholds=thresholds),
-            "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, False, thresholds),
+            "flagged_percent": flagged_percent(analyses, probs, novelty, own, thresholds=thresholds),
+            "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, own, False, thresholds),
         }
     return conditions
 
@@ -338,11 +344,11 @@ def non_digit_results(ckpt, count: int, seed: int, root: Path, thresholds) -> di
             layer = ink_layer(img, int(krng.integers(60, 141)), krng, rotate=True)
             paths.append(folder / f"{k:04d}.jpg")
             paths[-1].write_bytes(render_photo([layer], krng, LIGHTING[k % len(LIGHTING)]))
-        probs, analyses, novelty = read_digits(ckpt, paths)
+        probs, analyses, novelty, own = read_digits(ckpt, paths)
         results[kind] = {
             "count": len(images),
-            "flagged_percent": flagged_percent(analyses, probs, novelty, thresholds=thresholds),
-            "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, False, thresholds),
+            "flagged_percent": flagged_percent(analyses, probs, novelty, own, thresholds=thresholds),
+            "flagged_without_novelty_percent": flagged_percent(analyses, probs, novelty, own, False, thresholds),
         }
     return results
 

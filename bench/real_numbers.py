@@ -4,6 +4,8 @@
 
 - ``digits``: the segmentation reader (:mod:`mnistkit.number_reading`, the bundled digit CNN);
 - ``lines``: the sequence reader (:mod:`mnistkit.reading`, the bundled line model or ``--line-model``);
+- ``single``: the one-digit numbers only, read by plain ``mnistkit predict`` (one digit per image:
+  :func:`mnistkit.prediction.predict_files`, the bundled models or ``--model``);
 - ``tesseract``: Tesseract (``--psm 7``, digits only), when it is installed,
 
 and gives for each: the share read exactly with a 95 % Wilson interval, the share with the right
@@ -80,6 +82,19 @@ def line_reader(model: str | None) -> Reader:
     def read(path: str) -> tuple[str, bool]:
         r = read_number_file(reader, path)
         return r.text, r.unsure
+
+    return read
+
+
+def single_digit_reader(model: str | None) -> Reader:
+    from mnistkit.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from mnistkit.prediction import predict_files
+
+    ckpt = load_checkpoint(resolve_checkpoint_path(model))
+
+    def read(path: str) -> tuple[str, bool]:
+        p = predict_files(ckpt, [path]).predictions[0]
+        return p.label or "", p.unsure
 
     return read
 
@@ -192,8 +207,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", type=Path, default=DEV_SET, help="NNNN_LABEL.ext files (default: the dev set)")
     ap.add_argument("--limit", type=int, default=None, help="N evenly spaced files only (a quick look)")
-    ap.add_argument("--readers", default="digits,lines,tesseract", help="comma-separated: digits, lines, tesseract")
-    ap.add_argument("--model", default=None, help="digit checkpoint for the digits reader (default: bundled)")
+    ap.add_argument(
+        "--readers", default="digits,lines,single,tesseract", help="comma-separated: digits, lines, single, tesseract"
+    )
+    ap.add_argument(
+        "--model", default=None, help="digit checkpoint of the digits and single readers (default: bundled)"
+    )
     ap.add_argument("--line-model", default=None, help="line checkpoint for the lines reader (default: bundled)")
     ap.add_argument("--tag", default="", help="suffix of the results file")
     ap.add_argument(
@@ -211,6 +230,7 @@ def main() -> None:
     makers: dict[str, Callable[[], Reader | None]] = {
         "digits": lambda: digit_reader(args.model),
         "lines": lambda: line_reader(args.line_model),
+        "single": lambda: single_digit_reader(args.model),
         "tesseract": tesseract_reader,
     }
     results: dict = {
@@ -228,7 +248,7 @@ def main() -> None:
         if read is None:
             print(f"{name}: not installed (apt-get install tesseract-ocr), skipped")
             continue
-        r = results[name] = measure(read, files)
+        r = results[name] = measure(read, [f for f in files if name != "single" or len(f[1]) == 1])
         lat = r["latency_ms"]
         print(
             f"{name}: {r['read_exactly_percent']:.1f} % read exactly ({r['read_exactly_95ci'][0]:.1f}-"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnistkit.ctc import PAD, ctc_loss, exact_matches, greedy_decode, greedy_labels
+from mnistkit.ctc import PAD, ctc_loss, exact_matches, greedy_decode, greedy_labels, one_symbol_log_probs
 from mnistkit.reading.find import find_lines, runs
 from mnistkit.reading.line import LINE_HEIGHT, LINE_WIDTH, line_image, pad_lines
 from mnistkit.reading.synth import MAX_DIGITS, Recipe, synth_lines
@@ -63,6 +63,23 @@ def test_ctc_loss_is_low_for_the_right_path_and_has_gradients():
 
 
 # ----------------------------------------------------------------------------- synthetic lines
+
+
+def test_one_symbol_probabilities_sum_every_path_that_reads_that_symbol():
+    """Checked against enumerating all 4^4 paths of two random 4-column lines (3 symbols + blank)."""
+    import itertools
+    import math
+
+    logits = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0))
+    log_probs = torch.log_softmax(logits, -1)
+    for n, got in enumerate(one_symbol_log_probs(logits)):
+        want = [0.0, 0.0, 0.0]
+        for path in itertools.product(range(4), repeat=4):
+            read = [k for i, k in enumerate(path) if k != 3 and (i == 0 or path[i - 1] != k)]
+            if len(read) == 1:
+                want[read[0]] += math.exp(sum(float(log_probs[n, t, k]) for t, k in enumerate(path)))
+        assert got.exp().tolist() == pytest.approx(want, rel=1e-4)
+    assert float(one_symbol_log_probs(logits).exp().sum(1).max()) < 1.0  # the rest reads 0 or 2+ symbols
 
 
 def test_synthetic_lines_are_line_images_with_padded_labels(digits):

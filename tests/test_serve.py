@@ -379,8 +379,8 @@ def test_large_images_cannot_starve_small_requests(ckpt_path, ckpt, monkeypatch)
     release, started = threading.Event(), threading.Event()
     real_load = app_module.load_image
 
-    def slow_for_big(data, max_pixels, name=None):
-        img = real_load(data, max_pixels, name=name)
+    def slow_for_big(data, max_pixels, name=None, **kw):
+        img = real_load(data, max_pixels, name=name, **kw)
         if img.width * img.height > 300_000:
             started.set()
             assert release.wait(30)

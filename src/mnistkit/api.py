@@ -14,8 +14,8 @@ from mnistkit.card import model_card
 from mnistkit.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path
 from mnistkit.errors import ConfigError
 from mnistkit.evaluation import evaluate_checkpoint
-from mnistkit.prediction import stack_digits, top_predictions
-from mnistkit.preprocess.image import analyze_image, load_image
+from mnistkit.prediction import analyze_digit, decode_side, digit_line_reader, stack_digits, top_predictions
+from mnistkit.preprocess.image import load_image
 from mnistkit.reading import read_numbers
 from mnistkit.unsure import check_min_confidence
 
@@ -62,11 +62,12 @@ def predict(
     if number:
         return read_numbers(items, names, model, min_confidence)
     checkpoint = _as_checkpoint(model)
+    reader = digit_line_reader(checkpoint)
     analyses = []
     for item, name in zip(items, names):
         if isinstance(item, (str, Path, bytes, bytearray)):
-            item = load_image(item, name=name)
-        analyses.append(analyze_image(item))
+            item = load_image(item, name=name, work_side=decode_side(reader))
+        analyses.append(analyze_digit(item, checkpoint, reader))
     return top_predictions(
         checkpoint,
         stack_digits([a.digit for a in analyses]),

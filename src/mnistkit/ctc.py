@@ -102,3 +102,27 @@ def greedy_decode(logits: torch.Tensor, temperature: float = 1.0) -> Decoded:
         labels.append(out)
         digit_probs.append(ps)
     return Decoded(labels, confidence.tolist(), digit_probs)
+
+
+def one_symbol_log_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``[N, C]``: the log-probability that each line of ``logits`` ``[N, T, C + 1]`` reads as the one
+    symbol ``c``, summed over every CTC path that collapses to it (blanks, ``c`` repeated, blanks).
+
+    A single digit read by a line model: unlike the best path, it counts every alignment, so a
+    digit the reader spreads over a few columns keeps all its probability.
+    """
+    n, t, k = logits.shape
+    c = k - 1
+    log_probs = F.log_softmax(logits.float() / temperature, dim=-1)  # [N, T, C + 1]
+    each = log_probs.repeat_interleave(c, dim=0).transpose(0, 1)  # [T, N * C, C + 1]
+    symbols = torch.arange(c, device=logits.device).repeat(n).unsqueeze(1)  # [N * C, 1]
+    nll = F.ctc_loss(
+        each,
+        symbols,
+        torch.full((n * c,), t, dtype=torch.long, device=logits.device),
+        torch.ones(n * c, dtype=torch.long, device=logits.device),
+        blank=c,
+        reduction="none",
+        zero_infinity=False,
+    )
+    return (-nll).view(n, c)

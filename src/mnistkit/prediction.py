@@ -1,7 +1,8 @@
 """Predict labels for image files, folders, stdin, arrays, or a Kaggle "Digit Recognizer" CSV.
 
-Images go through :func:`mnistkit.preprocess.image.analyze_image` (the one
-image path), CSV rows are already MNIST-framed uint8 pixels and skip it; both
+Images go through :func:`analyze_digit` (the one image path: :func:`mnistkit.preprocess.image.analyze_image`,
+and with the bundled models the line reader's reading of the image as one digit), CSV rows are
+already MNIST-framed uint8 pixels and skip it; both
 then meet :func:`mnistkit.inference.checkpoint_proba`, which normalises with the
 checkpoint's own statistics and applies its calibration temperature. A bad input
 file is reported and skipped, so one broken image never costs the predictions
@@ -15,15 +16,16 @@ Python API's ``mnistkit.predict`` (:func:`mnistkit.api.predict`) is built on :fu
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mnistkit.errors import ConfigError, DataFormatError, InputImageError
+from mnistkit.errors import CheckpointError, ConfigError, DataFormatError, InputImageError
 from mnistkit.unsure import min_confidence_for, unsure_reason
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,9 +33,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from mnistkit.checkpoint import Checkpoint
     from mnistkit.preprocess.image import DigitAnalysis
+    from mnistkit.reading.model import LineReader
 
 #: The name ``-`` stands for one image read from standard input.
 STDIN = "-"
+#: A photo or scan read with the bundled models: each digit's probability is the line reader's
+#: one-digit reading times the digit classifier's to a power, renormalised. Where the ink the
+#: classifier framed lies on the line the reader read, the two are equal partners; where it does
+#: not (the classifier framed a ruling line, a gutter or a full stop), the classifier only breaks
+#: near-ties (how they were chosen: bench/README.md, "One digit by the line reader").
+CLASSIFIER_WEIGHT = 1.0
+CLASSIFIER_WEIGHT_OTHER_INK = 0.3
+#: The framed ink lies on the read line when its box, grown by this share of the line's height on
+#: every side, holds it and it spans at least SAME_INK_SPAN of the line's width.
+SAME_INK_MARGIN = 0.3
+SAME_INK_SPAN = 0.5
 
 
 @dataclass
@@ -103,27 +117,112 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, str
     return names, failures
 
 
-def decode_input(name: str, stdin: bytes | None, max_pixels: int | None = None):
-    from mnistkit.preprocess.image import MAX_PIXELS, load_image
+def decode_input(name: str, stdin: bytes | None, max_pixels: int | None = None, work_side: int | None = None):
+    """Decode one named input (``-``: ``stdin``), reduced to about ``work_side`` px (:func:`decode_side`)."""
+    from mnistkit.preprocess.decode import MAX_PIXELS, WORK_SIDE, load_image
 
     source = (stdin if stdin is not None else b"") if name == STDIN else name
-    return load_image(source, max_pixels or MAX_PIXELS, name="<stdin>" if name == STDIN else name)
+    label = "<stdin>" if name == STDIN else name
+    return load_image(source, max_pixels or MAX_PIXELS, name=label, work_side=work_side or WORK_SIDE)
+
+
+def decode_side(reader: LineReader | None) -> int:
+    """How large a digit's image is decoded: the classifier's working size, or with a line reader
+    the size lines of writing are looked for in (:data:`mnistkit.reading.NUMBER_DECODE_SIDE`)."""
+    from mnistkit.preprocess.decode import WORK_SIDE
+    from mnistkit.reading import NUMBER_DECODE_SIDE
+
+    return WORK_SIDE if reader is None else NUMBER_DECODE_SIDE
 
 
 def analyze_inputs(
-    names: Sequence[str], stdin: bytes | None = None
+    names: Sequence[str], stdin: bytes | None = None, checkpoint: Checkpoint | None = None
 ) -> tuple[list[str], list[DigitAnalysis], list[tuple[str, str]]]:
-    """Decode and analyse each named input -> (names that worked, their analyses, failures)."""
-    from mnistkit.preprocess.image import analyze_image
-
+    """Decode and analyse each named input (:func:`analyze_digit`, for ``checkpoint``)
+    -> (names that worked, their analyses, failures)."""
+    reader = digit_line_reader(checkpoint)
     ok, analyses, failures = [], [], []
     for name in names:
         try:
-            analyses.append(analyze_image(decode_input(name, stdin)))
+            image = decode_input(name, stdin, work_side=decode_side(reader))
+            analyses.append(analyze_digit(image, checkpoint, reader))
             ok.append(name)
         except InputImageError as exc:
             failures.append((name, str(exc)))
     return ok, analyses, failures
+
+
+def digit_line_reader(checkpoint: Checkpoint | None) -> LineReader | None:
+    """The bundled line reader for the bundled digit model, which answers together with it on photos
+    and scans (:func:`analyze_digit`); None for any other model, which answers alone."""
+    from mnistkit.bundled import bundled_model_path
+
+    if checkpoint is None or checkpoint.path is None:
+        return None
+    try:
+        if Path(checkpoint.path).resolve() != bundled_model_path().resolve():
+            return None
+    except CheckpointError:  # an install without the bundled files
+        return None
+    return _bundled_line_reader()
+
+
+@functools.cache
+def _bundled_line_reader() -> LineReader:
+    from mnistkit.reading.model import load_line_reader
+
+    return load_line_reader(None)
+
+
+def analyze_digit(image, checkpoint: Checkpoint | None = None, reader: LineReader | None = None) -> DigitAnalysis:
+    """The one image path of a single digit: what :func:`mnistkit.preprocess.image.analyze_image`
+    finds, and, given a line ``reader``, its reading of a photo or scan as one digit (in
+    ``checkpoint``'s class order: ``line_probs``). The line reader also counts the digits: marks
+    beside a digit are not digits to it. An already framed 28x28 digit, a blank image and writing
+    in which the line reader sees no digit are left to the classifier (and its unsure rule)."""
+    from mnistkit.preprocess.image import analyze_image, to_grayscale
+    from mnistkit.reading.digit import read_one_digit
+
+    analysis = analyze_image(image)
+    if reader is None or checkpoint is None or analysis.framed or analysis.digits_found == 0:
+        return analysis
+    one = read_one_digit(reader, to_grayscale(image))
+    if one is None or not one.reading.text:  # no digit to the line reader: the classifier answers alone
+        return analysis
+    order = [reader.class_names.index(name) for name in checkpoint.class_names]
+    return replace(
+        analysis,
+        line_probs=one.probs[order],
+        digits_found=len(one.reading.text),
+        same_ink=same_ink(analysis.box, one.reading.box),
+    )
+
+
+def same_ink(framed: tuple[int, int, int, int] | None, line: tuple[int, int, int, int] | None) -> bool:
+    """Whether the classifier's framed ink (its box) lies on the line the line reader read (its box):
+    inside it grown by :data:`SAME_INK_MARGIN` of its height, spanning :data:`SAME_INK_SPAN` of its width."""
+    if framed is None or line is None:
+        return False
+    fx0, fy0, fx1, fy1 = framed
+    lx0, ly0, lx1, ly1 = line
+    grow = SAME_INK_MARGIN * (ly1 - ly0)
+    inside = fx0 >= lx0 - grow and fy0 >= ly0 - grow and fx1 <= lx1 + grow and fy1 <= ly1 + grow
+    return inside and min(fx1, lx1) - max(fx0, lx0) >= SAME_INK_SPAN * max(1, lx1 - lx0)
+
+
+def with_line_readings(proba: np.ndarray, analyses: Sequence[DigitAnalysis] | None) -> np.ndarray:
+    """The classifier's probabilities, joined with the line reader's one-digit reading for each
+    analysis that has one (:data:`CLASSIFIER_WEIGHT`, :data:`CLASSIFIER_WEIGHT_OTHER_INK`)."""
+    if analyses is None or all(a.line_probs is None for a in analyses):
+        return proba
+    out = proba.copy()
+    for i, a in enumerate(analyses):
+        if a.line_probs is not None:
+            weight = CLASSIFIER_WEIGHT if a.same_ink else CLASSIFIER_WEIGHT_OTHER_INK
+            joint = weight * np.log(np.clip(proba[i], 1e-12, 1)) + np.log(np.clip(a.line_probs, 1e-12, 1))
+            joint = np.exp(joint - joint.max())
+            out[i] = joint / joint.sum()
+    return out
 
 
 def stack_digits(digits: Sequence[np.ndarray]) -> torch.Tensor:
@@ -168,14 +267,15 @@ def top_predictions(
     _check_top_k(top_k, len(names_by_index))
     if len(images) == 0:
         return []
-    proba = probabilities(checkpoint, images, bf16)
+    own = probabilities(checkpoint, images, bf16)
+    proba = with_line_readings(own, analyses)
     order = np.argsort(-proba, axis=1, kind="stable")[:, :top_k]
     novelty = novelty_ratios(checkpoint, images) if analyses is not None else None
     preds = []
     for i, name in enumerate(names):
         top = [(names_by_index[k], round(float(proba[i, k]), 6)) for k in order[i]]
         ratio = float(novelty[i]) if novelty is not None else None
-        reason = unsure_reason(analyses[i], proba[i], min_confidence, ratio) if analyses is not None else None
+        reason = unsure_reason(analyses[i], proba[i], min_confidence, ratio, own[i]) if analyses is not None else None
         digit = analyses[i].digit if analyses is not None else None
         if analyses is not None and analyses[i].digits_found == 0:  # a blank page: no answer at all
             preds.append(Prediction(name, None, None, [], True, reason, digit))
@@ -200,7 +300,7 @@ def predict_files(
     """Predict every image among ``inputs`` (files, folders, ``-``); unreadable ones become failures."""
     _check_top_k(top_k, len(checkpoint.class_names))
     names, folder_failures = expand_inputs(inputs)
-    names, analyses, failures = analyze_inputs(names, stdin)
+    names, analyses, failures = analyze_inputs(names, stdin, checkpoint)
     preds = top_predictions(
         checkpoint, stack_digits([a.digit for a in analyses]), names, top_k, bf16, analyses, min_confidence
     )

@@ -40,6 +40,7 @@ def unsure_reason(
     probabilities: Sequence[float],
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     novelty: float | None = None,
+    classifier: Sequence[float] | None = None,
 ) -> str | None:
     """Why this input is not a confidently read single digit, or ``None`` when it is.
 
@@ -49,7 +50,10 @@ def unsure_reason(
     ``None`` for checkpoints without a novelty model). In order: no ink at all; several separate
     digits; ink filling the picture or the digit's frame (an object, a texture, a blot); the top
     probability below ``min_confidence``; features unlike the training digits' (``novelty > 1``:
-    a shirt or a letter the model is sure of).
+    a shirt or a letter the model is sure of). When ``probabilities`` join the line reader's reading
+    with the classifier's own (``classifier``; :func:`mnistkit.prediction.with_line_readings`) and
+    both read the same ink, the classifier must be sure on its own too: two partners agreeing on a
+    shirt or a letter make a sure joint answer that neither gave.
     """
     if analysis.digits_found == 0:
         return "no ink found"
@@ -60,6 +64,9 @@ def unsure_reason(
     top = float(np.max(probabilities))
     if top < min_confidence:
         return f"top probability {top:.2f} is below --min-confidence {min_confidence:g}"
+    alone = float(np.max(classifier)) if classifier is not None and analysis.same_ink else 1.0
+    if analysis.line_probs is not None and alone < min_confidence:
+        return f"the digit model alone gives {alone:.2f}, below --min-confidence {min_confidence:g}"
     if novelty is not None and novelty > 1:
         return NOVELTY_REASON
     return None

@@ -188,10 +188,15 @@ def border_median(gray: np.ndarray) -> float:
     return float(np.median(ring))
 
 
+def shrink_factor(shape: tuple[int, ...]) -> int:
+    """By how much :func:`shrink` reduces an image of ``shape`` (1: not at all)."""
+    return max(1, -(-max(shape) // WORK_SIDE))  # ceiling division
+
+
 def shrink(gray: np.ndarray) -> np.ndarray:
     """At most :data:`WORK_SIDE` px on the long side, by a whole-factor box reduction (each output
     pixel the mean of its block: strokes stay anti-aliased, no ringing)."""
-    factor = -(-max(gray.shape) // WORK_SIDE)  # ceiling division
+    factor = shrink_factor(gray.shape)
     if factor <= 1:
         return gray
     from PIL import Image

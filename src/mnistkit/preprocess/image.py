@@ -37,7 +37,7 @@ Needs Pillow and SciPy (the ``images`` or ``serve`` extra); they are imported on
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,6 +52,7 @@ from mnistkit.preprocess.decode import (  # noqa: F401  (re-exported: the public
     load_image,
     read_limited,
     shrink,
+    shrink_factor,
     to_grayscale,
 )
 from mnistkit.preprocess.frame import SIDE, box_fill, frame_digit
@@ -83,6 +84,11 @@ class DigitAnalysis:
     ``box_fill``: share of the 28x28 frame's pixels that are solid ink (>= 128); MNIST digits
     rarely pass 0.4, a photographed object or a filled blob does.
     ``framed``: the input was already 28x28 and passed through untouched.
+    ``box``: the framed ink's box (x0, y0, x1, y1) in the analysed image's pixels; None when framed
+    already or blank.
+    ``line_probs``: the line reader's probability of each class when it read the image as one digit
+    (:func:`mnistkit.prediction.analyze_digit`), in the model's class order; None when not asked.
+    ``same_ink``: whether the framed ink lies on the line the line reader read (when it read one).
     """
 
     digit: np.ndarray
@@ -90,6 +96,9 @@ class DigitAnalysis:
     ink_share: float
     box_fill: float
     framed: bool = False
+    box: tuple[int, int, int, int] | None = None
+    line_probs: np.ndarray | None = field(default=None, repr=False, compare=False)
+    same_ink: bool = True
 
     def to_dict(self) -> dict:
         return {
@@ -125,7 +134,9 @@ def analyze_image(img: PILImage.Image | np.ndarray) -> DigitAnalysis:
         return DigitAnalysis(np.zeros((SIDE, SIDE), np.uint8), 0, ink_share, 0.0)
     main = max(groups, key=lambda g: g.area)
     digit = frame_digit(ink, main.mask)
-    return DigitAnalysis(digit, _count_digits(groups), ink_share, box_fill(digit))
+    f = shrink_factor(gray.shape)
+    box = (main.left * f, main.top * f, main.right * f, main.bottom * f)
+    return DigitAnalysis(digit, _count_digits(groups), ink_share, box_fill(digit), box=box)
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,9 @@ says so). What a hostile client can cost is bounded at each step:
   with a bounded queue, so large uploads wait for their own thread (or get 503 at once when
   that queue is full) and never hold up drawings and JSON pixels.
 
-Images go through :func:`mnistkit.preprocess.image.analyze_image`, the same
-path ``mnistkit predict`` and image-folder training use; JSON pixels do too
+Images go through :func:`mnistkit.prediction.analyze_digit`, the same path ``mnistkit predict``
+uses (:func:`mnistkit.preprocess.image.analyze_image`, which image-folder training uses, and with the
+bundled models the line reader's one-digit reading); JSON pixels go through ``analyze_image``
 (a 28x28 bright-on-dark array passes through it unchanged). Digits are then predicted by
 :func:`mnistkit.prediction.top_predictions` (the checkpoint's calibration and the unsure rule included),
 the function ``mnistkit predict`` and ``mnistkit.predict`` use; numbers by
@@ -60,7 +61,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnistkit.errors import CheckpointError, InputImageError
-from mnistkit.prediction import top_predictions
+from mnistkit.prediction import analyze_digit, decode_side, digit_line_reader, top_predictions
 from mnistkit.preprocess.image import SIDE, DigitAnalysis, analyze_image, load_image
 from mnistkit.serving.bodies import (
     JPEG_MAGIC,
@@ -361,7 +362,8 @@ def predict_image_bytes(
 ) -> dict:
     """Decode + preprocess + predict one uploaded image (runs in a worker thread)."""
     try:
-        analysis = analyze_image(load_image(data, max_pixels, name=name))
+        reader = digit_line_reader(ckpt)
+        analysis = analyze_digit(load_image(data, max_pixels, name=name, work_side=decode_side(reader)), ckpt, reader)
     except InputImageError as exc:
         raise ApiError(400, str(exc)) from None
     return predict_digit(ckpt, analysis, min_confidence, preview)
