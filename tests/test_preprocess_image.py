@@ -127,6 +127,27 @@ def test_light_ink_on_dark_background_is_not_inverted():
     assert np.array_equal(preprocess_image(dark), preprocess_image(paper_digit()))
 
 
+def test_a_large_white_on_black_drawing_reads_as_its_inverse():
+    """MNIST-style drawings 200x200 (fat strokes on an even black ground): the zeros, whose wide
+    rings once swayed the polarity vote to dark ink, read as their black-on-white copies do."""
+    from mnistkit.checkpoint import load_checkpoint
+    from mnistkit.data import load_dataset
+    from mnistkit.prediction import probabilities, stack_digits
+    from mnistkit.preprocess.image import analyze_image
+
+    test = load_dataset("mnist-sample").test
+    images, labels = test.images.numpy(), test.labels.numpy()
+    pick = np.flatnonzero(labels == 0)[:20]
+    drawings = [np.asarray(Image.fromarray(images[i]).resize((200, 200), Image.Resampling.BILINEAR)) for i in pick]
+    ckpt = load_checkpoint(None)
+
+    def read(imgs):
+        return probabilities(ckpt, stack_digits([analyze_image(img).digit for img in imgs])).argmax(1)
+
+    white_on_black, black_on_white = read(drawings), read([255 - d for d in drawings])
+    assert (white_on_black == 0).sum() >= 18 and (white_on_black == black_on_white).sum() >= 19
+
+
 def test_sixteen_bit_png_is_scaled_not_clipped():
     a = np.asarray(paper_digit(), dtype=np.uint16) * 257
     img16 = Image.fromarray(a)  # mode I;16

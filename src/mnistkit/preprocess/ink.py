@@ -20,6 +20,8 @@ PAPER_WINDOW = 8
 SURE_VOTE = 32
 #: Paper darker than this (0..255) is treated as this bright when measuring ink contrast.
 DARK_PAPER = 64
+#: A dark border whose middle 96 % of pixels lie within this many levels is a drawing's ground (:func:`flat_ground`).
+FLAT_GROUND = 8
 #: Even light: the brightest pixels of an EVEN_GRID x EVEN_GRID grid of cells differ by at most
 #: EVEN_LIGHT levels (0..255). Then one paper level serves the whole image (a drawing, a flat scan).
 EVEN_GRID = 8
@@ -63,11 +65,23 @@ def ink_map(gray: np.ndarray, paper_is_light: bool) -> np.ndarray:
     """
     if paper_is_light:
         return ink_contrast(gray, True)
+    if flat_ground(gray):
+        return ink_contrast(gray, False)
     votes = dark_ink_votes(gray)
     if votes >= 0 or votes <= -SURE_VOTE:
         return ink_contrast(gray, votes >= 0)
     dark, light = ink_contrast(gray, True), ink_contrast(gray, False)
     return dark if _solidity(dark) < _solidity(light) else light
+
+
+def flat_ground(gray: np.ndarray) -> bool:
+    """A dark border as even as a drawing's ground (a canvas, an MNIST-style image): all but the
+    extreme 2 % of its pixels within :data:`FLAT_GROUND` levels. Then the ink is light whatever the
+    patches' vote, which fat strokes can sway (a wide ring of a 0 is most of its patches). A dark
+    photo of paper is not this even: grain, noise and light falloff reach its edges."""
+    ring = np.concatenate([gray[0, :], gray[-1, :], gray[:, 0], gray[:, -1]])
+    lo, hi = np.percentile(ring, (2, 98))
+    return bool(hi - lo <= FLAT_GROUND)
 
 
 def _solidity(ink: np.ndarray) -> float:
