@@ -33,15 +33,23 @@ from __future__ import annotations
 
 import errno
 import gzip
+import io
 import os
 import re
 import stat
 import tempfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import ConfigError, MnistkitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+#: The name ``-`` stands for one input read from standard input.
+STDIN = "-"
 
 _GZIP_MAGIC = b"\x1f\x8b"
 #: A gzip stream may expand at most this many times its compressed size (beyond
@@ -424,3 +432,26 @@ def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             except OSError:
                 pass
     return removed
+
+
+def input_stem(path: str) -> str:
+    """The stem an input's saved images are named after (``stdin`` for ``-``)."""
+    return "stdin" if path == STDIN else Path(path).stem or "input"
+
+
+def save_pngs(items: Sequence[tuple[str, np.ndarray]], folder: str | Path) -> list[Path]:
+    """Write each ``(stem, uint8 image)`` as ``<folder>/<stem>.png`` (``~2``... when taken: nothing
+    that exists is replaced), for ``--save-input``."""
+    from PIL import Image
+
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--save-input {folder}: cannot create the folder ({exc.strerror or exc})") from None
+    written = []
+    for stem, digit in items:
+        buf = io.BytesIO()
+        Image.fromarray(digit).save(buf, format="PNG")
+        written.append(write_new_file(out, stem, ".png", buf.getvalue()))
+    return written

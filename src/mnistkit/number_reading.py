@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mnistkit.errors import InputImageError
-from mnistkit.prediction import decode_input, input_stem, probabilities, save_pngs, stack_digits
+from mnistkit.fileio import input_stem, save_pngs
+from mnistkit.prediction import decode_input, probabilities, stack_digits
 from mnistkit.unsure import min_confidence_for, unsure_reason
 
 if TYPE_CHECKING:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mnistkit.errors import CheckpointError, ConfigError, DataFormatError, InputImageError
+from mnistkit.fileio import STDIN, input_stem, save_pngs
 from mnistkit.unsure import min_confidence_for, unsure_reason
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,8 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from mnistkit.preprocess.image import DigitAnalysis
     from mnistkit.reading.model import LineReader
 
-#: The name ``-`` stands for one image read from standard input.
-STDIN = "-"
 #: A photo or scan read with the bundled models: each digit's probability is the line reader's
 #: one-digit reading times the digit classifier's to a power, renormalised. Where the ink the
 #: classifier framed lies on the line the reader read, the two are equal partners; where it does
@@ -320,28 +319,6 @@ def save_inputs(predictions: Sequence[Prediction], folder: str | Path) -> list[P
     """Write the 28x28 image each input became, as ``<folder>/<input's stem>.png``, or ``<stem>~2.png``...
     when that name is taken: nothing that exists is replaced, so an input in ``folder`` is never overwritten."""
     return save_pngs([(input_stem(p.path), p.digit) for p in predictions if p.digit is not None], folder)
-
-
-def input_stem(path: str) -> str:
-    return "stdin" if path == STDIN else Path(path).stem or "input"
-
-
-def save_pngs(items: Sequence[tuple[str, np.ndarray]], folder: str | Path) -> list[Path]:
-    from PIL import Image
-
-    from mnistkit.fileio import write_new_file
-
-    out = Path(folder)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--save-input {folder}: cannot create the folder ({exc.strerror or exc})") from None
-    written = []
-    for stem, digit in items:
-        buf = io.BytesIO()
-        Image.fromarray(digit).save(buf, format="PNG")
-        written.append(write_new_file(out, stem, ".png", buf.getvalue()))
-    return written
 
 
 # --- Kaggle "Digit Recognizer" CSV --------------------------------------------------------------

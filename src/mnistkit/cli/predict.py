@@ -174,7 +174,7 @@ def _read_lines(ctx, model_path, inputs, about: bool, as_json: bool, min_confide
 
 
 def _read_stdin(inputs) -> bytes | None:
-    from mnistkit.prediction import STDIN
+    from mnistkit.fileio import STDIN
     from mnistkit.preprocess.image import read_limited
 
     return read_limited(sys.stdin.buffer, "<stdin>") if STDIN in inputs else None

@@ -42,7 +42,7 @@ def read_number_files(
     """:func:`read_number_file` for each name (``-``: ``stdin``); unreadable files go to ``failures``
     (raised when it is None), and the others are still read."""
     from mnistkit.errors import InputImageError
-    from mnistkit.prediction import STDIN
+    from mnistkit.fileio import STDIN
 
     readings = []
     for name in names:
@@ -58,7 +58,7 @@ def read_number_files(
 
 def save_line_inputs(readings: list[LineReading], folder) -> list:
     """Write each reading's line image (what the reader saw) as ``<stem>-line.png``."""
-    from mnistkit.prediction import input_stem, save_pngs
+    from mnistkit.fileio import input_stem, save_pngs
 
     return save_pngs([(f"{input_stem(r.path)}-line", r.line) for r in readings if r.line is not None], folder)
 
